@@ -1,0 +1,30 @@
+#pragma once
+/// \file Lower-level solvers shared by the methods: gradient steps on g(x, ·) and an accurate Newton-CG solve.
+#include <petscvec.h>
+
+#include "bilevel/core/batch_sampler.hpp"
+#include "bilevel/core/problem.hpp"
+#include "bilevel/petsc/handle.hpp"
+
+namespace bilevel {
+
+/// T steps of (stochastic) gradient descent on y: y <- y - eta ∇_y g(x, y; B_t), B_t a fresh batch of
+/// `batch_size` training samples per step (0 = full batch). Work vector allocated once. Collective.
+class GradientSteps {
+ public:
+  GradientSteps() = default;
+  void setup(Vec y_layout);
+  /// Runs `steps` steps; returns ||∇_y g|| of the last gradient evaluated (at the point before the last step).
+  PetscReal run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, PetscReal eta, BatchSampler* sampler,
+                PetscInt batch_size);
+
+ private:
+  petsc::VecHandle g_;
+};
+
+/// Solves min_y g(x, y) accurately on the full batch with Newton-CG (KSP CG on the HessianShell, prefix
+/// -bilevel_final_) until ||∇_y g|| <= rtol * max(1, ||∇_y g(x, y0)||). Returns the final gradient norm.
+/// Collective.
+PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, PetscInt max_newton = 50);
+
+}  // namespace bilevel

@@ -1,0 +1,148 @@
+#pragma once
+/// \file The bilevel problem: min_x F(x) = f(x, y*(x)),  y*(x) = argmin_y g(x, y).
+///
+/// Notation (algorithms.md §1): H = ∇²_yy g (dy x dy, SPD), J = ∂²g/∂x∂y (dx x dy), so J v = ∇_x <∇_y g, v>.
+/// Hypergradient ∇F(x) = ∇_x f − J v*,  v* = H⁻¹ ∇_y f.
+#include <petscvec.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bilevel/petsc/handle.hpp"
+
+namespace bilevel {
+
+/// A minibatch: global sample indices (sorted, replicated on every rank) into the training set (lower
+/// level) or the validation set (upper level). An empty `indices` with `full == true` is the whole set.
+/// Each rank evaluates the samples of the batch it owns; sums are reduced over the communicator and
+/// divided by the batch size, so the value does not depend on the number of ranks.
+struct Batch {
+  std::span<const PetscInt> indices;
+  bool full = true;
+  static Batch all() { return Batch{}; }
+  static Batch of(std::span<const PetscInt> idx) { return Batch{idx, false}; }
+};
+
+/// Bit set of optional oracles and properties a problem provides.
+enum class Capability : unsigned {
+  None = 0,
+  UpperValue = 1u << 0,
+  LowerValue = 1u << 1,
+  LowerGradX = 1u << 2,      ///< ∇_x g (value-function methods: BOME, F2SA)
+  Stochastic = 1u << 3,      ///< oracles honour minibatches
+  ClosedForm = 1u << 4,      ///< exact y*, ∇F, F* (quadratic)
+  TestSet = 1u << 5,         ///< evaluate_test() reports a test loss / accuracy
+};
+constexpr Capability operator|(Capability a, Capability b) {
+  return static_cast<Capability>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
+}
+constexpr bool has(Capability set, Capability c) {
+  return (static_cast<unsigned>(set) & static_cast<unsigned>(c)) != 0;
+}
+std::string to_string(Capability set);
+
+/// Every oracle call, counted on each rank identically (batch sizes are replicated).
+struct OracleCounts {
+  std::int64_t grad_f = 0;   ///< ∇f evaluations (∇_x f and ∇_y f together count once)
+  std::int64_t grad_g = 0;   ///< ∇_y g or ∇_x g evaluations
+  std::int64_t hvp = 0;      ///< H w products (each vector counts once)
+  std::int64_t jvp = 0;      ///< J w products
+  std::int64_t samples = 0;  ///< samples touched, summed over oracle calls
+  std::int64_t value_f = 0;  ///< f evaluations
+  std::int64_t value_g = 0;  ///< g evaluations
+};
+
+/// Sizes of the data behind the two levels (0 for a deterministic problem without samples).
+struct DatasetSizes {
+  PetscInt lower = 0;  ///< training samples (g is a mean over them)
+  PetscInt upper = 0;  ///< validation samples (f is a mean over them)
+};
+
+/// Test-set metrics (problems with Capability::TestSet).
+struct TestMetrics {
+  PetscReal loss = 0;
+  std::optional<PetscReal> accuracy;
+};
+
+/// Suggestions a problem gives for defaults; methods use them unless options override.
+struct ProblemHints {
+  std::optional<PetscReal> lower_lipschitz;  ///< L of ∇_y g if known a priori
+  std::optional<PetscReal> lower_strong_convexity;
+  PetscReal upper_step = 0.1;                ///< a reasonable step for the upper stepper
+  std::string upper_stepper = "adam";        ///< sgd | momentum | adam
+  std::optional<PetscReal> x_lower_bound, x_upper_bound;  ///< box for x
+};
+
+/// The problem interface. Every public method is collective on comm(). Oracles are public non-virtual
+/// wrappers (they count calls and log events) around protected virtual implementations. Vecs passed in
+/// must have the layouts of create_upper_vec() (x) and create_lower_vec() (y); implementations must not
+/// keep references to them.
+class BilevelProblem {
+ public:
+  virtual ~BilevelProblem() = default;
+
+  virtual MPI_Comm comm() const = 0;
+  virtual std::string name() const = 0;
+  virtual petsc::VecHandle create_upper_vec() const = 0;  ///< layout of x
+  virtual petsc::VecHandle create_lower_vec() const = 0;  ///< layout of y
+  virtual Capability capabilities() const { return Capability::None; }
+  virtual DatasetSizes dataset_sizes() const { return {}; }
+  virtual ProblemHints hints() const { return {}; }
+  /// Starting point (x0, y0). Default: zeros.
+  virtual void initial_point(Vec x, Vec y);
+
+  // Upper level f(x, y), on validation batches.
+  PetscReal upper_value(Vec x, Vec y, const Batch& batch);                    ///< f
+  /// ∇_x f into gx and ∇_y f into gy; either may be null. Counts one grad_f.
+  void upper_grad(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy);
+
+  // Lower level g(x, y), on training batches.
+  PetscReal lower_value(Vec x, Vec y, const Batch& batch);                    ///< g
+  void lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy);                ///< ∇_y g
+  void lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx);                ///< ∇_x g
+  void lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< H w (lower → lower)
+  /// H w_i for several w at the same point in one pass over the data (default: one call each).
+  void lower_hvp_multi(Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out);
+  void lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< J w (lower → upper)
+
+  // Evaluation (not counted as oracles).
+  virtual TestMetrics evaluate_test(Vec x, Vec y);
+  /// Validation metrics of the model y (accuracy where the problem is a classifier).
+  virtual std::optional<PetscReal> validation_accuracy(Vec x, Vec y);
+  /// Problem-specific numbers for the --summary JSON (e.g. hyperclean's baseline_test_accuracy), computed
+  /// at the end of a run from the final (x, y). Default: none.
+  virtual std::vector<std::pair<std::string, PetscReal>> summary_extras(Vec x, Vec y) { return {}; }
+
+  // Closed form (Capability::ClosedForm).
+  virtual void exact_lower_solution(Vec x, Vec y_star);
+  virtual void exact_hypergradient(Vec x, Vec grad);
+  virtual PetscReal exact_upper_objective(Vec x);   ///< F(x) = f(x, y*(x))
+  virtual PetscReal optimal_upper_objective();      ///< F* = min_x F
+
+  const OracleCounts& counts() const { return counts_; }
+  void reset_counts() { counts_ = {}; }
+  /// Restores counters saved before an evaluation that must not count as oracle work. Not collective.
+  void set_counts(const OracleCounts& c) { counts_ = c; }
+  /// Number of samples a batch touches on the given level (the set size for a full batch).
+  std::int64_t batch_size(const Batch& batch, bool upper) const;
+
+ protected:
+  virtual PetscReal upper_value_impl(Vec x, Vec y, const Batch& batch);
+  virtual void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) = 0;
+  virtual PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch);
+  virtual void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) = 0;
+  virtual void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx);
+  virtual void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
+  virtual void lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
+                                    std::span<const Vec> out);
+  virtual void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
+
+ private:
+  OracleCounts counts_;
+};
+
+}  // namespace bilevel

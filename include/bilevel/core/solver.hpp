@@ -1,0 +1,81 @@
+#pragma once
+/// \file BilevelSolver: the object users hold, with Tao's life cycle (create, set problem,
+/// set_from_options, solve, view).
+#include <petscviewer.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/monitor.hpp"
+#include "bilevel/core/registry.hpp"
+
+namespace bilevel {
+
+class UpperStepper;
+
+/// Result of solve(): the numbers of the --summary JSON.
+struct SolveReport {
+  std::string problem, method;
+  int ranks = 1;
+  PetscInt outer_iterations = 0;
+  double wall_time_s = 0;
+  PetscReal upper_objective = 0;   ///< f(x, y) at the end (mean validation loss for data problems)
+  PetscReal hypergradient_norm = 0;
+  std::optional<PetscReal> true_hypergradient_norm, optimal_upper_objective;
+  std::optional<PetscReal> test_loss, test_accuracy;
+  OracleCounts counts;
+  ConvergedReason reason = ConvergedReason::Iterating;
+  std::uint64_t seed = 0;
+};
+
+/// Settings of the outer loop. Options database keys in brackets.
+struct SolverOptions {
+  PetscInt max_iterations = 100;    ///< [-bilevel_max_it]
+  PetscReal max_time = 0;           ///< [-bilevel_max_time] seconds, 0 = no limit
+  PetscReal gatol = 0;              ///< [-bilevel_gatol] stop when the hypergradient estimate norm <= gatol
+  std::uint64_t seed = 0;           ///< [-bilevel_seed]
+  PetscInt batch_size = 0;          ///< [-bilevel_batch_size] lower minibatch, 0 = full
+  PetscInt upper_batch_size = 0;    ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
+  PetscInt monitor_every = 1;       ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
+  bool monitor_test = false;        ///< [-bilevel_monitor_test] test metrics in each record
+  bool final_lower_solve = true;    ///< [-bilevel_final_lower_solve] solve the lower level accurately at the end
+  PetscReal final_lower_rtol = 1e-8;  ///< [-bilevel_final_lower_rtol]
+  bool test_derivatives = false;    ///< [-bilevel_test_derivatives] run the derivative checker before solving
+};
+
+/// Collective on the communicator given at construction, like every method below.
+class BilevelSolver {
+ public:
+  explicit BilevelSolver(MPI_Comm comm);
+  ~BilevelSolver();
+  BilevelSolver(const BilevelSolver&) = delete;
+  BilevelSolver& operator=(const BilevelSolver&) = delete;
+
+  void set_problem(std::shared_ptr<BilevelProblem> problem);
+  /// Like TaoSetType(): selects a registered method; unknown names throw InputError listing the names.
+  void set_type(const std::string& type);
+  const std::string& type() const { return type_; }
+  /// Reads -bilevel_type, -bilevel_* outer-loop keys, the stepper's and the method's keys.
+  void set_from_options();
+  void add_monitor(std::unique_ptr<Monitor> monitor);
+  SolverOptions& options() { return options_; }
+  /// x, y: initial guess in (create them with the problem's create_*_vec), solution out.
+  SolveReport solve(Vec x, Vec y);
+  /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm.
+  void view(PetscViewer viewer = nullptr) const;
+  Algorithm& algorithm();
+
+ private:
+  MPI_Comm comm_;
+  std::shared_ptr<BilevelProblem> problem_;
+  std::string type_;
+  std::unique_ptr<Algorithm> algorithm_;
+  std::unique_ptr<UpperStepper> upper_;
+  std::vector<std::unique_ptr<Monitor>> monitors_;
+  SolverOptions options_;
+  bool from_options_ = false;
+};
+
+}  // namespace bilevel

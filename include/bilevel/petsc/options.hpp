@@ -1,0 +1,46 @@
+#pragma once
+/// \file Typed access to the PETSc options database under a prefix, with -help lines and validation
+/// messages that name the option and the allowed values.
+#include <petscsys.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bilevel::petsc {
+
+/// Reads options `-<prefix><name>` from the PETSc options database. When -help is given, each read prints
+/// one line "  -<prefix><name> <default>: <help>" on rank 0 of comm, so our options appear in -help.
+/// A value that does not parse, or violates a bound, throws InputError naming the option and the allowed
+/// values. Collective on comm (every rank must read the same keys in the same order).
+class OptionsReader {
+ public:
+  OptionsReader(MPI_Comm comm, std::string prefix, std::string title = "");
+
+  PetscReal real(std::string_view name, PetscReal def, std::string_view help,
+                 std::optional<PetscReal> min = std::nullopt, std::optional<PetscReal> max = std::nullopt);
+  PetscInt integer(std::string_view name, PetscInt def, std::string_view help,
+                   std::optional<PetscInt> min = std::nullopt, std::optional<PetscInt> max = std::nullopt);
+  bool boolean(std::string_view name, bool def, std::string_view help);
+  std::string string(std::string_view name, std::string_view def, std::string_view help);
+  /// One of `choices`; anything else is an InputError listing them.
+  std::string choice(std::string_view name, std::string_view def, const std::vector<std::string>& choices,
+                     std::string_view help);
+  /// True if the key is present in the database.
+  bool has(std::string_view name) const;
+
+  const std::string& prefix() const { return prefix_; }
+  /// Another reader on prefix + sub (e.g. "bilevel_" + "qnbo_").
+  OptionsReader sub(std::string_view sub, std::string title = "") const;
+
+ private:
+  std::string key(std::string_view name) const;
+  void help_line(std::string_view name, const std::string& def, std::string_view help) const;
+  MPI_Comm comm_;
+  std::string prefix_;
+  std::string title_;
+  bool help_ = false;
+};
+
+}  // namespace bilevel::petsc

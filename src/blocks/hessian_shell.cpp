@@ -1,0 +1,72 @@
+#include "bilevel/blocks/hessian_shell.hpp"
+
+#include <slepceps.h>
+
+#include "bilevel/petsc/callback.hpp"
+#include "bilevel/petsc/error.hpp"
+
+namespace bilevel {
+namespace {
+
+// MatMult of the shell: out = H(x, y; batch) w.
+PetscErrorCode hessian_mult(Mat H, Vec w, Vec out) {
+  HessianShell::Context* ctx = nullptr;
+  PetscCall(MatShellGetContext(H, &ctx));
+  return petsc::guarded(ctx->pending, [&] { ctx->problem->lower_hvp(ctx->x, ctx->y, ctx->batch, w, out); });
+}
+
+}  // namespace
+
+HessianShell::HessianShell(BilevelProblem& problem, Vec y_layout) : ctx_(std::make_unique<Context>()) {
+  ctx_->problem = &problem;
+  PetscInt n = 0, N = 0;
+  BILEVEL_PETSC_CALL(VecGetLocalSize(y_layout, &n));
+  BILEVEL_PETSC_CALL(VecGetSize(y_layout, &N));
+  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y_layout));
+  BILEVEL_PETSC_CALL(MatCreateShell(comm, n, n, N, N, ctx_.get(), mat_.out()));
+  BILEVEL_PETSC_CALL(MatShellSetOperation(mat_, MATOP_MULT, reinterpret_cast<void (*)(void)>(hessian_mult)));
+  BILEVEL_PETSC_CALL(MatSetOption(mat_, MAT_SYMMETRIC, PETSC_TRUE));
+  BILEVEL_PETSC_CALL(MatSetOption(mat_, MAT_SPD, PETSC_TRUE));
+}
+
+void HessianShell::set_point(Vec x, Vec y, const Batch& batch) {
+  ctx_->x = x;
+  ctx_->y = y;
+  if (batch.full) {
+    ctx_->batch = Batch::all();
+  } else {
+    ctx_->indices.assign(batch.indices.begin(), batch.indices.end());
+    ctx_->batch = Batch::of(ctx_->indices);
+  }
+}
+
+PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol) {
+  HessianShell shell(problem, y);
+  shell.set_point(x, y, Batch::all());
+  petsc::EpsHandle eps;
+  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y));
+  BILEVEL_PETSC_CALL(EPSCreate(comm, eps.out()));
+  BILEVEL_PETSC_CALL(EPSSetOperators(eps, shell.mat(), nullptr));
+  BILEVEL_PETSC_CALL(EPSSetProblemType(eps, EPS_HEP));
+  BILEVEL_PETSC_CALL(EPSSetWhichEigenpairs(eps, EPS_LARGEST_REAL));
+  BILEVEL_PETSC_CALL(EPSSetDimensions(eps, 1, 8, PETSC_DEFAULT));
+  BILEVEL_PETSC_CALL(EPSSetTolerances(eps, rtol, 100));
+  BILEVEL_PETSC_CALL(EPSSetOptionsPrefix(eps, "bilevel_eig_"));
+  BILEVEL_PETSC_CALL(EPSSetFromOptions(eps));
+  BILEVEL_PETSC_CALL_GUARDED(shell.pending(), EPSSolve(eps));
+  PetscInt nconv = 0;
+  BILEVEL_PETSC_CALL(EPSGetConverged(eps, &nconv));
+  PetscScalar lambda = 0, im = 0;
+  if (nconv > 0) {
+    BILEVEL_PETSC_CALL(EPSGetEigenvalue(eps, 0, &lambda, &im));
+  } else {
+    // Not converged to rtol: the largest Ritz value is still a usable estimate of L from below; pad it.
+    BILEVEL_PETSC_CALL(EPSGetEigenvalue(eps, 0, &lambda, &im));
+    lambda *= 1.1;
+  }
+  if (!(lambda > 0)) throw Error("lower Hessian is not positive definite: largest eigenvalue estimate " +
+                                 std::to_string(lambda));
+  return lambda;
+}
+
+}  // namespace bilevel

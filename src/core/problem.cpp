@@ -1,0 +1,122 @@
+#include "bilevel/core/problem.hpp"
+
+#include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/logging.hpp"
+
+namespace bilevel {
+
+std::string to_string(Capability set) {
+  std::string out;
+  auto add = [&](Capability c, const char* name) {
+    if (has(set, c)) out += (out.empty() ? "" : "|") + std::string(name);
+  };
+  add(Capability::UpperValue, "upper_value");
+  add(Capability::LowerValue, "lower_value");
+  add(Capability::LowerGradX, "lower_grad_x");
+  add(Capability::Stochastic, "stochastic");
+  add(Capability::ClosedForm, "closed_form");
+  add(Capability::TestSet, "test_set");
+  return out.empty() ? "none" : out;
+}
+
+void BilevelProblem::initial_point(Vec x, Vec y) {
+  BILEVEL_PETSC_CALL(VecSet(x, 0.0));
+  BILEVEL_PETSC_CALL(VecSet(y, 0.0));
+}
+
+std::int64_t BilevelProblem::batch_size(const Batch& batch, bool upper) const {
+  if (!batch.full) return static_cast<std::int64_t>(batch.indices.size());
+  const DatasetSizes s = dataset_sizes();
+  const PetscInt n = upper ? s.upper : s.lower;
+  return n > 0 ? n : 1;
+}
+
+PetscReal BilevelProblem::upper_value(Vec x, Vec y, const Batch& batch) {
+  petsc::ScopedEvent ev(petsc::events().oracle_grad);
+  ++counts_.value_f;
+  counts_.samples += batch_size(batch, true);
+  return upper_value_impl(x, y, batch);
+}
+
+void BilevelProblem::upper_grad(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) {
+  petsc::ScopedEvent ev(petsc::events().oracle_grad);
+  ++counts_.grad_f;
+  counts_.samples += batch_size(batch, true);
+  upper_grad_impl(x, y, batch, gx, gy);
+}
+
+PetscReal BilevelProblem::lower_value(Vec x, Vec y, const Batch& batch) {
+  petsc::ScopedEvent ev(petsc::events().oracle_grad);
+  ++counts_.value_g;
+  counts_.samples += batch_size(batch, false);
+  return lower_value_impl(x, y, batch);
+}
+
+void BilevelProblem::lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy) {
+  petsc::ScopedEvent ev(petsc::events().oracle_grad);
+  ++counts_.grad_g;
+  counts_.samples += batch_size(batch, false);
+  lower_grad_y_impl(x, y, batch, gy);
+}
+
+void BilevelProblem::lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx) {
+  petsc::ScopedEvent ev(petsc::events().oracle_grad);
+  ++counts_.grad_g;
+  counts_.samples += batch_size(batch, false);
+  lower_grad_x_impl(x, y, batch, gx);
+}
+
+void BilevelProblem::lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {
+  petsc::ScopedEvent ev(petsc::events().oracle_hvp);
+  ++counts_.hvp;
+  counts_.samples += batch_size(batch, false);
+  lower_hvp_impl(x, y, batch, w, out);
+}
+
+void BilevelProblem::lower_hvp_multi(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
+                                     std::span<const Vec> out) {
+  BILEVEL_ASSERT(w.size() == out.size());
+  petsc::ScopedEvent ev(petsc::events().oracle_hvp);
+  counts_.hvp += static_cast<std::int64_t>(w.size());
+  counts_.samples += batch_size(batch, false);
+  lower_hvp_multi_impl(x, y, batch, w, out);
+}
+
+void BilevelProblem::lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {
+  petsc::ScopedEvent ev(petsc::events().oracle_jvp);
+  ++counts_.jvp;
+  counts_.samples += batch_size(batch, false);
+  lower_jvp_impl(x, y, batch, w, out);
+}
+
+PetscReal BilevelProblem::upper_value_impl(Vec, Vec, const Batch&) {
+  throw NotImplemented("problem '" + name() + "' does not provide the upper-level value f");
+}
+PetscReal BilevelProblem::lower_value_impl(Vec, Vec, const Batch&) {
+  throw NotImplemented("problem '" + name() + "' does not provide the lower-level value g");
+}
+void BilevelProblem::lower_grad_x_impl(Vec, Vec, const Batch&, Vec) {
+  throw NotImplemented("problem '" + name() + "' does not provide the lower-level gradient in x");
+}
+void BilevelProblem::lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
+                                          std::span<const Vec> out) {
+  for (std::size_t i = 0; i < w.size(); ++i) lower_hvp_impl(x, y, batch, w[i], out[i]);
+}
+TestMetrics BilevelProblem::evaluate_test(Vec, Vec) {
+  throw NotImplemented("problem '" + name() + "' has no test set");
+}
+std::optional<PetscReal> BilevelProblem::validation_accuracy(Vec, Vec) { return std::nullopt; }
+void BilevelProblem::exact_lower_solution(Vec, Vec) {
+  throw NotImplemented("problem '" + name() + "' has no closed-form lower solution");
+}
+void BilevelProblem::exact_hypergradient(Vec, Vec) {
+  throw NotImplemented("problem '" + name() + "' has no closed-form hypergradient");
+}
+PetscReal BilevelProblem::exact_upper_objective(Vec) {
+  throw NotImplemented("problem '" + name() + "' has no closed-form upper objective");
+}
+PetscReal BilevelProblem::optimal_upper_objective() {
+  throw NotImplemented("problem '" + name() + "' has no known optimum");
+}
+
+}  // namespace bilevel

@@ -1,0 +1,215 @@
+#include "bilevel/core/solver.hpp"
+
+#include <petsctime.h>
+
+#include <cmath>
+
+#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/logging.hpp"
+#include "bilevel/petsc/session.hpp"
+
+namespace bilevel {
+namespace {
+
+double now() {
+  PetscLogDouble t = 0;
+  (void)PetscTime(&t);
+  return t;
+}
+
+/// Missing capabilities of `have` among `need`, as names.
+std::string missing(Capability need, Capability have) {
+  return to_string(static_cast<Capability>(static_cast<unsigned>(need) & ~static_cast<unsigned>(have)));
+}
+
+}  // namespace
+
+BilevelSolver::BilevelSolver(MPI_Comm comm) : comm_(comm) { petsc::initialize_package(); }
+BilevelSolver::~BilevelSolver() = default;
+
+void BilevelSolver::set_problem(std::shared_ptr<BilevelProblem> problem) { problem_ = std::move(problem); }
+
+void BilevelSolver::set_type(const std::string& type) {
+  algorithm_ = algorithm_registry().create(type);
+  type_ = type;
+  from_options_ = false;
+}
+
+Algorithm& BilevelSolver::algorithm() {
+  if (!algorithm_) set_type(type_.empty() ? "aidcg" : type_);
+  return *algorithm_;
+}
+
+void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) { monitors_.push_back(std::move(monitor)); }
+
+void BilevelSolver::set_from_options() {
+  if (!problem_) throw Error("BilevelSolver::set_from_options: call set_problem first");
+  petsc::OptionsReader opts(comm_, "bilevel_", "Bilevel solver options (-bilevel_*)");
+  const std::string type = opts.choice("type", type_.empty() ? "aidcg" : type_, algorithm_registry().names(),
+                                       "bilevel method");
+  if (type != type_ || !algorithm_) set_type(type);
+  SolverOptions& o = options_;
+  o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
+  o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
+  o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
+  o.seed = static_cast<std::uint64_t>(opts.integer("seed", static_cast<PetscInt>(o.seed), "random seed", 0));
+  o.batch_size = opts.integer("batch_size", o.batch_size, "lower-level minibatch size (0: full batch)", 0);
+  o.upper_batch_size =
+      opts.integer("upper_batch_size", o.upper_batch_size, "upper-level minibatch size (0: full)", 0);
+  o.monitor_every = opts.integer("monitor_every", o.monitor_every, "evaluate and monitor every k iterations", 1);
+  o.monitor_test = opts.boolean("monitor_test", o.monitor_test, "test metrics in every monitor record");
+  o.final_lower_solve =
+      opts.boolean("final_lower_solve", o.final_lower_solve, "solve the lower level accurately at the end");
+  o.final_lower_rtol = opts.real("final_lower_rtol", o.final_lower_rtol, "relative tolerance of that solve", 0.0);
+  o.test_derivatives =
+      opts.boolean("test_derivatives", o.test_derivatives, "check every oracle by finite differences first");
+  if (opts.boolean("monitor", false, "print one progress line per iteration"))
+    add_monitor(std::make_unique<ProgressMonitor>(comm_, o.monitor_every));
+  upper_ = std::make_unique<UpperStepper>(problem_->hints());
+  petsc::OptionsReader upper_opts = opts.sub("upper_", "Upper-level stepper (-bilevel_upper_*)");
+  upper_->set_from_options(upper_opts);
+  petsc::OptionsReader method_opts = opts.sub(type_ + "_", "Method " + type_ + " (-bilevel_" + type_ + "_*)");
+  algorithm_->set_from_options(method_opts);
+  from_options_ = true;
+}
+
+void BilevelSolver::view(PetscViewer viewer) const {
+  if (!viewer) viewer = PETSC_VIEWER_STDOUT_(comm_);
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "BilevelSolver: method %s on problem %s\n", type_.c_str(),
+                                            problem_ ? problem_->name().c_str() : "(none)"));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
+      viewer, "max_it %d, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
+      static_cast<int>(options_.max_iterations), options_.max_time, options_.gatol,
+      static_cast<unsigned long long>(options_.seed), static_cast<int>(options_.batch_size),
+      static_cast<int>(options_.upper_batch_size)));
+  if (upper_) {
+    const auto& u = upper_->options();
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
+                                              u.type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
+  }
+  if (algorithm_) algorithm_->view(viewer);
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
+}
+
+SolveReport BilevelSolver::solve(Vec x, Vec y) {
+  if (!problem_) throw Error("BilevelSolver::solve: call set_problem first");
+  if (!from_options_) set_from_options();
+  BilevelProblem& problem = *problem_;
+  const Capability need = algorithm_->requirements(), have = problem.capabilities();
+  if ((static_cast<unsigned>(need) & ~static_cast<unsigned>(have)) != 0)
+    throw InputError("method " + type_ + " needs oracles that problem " + problem.name() +
+                     " does not provide: " + missing(need, have) + " (try -bilevel_type aidcg)");
+  if (options_.batch_size > 0 && !has(have, Capability::Stochastic))
+    throw InputError("option -bilevel_batch_size: problem " + problem.name() + " has no samples to batch");
+
+  int ranks = 1;
+  MPI_Comm_size(comm_, &ranks);
+  SolveReport report;
+  report.problem = problem.name();
+  report.method = type_;
+  report.ranks = ranks;
+  report.seed = options_.seed;
+
+  upper_->setup(x);
+  upper_->project(x);
+  AlgorithmContext ctx{problem, comm_, x, y, *upper_, options_.seed};
+  ctx.batch_size = options_.batch_size;
+  ctx.upper_batch_size = options_.upper_batch_size;
+  algorithm_->setup(ctx);
+  problem.reset_counts();
+
+  for (auto& m : monitors_) m->on_start(problem.name(), type_, ranks);
+  const double t0 = now();
+  double eval_time = 0;
+  IterationRecord record;
+  record.max_iterations = options_.max_iterations;
+  record.max_time = options_.max_time;
+  const bool closed_form = has(have, Capability::ClosedForm);
+  const bool test_set = has(have, Capability::TestSet);
+  petsc::VecHandle work = problem.create_upper_vec();
+
+  // Evaluation for monitors: not counted as oracle work, not counted in the records' wall time.
+  auto evaluate = [&](bool with_test) {
+    petsc::ScopedEvent ev(petsc::events().evaluate);
+    const double e0 = now();
+    const OracleCounts saved = problem.counts();
+    record.upper_objective = problem.upper_value(x, y, Batch::all());
+    if (closed_form) {
+      problem.exact_hypergradient(x, work);
+      PetscReal n = 0;
+      BILEVEL_PETSC_CALL(VecNorm(work, NORM_2, &n));
+      record.true_hypergradient_norm = n;
+    }
+    if (with_test && test_set) {
+      const TestMetrics t = problem.evaluate_test(x, y);
+      record.test_loss = t.loss;
+      record.test_accuracy = t.accuracy;
+    }
+    problem.set_counts(saved);
+    eval_time += now() - e0;
+  };
+
+  ConvergedReason reason = ConvergedReason::Iterating;
+  PetscInt k = 0;
+  StepResult last;
+  while (reason == ConvergedReason::Iterating) {
+    if (k >= options_.max_iterations) {
+      reason = ConvergedReason::ConvergedMaxIterations;
+      break;
+    }
+    ctx.iteration = k;
+    last = algorithm_->step(ctx);
+    ++k;
+    PetscReal xn = 0, yn = 0;
+    BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
+    BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
+    if (last.reason != ConvergedReason::Iterating) reason = last.reason;
+    else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
+      reason = ConvergedReason::DivergedNaN;
+    else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol)
+      reason = ConvergedReason::ConvergedGradientTolerance;
+    else if (options_.max_time > 0 && now() - t0 >= options_.max_time)
+      reason = ConvergedReason::ConvergedTime;
+    const bool last_iteration = reason != ConvergedReason::Iterating || k >= options_.max_iterations;
+    if (!monitors_.empty() && (k % options_.monitor_every == 0 || last_iteration) &&
+        reason != ConvergedReason::DivergedNaN) {
+      evaluate(options_.monitor_test);
+      record.iteration = k;
+      record.wall_time = now() - t0 - eval_time;
+      record.hypergradient_norm = last.hypergradient_norm;
+      record.lower_residual = last.lower_residual;
+      record.linear_residual = last.linear_residual;
+      record.counts = problem.counts();
+      for (auto& m : monitors_) m->on_iteration(record);
+    }
+  }
+
+  const OracleCounts counts = problem.counts();
+  if (reason > ConvergedReason::Iterating && options_.final_lower_solve)
+    solve_lower_accurately(problem, x, y, options_.final_lower_rtol);
+  report.counts = counts;
+  report.outer_iterations = k;
+  report.reason = reason;
+  report.hypergradient_norm = last.hypergradient_norm;
+  if (reason != ConvergedReason::DivergedNaN) {
+    evaluate(test_set);
+    report.upper_objective = record.upper_objective;
+    report.true_hypergradient_norm = record.true_hypergradient_norm;
+    report.test_loss = record.test_loss;
+    report.test_accuracy = record.test_accuracy;
+    if (closed_form) report.optimal_upper_objective = problem.optimal_upper_objective();
+  } else {
+    report.upper_objective = NAN;
+  }
+  report.wall_time_s = now() - t0;
+  record.iteration = k;
+  record.wall_time = report.wall_time_s;
+  record.counts = counts;
+  for (auto& m : monitors_) m->on_finish(record);
+  return report;
+}
+
+}  // namespace bilevel

@@ -1,0 +1,34 @@
+#include "bilevel/petsc/logging.hpp"
+
+#include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/session.hpp"
+
+namespace bilevel::petsc {
+namespace {
+
+Events g_events;
+bool g_registered = false;
+
+}  // namespace
+
+void initialize_package() {
+  if (g_registered) return;
+  PetscClassId classid = 0;
+  BILEVEL_PETSC_CALL(PetscClassIdRegister("Bilevel", &classid));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelLoadData", classid, &g_events.load_data));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelInnerSolve", classid, &g_events.lower_solve));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelHyperGrad", classid, &g_events.hypergradient));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOuterStep", classid, &g_events.outer_step));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleGrad", classid, &g_events.oracle_grad));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleHVP", classid, &g_events.oracle_hvp));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleJVP", classid, &g_events.oracle_jvp));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelEvaluate", classid, &g_events.evaluate));
+  g_registered = true;
+}
+
+const Events& events() {
+  if (!g_registered) initialize_package();
+  return g_events;
+}
+
+}  // namespace bilevel::petsc

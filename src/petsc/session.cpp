@@ -1,0 +1,34 @@
+#include "bilevel/petsc/session.hpp"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+
+#include "bilevel/petsc/error.hpp"
+
+namespace bilevel::petsc {
+namespace {
+
+/// OpenBLAS starts one thread per core in every rank; with several ranks on a node that oversubscribes
+/// the cores. Unless the user chose (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS), use one thread per rank
+/// when more than one rank runs. Found at run time, so any BLAS works.
+void limit_blas_threads() {
+  if (std::getenv("OPENBLAS_NUM_THREADS") || std::getenv("OMP_NUM_THREADS")) return;
+  int size = 1;
+  MPI_Comm_size(PETSC_COMM_WORLD, &size);
+  if (size <= 1) return;
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(1);
+}
+
+}  // namespace
+
+Session::Session(int* argc, char*** argv, const char* help) {
+  BILEVEL_PETSC_CALL(SlepcInitialize(argc, argv, nullptr, help));
+  initialize_package();
+  limit_blas_threads();
+}
+
+Session::~Session() { (void)SlepcFinalize(); }
+
+}  // namespace bilevel::petsc

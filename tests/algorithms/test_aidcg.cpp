@@ -1,0 +1,102 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "bilevel/bilevel.hpp"
+
+namespace {
+
+struct OptionGuard {
+  OptionGuard(const char* key, const char* value) : key_(key) { PetscOptionsSetValue(nullptr, key, value); }
+  ~OptionGuard() { PetscOptionsClearValue(nullptr, key_); }
+  const char* key_;
+};
+
+bilevel::QuadraticOptions quad(PetscReal kappa) {
+  bilevel::QuadraticOptions o;
+  o.dim_lower = 61;
+  o.dim_upper = 7;
+  o.condition = kappa;
+  o.seed = 5;
+  return o;
+}
+
+TEST(AidCg, HypergradientMatchesClosedFormOnQuadratic) {
+  bilevel::QuadraticProblem p(PETSC_COMM_WORLD, quad(100));
+  auto x = p.create_upper_vec(), y = p.create_lower_vec(), v = p.create_lower_vec(), fy = p.create_lower_vec(),
+       fx = p.create_upper_vec(), jv = p.create_upper_vec(), exact = p.create_upper_vec();
+  VecSet(x, 0.4);
+  VecSet(v, 0.0);
+  bilevel::CgLinearSolver lower(p, y, 200, 1e-13), hyper(p, y, 200, 1e-13);
+  p.lower_grad_y(x, y, bilevel::Batch::all(), fy);  // at y = 0: ∇g = −B x, so CG on H y = B x
+  VecScale(fy, -1.0);
+  VecSet(y, 0.0);
+  auto rhs = p.create_lower_vec();
+  VecCopy(fy, rhs);
+
+  const PetscInt lower_its = lower.solve(x, y, bilevel::Batch::all(), rhs, y);  // y* = A⁻¹ B x
+  p.upper_grad(x, y, bilevel::Batch::all(), fx, fy);
+  const PetscInt its = hyper.solve(x, y, bilevel::Batch::all(), fy, v);       // v = A⁻¹ ∇_y f
+  p.lower_jvp(x, y, bilevel::Batch::all(), v, jv);
+  VecAXPY(fx, -1.0, jv);
+  p.exact_hypergradient(x, exact);
+  VecAXPY(fx, -1.0, exact);
+  PetscReal err = 0, ref = 0;
+  VecNorm(fx, NORM_2, &err);
+  VecNorm(exact, NORM_2, &ref);
+
+  EXPECT_GT(lower_its, 0);
+  EXPECT_GT(its, 0);
+  EXPECT_GT(ref, 1e-3);
+  EXPECT_LT(err, 1e-8 * ref);
+}
+
+/// Runs aidcg on the quadratic on `comm`; returns the final x gathered on every rank and the report.
+bilevel::SolveReport run_aidcg(MPI_Comm comm, PetscInt iterations, std::vector<PetscReal>& x_out) {
+  OptionGuard t("-bilevel_type", "aidcg"), it("-bilevel_max_it", std::to_string(iterations).c_str());
+  auto p = std::make_shared<bilevel::QuadraticProblem>(comm, quad(1000));
+  bilevel::BilevelSolver solver(comm);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  const bilevel::SolveReport r = solver.solve(x, y);
+  Vec all = nullptr;
+  VecScatter sc = nullptr;
+  VecScatterCreateToAll(x, &sc, &all);
+  VecScatterBegin(sc, x, all, INSERT_VALUES, SCATTER_FORWARD);
+  VecScatterEnd(sc, x, all, INSERT_VALUES, SCATTER_FORWARD);
+  const PetscScalar* a = nullptr;
+  PetscInt n = 0;
+  VecGetSize(all, &n);
+  VecGetArrayRead(all, &a);
+  x_out.assign(a, a + n);
+  VecRestoreArrayRead(all, &a);
+  VecScatterDestroy(&sc);
+  VecDestroy(&all);
+  return r;
+}
+
+TEST(AidCg, DrivesTheTrueHypergradientDownAndReachesTheOptimumOnQuadratic) {
+  std::vector<PetscReal> x;
+  const bilevel::SolveReport r0 = run_aidcg(PETSC_COMM_WORLD, 1, x);
+  const bilevel::SolveReport r = run_aidcg(PETSC_COMM_WORLD, 300, x);
+
+  ASSERT_TRUE(r.true_hypergradient_norm && r0.true_hypergradient_norm && r.optimal_upper_objective);
+  EXPECT_GT(r.counts.hvp, 0);
+  EXPECT_LT(*r.true_hypergradient_norm, 1e-3 * *r0.true_hypergradient_norm);
+  EXPECT_LE((r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, *r.optimal_upper_objective),
+            1e-6);
+  EXPECT_EQ(r.reason, bilevel::ConvergedReason::ConvergedMaxIterations);
+}
+
+TEST(AidCg, IteratesAreTheSameOnOneRankAndOnAllRanks) {
+  std::vector<PetscReal> x_world, x_self;
+  run_aidcg(PETSC_COMM_WORLD, 20, x_world);
+  run_aidcg(PETSC_COMM_SELF, 20, x_self);
+
+  ASSERT_EQ(x_world.size(), x_self.size());
+  for (std::size_t i = 0; i < x_world.size(); ++i) EXPECT_NEAR(x_world[i], x_self[i], 1e-9 * (1 + std::abs(x_self[i])));
+}
+
+}  // namespace

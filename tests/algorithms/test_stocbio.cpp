@@ -1,0 +1,65 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "bilevel/bilevel.hpp"
+
+namespace {
+
+struct OptionGuard {
+  OptionGuard(const char* key, const char* value) : key_(key) { PetscOptionsSetValue(nullptr, key, value); }
+  ~OptionGuard() { PetscOptionsClearValue(nullptr, key_); }
+  const char* key_;
+};
+
+TEST(Stocbio, NeumannSeriesApproachesTheInverseAsTermsGrow) {
+  bilevel::QuadraticOptions o;
+  o.dim_lower = 45;
+  o.dim_upper = 4;
+  o.condition = 10;
+  bilevel::QuadraticProblem p(PETSC_COMM_WORLD, o);
+  auto x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(), v = p.create_lower_vec(),
+       exact = p.create_lower_vec();
+  VecSet(x, 1.0);
+  VecSet(y, 0.0);
+  VecSet(b, 1.0);
+  p.apply_inverse(b, exact);
+  bilevel::NeumannSolver neumann;
+  neumann.setup(y);
+  PetscReal previous = 1e300;
+
+  for (PetscInt q : {5, 20, 80, 320}) {
+    neumann.solve(p, x, y, b, v, q, 1.0 / 10, nullptr, 0);
+    VecAXPY(v, -1.0, exact);
+    PetscReal err = 0;
+    VecNorm(v, NORM_2, &err);
+    EXPECT_LT(err, previous);
+    previous = err;
+  }
+  EXPECT_LT(previous, 1e-6);
+  EXPECT_EQ(p.counts().hvp, 5 + 20 + 80 + 320);
+}
+
+TEST(Stocbio, ConvergesOnQuadraticToTheKnownOptimum) {
+  OptionGuard t("-bilevel_type", "stocbio"), it("-bilevel_max_it", "400"),
+      q("-bilevel_stocbio_neumann_steps", "60");
+  bilevel::QuadraticOptions o;
+  o.dim_lower = 50;
+  o.dim_upper = 5;
+  o.condition = 20;
+  auto p = std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, o);
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+
+  const bilevel::SolveReport r = solver.solve(x, y);
+
+  EXPECT_GT(r.counts.hvp, 0);
+  ASSERT_TRUE(r.optimal_upper_objective);
+  EXPECT_LE((r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, *r.optimal_upper_objective),
+            1e-4);
+}
+
+}  // namespace
