@@ -16,5 +16,12 @@ if [ -n "$missing" ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing > /dev/null
 fi
+# Open MPI's mpirun adds a 10-line notice whenever a rank exits non-zero; our programs print their own
+# one-line error on rank 0, so keep mpirun quiet about it (a user-level MCA setting; remove the line to undo).
+mca=${HOME:-/root}/.openmpi/mca-params.conf
+if ! grep -qs '^orte_execute_quiet' "$mca"; then
+  mkdir -p "$(dirname "$mca")"
+  printf '# added by bilevel cluster/setup.sh: programs print their own one-line errors\norte_execute_quiet = 1\n' >> "$mca"
+fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" -j"$(nproc)"

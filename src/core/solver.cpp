@@ -47,8 +47,9 @@ void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) { monitors_.pu
 void BilevelSolver::set_from_options() {
   if (!problem_) throw Error("BilevelSolver::set_from_options: call set_problem first");
   petsc::OptionsReader opts(comm_, "bilevel_", "Bilevel solver options (-bilevel_*)");
-  const std::string type = opts.choice("type", type_.empty() ? "aidcg" : type_, algorithm_registry().names(),
-                                       "bilevel method");
+  std::string names;
+  for (const auto& n : algorithm_registry().names()) names += (names.empty() ? "" : "|") + n;
+  const std::string type = opts.string("type", type_.empty() ? "aidcg" : type_, "bilevel method (" + names + ")");
   if (type != type_ || !algorithm_) set_type(type);
   SolverOptions& o = options_;
   o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);

@@ -8,11 +8,14 @@ namespace {
 
 std::string petsc_message(PetscErrorCode code, const char* call, const char* file, int line) {
   const char* text = nullptr;
-  (void)PetscErrorMessage(code, &text, nullptr);
+  char* specific = nullptr;
+  (void)PetscErrorMessage(code, &text, &specific);
   const char* base = std::strrchr(file, '/');
   std::string where = base ? base + 1 : file;
+  std::string detail = specific && *specific ? std::string(specific) : std::string(text ? text : "unknown");
+  while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
   return where + ":" + std::to_string(line) + ": " + call + " failed with PETSc error " + std::to_string(code) +
-         " (" + (text ? text : "unknown") + ")";
+         " (" + detail + ")";
 }
 
 }  // namespace

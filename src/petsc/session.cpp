@@ -27,8 +27,13 @@ Session::Session(int* argc, char*** argv, const char* help) {
   BILEVEL_PETSC_CALL(SlepcInitialize(argc, argv, nullptr, help));
   initialize_package();
   limit_blas_threads();
+  // PETSc errors become C++ exceptions whose message we print once; no tracebacks for user mistakes.
+  BILEVEL_PETSC_CALL(PetscPushErrorHandler(PetscReturnErrorHandler, nullptr));
 }
 
-Session::~Session() { (void)SlepcFinalize(); }
+Session::~Session() {
+  (void)PetscPopErrorHandler();
+  (void)SlepcFinalize();
+}
 
 }  // namespace bilevel::petsc

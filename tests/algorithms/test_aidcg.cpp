@@ -80,7 +80,7 @@ bilevel::SolveReport run_aidcg(MPI_Comm comm, PetscInt iterations, std::vector<P
 TEST(AidCg, DrivesTheTrueHypergradientDownAndReachesTheOptimumOnQuadratic) {
   std::vector<PetscReal> x;
   const bilevel::SolveReport r0 = run_aidcg(PETSC_COMM_WORLD, 1, x);
-  const bilevel::SolveReport r = run_aidcg(PETSC_COMM_WORLD, 300, x);
+  const bilevel::SolveReport r = run_aidcg(PETSC_COMM_WORLD, 800, x);
 
   ASSERT_TRUE(r.true_hypergradient_norm && r0.true_hypergradient_norm && r.optimal_upper_objective);
   EXPECT_GT(r.counts.hvp, 0);

@@ -36,13 +36,15 @@ TEST(Callback, ExceptionInsideKrylovCallbackReachesCallerAsTheOriginalType) {
 }
 
 TEST(PetscError, FailingCallBecomesExceptionWithFileAndLine) {
-  Vec v = nullptr;
+  bilevel::petsc::MatHandle m;
+  MatCreate(PETSC_COMM_WORLD, m.out());
   PetscPushErrorHandler(PetscReturnErrorHandler, nullptr);
   try {
-    BILEVEL_PETSC_CALL(VecCreateMPI(PETSC_COMM_WORLD, -5, -5, &v));
+    BILEVEL_PETSC_CALL(MatSetType(m, "nosuchtype"));
     FAIL() << "no exception";
   } catch (const bilevel::petsc::Error& e) {
     EXPECT_NE(std::string(e.what()).find("test_callback.cpp:"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nosuchtype"), std::string::npos) << e.what();
     EXPECT_NE(e.code(), 0);
   }
   PetscPopErrorHandler();

@@ -28,9 +28,9 @@ struct IterationRecord {
 class Monitor {
  public:
   virtual ~Monitor() = default;
-  virtual void on_start(const std::string& problem, const std::string& method, int ranks) {}
+  virtual void on_start(const std::string& /*problem*/, const std::string& /*method*/, int /*ranks*/) {}
   virtual void on_iteration(const IterationRecord& record) = 0;
-  virtual void on_finish(const IterationRecord& last) {}
+  virtual void on_finish(const IterationRecord& /*last*/) {}
 };
 
 /// -bilevel_monitor: one line per iteration on rank 0 with an estimate of the time left.

@@ -115,7 +115,7 @@ class BilevelProblem {
   virtual std::optional<PetscReal> validation_accuracy(Vec x, Vec y);
   /// Problem-specific numbers for the --summary JSON (e.g. hyperclean's baseline_test_accuracy), computed
   /// at the end of a run from the final (x, y). Default: none.
-  virtual std::vector<std::pair<std::string, PetscReal>> summary_extras(Vec x, Vec y) { return {}; }
+  virtual std::vector<std::pair<std::string, PetscReal>> summary_extras(Vec /*x*/, Vec /*y*/) { return {}; }
 
   // Closed form (Capability::ClosedForm).
   virtual void exact_lower_solution(Vec x, Vec y_star);
