@@ -29,6 +29,43 @@ PetscReal GradientSteps::run(BilevelProblem& problem, Vec x, Vec y, PetscInt ste
   return norm;
 }
 
+void NewtonSteps::setup(BilevelProblem& problem, Vec y_layout) {
+  shell_ = std::make_unique<HessianShell>(problem, y_layout);
+  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y_layout));
+  BILEVEL_PETSC_CALL(KSPCreate(comm, ksp_.out()));
+  BILEVEL_PETSC_CALL(KSPSetType(ksp_, KSPCG));
+  BILEVEL_PETSC_CALL(KSPSetOperators(ksp_, shell_->mat(), shell_->mat()));
+  PC pc = nullptr;
+  BILEVEL_PETSC_CALL(KSPGetPC(ksp_, &pc));
+  BILEVEL_PETSC_CALL(PCSetType(pc, PCNONE));
+  BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp_, "bilevel_inner_"));
+  BILEVEL_PETSC_CALL(KSPSetFromOptions(ksp_));
+  g_ = petsc::duplicate(y_layout);
+  d_ = petsc::duplicate(y_layout);
+}
+
+PetscReal NewtonSteps::run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, PetscInt cg_its,
+                           const Batch& batch) {
+  petsc::ScopedEvent ev(petsc::events().lower_solve);
+  if (!shell_) setup(problem, y);
+  PetscReal norm = -1;
+  iterations_ = 0;
+  for (PetscInt t = 0; t < steps; ++t) {
+    problem.lower_grad_y(x, y, batch, g_);  // g = ∇_y g(x, y)
+    BILEVEL_PETSC_CALL(VecNorm(g_, NORM_2, &norm));
+    if (norm == 0 || !std::isfinite(norm)) break;
+    shell_->set_point(x, y, batch);
+    BILEVEL_PETSC_CALL(KSPSetTolerances(ksp_, 1e-6, 1e-300, PETSC_DEFAULT, cg_its));
+    BILEVEL_PETSC_CALL(VecSet(d_, 0.0));
+    BILEVEL_PETSC_CALL_GUARDED(shell_->pending(), KSPSolve(ksp_, g_, d_));  // d ≈ H⁻¹ g (truncated CG)
+    PetscInt its = 0;
+    BILEVEL_PETSC_CALL(KSPGetIterationNumber(ksp_, &its));
+    iterations_ += its;
+    BILEVEL_PETSC_CALL(VecAXPY(y, -1.0, d_));  // y <- y − d
+  }
+  return norm;
+}
+
 PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, PetscInt max_newton) {
   petsc::ScopedEvent ev(petsc::events().lower_solve);
   HessianShell shell(problem, y);

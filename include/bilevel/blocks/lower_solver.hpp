@@ -2,6 +2,9 @@
 /// \file Lower-level solvers shared by the methods: gradient steps on g(x, ·) and an accurate Newton-CG solve.
 #include <petscvec.h>
 
+#include <memory>
+
+#include "bilevel/blocks/hessian_shell.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/handle.hpp"
@@ -20,6 +23,25 @@ class GradientSteps {
 
  private:
   petsc::VecHandle g_;
+};
+
+/// Inexact Newton steps on y: y <- y − d with d ≈ H(x, y)⁻¹ ∇_y g(x, y) from at most `cg_its` CG iterations
+/// (KSP on the HessianShell, prefix -bilevel_inner_, allocated once), all on the same batch. A cheap
+/// lower-level update for ill-conditioned problems where gradient steps of size 1/L crawl. Collective.
+class NewtonSteps {
+ public:
+  NewtonSteps() = default;
+  void setup(BilevelProblem& problem, Vec y_layout);
+  /// Runs `steps` Newton steps; returns ||∇_y g|| at the point before the last step.
+  PetscReal run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, PetscInt cg_its, const Batch& batch);
+  /// CG iterations used by the last run.
+  PetscInt last_iterations() const { return iterations_; }
+
+ private:
+  std::unique_ptr<HessianShell> shell_;
+  petsc::KspHandle ksp_;
+  petsc::VecHandle g_, d_;
+  PetscInt iterations_ = 0;
 };
 
 /// Solves min_y g(x, y) accurately on the full batch with Newton-CG (KSP CG on the HessianShell, prefix

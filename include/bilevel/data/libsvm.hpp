@@ -16,7 +16,10 @@ struct LibsvmReadOptions {
 
 /// Reads a LIBSVM file into a row-sharded Dataset: every rank streams (and decompresses) the file, a
 /// first pass counts rows, a second parses only the rank's own block, so no rank holds the whole file.
-/// Labels: {-1,+1} or {0,1} become classes {0,1}; other values become classes 0..C-1 in sorted order.
+/// Empty lines are skipped, '#' starts a comment, "qid:N" tokens are ignored; rows are counted without them.
+/// Labels: {-1,+1} or {0,1} become classes {0,1}; other values become classes 0..C-1 in sorted order. A file
+/// whose labels are all +1 (or all -1, or all 0) still gets both binary classes, so that its class indices
+/// agree with the training file's.
 /// A malformed file (non-numeric value, bad or non-increasing index, missing value, no rows) is an
 /// InputError "FILE:LINE: what is wrong", thrown on every rank. Collective on comm.
 Dataset read_libsvm(MPI_Comm comm, const std::string& path, const LibsvmReadOptions& options = {});
