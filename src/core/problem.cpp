@@ -1,5 +1,6 @@
 #include "bilevel/core/problem.hpp"
 
+#include "bilevel/blocks/lower_solver.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 
@@ -101,6 +102,9 @@ void BilevelProblem::lower_grad_x_impl(Vec, Vec, const Batch&, Vec) {
 void BilevelProblem::lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
                                           std::span<const Vec> out) {
   for (std::size_t i = 0; i < w.size(); ++i) lower_hvp_impl(x, y, batch, w[i], out[i]);
+}
+PetscReal BilevelProblem::solve_lower(Vec x, Vec y, PetscReal rtol) {
+  return solve_lower_accurately(*this, x, y, rtol);
 }
 TestMetrics BilevelProblem::evaluate_test(Vec, Vec) {
   throw NotImplemented("problem '" + name() + "' has no test set");

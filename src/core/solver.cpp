@@ -9,6 +9,7 @@
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 #include "bilevel/petsc/session.hpp"
+#include "bilevel/testing/derivative_check.hpp"
 
 namespace bilevel {
 namespace {
@@ -52,6 +53,10 @@ void BilevelSolver::set_from_options() {
   const std::string type = opts.string("type", type_.empty() ? "aidcg" : type_, "bilevel method (" + names + ")");
   if (type != type_ || !algorithm_) set_type(type);
   SolverOptions& o = options_;
+  const ProblemHints hints = problem_->hints();
+  if (hints.max_iterations && !defaults_from_hints_) o.max_iterations = *hints.max_iterations;
+  if (hints.max_time && !defaults_from_hints_) o.max_time = *hints.max_time;
+  defaults_from_hints_ = true;
   o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
   o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
@@ -113,6 +118,15 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   report.method = type_;
   report.ranks = ranks;
   report.seed = options_.seed;
+
+  if (options_.test_derivatives) {
+    // -bilevel_test_derivatives: every oracle against central differences at the starting point.
+    const DerivativeReport check = check_derivatives(problem, x, y, DerivativeCheckOptions::from_options(comm_));
+    check.print(comm_);
+    if (!check.passed())
+      throw Error("derivative check failed for problem " + problem.name() + ": largest relative error " +
+                  std::to_string(check.max_error()));
+  }
 
   upper_->setup(x);
   upper_->project(x);
@@ -190,7 +204,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
 
   const OracleCounts counts = problem.counts();
   if (reason > ConvergedReason::Iterating && options_.final_lower_solve)
-    solve_lower_accurately(problem, x, y, options_.final_lower_rtol);
+    problem.solve_lower(x, y, options_.final_lower_rtol);
   report.counts = counts;
   report.outer_iterations = k;
   report.reason = reason;

@@ -97,6 +97,10 @@ ProblemHints QuadraticProblem::hints() const {
   return h;
 }
 
+std::shared_ptr<BilevelProblem> QuadraticProblem::clone_on(MPI_Comm comm) const {
+  return std::make_shared<QuadraticProblem>(comm, options_);
+}
+
 void QuadraticProblem::initial_point(Vec x, Vec y) {
   BILEVEL_PETSC_CALL(VecSet(x, 1.0));
   BILEVEL_PETSC_CALL(VecSet(y, 0.0));

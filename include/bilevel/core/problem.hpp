@@ -6,6 +6,7 @@
 #include <petscvec.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -75,6 +76,11 @@ struct ProblemHints {
   PetscReal upper_step = 0.1;                ///< a reasonable step for the upper stepper
   std::string upper_stepper = "adam";        ///< sgd | momentum | adam
   std::optional<PetscReal> x_lower_bound, x_upper_bound;  ///< box for x
+  /// How methods with a choice should update y: "gd" (steps 1/L) or "newton" (truncated Newton-CG) for
+  /// ill-conditioned lower levels where steps of 1/L crawl.
+  std::string lower_update = "gd";
+  std::optional<PetscInt> max_iterations;  ///< default of -bilevel_max_it for this problem
+  std::optional<PetscReal> max_time;       ///< default of -bilevel_max_time (seconds) for this problem
 };
 
 /// The problem interface. Every public method is collective on comm(). Oracles are public non-virtual
@@ -94,6 +100,11 @@ class BilevelProblem {
   virtual ProblemHints hints() const { return {}; }
   /// Starting point (x0, y0). Default: zeros.
   virtual void initial_point(Vec x, Vec y);
+  /// The same problem rebuilt on another communicator (identical values at every rank count), or nullptr
+  /// when the problem cannot be rebuilt there (the default; e.g. data sharded over comm()). Lets a method
+  /// run independent inner paths side by side on sub-communicators. Oracle counts start at zero.
+  /// Collective on `comm`.
+  virtual std::shared_ptr<BilevelProblem> clone_on(MPI_Comm /*comm*/) const { return nullptr; }
 
   // Upper level f(x, y), on validation batches.
   PetscReal upper_value(Vec x, Vec y, const Batch& batch);                    ///< f
@@ -108,6 +119,11 @@ class BilevelProblem {
   /// H w_i for several w at the same point in one pass over the data (default: one call each).
   void lower_hvp_multi(Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out);
   void lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< J w (lower → upper)
+
+  /// Solves min_y g(x, y) accurately (full batch) from y, until ||∇_y g|| <= rtol max(1, ||∇_y g(x, y0)||);
+  /// returns the final gradient norm. Default: Newton-CG on the lower Hessian (solve_lower_accurately);
+  /// problems with a better solver (a preconditioner) override it. Used for the final model of a run.
+  virtual PetscReal solve_lower(Vec x, Vec y, PetscReal rtol);
 
   // Evaluation (not counted as oracles).
   virtual TestMetrics evaluate_test(Vec x, Vec y);

@@ -41,7 +41,7 @@ struct SolverOptions {
   PetscInt monitor_every = 1;       ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
   bool monitor_test = false;        ///< [-bilevel_monitor_test] test metrics in each record
   bool final_lower_solve = true;    ///< [-bilevel_final_lower_solve] solve the lower level accurately at the end
-  PetscReal final_lower_rtol = 1e-8;  ///< [-bilevel_final_lower_rtol]
+  PetscReal final_lower_rtol = 1e-6;  ///< [-bilevel_final_lower_rtol]
   bool test_derivatives = false;    ///< [-bilevel_test_derivatives] run the derivative checker before solving
 };
 
@@ -76,6 +76,7 @@ class BilevelSolver {
   std::vector<std::unique_ptr<Monitor>> monitors_;
   SolverOptions options_;
   bool from_options_ = false;
+  bool defaults_from_hints_ = false;
 };
 
 }  // namespace bilevel

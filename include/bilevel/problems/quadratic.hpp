@@ -35,6 +35,8 @@ class QuadraticProblem : public BilevelProblem {
   Capability capabilities() const override;
   ProblemHints hints() const override;
   void initial_point(Vec x, Vec y) override;
+  /// The same quadratic (same options and seed) on `comm`. Collective on `comm`.
+  std::shared_ptr<BilevelProblem> clone_on(MPI_Comm comm) const override;
 
   void exact_lower_solution(Vec x, Vec y_star) override;
   void exact_hypergradient(Vec x, Vec grad) override;

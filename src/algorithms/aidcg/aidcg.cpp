@@ -24,13 +24,13 @@ namespace {
 
 /// Settings of AidCg. Options database keys in brackets.
 struct AidCgOptions {
-  std::string lower = "gd";     ///< [-bilevel_aidcg_lower gd|newton] how y is updated
-  PetscInt inner_steps = 10;    ///< [-bilevel_aidcg_inner_steps] T gradient (or Newton) steps on y per outer iteration
+  std::string lower = "auto";   ///< [-bilevel_aidcg_lower auto|gd|newton] how y is updated; auto: the problem's hint
+  PetscInt inner_steps = 0;     ///< [-bilevel_aidcg_inner_steps] T steps on y per outer iteration; 0: 10 gd / 1 newton
   PetscReal inner_step = 0;     ///< [-bilevel_aidcg_inner_step] step on y; 0: 1/L with L from SLEPc
   PetscInt cg_max_it = 10;      ///< [-bilevel_aidcg_cg_max_it] N CG iterations per outer iteration
   PetscReal cg_rtol = 1e-10;    ///< [-bilevel_aidcg_cg_rtol] CG relative tolerance
   bool warm_start = true;       ///< [-bilevel_aidcg_warm_start] start CG from the previous v
-  PetscInt newton_cg_its = 10;  ///< [-bilevel_aidcg_newton_cg_its] CG iterations per Newton step (lower newton)
+  PetscInt newton_cg_its = 5;   ///< [-bilevel_aidcg_newton_cg_its] CG iterations per Newton step (lower newton)
 };
 
 class AidCg : public Algorithm {
@@ -38,8 +38,8 @@ class AidCg : public Algorithm {
   std::string_view type() const override { return "aidcg"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.lower = opts.choice("lower", o_.lower, {"gd", "newton"}, "lower-level update");
-    o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "gradient (or Newton) steps on y per outer iteration", 0);
+    o_.lower = opts.choice("lower", o_.lower, {"auto", "gd", "newton"}, "lower-level update (auto: problem hint)");
+    o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "steps on y per outer iteration (0: 10 gd / 1 newton)", 0);
     o_.newton_cg_its = opts.integer("newton_cg_its", o_.newton_cg_its, "CG iterations per Newton step", 1);
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step size on y (0: 1/L estimated by SLEPc)", 0.0);
     o_.cg_max_it = opts.integer("cg_max_it", o_.cg_max_it, "CG iterations per outer iteration", 1);
@@ -49,13 +49,15 @@ class AidCg : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
+    lower_kind_ = o_.lower == "auto" ? p.hints().lower_update : o_.lower;
+    steps_per_iteration_ = o_.inner_steps > 0 ? o_.inner_steps : (lower_kind_ == "newton" ? 1 : 10);
     eta_ = o_.inner_step;
-    if (eta_ == 0 && o_.lower == "gd") {
+    if (eta_ == 0 && lower_kind_ == "gd") {
       const ProblemHints h = p.hints();
       eta_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
     }
     steps_.setup(ctx.y);
-    if (o_.lower == "newton") newton_.setup(p, ctx.y);
+    if (lower_kind_ == "newton") newton_.setup(p, ctx.y);
     cg_ = std::make_unique<CgLinearSolver>(p, ctx.y, o_.cg_max_it, o_.cg_rtol);
     v_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
@@ -71,13 +73,13 @@ class AidCg : public Algorithm {
     StepResult r;
     const PetscInt batch = ctx.batch_size > 0 ? ctx.batch_size : 0;
     const DatasetSizes n = p.dataset_sizes();
-    if (o_.lower == "newton") {
+    if (lower_kind_ == "newton") {
       // y <- y − H⁻¹∇_y g (truncated CG), T times, warm start from the previous outer iteration
       const Batch nb = batch > 0 ? lower_.next(n.lower, batch) : Batch::all();
-      r.lower_residual = newton_.run(p, ctx.x, ctx.y, o_.inner_steps, o_.newton_cg_its, nb);
+      r.lower_residual = newton_.run(p, ctx.x, ctx.y, steps_per_iteration_, o_.newton_cg_its, nb);
     } else {
       // y <- y − η ∇_y g(x, y), T times (warm start from the previous outer iteration)
-      r.lower_residual = steps_.run(p, ctx.x, ctx.y, o_.inner_steps, eta_, &lower_, batch);
+      r.lower_residual = steps_.run(p, ctx.x, ctx.y, steps_per_iteration_, eta_, &lower_, batch);
     }
     const Batch ub = ctx.upper_batch_size > 0 ? upper_.next(n.upper, ctx.upper_batch_size) : Batch::all();
     p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // ∇_x f, ∇_y f at (x, y_T)
@@ -96,12 +98,14 @@ class AidCg : public Algorithm {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer, "aidcg: AID with CG (Ji, Yang & Liang 2021; Grazzi et al. 2020)\n"
                 "  lower %s, inner_steps %d, inner_step %g, cg_max_it %d, cg_rtol %g, warm_start %s\n",
-        o_.lower.c_str(), static_cast<int>(o_.inner_steps), eta_ > 0 ? eta_ : o_.inner_step, static_cast<int>(o_.cg_max_it),
+        (lower_kind_.empty() ? o_.lower : lower_kind_).c_str(), static_cast<int>(steps_per_iteration_), eta_ > 0 ? eta_ : o_.inner_step, static_cast<int>(o_.cg_max_it),
         o_.cg_rtol, o_.warm_start ? "yes" : "no"));
   }
 
  private:
   AidCgOptions o_;
+  std::string lower_kind_;
+  PetscInt steps_per_iteration_ = 0;
   PetscReal eta_ = 0;
   GradientSteps steps_;
   NewtonSteps newton_;

@@ -1,0 +1,158 @@
+#pragma once
+/// \file Private building blocks of the data-parallel problems (logreg, hyperclean): each rank owns a block
+/// of rows with all columns, the model is gathered to every rank, kernels run on the local rows, and
+/// model-sized results are summed over ranks. Not installed; used by src/problems/*.cpp only.
+#include <petscmat.h>
+#include <petscvec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "bilevel/core/problem.hpp"
+#include "bilevel/data/dataset.hpp"
+#include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/handle.hpp"
+
+namespace bilevel::detail {
+
+/// The rows of a batch this rank owns, as local row numbers (0-based in the local block). Not collective.
+/// For a full batch row(k) = k; otherwise row(k) = indices[k] − row_begin over the slice of the (sorted)
+/// global indices that falls in [row_begin, row_end).
+class LocalRows {
+ public:
+  /// Selects the local part of `batch` on `data`; `global_size` becomes the batch's global size (the
+  /// divisor of means). Indices outside [0, n_rows) are an InputError (every rank sees the same batch, so
+  /// every rank throws). Not collective.
+  void select(const Dataset& data, const Batch& batch);
+  PetscInt count() const { return count_; }
+  PetscInt global_size() const { return global_size_; }
+  bool full() const { return full_; }
+  PetscInt row(PetscInt k) const { return full_ ? k : indices_[k] - offset_; }
+
+ private:
+  bool full_ = true;
+  const PetscInt* indices_ = nullptr;
+  PetscInt offset_ = 0;
+  PetscInt count_ = 0;
+  PetscInt global_size_ = 0;
+};
+
+/// Read access to the CSR arrays of a MATSEQAIJ (row pointers, column indices, values). Not collective.
+class CsrView {
+ public:
+  explicit CsrView(Mat a);
+  CsrView(const CsrView&) = delete;
+  CsrView& operator=(const CsrView&) = delete;
+  ~CsrView();
+  const PetscInt* ia = nullptr;
+  const PetscInt* ja = nullptr;
+  const PetscScalar* values = nullptr;
+  PetscInt rows = 0;
+
+ private:
+  Mat a_;
+};
+
+/// Read access to a MATSEQDENSE (column-major, leading dimension lda). Not collective.
+class DenseView {
+ public:
+  explicit DenseView(Mat a);
+  DenseView(const DenseView&) = delete;
+  DenseView& operator=(const DenseView&) = delete;
+  ~DenseView();
+  const PetscScalar* values = nullptr;
+  PetscInt lda = 0;
+
+ private:
+  Mat a_;
+};
+
+/// Gathers a distributed Vec to every rank (a VecScatter "to all" made once, reused). Every call scatters
+/// (so all ranks always take part, whatever their local view of the Vec's state). With change tracking,
+/// the gathered content is compared with the previous one, and generation() changes exactly when the
+/// content does: caches keyed on it are valid on every rank alike. Collective on the Vec's communicator.
+class Gatherer {
+ public:
+  explicit Gatherer(bool track_changes = false) : track_(track_changes) {}
+  /// Copies the whole of `v` into a sequential array on every rank; returns it (valid until the next
+  /// call). All Vecs gathered by one Gatherer must share a layout. Collective.
+  const PetscScalar* gather(Vec v);
+  /// Counter that changes when a gather returns content different from the previous one (tracking only).
+  /// Not collective.
+  std::uint64_t generation() const { return generation_; }
+  /// Array of the last gather. Not collective.
+  const PetscScalar* data() const { return buf_[cur_].data(); }
+
+ private:
+  bool track_;
+  std::vector<PetscScalar> buf_[2];  // declared before the Vecs that wrap them
+  petsc::VecHandle full_[2];
+  petsc::ScatterHandle scatter_;
+  int cur_ = 0;
+  std::uint64_t generation_ = 0;
+  bool valid_ = false;
+};
+
+/// (id, state) of a PETSc Vec on this rank: equal keys mean equal local content. Not collective.
+struct VecKey {
+  PetscObjectId id = 0;
+  PetscObjectState state = -1;
+  bool operator==(const VecKey&) const = default;
+};
+VecKey vec_key(Vec v);
+
+/// Per-row cache validity: a row's cached quantity is valid when its stamp equals the current epoch.
+/// `all_valid` short-cuts the per-row test after a full-batch evaluation. Not collective.
+class RowStamps {
+ public:
+  void resize(PetscInt rows) { stamp_.assign(static_cast<std::size_t>(rows), 0); }
+  /// Starts a new epoch if the model's generation differs from the one the cache was filled for.
+  void refresh(std::uint64_t generation) {
+    if (generation == generation_) return;
+    generation_ = generation;
+    ++epoch_;
+    all_valid_ = false;
+  }
+  void invalidate() {
+    ++epoch_;
+    all_valid_ = false;
+  }
+  bool valid(PetscInt row) const { return all_valid_ || stamp_[static_cast<std::size_t>(row)] == epoch_; }
+  void mark(PetscInt row) { stamp_[static_cast<std::size_t>(row)] = epoch_; }
+  void mark_all() { all_valid_ = true; }
+  bool all_valid() const { return all_valid_; }
+
+ private:
+  std::vector<std::uint64_t> stamp_;
+  std::uint64_t epoch_ = 1;
+  std::uint64_t generation_ = ~std::uint64_t{0};
+  bool all_valid_ = false;
+};
+
+/// buf[i] <- Σ_ranks buf[i] (MPI_Allreduce in place). Collective on comm.
+void sum_over_ranks(MPI_Comm comm, std::span<PetscScalar> buf);
+/// Σ_ranks value. Collective on comm.
+PetscReal sum_over_ranks(MPI_Comm comm, PetscReal value);
+
+/// log(1 + e^t) without overflow.
+inline double softplus(double t) {
+  return t > 0 ? t + std::log1p(std::exp(-t)) : std::log1p(std::exp(t));
+}
+/// σ(t) = 1 / (1 + e^{−t}) without overflow.
+inline double sigmoid(double t) {
+  if (t >= 0) return 1.0 / (1.0 + std::exp(-t));
+  const double e = std::exp(t);
+  return e / (1.0 + e);
+}
+
+/// Makes sure `v` holds at least n elements (grows only; no allocation once large enough). Not collective.
+template <typename T>
+T* ensure(std::vector<T>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace bilevel::detail
