@@ -20,6 +20,7 @@
 #include "bilevel/petsc/session.hpp"
 #include "bilevel/petsc/vec_access.hpp"
 #include "bilevel/problems/factory.hpp"
+#include "bilevel/problems/callback.hpp"
 #include "bilevel/problems/hyperclean.hpp"
 #include "bilevel/problems/logreg.hpp"
 #include "bilevel/problems/quadratic.hpp"
