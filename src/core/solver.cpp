@@ -25,6 +25,14 @@ std::string missing(Capability need, Capability have) {
   return to_string(static_cast<Capability>(static_cast<unsigned>(need) & ~static_cast<unsigned>(have)));
 }
 
+/// Whether the time budget is spent, decided on rank 0 and broadcast: the ranks' clocks differ, and ranks
+/// that disagreed would leave the outer loop at different iterations and deadlock. Collective.
+bool time_budget_spent(MPI_Comm comm, double elapsed, double budget) {
+  int spent = elapsed >= budget ? 1 : 0;
+  MPI_Bcast(&spent, 1, MPI_INT, 0, comm);
+  return spent != 0;
+}
+
 }  // namespace
 
 BilevelSolver::BilevelSolver(MPI_Comm comm) : comm_(comm) { petsc::initialize_package(); }
@@ -186,7 +194,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
       reason = ConvergedReason::DivergedNaN;
     else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol)
       reason = ConvergedReason::ConvergedGradientTolerance;
-    else if (options_.max_time > 0 && now() - t0 >= options_.max_time)
+    else if (options_.max_time > 0 && time_budget_spent(comm_, now() - t0, options_.max_time))
       reason = ConvergedReason::ConvergedTime;
     const bool last_iteration = reason != ConvergedReason::Iterating || k >= options_.max_iterations;
     if (!monitors_.empty() && (k % options_.monitor_every == 0 || last_iteration) &&
