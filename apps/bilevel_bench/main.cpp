@@ -1,11 +1,547 @@
-// bilevel-bench: benchmark suites (hvp, methods). Work in progress: see docs/performance.md.
+// bilevel-bench: benchmark suites.
+//   bilevel-bench hvp --problem logreg|hyperclean [--train FILE] [--summary FILE] [--repeat N]
+//     times the lower Hessian-vector product (the real oracle: gather of the model, fused pass over the
+//     local rows, reduction) and reports it as effective memory bandwidth (bytes of the data matrix read
+//     per second) next to a STREAM-triad bandwidth measured in the same run on the same ranks.
+//   bilevel-bench methods --out DIR [--seeds N] [--max-time S] [--problems a,b] [--methods a,b] [--no-report]
+//     runs every registered method (or --methods) on quadratic, logreg (ijcnn1) and hyperclean
+//     (Fashion-MNIST) for N seeds with a time budget per run; writes DIR/<problem>/<method>-seed<k>.csv
+//     (trace) and .json (summary), DIR/runs.csv, DIR/failures.txt, then calls report_methods.py on DIR
+//     (plots and time-to-target tables; docs/benchmarks.md explains them).
+// Timings are printed and written to JSON; they are never test assertions.
+#include <petsctime.h>
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <system_error>
+#include <vector>
 
 #include "bilevel/bilevel.hpp"
+#include "bilevel/problems/hyperclean.hpp"
+#include "bilevel/problems/logreg.hpp"
+
+namespace po = boost::program_options;
+
+namespace {
+
+double now() {
+  PetscLogDouble t = 0;
+  (void)PetscTime(&t);
+  return t;
+}
+
+/// STREAM triad a = b + s c on `n` doubles per rank, all ranks at once; best of `reps`. Returns GB/s
+/// counting 3 x 8 bytes per element per rank (no write-allocate). Collective.
+double triad_bandwidth(MPI_Comm comm, std::size_t n, int reps) {
+  std::vector<double> a(n, 0.0), b(n, 1.0), c(n, 2.0);
+  int size = 1;
+  MPI_Comm_size(comm, &size);
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    MPI_Barrier(comm);
+    const double t0 = now();
+    const double s = 1.0 + 1e-9 * r;
+    for (std::size_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
+    double t = now() - t0, tmax = 0;
+    MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, comm);
+    best = std::min(best, tmax);
+  }
+  volatile double sink = a[n / 2];
+  (void)sink;
+  return 3.0 * 8.0 * static_cast<double>(n) * size / best / 1e9;
+}
+
+struct HvpResult {
+  double seconds = 0;      ///< per HVP (best of the repetitions' means)
+  double bytes = 0;        ///< data-matrix bytes read per HVP, all ranks
+  double effective_gbs = 0;
+};
+
+/// Times `repeat` HVPs at a fixed point after a warm-up, in 5 rounds; keeps the fastest round. Collective.
+HvpResult time_hvp(bilevel::BilevelProblem& p, double bytes_local, PetscInt repeat) {
+  MPI_Comm comm = p.comm();
+  auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(), out = p.create_lower_vec();
+  p.initial_point(x, y);
+  BILEVEL_PETSC_CALL(VecSet(w, 0.01));
+  BILEVEL_PETSC_CALL(VecSet(y, 0.001));
+  p.lower_hvp(x, y, bilevel::Batch::all(), w, out);  // warm-up: caches curvature at y
+  HvpResult r;
+  r.seconds = 1e300;
+  for (int round = 0; round < 5; ++round) {
+    MPI_Barrier(comm);
+    const double t0 = now();
+    for (PetscInt k = 0; k < repeat; ++k) p.lower_hvp(x, y, bilevel::Batch::all(), w, out);
+    double t = (now() - t0) / static_cast<double>(repeat), tmax = 0;
+    MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, comm);
+    r.seconds = std::min(r.seconds, tmax);
+  }
+  MPI_Allreduce(&bytes_local, &r.bytes, 1, MPI_DOUBLE, MPI_SUM, comm);
+  r.effective_gbs = r.bytes / r.seconds / 1e9;
+  return r;
+}
+
+int run_hvp(const po::variables_map& vm) {
+  MPI_Comm comm = PETSC_COMM_WORLD;
+  int ranks = 1;
+  MPI_Comm_size(comm, &ranks);
+  const std::string problem = vm["problem"].as<std::string>();
+  const std::string train = vm.count("train") ? vm["train"].as<std::string>() : "";
+  const PetscInt repeat = vm["repeat"].as<long>();
+  std::shared_ptr<bilevel::BilevelProblem> p;
+  double bytes_local = 0;
+  if (problem == "logreg") {
+    if (train.empty()) throw bilevel::InputError("bilevel-bench hvp --problem logreg needs --train FILE");
+    auto lr = bilevel::LogregProblem::from_files(comm, train, train, "", bilevel::LogregOptions::from_options(comm));
+    bytes_local = static_cast<double>(lr->hvp_pass_bytes());
+    p = std::move(lr);
+  } else if (problem == "hyperclean") {
+    bilevel::HypercleanOptions o = bilevel::HypercleanOptions::from_options(comm);
+    auto hc = train.empty() ? bilevel::HypercleanProblem::fashion_mnist(comm, o)
+                            : bilevel::HypercleanProblem::from_files(comm, train, "", "", o);
+    // Dense: the softmax HVP reads the matrix twice (Z = A V, then Aᵀ R); sparse: count the AIJ bytes the same way.
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    const double rows = static_cast<double>(hc->dataset_sizes().lower) / size;
+    bytes_local = 2.0 * rows * static_cast<double>(hc->n_features()) * 8.0;
+    if (hc->format() == bilevel::DataFormat::Sparse)
+      BILEVEL_PETSC_CALL(PetscPrintf(comm, "note: sparse hyperclean bytes counted as dense (upper bound)\n"));
+    p = std::move(hc);
+  } else {
+    throw bilevel::InputError("bad value '" + problem + "' for --problem: expected logreg or hyperclean");
+  }
+  const double triad = triad_bandwidth(comm, std::size_t{1} << 24, 10);
+  const HvpResult h = time_hvp(*p, bytes_local, repeat);
+  const double triad_after = triad_bandwidth(comm, std::size_t{1} << 24, 10);
+  const double triad_best = std::max(triad, triad_after);
+  const double fraction = h.effective_gbs / triad_best;
+  BILEVEL_PETSC_CALL(PetscPrintf(comm,
+                                 "hvp %s on %d rank%s: %.3f ms per HVP, %.1f MB of data per HVP, effective %.2f GB/s; "
+                                 "triad %.2f GB/s; fraction %.3f\n",
+                                 problem.c_str(), ranks, ranks == 1 ? "" : "s", h.seconds * 1e3, h.bytes / 1e6,
+                                 h.effective_gbs, triad_best, fraction));
+  if (vm.count("summary")) {
+    std::ostringstream s;
+    s << "{\n  \"suite\": \"hvp\",\n  \"problem\": \"" << problem << "\",\n  \"ranks\": " << ranks
+      << ",\n  \"hvp_seconds\": " << h.seconds << ",\n  \"bytes_per_hvp\": " << h.bytes
+      << ",\n  \"effective_bandwidth_gbs\": " << h.effective_gbs << ",\n  \"triad_bandwidth_gbs\": " << triad_best
+      << ",\n  \"fraction\": " << fraction << ",\n  \"version\": \"" << bilevel::version() << "\"\n}\n";
+    bilevel::write_file_atomically(comm, vm["summary"].as<std::string>(), s.str());
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// methods suite
+
+/// "a,b,,c" -> {a, b, c}.
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream s(text);
+  for (std::string item; std::getline(s, item, ',');)
+    if (!item.empty()) items.push_back(item);
+  return items;
+}
+
+void set_option(const std::string& key, const std::string& value) {
+  BILEVEL_PETSC_CALL(PetscOptionsSetValue(nullptr, key.c_str(), value.empty() ? nullptr : value.c_str()));
+}
+
+bool option_given(const std::string& key) {
+  PetscBool set = PETSC_FALSE;
+  BILEVEL_PETSC_CALL(PetscOptionsHasName(nullptr, nullptr, key.c_str(), &set));
+  return set;
+}
+
+/// Sets key unless the command line gave it.
+void default_option(const std::string& key, const std::string& value) {
+  if (!option_given(key)) set_option(key, value);
+}
+
+std::string format_number(double v) {
+  if (!std::isfinite(v)) return "";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.10g", v);
+  return b;
+}
+
+/// Per-run time budget in seconds when --max-time is not given.
+double default_budget(const std::string& problem) { return problem == "hyperclean" ? 60.0 : 20.0; }
+
+/// What the suite needs from the command line.
+struct SuiteSettings {
+  std::string out;
+  long seeds = 3;
+  std::optional<double> max_time;
+  std::vector<std::string> problems, methods;
+  bilevel::ProblemInputs logreg_inputs;
+  bool report = true;
+};
+
+/// One line of runs.csv.
+struct RunRow {
+  std::string problem, method;
+  long seed = 0;
+  std::string status = "error";  // ok | diverged | error
+  std::string reason = "ERROR";
+  PetscInt iterations = 0;
+  double wall_time_s = NAN, upper_objective = NAN;
+  std::optional<double> test_accuracy;
+  bilevel::OracleCounts counts;
+
+  std::string key() const { return problem + "," + method + "," + std::to_string(seed); }
+  std::string csv() const {
+    std::ostringstream s;
+    s << key() << "," << status << "," << reason << "," << iterations << "," << format_number(wall_time_s) << ","
+      << format_number(upper_objective) << "," << (test_accuracy ? format_number(*test_accuracy) : "") << ","
+      << counts.grad_f << "," << counts.grad_g << "," << counts.hvp << "," << counts.jvp << ","
+      << (counts.grad_f + counts.grad_g + counts.hvp + counts.jvp) << "," << counts.samples << ","
+      << counts.value_f << "," << counts.value_g << "\n";
+    return s.str();
+  }
+};
+
+const char* kRunsHeader =
+    "problem,method,seed,status,converged_reason,outer_iterations,wall_time_s,upper_objective,test_accuracy,"
+    "grad_f,grad_g,hvp,jvp,oracle_calls,samples,value_f,value_g\n";
+
+/// runs.csv and failures.txt of the output folder, kept across invocations: a run replaces the line of the
+/// same (problem, method, seed), so problems can be run one at a time into one folder. Only rank 0 reads
+/// the old files; write() is collective.
+class SuiteLedger {
+ public:
+  SuiteLedger(MPI_Comm comm, std::string dir) : comm_(comm), dir_(std::move(dir)) {
+    int rank = 0;
+    MPI_Comm_rank(comm_, &rank);
+    if (rank != 0) return;
+    std::ifstream runs(dir_ + "/runs.csv");
+    std::string line;
+    for (bool header = true; std::getline(runs, line); header = false) {
+      if (header || line.empty()) continue;
+      const auto key_end = nth_comma(line, 3);
+      if (key_end != std::string::npos) upsert(runs_, line.substr(0, key_end), line + "\n");
+    }
+    std::ifstream failures(dir_ + "/failures.txt");
+    while (std::getline(failures, line)) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) upsert(failures_, line.substr(0, colon), line + "\n");
+    }
+  }
+
+  /// Records a finished run and its failure message (empty: none). Not collective.
+  void record(const RunRow& row, const std::string& failure) {
+    upsert(runs_, row.key(), row.csv());
+    const std::string fkey = row.problem + " " + row.method + " seed " + std::to_string(row.seed);
+    std::erase_if(failures_, [&](const auto& e) { return e.first == fkey; });
+    if (!failure.empty()) upsert(failures_, fkey, fkey + ": " + failure + "\n");
+  }
+  /// Records a failure that is not a run (a problem that could not be built). Not collective.
+  void record_failure(const std::string& key, const std::string& message) {
+    upsert(failures_, key, key + ": " + message + "\n");
+  }
+  /// Rewrites both files atomically. Collective.
+  void write() const {
+    std::string runs = kRunsHeader, failures;
+    for (const auto& e : runs_) runs += e.second;
+    for (const auto& e : failures_) failures += e.second;
+    bilevel::write_file_atomically(comm_, dir_ + "/runs.csv", runs, "--out");
+    bilevel::write_file_atomically(comm_, dir_ + "/failures.txt", failures, "--out");
+  }
+
+ private:
+  using Lines = std::vector<std::pair<std::string, std::string>>;
+  static void upsert(Lines& lines, const std::string& key, const std::string& text) {
+    for (auto& e : lines)
+      if (e.first == key) {
+        e.second = text;
+        return;
+      }
+    lines.emplace_back(key, text);
+  }
+  static std::size_t nth_comma(const std::string& s, int n) {
+    std::size_t pos = 0;
+    for (int i = 0; i < n; ++i) {
+      pos = s.find(',', i == 0 ? 0 : pos + 1);
+      if (pos == std::string::npos) return pos;
+    }
+    return pos;
+  }
+  MPI_Comm comm_;
+  std::string dir_;
+  Lines runs_, failures_;
+};
+
+/// Rank 0 creates the folder (and its parents); failure is an InputError on every rank. Collective.
+void make_directory(MPI_Comm comm, const std::string& path) {
+  int rank = 0, ok = 1;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    ok = ec ? 0 : 1;
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+  if (!ok) throw bilevel::InputError("cannot create folder " + path + " (option --out)");
+}
+
+/// Rank 0 removes the outputs of an earlier run with the same name, so a failed run leaves none. Collective.
+void remove_outputs(MPI_Comm comm, const std::string& stem) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    std::remove((stem + ".csv").c_str());
+    std::remove((stem + ".json").c_str());
+  }
+  MPI_Barrier(comm);
+}
+
+/// Builds a suite problem from its defaults: quadratic with κ = 1e3 (dy 2000, dx 100), logreg on the
+/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files. -bilevel_<problem>_* on the command line
+/// override the suite's choices. Collective.
+std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm, const std::string& name,
+                                                            const SuiteSettings& settings) {
+  bilevel::ProblemInputs inputs;
+  if (name == "quadratic") {
+    default_option("-bilevel_quadratic_condition", "1e3");
+    default_option("-bilevel_quadratic_dim_lower", "2000");
+    default_option("-bilevel_quadratic_dim_upper", "100");
+  } else if (name == "logreg") {
+    inputs = settings.logreg_inputs;
+  } else if (name == "hyperclean") {
+    inputs.dataset = "fashion-mnist";
+  }
+  return bilevel::make_problem(comm, name, inputs);
+}
+
+/// One run of `method` on the (reused) problem: fresh x, y from initial_point, trace and summary into
+/// dir/<method>-seed<seed>.{csv,json}. A failure (exception thrown collectively, e.g. a missing oracle)
+/// or divergence (negative converged reason) is returned as `failure`. Collective.
+RunRow run_method(MPI_Comm comm, const std::shared_ptr<bilevel::BilevelProblem>& problem, const std::string& method,
+                  long seed, double budget, const std::string& dir, std::string& failure) {
+  RunRow row;
+  row.problem = problem->name();
+  row.method = method;
+  row.seed = seed;
+  failure.clear();
+  const std::string stem = dir + "/" + method + "-seed" + std::to_string(seed);
+  remove_outputs(comm, stem);
+  set_option("-bilevel_type", method);
+  set_option("-bilevel_seed", std::to_string(seed));
+  set_option("-bilevel_max_time", format_number(budget));
+  set_option("-bilevel_monitor_test", has(problem->capabilities(), bilevel::Capability::TestSet) ? "true" : "false");
+  try {
+    problem->reset_counts();
+    bilevel::BilevelSolver solver(comm);
+    solver.set_problem(problem);
+    solver.add_monitor(std::make_unique<bilevel::CsvTraceMonitor>(comm, stem + ".csv"));
+    solver.set_from_options();
+    bilevel::petsc::VecHandle x = problem->create_upper_vec(), y = problem->create_lower_vec();
+    problem->initial_point(x, y);
+    const bilevel::SolveReport report = solver.solve(x, y);
+    const auto extras = report.reason > bilevel::ConvergedReason::Iterating
+                            ? problem->summary_extras(x, y)
+                            : std::vector<std::pair<std::string, PetscReal>>{};
+    bilevel::write_file_atomically(comm, stem + ".json", bilevel::summary_json(report, extras), "--out");
+    row.reason = std::string(bilevel::to_string(report.reason));
+    row.iterations = report.outer_iterations;
+    row.wall_time_s = report.wall_time_s;
+    row.upper_objective = report.upper_objective;
+    if (report.test_accuracy) row.test_accuracy = *report.test_accuracy;
+    row.counts = report.counts;
+    row.status = report.reason < bilevel::ConvergedReason::Iterating ? "diverged" : "ok";
+    if (row.status == "diverged")
+      failure = "diverged (" + row.reason + ") after " + std::to_string(report.outer_iterations) + " iterations";
+  } catch (const bilevel::Error& e) {
+    failure = std::string("error: ") + e.what();
+    problem->reset_counts();
+  }
+  return row;
+}
+
+/// Shell word for POSIX sh.
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// Rank 0 runs `/usr/bin/python3 report_methods.py DIR` when both exist; returns its exit code (or -1 when
+/// skipped). Collective.
+int run_report(MPI_Comm comm, const std::string& dir) {
+  int rank = 0, rc = -1;
+  MPI_Comm_rank(comm, &rank);
+  const std::string python = "/usr/bin/python3", script = BILEVEL_BENCH_REPORT_SCRIPT;
+  if (rank == 0) {
+    if (std::filesystem::exists(python) && std::filesystem::exists(script)) {
+      const std::string command = python + " " + shell_quote(script) + " " + shell_quote(dir);
+      std::printf("bilevel-bench: %s\n", command.c_str());
+      std::fflush(stdout);
+      rc = std::system(command.c_str());
+    } else {
+      std::printf("bilevel-bench: no %s or no %s: run the report script by hand\n", python.c_str(), script.c_str());
+    }
+    std::fflush(stdout);
+  }
+  MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+  return rc;
+}
+
+int run_methods(const SuiteSettings& settings) {
+  MPI_Comm comm = PETSC_COMM_WORLD;
+  if (settings.out.empty()) throw bilevel::InputError("bilevel-bench methods needs --out DIR");
+  if (settings.seeds < 1) throw bilevel::InputError("bad value for --seeds: expected a positive integer");
+  if (settings.max_time && !(*settings.max_time > 0))
+    throw bilevel::InputError("bad value for --max-time: expected a positive number of seconds");
+  const std::vector<std::string> known_problems{"quadratic", "logreg", "hyperclean"};
+  for (const auto& p : settings.problems)
+    if (std::find(known_problems.begin(), known_problems.end(), p) == known_problems.end())
+      throw bilevel::InputError("bad value '" + p + "' for --problems: expected quadratic, logreg, hyperclean");
+  const std::vector<std::string> registered = bilevel::algorithm_registry().names();
+  std::vector<std::string> methods = settings.methods.empty() ? registered : settings.methods;
+  for (const auto& m : methods)
+    if (!bilevel::algorithm_registry().contains(m)) {
+      std::string list;
+      for (const auto& n : registered) list += (list.empty() ? "" : ", ") + n;
+      throw bilevel::InputError("unknown method '" + m + "' for --methods: registered are " + list);
+    }
+  // The suite owns the run length: the time budget, not an iteration cap, ends a run; traces and summaries
+  // describe the same last iterate (no final accurate lower solve) unless the command line says otherwise.
+  default_option("-bilevel_max_it", "100000000");
+  default_option("-bilevel_final_lower_solve", "false");
+
+  make_directory(comm, settings.out);
+  SuiteLedger ledger(comm, settings.out);
+  ledger.write();
+  int ranks = 1;
+  MPI_Comm_size(comm, &ranks);
+  double planned = 0;
+  for (const auto& p : settings.problems)
+    planned += settings.max_time.value_or(default_budget(p)) * static_cast<double>(methods.size() * settings.seeds);
+  const std::size_t total = settings.problems.size() * methods.size() * static_cast<std::size_t>(settings.seeds);
+  BILEVEL_PETSC_CALL(PetscPrintf(comm, "methods suite: %zu problem(s) x %zu method(s) x %ld seed(s) = %zu runs on %d rank%s, "
+                                       "budgets sum to %.0f min\n",
+                                 settings.problems.size(), methods.size(), settings.seeds, total, ranks,
+                                 ranks == 1 ? "" : "s", planned / 60.0));
+  std::size_t done = 0;
+  for (const auto& name : settings.problems) {
+    const double budget = settings.max_time.value_or(default_budget(name));
+    std::shared_ptr<bilevel::BilevelProblem> problem;
+    const double t0 = now();
+    try {
+      problem = make_suite_problem(comm, name, settings);
+    } catch (const bilevel::Error& e) {
+      BILEVEL_PETSC_CALL(PetscPrintf(comm, "  problem %s skipped: %s\n", name.c_str(), e.what()));
+      ledger.record_failure("problem " + name, std::string("not built: ") + e.what());
+      ledger.write();
+      done += methods.size() * static_cast<std::size_t>(settings.seeds);
+      continue;
+    }
+    BILEVEL_PETSC_CALL(PetscPrintf(comm, "problem %s built in %.1f s; %.0f s per run\n", name.c_str(), now() - t0, budget));
+    const std::string dir = settings.out + "/" + name;
+    make_directory(comm, dir);
+    for (const auto& method : methods) {
+      for (long seed = 0; seed < settings.seeds; ++seed) {
+        std::string failure;
+        const RunRow row = run_method(comm, problem, method, seed, budget, dir, failure);
+        ledger.record(row, failure);
+        ledger.write();
+        ++done;
+        std::string line = row.reason + ", " + std::to_string(row.iterations) + " it, " +
+                           format_number(std::round(row.wall_time_s * 100) / 100) + " s, F " +
+                           format_number(row.upper_objective);
+        if (row.test_accuracy) line += ", test acc " + format_number(*row.test_accuracy);
+        if (!failure.empty()) line = failure;
+        BILEVEL_PETSC_CALL(PetscPrintf(comm, "  [%zu/%zu] %s %s seed %ld: %s\n", done, total, name.c_str(),
+                                       method.c_str(), seed, line.c_str()));
+      }
+    }
+  }
+  BILEVEL_PETSC_CALL(PetscPrintf(comm, "methods suite: outputs in %s (runs.csv, failures.txt)\n", settings.out.c_str()));
+  if (settings.report) {
+    const int rc = run_report(comm, settings.out);
+    if (rc > 0) BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel-bench: the report script failed (exit %d)\n", rc));
+  }
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  bilevel::petsc::Session session(&argc, &argv, nullptr);
-  return bilevel::guarded_main("bilevel-bench", []() -> int {
-    throw bilevel::InputError("usage: bilevel-bench hvp|methods [options]");
+  po::options_description cli("bilevel-bench options");
+  cli.add_options()("help", "print this help")("problem", po::value<std::string>()->default_value("logreg"),
+                                                 "logreg | hyperclean")(
+      "train", po::value<std::string>(), "training data file")("validation", po::value<std::string>(),
+                                                               "validation data file")(
+      "test", po::value<std::string>(), "test data file")("summary", po::value<std::string>(), "JSON output")(
+      "repeat", po::value<long>()->default_value(50), "HVPs per timing round")(
+      "out", po::value<std::string>(), "output folder (methods suite)")(
+      "seeds", po::value<long>()->default_value(3), "seeds 0..N-1 per method (methods suite)")(
+      "max-time", po::value<double>(),
+      "seconds per run (methods suite; default quadratic 20, logreg 20, hyperclean 60)")(
+      "problems", po::value<std::string>()->default_value("quadratic,logreg,hyperclean"),
+      "comma-separated problems (methods suite)")(
+      "methods", po::value<std::string>(), "comma-separated methods (methods suite; default every registered one)")(
+      "no-report", "do not run report_methods.py at the end (methods suite)");
+  std::vector<std::string> long_args, petsc_args;
+  bilevel::split_arguments(argc, argv, {"problem", "train", "validation", "test", "summary", "repeat", "out", "seeds",
+                                        "max-time", "problems", "methods"},
+                           {"help", "no-report"}, long_args, petsc_args);
+  std::string suite, parse_error;
+  if (!petsc_args.empty() && petsc_args.front().rfind("-", 0) != 0) {
+    suite = petsc_args.front();
+    petsc_args.erase(petsc_args.begin());
+  }
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(long_args)
+                  .options(cli)
+                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_short)
+                  .run(),
+              vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    parse_error = e.what();
+  }
+  std::vector<char*> pargv{argv[0]};
+  for (auto& a : petsc_args) pargv.push_back(a.data());
+  pargv.push_back(nullptr);
+  int pargc = static_cast<int>(pargv.size()) - 1;
+  char** pargv_ptr = pargv.data();
+  bilevel::petsc::Session session(&pargc, &pargv_ptr, nullptr);
+  return bilevel::guarded_main("bilevel-bench", [&]() -> int {
+    if (!parse_error.empty()) throw bilevel::InputError(parse_error);
+    if (vm.count("help") || suite.empty()) {
+      std::ostringstream s;
+      s << "usage: bilevel-bench hvp|methods [options]\n" << cli;
+      BILEVEL_PETSC_CALL(PetscPrintf(PETSC_COMM_WORLD, "%s", s.str().c_str()));
+      return suite.empty() && !vm.count("help") ? 1 : 0;
+    }
+    if (suite == "hvp") return run_hvp(vm);
+    if (suite == "methods") {
+      SuiteSettings settings;
+      if (vm.count("out")) settings.out = vm["out"].as<std::string>();
+      settings.seeds = vm["seeds"].as<long>();
+      if (vm.count("max-time")) settings.max_time = vm["max-time"].as<double>();
+      settings.problems = split_list(vm["problems"].as<std::string>());
+      if (vm.count("methods")) settings.methods = split_list(vm["methods"].as<std::string>());
+      // ijcnn1 as the bilevel literature uses it: train split (lower level), test split (upper level); the
+      // test metrics are measured on the test split too (algorithms.md 5.5.2).
+      auto path = [&](const char* key, const std::string& def) {
+        return vm.count(key) ? vm[key].as<std::string>() : def;
+      };
+      settings.logreg_inputs.train = path("train", "../shared/data/ijcnn1.trn.bz2");
+      settings.logreg_inputs.validation = path("validation", "../shared/data/ijcnn1.tst.bz2");
+      settings.logreg_inputs.test = path("test", settings.logreg_inputs.validation);
+      settings.report = !vm.count("no-report");
+      return run_methods(settings);
+    }
+    throw bilevel::InputError("unknown suite '" + suite + "': expected hvp or methods");
   });
 }

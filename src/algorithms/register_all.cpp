@@ -6,10 +6,22 @@ namespace bilevel {
 
 std::unique_ptr<Algorithm> create_aidcg();
 std::unique_ptr<Algorithm> create_stocbio();
+std::unique_ptr<Algorithm> create_lancbio();
+std::unique_ptr<Algorithm> create_subbio();
+std::unique_ptr<Algorithm> create_pzobo();
+std::unique_ptr<Algorithm> create_bome();
+std::unique_ptr<Algorithm> create_qnbo();
+std::unique_ptr<Algorithm> create_nbo();
 
 void register_builtin_algorithms(AlgorithmRegistry& r) {
   r.add("aidcg", "AID with CG on the lower Hessian (Ji et al. 2021)", create_aidcg);
   r.add("stocbio", "stochastic bilevel with Neumann series (Ji et al. 2021)", create_stocbio);
+  r.add("lancbio", "dynamic Lanczos Krylov-subspace hypergradient (Yang, Gao & Yuan 2025)", create_lancbio);
+  r.add("subbio", "two-dimensional subspace hypergradient (Yang, Gao & Yuan 2025)", create_subbio);
+  r.add("pzobo", "zeroth-order response-Jacobian hypergradient (Sow, Ji & Liang 2022)", create_pzobo);
+  r.add("bome", "value-function method with a dynamic barrier (Liu et al. 2022)", create_bome);
+  r.add("qnbo", "quasi-Newton lower solve + secant inverse-Hessian products (Fang et al. 2025)", create_qnbo);
+  r.add("nbo", "inexact-Newton curvature-aware hypergradient: NBO-GD/CG, NSBO-SGD (Dong et al. 2025)", create_nbo);
 }
 
 }  // namespace bilevel

@@ -1,5 +1,6 @@
 #include "bilevel/problems/quadratic.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "bilevel/core/batch_sampler.hpp"
@@ -72,6 +73,7 @@ QuadraticProblem::QuadraticProblem(MPI_Comm comm, const QuadraticOptions& option
       b_local_[static_cast<std::size_t>(i * m + j)] =
           scale * counter_normal(options_.seed, kStreamB, static_cast<std::uint64_t>((y_begin_ + i) * m + j));
   reduce_.resize(static_cast<std::size_t>(m));
+  partial_.resize(static_cast<std::size_t>(m));
   petsc::VecHandle x = create_upper_vec();
   BILEVEL_PETSC_CALL(VecScatterCreateToAll(x, x_to_all_.out(), x_all_.out()));
 }
@@ -140,7 +142,8 @@ void QuadraticProblem::b_times(Vec x, Vec out) {
 
 void QuadraticProblem::bt_times(Vec w, Vec out) {
   const PetscInt m = options_.dim_upper;
-  std::vector<PetscReal> partial(static_cast<std::size_t>(m), 0.0);
+  std::vector<PetscReal>& partial = partial_;
+  std::fill(partial.begin(), partial.end(), 0.0);
   {
     petsc::ReadView wa(w);
     for (PetscInt i = 0; i < y_local_; ++i)

@@ -71,7 +71,7 @@ class QuadraticProblem : public BilevelProblem {
   petsc::VecHandle x_all_;              // x gathered on every rank
   petsc::ScatterHandle x_to_all_;
   std::vector<PetscReal> b_local_;      // rows y_begin_.. of B, row-major y_local_ x dx
-  std::vector<PetscReal> reduce_;       // dx buffer
+  std::vector<PetscReal> reduce_, partial_;  // dx buffers
   std::optional<PetscReal> f_star_;
 };
 

@@ -1,0 +1,76 @@
+#pragma once
+/// \file Two linear systems with one lower Hessian (NBO, algorithms.md §2.2): H v_i = b_i, i = 0, 1,
+/// H = ∇²_yy g(x, y; B). Every iteration applies H to the current vectors of both systems with ONE
+/// BilevelProblem::lower_hvp_multi call, i.e. one pass over the data for two products.
+#include <petscvec.h>
+
+#include <array>
+
+#include "bilevel/core/batch_sampler.hpp"
+#include "bilevel/core/problem.hpp"
+#include "bilevel/petsc/handle.hpp"
+
+namespace bilevel {
+
+/// Collective on the problem's communicator (every method).
+class TwoSystemSolver {
+ public:
+  /// Outcome of one solve.
+  struct Report {
+    PetscInt iterations = 0;  ///< gradient steps or CG iterations taken (the longer of the two systems)
+    PetscInt passes = 0;      ///< lower_hvp_multi calls (passes over the data)
+    /// Residual norms ||H v_i − b_i||: CG: the recursively updated residual at exit; gradient steps: the
+    /// residual computed by the last step (at the iterate before that step's update).
+    std::array<PetscReal, 2> residual{-1, -1};
+    PetscReal step = 0;  ///< gradient steps: the step η used at the end (after adapt_step reductions)
+  };
+
+  /// Allocates the work vectors (layout of y).
+  void setup(Vec y_layout);
+
+  /// `steps` gradient (Richardson) steps on both systems: v_i <- v_i − η (H v_i − b_i). zero_start[i] says
+  /// v_i is zero on entry (it is set to 0), so its first product is skipped. With adapt_step, η is lowered to
+  /// 1/ρ whenever a Rayleigh quotient ρ = v_iᵀHv_i / v_iᵀv_i of the current iterates exceeds 1/η (one extra
+  /// reduction per step); Report::step is the final η. With a sampler and batch_size > 0 every step draws a
+  /// fresh training batch of that size (the stochastic NSBO-SGD); otherwise `batch` is used for every
+  /// product.
+  Report gradient(BilevelProblem& problem,
+                  Vec x,
+                  Vec y,
+                  const Batch& batch,
+                  std::array<Vec, 2> b,
+                  std::array<Vec, 2> v,
+                  std::array<bool, 2> zero_start,
+                  PetscInt steps,
+                  PetscReal eta,
+                  bool adapt_step = false,
+                  BatchSampler* sampler = nullptr,
+                  PetscInt batch_size = 0);
+
+  /// Conjugate gradients on both systems in lockstep, at most max_it iterations; system i stops when
+  /// ||r_i|| <= rtol ||b_i|| or when it meets non-positive curvature pᵀHp <= 0 (its iterate is kept).
+  /// The two systems' dot products share one reduction per CG phase.
+  Report cg(BilevelProblem& problem,
+            Vec x,
+            Vec y,
+            const Batch& batch,
+            std::array<Vec, 2> b,
+            std::array<Vec, 2> v,
+            std::array<bool, 2> zero_start,
+            PetscInt max_it,
+            PetscReal rtol);
+
+ private:
+  /// out_i = H in_i for the systems with active[i], in one lower_hvp_multi call.
+  void products(BilevelProblem& problem,
+                Vec x,
+                Vec y,
+                const Batch& batch,
+                const std::array<Vec, 2>& in,
+                const std::array<bool, 2>& active,
+                Report& report);
+
+  std::array<petsc::VecHandle, 2> r_, p_, q_;
+};
+
+}  // namespace bilevel

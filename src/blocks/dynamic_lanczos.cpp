@@ -1,0 +1,139 @@
+#include "bilevel/blocks/dynamic_lanczos.hpp"
+
+#include <slepcbv.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/logging.hpp"
+
+namespace bilevel {
+
+PetscInt solve_spd_tridiagonal(std::span<const PetscReal> alpha, std::span<const PetscReal> beta,
+                               std::span<const PetscReal> rhs, std::span<PetscReal> s, std::span<PetscReal> pivot) {
+  const auto n = static_cast<PetscInt>(alpha.size());
+  BILEVEL_ASSERT(static_cast<PetscInt>(beta.size()) + 1 >= n && static_cast<PetscInt>(rhs.size()) >= n &&
+                 static_cast<PetscInt>(s.size()) >= n && static_cast<PetscInt>(pivot.size()) >= n);
+  PetscReal scale = 0;
+  for (PetscInt i = 0; i < n; ++i) scale = std::max(scale, std::abs(alpha[i]));
+  const PetscReal tiny = 64 * PETSC_MACHINE_EPSILON * scale;
+  // Forward sweep of T = L D Lᵀ (unit lower bidiagonal L with l_i = β_{i-1}/d_{i-1}): z = L⁻¹ rhs, kept in s.
+  PetscInt k = 0;
+  for (; k < n; ++k) {
+    const PetscReal l = k > 0 ? beta[k - 1] / pivot[k - 1] : 0;
+    pivot[k] = alpha[k] - (k > 0 ? l * beta[k - 1] : 0);  // d_k = α_k − β_{k-1}²/d_{k-1}
+    if (!(pivot[k] > tiny) || !std::isfinite(pivot[k])) break;
+    s[k] = rhs[k] - (k > 0 ? l * s[k - 1] : 0);          // z_k = rhs_k − l_k z_{k-1}
+  }
+  // Backward sweep on the leading k x k block: s = L⁻ᵀ D⁻¹ z.
+  for (PetscInt i = k - 1; i >= 0; --i) {
+    s[i] /= pivot[i];
+    if (i + 1 < k) s[i] -= (beta[i] / pivot[i]) * s[i + 1];  // s_i = z_i/d_i − l_{i+1} s_{i+1}
+  }
+  return k;
+}
+
+void DynamicLanczos::setup(Vec y_layout, PetscInt max_dim) {
+  BILEVEL_ASSERT(max_dim >= 1);
+  max_dim_ = max_dim;
+  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y_layout));
+  BILEVEL_PETSC_CALL(BVCreate(comm, basis_.out()));
+  BILEVEL_PETSC_CALL(BVSetSizesFromVec(basis_, y_layout, max_dim));
+  BILEVEL_PETSC_CALL(BVSetOptionsPrefix(basis_, "bilevel_lanczos_bv_"));
+  BILEVEL_PETSC_CALL(BVSetFromOptions(basis_));
+  for (petsc::VecHandle* v : {&anchor_, &w_, &b_bar_, &q_, &q_prev_, &z_, &d_}) *v = petsc::duplicate(y_layout);
+  alpha_.clear();
+  beta_.clear();
+  alpha_.reserve(static_cast<std::size_t>(max_dim));
+  beta_.reserve(static_cast<std::size_t>(max_dim));
+  rhs_.assign(static_cast<std::size_t>(max_dim), 0.0);
+  s_.assign(static_cast<std::size_t>(max_dim), 0.0);
+  pivot_.assign(static_cast<std::size_t>(max_dim), 0.0);
+  exhausted_ = true;
+}
+
+void DynamicLanczos::restart(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec v, Vec b) {
+  BILEVEL_ASSERT(basis_);
+  BILEVEL_PETSC_CALL(VecCopy(v, anchor_));                   // v̄ = v_k
+  problem.lower_hvp(x, y, batch, anchor_, w_);               // w = H(x_k, y_{k+1}) v̄  (Alg. 4, restart)
+  BILEVEL_PETSC_CALL(VecCopy(b, b_bar_));                    // b̄ = b_k
+  BILEVEL_PETSC_CALL(VecWAXPY(q_, -1.0, w_, b));             // r̄ = b̄ − w
+  BILEVEL_PETSC_CALL(VecNorm(q_, NORM_2, &r_bar_norm_));
+  alpha_.clear();
+  beta_.clear();
+  beta_last_ = 0;
+  exhausted_ = !(r_bar_norm_ > 0 && std::isfinite(r_bar_norm_));
+  if (!exhausted_) BILEVEL_PETSC_CALL(VecScale(q_, 1.0 / r_bar_norm_));  // q_1 = r̄/||r̄||
+  else r_bar_norm_ = 0;
+}
+
+void DynamicLanczos::extend(BilevelProblem& problem, Vec x, Vec y, const Batch& batch) {
+  if (exhausted_) return;
+  const PetscInt j = dimension();
+  problem.lower_hvp(x, y, batch, q_, z_);                                // z = H q_j
+  if (j > 0) BILEVEL_PETSC_CALL(VecAXPY(z_, -beta_last_, q_prev_));      // z −= β_{j-1} q_{j-1}
+  PetscReal a = 0;
+  BILEVEL_PETSC_CALL(VecDot(q_, z_, &a));                                // α_j = q_jᵀ z
+  BILEVEL_PETSC_CALL(BVInsertVec(basis_, j, q_));                        // Q_j = [Q_{j-1}, q_j]
+  if (j > 0) beta_.push_back(beta_last_);                                // T_j gains β_{j-1} off the diagonal
+  alpha_.push_back(a);                                                   // … and α_j on it
+  BILEVEL_PETSC_CALL(VecAXPY(z_, -a, q_));                               // ω = z − α_j q_j
+  PetscReal b = 0;
+  BILEVEL_PETSC_CALL(VecNorm(z_, NORM_2, &b));                           // β_j = ||ω||
+  std::swap(q_prev_, q_);                                                // q_{j-1} <- q_j
+  std::swap(q_, z_);                                                     // q_{j+1} <- ω / β_j
+  const PetscReal scale = std::abs(a) + (j > 0 ? beta_.back() : 0);
+  if (std::isfinite(b) && b > 1e3 * PETSC_MACHINE_EPSILON * scale) {
+    BILEVEL_PETSC_CALL(VecScale(q_, 1.0 / b));
+    beta_last_ = b;
+  } else {
+    beta_last_ = 0;  // invariant subspace (or garbage): no next vector, restart next time
+    exhausted_ = true;
+  }
+  if (dimension() >= max_dim_) exhausted_ = true;
+}
+
+PetscReal DynamicLanczos::solve(Vec b, Vec v) {
+  petsc::ScopedEvent ev(petsc::events().hypergradient);
+  const PetscInt j = dimension();
+  BILEVEL_PETSC_CALL(VecCopy(anchor_, v));  // v = v̄ + …
+  if (j == 0) {
+    BILEVEL_PETSC_CALL(VecWAXPY(d_, -1.0, w_, b));  // empty cycle: v = v̄, residual ≈ ||b − w||
+    PetscReal r = 0;
+    BILEVEL_PETSC_CALL(VecNorm(d_, NORM_2, &r));
+    return r;
+  }
+  BILEVEL_PETSC_CALL(VecWAXPY(d_, -1.0, b_bar_, b));  // d = b_k − b̄
+  BILEVEL_PETSC_CALL(BVSetActiveColumns(basis_, 0, j));
+  BILEVEL_PETSC_CALL(BVDotVec(basis_, d_, rhs_.data()));  // Q_jᵀ d
+  PetscReal dnorm = 0;
+  BILEVEL_PETSC_CALL(VecNorm(d_, NORM_2, &dnorm));
+  rhs_[0] += r_bar_norm_;  // Q_jᵀ(b_k − w) = ||r̄|| e_1 + Q_jᵀ d  (see the class comment)
+  // s = T_j⁻¹ Q_jᵀ(b_k − w): Thomas algorithm, replicated on every rank.
+  const std::span<const PetscReal> al(alpha_), be(beta_);
+  const PetscInt k = solve_spd_tridiagonal(al, be.first(static_cast<std::size_t>(j - 1)),
+                                           std::span<const PetscReal>(rhs_).first(static_cast<std::size_t>(j)),
+                                           std::span<PetscReal>(s_), std::span<PetscReal>(pivot_));
+  if (k < j) exhausted_ = true;  // T_j not positive definite: use the leading block, restart next time
+  if (k == 0) {
+    BILEVEL_PETSC_CALL(VecWAXPY(d_, -1.0, w_, b));
+    PetscReal r = 0;
+    BILEVEL_PETSC_CALL(VecNorm(d_, NORM_2, &r));
+    return r;
+  }
+  BILEVEL_PETSC_CALL(BVSetActiveColumns(basis_, 0, k));
+  BILEVEL_PETSC_CALL(BVMultVec(basis_, 1.0, 1.0, v, s_.data()));  // v = v̄ + Q_k s
+  // ||H v − b||² ≈ ||d − Q Qᵀd||² + (β_k s_k)²: the Lanczos relation H Q_k = Q_k T_k + β_k q_{k+1} e_kᵀ.
+  PetscReal kept = 0;  // ||Q_kᵀ d||²
+  for (PetscInt i = 0; i < k; ++i) {
+    const PetscReal c = rhs_[static_cast<std::size_t>(i)] - (i == 0 ? r_bar_norm_ : 0);
+    kept += c * c;
+  }
+  const PetscReal beta_k = k == j ? beta_last_ : beta_[static_cast<std::size_t>(k - 1)];
+  const PetscReal tail = beta_k * s_[static_cast<std::size_t>(k - 1)];
+  return std::sqrt(std::max<PetscReal>(dnorm * dnorm - kept, 0) + tail * tail);
+}
+
+}  // namespace bilevel

@@ -1,0 +1,179 @@
+#include "bilevel/blocks/two_system_solver.hpp"
+
+#include <cmath>
+
+#include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/logging.hpp"
+
+namespace bilevel {
+
+void TwoSystemSolver::setup(Vec y_layout) {
+  for (std::size_t i = 0; i < 2; ++i) {
+    r_[i] = petsc::duplicate(y_layout);
+    p_[i] = petsc::duplicate(y_layout);
+    q_[i] = petsc::duplicate(y_layout);
+  }
+}
+
+void TwoSystemSolver::products(BilevelProblem& problem,
+                               Vec x,
+                               Vec y,
+                               const Batch& batch,
+                               const std::array<Vec, 2>& in,
+                               const std::array<bool, 2>& active,
+                               Report& report) {
+  std::array<Vec, 2> w{}, out{};
+  std::size_t k = 0;
+  for (std::size_t i = 0; i < 2; ++i) {
+    if (!active[i]) continue;
+    w[k] = in[i];
+    out[k] = q_[i];
+    ++k;
+  }
+  if (k == 0) return;
+  // q_i = H(x, y; B) w_i for the active systems, one pass over the data
+  problem.lower_hvp_multi(
+      x, y, batch, std::span<const Vec>(w.data(), k), std::span<const Vec>(out.data(), k));
+  ++report.passes;
+}
+
+TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
+                                                  Vec x,
+                                                  Vec y,
+                                                  const Batch& batch,
+                                                  std::array<Vec, 2> b,
+                                                  std::array<Vec, 2> v,
+                                                  std::array<bool, 2> zero_start,
+                                                  PetscInt steps,
+                                                  PetscReal eta,
+                                                  bool adapt_step,
+                                                  BatchSampler* sampler,
+                                                  PetscInt batch_size) {
+  petsc::ScopedEvent ev(petsc::events().hypergradient);
+  if (!r_[0]) setup(v[0]);
+  Report report;
+  const PetscInt n = problem.dataset_sizes().lower;
+  std::array<bool, 2> nonzero{!zero_start[0], !zero_start[1]};
+  for (std::size_t i = 0; i < 2; ++i)
+    if (zero_start[i]) BILEVEL_PETSC_CALL(VecSet(v[i], 0.0));
+  for (PetscInt t = 0; t < steps; ++t) {
+    const Batch bt = (sampler && batch_size > 0 && n > 0) ? sampler->next(n, batch_size) : batch;
+    products(problem, x, y, bt, v, nonzero, report);  // q_i = H v_i (skipped while v_i = 0)
+    if (adapt_step && (nonzero[0] || nonzero[1])) {
+      // Rayleigh quotients ρ_i = v_iᵀH v_i / v_iᵀv_i <= λ_max(H): a step with η ρ_i > 1 is too long for H
+      // (e.g. when H has grown since η = 1/L was set), so η <- 1/max ρ_i.
+      std::array<PetscScalar, 2> vq{0, 0}, vv{0, 0};
+      for (std::size_t i = 0; i < 2; ++i) {
+        if (!nonzero[i]) continue;
+        BILEVEL_PETSC_CALL(VecDotBegin(v[i], q_[i], &vq[i]));
+        BILEVEL_PETSC_CALL(VecDotBegin(v[i], v[i], &vv[i]));
+      }
+      for (std::size_t i = 0; i < 2; ++i) {
+        if (!nonzero[i]) continue;
+        BILEVEL_PETSC_CALL(VecDotEnd(v[i], q_[i], &vq[i]));
+        BILEVEL_PETSC_CALL(VecDotEnd(v[i], v[i], &vv[i]));
+      }
+      for (std::size_t i = 0; i < 2; ++i) {
+        if (!nonzero[i] || !(vv[i] > 0)) continue;
+        const PetscReal rho = vq[i] / vv[i];
+        if (std::isfinite(rho) && eta * rho > 1) eta = 1 / rho;
+      }
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+      // r_i = H v_i − b_i
+      if (nonzero[i]) {
+        BILEVEL_PETSC_CALL(VecWAXPY(r_[i], -1.0, b[i], q_[i]));
+      } else {
+        BILEVEL_PETSC_CALL(VecCopy(b[i], r_[i]));
+        BILEVEL_PETSC_CALL(VecScale(r_[i], -1.0));
+      }
+      BILEVEL_PETSC_CALL(VecAXPY(v[i], -eta, r_[i]));  // v_i <- v_i − η (H v_i − b_i)
+      nonzero[i] = true;
+    }
+    if (t == steps - 1) {
+      BILEVEL_PETSC_CALL(VecNormBegin(r_[0], NORM_2, &report.residual[0]));
+      BILEVEL_PETSC_CALL(VecNormBegin(r_[1], NORM_2, &report.residual[1]));
+      BILEVEL_PETSC_CALL(VecNormEnd(r_[0], NORM_2, &report.residual[0]));
+      BILEVEL_PETSC_CALL(VecNormEnd(r_[1], NORM_2, &report.residual[1]));
+    }
+    ++report.iterations;
+  }
+  report.step = eta;
+  return report;
+}
+
+TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem,
+                                            Vec x,
+                                            Vec y,
+                                            const Batch& batch,
+                                            std::array<Vec, 2> b,
+                                            std::array<Vec, 2> v,
+                                            std::array<bool, 2> zero_start,
+                                            PetscInt max_it,
+                                            PetscReal rtol) {
+  petsc::ScopedEvent ev(petsc::events().hypergradient);
+  if (!r_[0]) setup(v[0]);
+  Report report;
+  std::array<bool, 2> needs{!zero_start[0], !zero_start[1]};
+  for (std::size_t i = 0; i < 2; ++i)
+    if (zero_start[i]) BILEVEL_PETSC_CALL(VecSet(v[i], 0.0));
+  products(problem, x, y, batch, v, needs, report);  // q_i = H v_i for the warm-started systems
+  std::array<PetscReal, 2> bnorm{0, 0}, rho{0, 0};
+  std::array<PetscScalar, 2> rr{0, 0};
+  for (std::size_t i = 0; i < 2; ++i) {
+    // r_i = b_i − H v_i,  p_i = r_i
+    if (needs[i])
+      BILEVEL_PETSC_CALL(VecWAXPY(r_[i], -1.0, q_[i], b[i]));
+    else
+      BILEVEL_PETSC_CALL(VecCopy(b[i], r_[i]));
+    BILEVEL_PETSC_CALL(VecCopy(r_[i], p_[i]));
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    BILEVEL_PETSC_CALL(VecNormBegin(b[i], NORM_2, &bnorm[i]));
+    BILEVEL_PETSC_CALL(VecDotBegin(r_[i], r_[i], &rr[i]));
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    BILEVEL_PETSC_CALL(VecNormEnd(b[i], NORM_2, &bnorm[i]));
+    BILEVEL_PETSC_CALL(VecDotEnd(r_[i], r_[i], &rr[i]));
+  }
+  std::array<bool, 2> active{};
+  for (std::size_t i = 0; i < 2; ++i) {
+    rho[i] = rr[i];
+    report.residual[i] = std::sqrt(rho[i]);
+    active[i] = std::isfinite(rho[i]) && report.residual[i] > rtol * bnorm[i];
+  }
+  for (PetscInt it = 0; it < max_it && (active[0] || active[1]); ++it) {
+    products(problem, x, y, batch, {p_[0], p_[1]}, active, report);  // q_i = H p_i, one pass
+    std::array<PetscScalar, 2> pq{0, 0};
+    for (std::size_t i = 0; i < 2; ++i)
+      if (active[i]) BILEVEL_PETSC_CALL(VecDotBegin(p_[i], q_[i], &pq[i]));
+    for (std::size_t i = 0; i < 2; ++i)
+      if (active[i]) BILEVEL_PETSC_CALL(VecDotEnd(p_[i], q_[i], &pq[i]));
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (!active[i]) continue;
+      if (!(pq[i] > 0)) {  // non-positive curvature: keep the iterate, stop this system
+        active[i] = false;
+        continue;
+      }
+      const PetscReal alpha = rho[i] / pq[i];
+      BILEVEL_PETSC_CALL(VecAXPY(v[i], alpha, p_[i]));    // v_i <- v_i + α p_i
+      BILEVEL_PETSC_CALL(VecAXPY(r_[i], -alpha, q_[i]));  // r_i <- r_i − α H p_i
+    }
+    for (std::size_t i = 0; i < 2; ++i)
+      if (active[i]) BILEVEL_PETSC_CALL(VecDotBegin(r_[i], r_[i], &rr[i]));
+    for (std::size_t i = 0; i < 2; ++i)
+      if (active[i]) BILEVEL_PETSC_CALL(VecDotEnd(r_[i], r_[i], &rr[i]));
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (!active[i]) continue;
+      const PetscReal beta = rr[i] / rho[i];
+      rho[i] = rr[i];
+      report.residual[i] = std::sqrt(rho[i]);
+      BILEVEL_PETSC_CALL(VecAYPX(p_[i], beta, r_[i]));  // p_i <- r_i + β p_i
+      active[i] = std::isfinite(rho[i]) && report.residual[i] > rtol * bnorm[i];
+    }
+    ++report.iterations;
+  }
+  return report;
+}
+
+}  // namespace bilevel

@@ -1,0 +1,218 @@
+#pragma once
+// Helpers shared by the seed-method suites (test_lancbio, test_subbio, test_pzobo, test_bome): runs of a
+// registered method through BilevelSolver on the closed-form quadratic, with PETSc options set for the
+// run's duration, the final x gathered on every rank, and a monitor that recovers the method's
+// hypergradient estimate from two consecutive SGD iterates.
+#include <petscvec.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bilevel/bilevel.hpp"
+
+namespace seedtest {
+
+/// Sets PETSc options for its lifetime (cleared in the destructor). Not collective.
+class Options {
+ public:
+  Options(std::initializer_list<std::pair<std::string, std::string>> kv) {
+    for (const auto& [k, v] : kv) set(k, v);
+  }
+  Options(const Options&) = delete;
+  Options& operator=(const Options&) = delete;
+  ~Options() {
+    for (const auto& k : keys_) PetscOptionsClearValue(nullptr, k.c_str());
+  }
+  void set(const std::string& key, const std::string& value) {
+    PetscOptionsSetValue(nullptr, key.c_str(), value.c_str());
+    keys_.push_back(key);
+  }
+
+ private:
+  std::vector<std::string> keys_;
+};
+
+inline bilevel::QuadraticOptions quad(PetscReal kappa, PetscInt dim_lower = 61, PetscInt dim_upper = 7) {
+  bilevel::QuadraticOptions o;
+  o.dim_lower = dim_lower;
+  o.dim_upper = dim_upper;
+  o.condition = kappa;
+  o.seed = 5;
+  return o;
+}
+
+/// The whole of v on every rank. Collective.
+inline std::vector<PetscReal> gather(Vec v) {
+  Vec all = nullptr;
+  VecScatter sc = nullptr;
+  VecScatterCreateToAll(v, &sc, &all);
+  VecScatterBegin(sc, v, all, INSERT_VALUES, SCATTER_FORWARD);
+  VecScatterEnd(sc, v, all, INSERT_VALUES, SCATTER_FORWARD);
+  const PetscScalar* a = nullptr;
+  PetscInt n = 0;
+  VecGetSize(all, &n);
+  VecGetArrayRead(all, &a);
+  std::vector<PetscReal> out(a, a + n);
+  VecRestoreArrayRead(all, &a);
+  VecScatterDestroy(&sc);
+  VecDestroy(&all);
+  return out;
+}
+
+/// Largest relative difference between two gathered iterates.
+inline PetscReal max_relative_difference(const std::vector<PetscReal>& a, const std::vector<PetscReal>& b) {
+  PetscReal d = a.size() == b.size() ? 0 : INFINITY;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+    d = std::max(d, std::abs(a[i] - b[i]) / (1 + std::abs(b[i])));
+  return d;
+}
+
+struct Run {
+  bilevel::SolveReport report;
+  std::vector<PetscReal> x;  ///< final x, on every rank
+};
+
+/// Runs `method` for `iterations` outer iterations on the quadratic `q` on `comm`, from the problem's
+/// initial point, with the options currently set. Collective on comm.
+inline Run run_quadratic(MPI_Comm comm, const bilevel::QuadraticOptions& q, const std::string& method,
+                         PetscInt iterations) {
+  Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(iterations)}};
+  auto p = std::make_shared<bilevel::QuadraticProblem>(comm, q);
+  bilevel::BilevelSolver solver(comm);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  Run r;
+  r.report = solver.solve(x, y);
+  r.x = gather(x);
+  return r;
+}
+
+/// What -bilevel_view prints after a one-iteration solve of `method` on the quadratic (settings resolved by
+/// setup), read back from a file on every rank. Collective on comm.
+inline std::string view_text(MPI_Comm comm, const bilevel::QuadraticOptions& q, const std::string& method) {
+  Options o{{"-bilevel_type", method}, {"-bilevel_max_it", "1"}};
+  auto p = std::make_shared<bilevel::QuadraticProblem>(comm, q);
+  bilevel::BilevelSolver solver(comm);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  solver.solve(x, y);
+  const std::string path = "seedtest_view_" + method + ".txt";
+  PetscViewer viewer = nullptr;
+  PetscViewerASCIIOpen(comm, path.c_str(), &viewer);
+  solver.view(viewer);
+  PetscViewerDestroy(&viewer);
+  MPI_Barrier(comm);
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, f)) text += buf;
+    std::fclose(f);
+  }
+  MPI_Barrier(comm);
+  return text;
+}
+
+/// Relative gap (F(x) − F*)/max(1, |F*|) of a finished run on a closed-form problem.
+inline PetscReal relative_gap(const bilevel::SolveReport& r) {
+  return (r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, std::abs(*r.optimal_upper_objective));
+}
+
+/// With the upper stepper set to plain SGD of step s, the direction the method used at iteration k is
+/// h_k = (x_{k-1} − x_k)/s; this monitor compares it with the closed-form ∇F(x_{k-1}) after every
+/// iteration. s is a power of two, so s h is exact and x − s h loses at most ulp(x)/s. Collective.
+class EstimateProbe : public bilevel::Monitor {
+ public:
+  EstimateProbe(bilevel::QuadraticProblem& p, Vec x, PetscReal step)
+      : p_(p), x_(x), step_(step), prev_(bilevel::petsc::duplicate(x)), exact_(bilevel::petsc::duplicate(x)),
+        h_(bilevel::petsc::duplicate(x)) {
+    VecCopy(x, prev_);
+  }
+  void on_iteration(const bilevel::IterationRecord&) override {
+    p_.exact_hypergradient(prev_, exact_);               // ∇F(x_{k-1})
+    VecWAXPY(h_, -1.0, x_, prev_);                       // s h_k = x_{k-1} − x_k
+    VecScale(h_, 1.0 / step_);
+    VecAXPY(h_, -1.0, exact_);
+    PetscReal err = 0, ref = 0;
+    VecNorm(h_, NORM_2, &err);
+    VecNorm(exact_, NORM_2, &ref);
+    errors_.push_back(err / ref);
+    VecCopy(x_, prev_);
+  }
+  const std::vector<PetscReal>& errors() const { return errors_; }
+
+ private:
+  bilevel::QuadraticProblem& p_;
+  Vec x_;
+  PetscReal step_;
+  bilevel::petsc::VecHandle prev_, exact_, h_;
+  std::vector<PetscReal> errors_;
+};
+
+/// Runs `method` for `iterations` iterations at an (almost) fixed x: SGD with the tiny step 2^-26, y
+/// started at y*(x_0). Returns the relative error of the hypergradient estimate at every iteration.
+/// Collective on comm.
+inline std::vector<PetscReal> estimate_errors(MPI_Comm comm, const bilevel::QuadraticOptions& q,
+                                              const std::string& method, PetscInt iterations) {
+  const PetscReal step = std::ldexp(1.0, -26);
+  Options o{{"-bilevel_type", method},
+            {"-bilevel_max_it", std::to_string(iterations)},
+            {"-bilevel_upper_type", "sgd"},
+            {"-bilevel_upper_step", "1.4901161193847656e-08"},
+            {"-bilevel_final_lower_solve", "0"}};
+  auto p = std::make_shared<bilevel::QuadraticProblem>(comm, q);
+  bilevel::BilevelSolver solver(comm);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  p->exact_lower_solution(x, y);
+  auto probe = std::make_unique<EstimateProbe>(*p, x, step);
+  EstimateProbe* view = probe.get();
+  solver.add_monitor(std::move(probe));
+  solver.solve(x, y);
+  return view->errors();
+}
+
+}  // namespace seedtest
+
+#if __has_include("bilevel/problems/logreg.hpp") && __has_include("problems/synthetic.hpp")
+#include "bilevel/problems/logreg.hpp"
+#include "problems/synthetic.hpp"
+#define SEEDTEST_HAVE_LOGREG 1
+
+namespace seedtest {
+
+/// F(x) = f(x, y*(x)) (validation log-loss with the lower level solved accurately) at the initial point and
+/// after `iterations` of `method` on a small synthetic logreg (240 x 12 training, 120 x 12 validation,
+/// sparse rows split over comm). Limit of this problem: with the default Adam step 0.2 every method
+/// (aidcg included) first lowers F, then drives the regularisers e^x towards 0 after ~20 iterations,
+/// where the nearly unregularised fit overfits and F explodes; the suites use 10 iterations.
+/// Collective on comm.
+inline std::pair<PetscReal, PetscReal> logreg_losses(MPI_Comm comm, const std::string& method, PetscInt iterations) {
+  const auto tr = testdata::make_global(240, 12, 2, 11), va = testdata::make_global(120, 12, 2, 12);
+  PetscReal out[2] = {0, 0};
+  for (int run = 0; run < 2; ++run) {
+    Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(run == 0 ? 0 : iterations)}};
+    auto p = std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Sparse),
+                                                      testdata::to_dataset(comm, va, bilevel::DataFormat::Sparse),
+                                                      std::nullopt, bilevel::LogregOptions{});
+    bilevel::BilevelSolver solver(comm);
+    solver.set_problem(p);
+    solver.set_from_options();
+    auto x = p->create_upper_vec(), y = p->create_lower_vec();
+    p->initial_point(x, y);
+    out[run] = solver.solve(x, y).upper_objective;
+  }
+  return {out[0], out[1]};
+}
+
+}  // namespace seedtest
+#endif

@@ -1,0 +1,357 @@
+// NBO / NSBO (src/algorithms/nbo) and its building block TwoSystemSolver (blocks/two_system_solver.hpp).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bilevel/bilevel.hpp"
+#include "bilevel/blocks/two_system_solver.hpp"
+#include "bilevel/problems/logreg.hpp"
+#include "problems/synthetic.hpp"
+
+namespace {
+
+using bilevel::petsc::VecHandle;
+
+/// Sets PETSc options for its lifetime. Not collective.
+class Options {
+ public:
+  Options(std::initializer_list<std::pair<std::string, std::string>> kv) {
+    for (const auto& [k, v] : kv) {
+      PetscOptionsSetValue(nullptr, k.c_str(), v.c_str());
+      keys_.push_back(k);
+    }
+  }
+  Options(const Options&) = delete;
+  Options& operator=(const Options&) = delete;
+  ~Options() {
+    for (const auto& k : keys_) PetscOptionsClearValue(nullptr, k.c_str());
+  }
+
+ private:
+  std::vector<std::string> keys_;
+};
+
+bilevel::QuadraticOptions quad(PetscReal kappa, PetscInt dim_lower = 61) {
+  bilevel::QuadraticOptions o;
+  o.dim_lower = dim_lower;
+  o.dim_upper = 7;
+  o.condition = kappa;
+  o.seed = 5;
+  return o;
+}
+
+/// The quadratic with a count of the passes over the data: lower_hvp_multi calls and single products.
+class CountingQuadratic : public bilevel::QuadraticProblem {
+ public:
+  using QuadraticProblem::QuadraticProblem;
+  int multi_calls = 0, single_calls = 0;
+
+ protected:
+  void lower_hvp_impl(Vec x, Vec y, const bilevel::Batch& b, Vec w, Vec out) override {
+    ++single_calls;
+    QuadraticProblem::lower_hvp_impl(x, y, b, w, out);
+  }
+  void lower_hvp_multi_impl(
+      Vec x, Vec y, const bilevel::Batch& b, std::span<const Vec> w, std::span<const Vec> out) override {
+    ++multi_calls;
+    for (std::size_t i = 0; i < w.size(); ++i) QuadraticProblem::lower_hvp_impl(x, y, b, w[i], out[i]);
+  }
+};
+
+/// Standard normal entries from the counter-based generator, the same at every rank count. Collective.
+void pattern(Vec v, std::uint64_t stream) {
+  testdata::fill(
+      v, [stream](PetscInt i) { return bilevel::counter_normal(31, stream, static_cast<std::uint64_t>(i)); });
+}
+
+PetscReal relative_error(Vec a, Vec b) {
+  VecHandle d = bilevel::petsc::duplicate(a);
+  VecWAXPY(d, -1.0, b, a);
+  PetscReal nd = 0, nb = 0;
+  VecNorm(d, NORM_2, &nd);
+  VecNorm(b, NORM_2, &nb);
+  return nd / nb;
+}
+
+struct Outcome {
+  bilevel::SolveReport report;
+  std::vector<double> x;
+};
+
+/// One solve of nbo on `problem` with the options currently set; x gathered to every rank. Collective.
+Outcome solve(MPI_Comm comm, std::shared_ptr<bilevel::BilevelProblem> problem, PetscInt iterations) {
+  Options o{{"-bilevel_type", "nbo"}, {"-bilevel_max_it", std::to_string(iterations)}};
+  bilevel::BilevelSolver solver(comm);
+  solver.set_problem(problem);
+  solver.set_from_options();
+  auto x = problem->create_upper_vec(), y = problem->create_lower_vec();
+  problem->initial_point(x, y);
+  Outcome r;
+  r.report = solver.solve(x, y);
+  r.x = testdata::gather(x);
+  return r;
+}
+
+Outcome solve_quadratic(MPI_Comm comm, const bilevel::QuadraticOptions& q, PetscInt iterations) {
+  return solve(comm, std::make_shared<bilevel::QuadraticProblem>(comm, q), iterations);
+}
+
+/// Relative error of the first outer iteration's hypergradient estimate against ∇F(x_0), recovered from
+/// x_1 = x_0 − h (SGD stepper, step 1). The run starts at y_0 = y*(x_0): NBO solves for u with ∇_y f at y_k
+/// (the point before its Newton step), so from another y_0 the first estimate carries ∇_y f(y_0) − ∇_y f(y*)
+/// whatever T is. Collective.
+PetscReal first_estimate_error(const bilevel::QuadraticOptions& q) {
+  Options o{{"-bilevel_upper_type", "sgd"},
+            {"-bilevel_upper_step", "1"},
+            {"-bilevel_type", "nbo"},
+            {"-bilevel_max_it", "1"}};
+  auto p = std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, q);
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec(), x0 = p->create_upper_vec(),
+       exact = p->create_upper_vec();
+  p->initial_point(x, y);
+  VecCopy(x, x0);
+  p->exact_lower_solution(x, y);
+  solver.solve(x, y);
+  p->exact_hypergradient(x0, exact);
+  VecAYPX(x, -1.0, x0);  // h = x_0 − x_1
+  return relative_error(x, exact);
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The building block.
+
+struct Systems {
+  explicit Systems(PetscReal kappa)
+      : p(PETSC_COMM_WORLD, quad(kappa, 50)), x(p.create_upper_vec()), y(p.create_lower_vec()) {
+    VecSet(x, 0.3);
+    VecSet(y, 0.0);
+    for (std::size_t i = 0; i < 2; ++i) {
+      b[i] = p.create_lower_vec();
+      v[i] = p.create_lower_vec();
+      exact[i] = p.create_lower_vec();
+      pattern(b[i], 10 + i);
+      p.apply_inverse(b[i], exact[i]);  // A⁻¹ b_i
+    }
+    solver.setup(y);
+  }
+  CountingQuadratic p;
+  VecHandle x, y;
+  std::array<VecHandle, 2> b, v, exact;
+  bilevel::TwoSystemSolver solver;
+};
+
+TEST(TwoSystemSolver, ConjugateGradientsSolveBothSystemsWithOnePassPerIteration) {
+  Systems s(100);
+  VecSet(s.v[1], 0.5);  // warm start for the second system: its initial residual costs one product
+  const auto rep = s.solver.cg(
+      s.p, s.x, s.y, bilevel::Batch::all(), {s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, false}, 200, 1e-12);
+  EXPECT_LT(relative_error(s.v[0], s.exact[0]), 1e-9);
+  EXPECT_LT(relative_error(s.v[1], s.exact[1]), 1e-9);
+  EXPECT_GT(rep.iterations, 5);
+  EXPECT_LT(rep.iterations, 200);
+  EXPECT_EQ(s.p.single_calls, 0);  // never one vector at a time
+  EXPECT_EQ(s.p.multi_calls, rep.passes);
+  EXPECT_EQ(rep.passes, rep.iterations + 1);  // + the warm start's H v_1
+  EXPECT_LE(rep.residual[0], 1e-12 * 20);
+}
+
+TEST(TwoSystemSolver, GradientStepsConvergeAndSkipTheProductOfAZeroStart) {
+  Systems s(10);
+  VecSet(s.v[1], 0.0);
+  const auto one = s.solver.gradient(
+      s.p, s.x, s.y, bilevel::Batch::all(), {s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, true}, 1, 0.1);
+  EXPECT_EQ(one.passes, 0);  // v_i = η b_i without products
+  VecAXPY(s.v[0], -0.1, s.b[0]);
+  PetscReal n = 1;
+  VecNorm(s.v[0], NORM_2, &n);
+  EXPECT_LT(n, 1e-15);
+  const auto rep = s.solver.gradient(
+      s.p, s.x, s.y, bilevel::Batch::all(), {s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, false}, 400, 0.1);
+  EXPECT_EQ(rep.passes, 400);  // the first step multiplies only the warm-started system
+  EXPECT_EQ(s.p.single_calls, 0);
+  EXPECT_LT(relative_error(s.v[0], s.exact[0]), 1e-10);
+  EXPECT_LT(relative_error(s.v[1], s.exact[1]), 1e-10);
+}
+
+// ------------------------------------------------------------------------------------------------------
+// The method on the closed-form quadratic.
+
+TEST(Nbo, HypergradientApproachesTheClosedFormAsInnerStepsGrow) {
+  // One outer iteration from y_0 = y*(x_0): u comes from T inner steps on H u = ∇_y f, so the error of the
+  // estimate vanishes as T grows.
+  {
+    Options o{{"-bilevel_nbo_variant", "cg"}};
+    std::vector<PetscReal> err;
+    for (const char* t : {"2", "8", "25", "70"}) {
+      Options ot{{"-bilevel_nbo_inner_steps", t}};
+      err.push_back(first_estimate_error(quad(100)));
+    }
+    for (std::size_t i = 1; i < err.size(); ++i) EXPECT_LT(err[i], err[i - 1]) << "cg, T index " << i;
+    EXPECT_LT(err.back(), 1e-8);
+  }
+  {
+    Options o{{"-bilevel_nbo_variant", "gd"}};
+    std::vector<PetscReal> err;
+    for (const char* t : {"1", "10", "60", "300"}) {
+      Options ot{{"-bilevel_nbo_inner_steps", t}};
+      err.push_back(first_estimate_error(quad(10)));
+    }
+    for (std::size_t i = 1; i < err.size(); ++i) EXPECT_LT(err[i], err[i - 1]) << "gd, T index " << i;
+    EXPECT_LT(err.back(), 1e-8);
+  }
+}
+
+TEST(Nbo, DrivesTheTrueHypergradientDownByThreeOrdersOnQuadratic) {
+  struct Case {
+    const char* variant;
+    PetscReal kappa;
+    PetscInt iterations;
+    const char* steps;
+  };
+  // NBO-GD takes steps 1/L on both systems: with the paper's T = 1 it needs ~500 iterations at κ = 1e2, at
+  // κ = 1e3 ~500 with T = 20 (the limit at T = 1 is the next test); NSBO-SGD on a problem without samples is
+  // NBO-GD with full batches.
+  for (const Case c : {Case{"cg", 1000, 400, "5"},
+                       Case{"gd", 1000, 500, "20"},
+                       Case{"gd", 100, 500, "1"},
+                       Case{"sgd", 100, 500, "1"}}) {
+    Options o{{"-bilevel_nbo_variant", c.variant}, {"-bilevel_nbo_inner_steps", c.steps}};
+    const Outcome r0 = solve_quadratic(PETSC_COMM_WORLD, quad(c.kappa), 1);
+    const Outcome r = solve_quadratic(PETSC_COMM_WORLD, quad(c.kappa), c.iterations);
+    ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
+    EXPECT_LT(*r.report.true_hypergradient_norm, 1e-3 * *r0.report.true_hypergradient_norm)
+        << c.variant << " kappa " << c.kappa;
+    EXPECT_LE((r.report.upper_objective - *r.report.optimal_upper_objective) /
+                  std::max<PetscReal>(1, std::abs(*r.report.optimal_upper_objective)),
+              1e-6)
+        << c.variant << " kappa " << c.kappa;
+  }
+}
+
+TEST(Nbo, GradientVariantWithOneStepIsSlowAtHighCondition) {
+  // The limit of the paper's T = 1 at κ = 1e3: after 600 iterations the true hypergradient has not yet
+  // dropped by three orders (it does with CG, above).
+  Options o{{"-bilevel_nbo_variant", "gd"}, {"-bilevel_nbo_inner_steps", "1"}};
+  const Outcome r0 = solve_quadratic(PETSC_COMM_WORLD, quad(1000), 1);
+  const Outcome r = solve_quadratic(PETSC_COMM_WORLD, quad(1000), 600);
+  EXPECT_GT(*r.report.true_hypergradient_norm, 1e-3 * *r0.report.true_hypergradient_norm);
+  EXPECT_LT(*r.report.true_hypergradient_norm, *r0.report.true_hypergradient_norm);
+}
+
+TEST(Nbo, TwoSystemsShareOnePassAndTheHvpCountMatchesThePaper) {
+  // NBO-CG with T iterations: 2T + 1 products per outer iteration (H u_k, then H on both directions), T + 1
+  // passes; the first iteration starts u from 0 (2T products, T passes).
+  auto p = std::make_shared<CountingQuadratic>(PETSC_COMM_WORLD, quad(1000));
+  Options o{{"-bilevel_nbo_variant", "cg"},
+            {"-bilevel_nbo_inner_steps", "4"},
+            {"-bilevel_nbo_cg_rtol", "0"},
+            {"-bilevel_nbo_warmup_newton", "0"},
+            {"-bilevel_final_lower_solve", "0"}};
+  const Outcome r = solve(PETSC_COMM_WORLD, p, 10);
+  EXPECT_EQ(r.report.counts.hvp, 2 * 4 + 9 * (2 * 4 + 1));
+  EXPECT_EQ(p->multi_calls, 4 + 9 * 5);
+  EXPECT_EQ(p->single_calls, 0);
+  EXPECT_EQ(r.report.counts.grad_g, 10);
+  EXPECT_EQ(r.report.counts.grad_f, 20);
+  EXPECT_EQ(r.report.counts.jvp, 10);
+}
+
+TEST(Nbo, IteratesAreTheSameOnOneRankAndOnAllRanks) {
+  for (const char* variant : {"cg", "gd"}) {
+    Options o{{"-bilevel_nbo_variant", variant}};
+    const Outcome world = solve_quadratic(PETSC_COMM_WORLD, quad(1000), 25);
+    const Outcome self = solve_quadratic(PETSC_COMM_SELF, quad(1000), 25);
+    ASSERT_EQ(world.x.size(), self.x.size());
+    for (std::size_t i = 0; i < self.x.size(); ++i)
+      EXPECT_NEAR(world.x[i], self.x[i], 1e-9 * (1 + std::abs(self.x[i]))) << variant << " entry " << i;
+  }
+}
+
+TEST(Nbo, ViewStatesMethodReferenceAndSettings) {
+  Options o{{"-bilevel_nbo_variant", "gd"}, {"-bilevel_nbo_inner_steps", "2"}};
+  auto p = std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, quad(10));
+  Options t{{"-bilevel_type", "nbo"}, {"-bilevel_max_it", "1"}};
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  solver.solve(x, y);
+  const std::string path = "test_nbo_view.txt";
+  PetscViewer viewer = nullptr;
+  PetscViewerASCIIOpen(PETSC_COMM_WORLD, path.c_str(), &viewer);
+  solver.view(viewer);
+  PetscViewerDestroy(&viewer);
+  MPI_Barrier(PETSC_COMM_WORLD);
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, f)) text += buf;
+    std::fclose(f);
+  }
+  MPI_Barrier(PETSC_COMM_WORLD);
+  for (const char* s :
+       {"NBO-GD", "Dong", "ICML 2025", "T+1 = 3", "eta 0.1", "one Hessian pass", "5 inexact Newton"})
+    EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
+}
+
+TEST(Nbo, BadOptionValuesAreInputErrors) {
+  auto p = std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, quad(10));
+  Options o{{"-bilevel_type", "nbo"}, {"-bilevel_nbo_variant", "saga"}};
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  solver.set_problem(p);
+  EXPECT_THROW(solver.set_from_options(), bilevel::InputError);
+}
+
+// ------------------------------------------------------------------------------------------------------
+// A small data problem: deterministic NBO-CG / NBO-GD and the stochastic NSBO-SGD.
+
+TEST(Nbo, LowersTheValidationLossOfLogisticRegression) {
+  const auto tr = testdata::make_global(240, 9, 2, 11), va = testdata::make_global(160, 9, 2, 12);
+  auto make = [&] {
+    return std::make_shared<bilevel::LogregProblem>(
+        testdata::to_dataset(PETSC_COMM_WORLD, tr, bilevel::DataFormat::Dense),
+        testdata::to_dataset(PETSC_COMM_WORLD, va, bilevel::DataFormat::Dense),
+        std::nullopt,
+        bilevel::LogregOptions{});
+  };
+  for (const char* variant : {"cg", "gd", "sgd"}) {
+    Options o{{"-bilevel_nbo_variant", variant}, {"-bilevel_nbo_batch_size", "32"}};
+    const Outcome start = solve(PETSC_COMM_WORLD, make(), 0);
+    const Outcome end = solve(PETSC_COMM_WORLD, make(), 40);
+    EXPECT_LT(end.report.upper_objective, start.report.upper_objective - 1e-3)
+        << variant << " " << bilevel::to_string(end.report.reason) << " after "
+        << end.report.outer_iterations;
+  }
+}
+
+TEST(Nbo, StochasticVariantDrawsMinibatchesOfTheGivenSize) {
+  const auto tr = testdata::make_global(240, 9, 2, 11), va = testdata::make_global(160, 9, 2, 12);
+  auto p = std::make_shared<bilevel::LogregProblem>(
+      testdata::to_dataset(PETSC_COMM_WORLD, tr, bilevel::DataFormat::Dense),
+      testdata::to_dataset(PETSC_COMM_WORLD, va, bilevel::DataFormat::Dense),
+      std::nullopt,
+      bilevel::LogregOptions{});
+  Options o{{"-bilevel_nbo_variant", "sgd"},
+            {"-bilevel_nbo_batch_size", "16"},
+            {"-bilevel_nbo_inner_steps", "2"},
+            {"-bilevel_nbo_warmup_newton", "0"},
+            {"-bilevel_final_lower_solve", "0"}};
+  const Outcome r = solve(PETSC_COMM_WORLD, p, 3);
+  // per iteration: ∇_y g, ∇_y f, ∇_x f and J u on 16 samples each, and one pass of 16 per step with products:
+  // 2 in the first iteration (u_0 = 0 and v = 0: the first step needs none), 3 afterwards
+  EXPECT_EQ(r.report.counts.samples, 3 * 4 * 16 + (2 + 3 + 3) * 16);
+}
+
+}  // namespace
