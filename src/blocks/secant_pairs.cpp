@@ -249,8 +249,9 @@ LmvmBfgs::LmvmBfgs(Vec layout, PetscInt memory, const std::string& prefix) : mem
 void LmvmBfgs::set_scale(PetscReal gamma) {
   if (!(gamma > 0) || !std::isfinite(gamma)) return;
   gamma_ = gamma;
-  // δ is PETSc's σ before the first pair after a reset.
+  // δ is PETSc's σ before the first pair after a reset: without pairs, reset now so that it applies.
   BILEVEL_PETSC_CALL(MatLMVMSymBroydenSetDelta(mat_, gamma_));
+  if (stored_ == 0) reset();
 }
 
 void LmvmBfgs::reset() {
@@ -303,7 +304,7 @@ std::unique_ptr<InverseHessianApprox> make_inverse_hessian_approx(Vec layout,
     if (kind != SecantKind::Bfgs)
       throw InputError("option -" + prefix +
                        "backend petsc supports kind bfgs only (PETSc 3.18's MATLMVMSR1 "
-                       "has no scalar J0 rescaling); use -" +
+                       "has no automatic J0 rescaling); use -" +
                        prefix + "backend own for sr1");
     return std::make_unique<LmvmBfgs>(layout, memory, prefix);
   }

@@ -59,7 +59,7 @@ class InverseHessianApprox {
   virtual std::int64_t rejected() const = 0;
   /// γ of H0 = γ I. Not collective.
   virtual PetscReal scale() const = 0;
-  /// Sets γ (used until the next accepted pair rescales it). Not collective.
+  /// Sets γ (used until the next accepted pair rescales it). Collective (LmvmBfgs may reset).
   virtual void set_scale(PetscReal gamma) = 0;
 };
 
@@ -107,7 +107,8 @@ class SecantPairs final : public InverseHessianApprox {
 };
 
 /// PETSc's MATLMVMBFGS behind the same interface (scalar J0: γ = sᵀg/gᵀg of the latest pair; MatSolve applies
-/// the inverse). Options prefix: -<prefix>mat_lmvm_*. Collective unless noted.
+/// the inverse). set_scale() acts now when no pair is stored, otherwise from the next reset() (PETSc's δ).
+/// Options prefix: -<prefix>mat_lmvm_*. Collective unless noted.
 class LmvmBfgs final : public InverseHessianApprox {
  public:
   LmvmBfgs(Vec layout, PetscInt memory, const std::string& prefix);
