@@ -35,15 +35,17 @@ PetscInt solve_spd_tridiagonal(std::span<const PetscReal> alpha, std::span<const
   return k;
 }
 
-void DynamicLanczos::setup(Vec y_layout, PetscInt max_dim) {
+void DynamicLanczos::setup(Vec y_layout, PetscInt max_dim, bool precondition) {
   BILEVEL_ASSERT(max_dim >= 1);
   max_dim_ = max_dim;
+  precondition_ = precondition;
   MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y_layout));
   BILEVEL_PETSC_CALL(BVCreate(comm, basis_.out()));
   BILEVEL_PETSC_CALL(BVSetSizesFromVec(basis_, y_layout, max_dim));
   BILEVEL_PETSC_CALL(BVSetOptionsPrefix(basis_, "bilevel_lanczos_bv_"));
   BILEVEL_PETSC_CALL(BVSetFromOptions(basis_));
-  for (petsc::VecHandle* v : {&anchor_, &w_, &b_bar_, &q_, &q_prev_, &z_, &d_}) *v = petsc::duplicate(y_layout);
+  for (petsc::VecHandle* v : {&anchor_, &w_, &b_bar_, &q_, &m_, &m_prev_, &t_, &mt_, &d_})
+    *v = petsc::duplicate(y_layout);
   alpha_.clear();
   beta_.clear();
   alpha_.reserve(static_cast<std::size_t>(max_dim));
@@ -54,39 +56,57 @@ void DynamicLanczos::setup(Vec y_layout, PetscInt max_dim) {
   exhausted_ = true;
 }
 
+void DynamicLanczos::apply_m(Vec in, Vec out) {
+  if (precondition_)
+    problem_->lower_precondition(in, out);
+  else
+    BILEVEL_PETSC_CALL(VecCopy(in, out));
+}
+
 void DynamicLanczos::restart(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec v, Vec b) {
   BILEVEL_ASSERT(basis_);
+  problem_ = &problem;
+  if (precondition_) problem.lower_preconditioner_setup(x, y);  // M at (x_k, y_{k+1}), fixed for the cycle
   BILEVEL_PETSC_CALL(VecCopy(v, anchor_));                   // v̄ = v_k
   problem.lower_hvp(x, y, batch, anchor_, w_);               // w = H(x_k, y_{k+1}) v̄  (Alg. 4, restart)
   BILEVEL_PETSC_CALL(VecCopy(b, b_bar_));                    // b̄ = b_k
-  BILEVEL_PETSC_CALL(VecWAXPY(q_, -1.0, w_, b));             // r̄ = b̄ − w
-  BILEVEL_PETSC_CALL(VecNorm(q_, NORM_2, &r_bar_norm_));
+  BILEVEL_PETSC_CALL(VecWAXPY(m_, -1.0, w_, b));             // r̄ = b̄ − w
+  apply_m(m_, q_);                                           // M r̄
+  PetscReal rho2 = 0;
+  BILEVEL_PETSC_CALL(VecDot(m_, q_, &rho2));                 // ρ² = r̄ᵀ M r̄
   alpha_.clear();
   beta_.clear();
   beta_last_ = 0;
-  exhausted_ = !(r_bar_norm_ > 0 && std::isfinite(r_bar_norm_));
-  if (!exhausted_) BILEVEL_PETSC_CALL(VecScale(q_, 1.0 / r_bar_norm_));  // q_1 = r̄/||r̄||
-  else r_bar_norm_ = 0;
+  exhausted_ = !(rho2 > 0 && std::isfinite(rho2));
+  r_bar_norm_ = exhausted_ ? 0 : std::sqrt(rho2);
+  if (!exhausted_) {
+    BILEVEL_PETSC_CALL(VecScale(q_, 1.0 / r_bar_norm_));     // q_1 = r̄/||r̄||  (u_1 = M r̄/ρ)
+    BILEVEL_PETSC_CALL(VecScale(m_, 1.0 / r_bar_norm_));     // m_1 = r̄/ρ
+  }
 }
 
 void DynamicLanczos::extend(BilevelProblem& problem, Vec x, Vec y, const Batch& batch) {
   if (exhausted_) return;
   const PetscInt j = dimension();
-  problem.lower_hvp(x, y, batch, q_, z_);                                // z = H q_j
-  if (j > 0) BILEVEL_PETSC_CALL(VecAXPY(z_, -beta_last_, q_prev_));      // z −= β_{j-1} q_{j-1}
+  problem.lower_hvp(x, y, batch, q_, t_);                                // z = H q_j
+  if (j > 0) BILEVEL_PETSC_CALL(VecAXPY(t_, -beta_last_, m_prev_));      // z −= β_{j-1} q_{j-1}
   PetscReal a = 0;
-  BILEVEL_PETSC_CALL(VecDot(q_, z_, &a));                                // α_j = q_jᵀ z
+  BILEVEL_PETSC_CALL(VecDot(q_, t_, &a));                                // α_j = q_jᵀ z
   BILEVEL_PETSC_CALL(BVInsertVec(basis_, j, q_));                        // Q_j = [Q_{j-1}, q_j]
   if (j > 0) beta_.push_back(beta_last_);                                // T_j gains β_{j-1} off the diagonal
   alpha_.push_back(a);                                                   // … and α_j on it
-  BILEVEL_PETSC_CALL(VecAXPY(z_, -a, q_));                               // ω = z − α_j q_j
-  PetscReal b = 0;
-  BILEVEL_PETSC_CALL(VecNorm(z_, NORM_2, &b));                           // β_j = ||ω||
-  std::swap(q_prev_, q_);                                                // q_{j-1} <- q_j
-  std::swap(q_, z_);                                                     // q_{j+1} <- ω / β_j
+  BILEVEL_PETSC_CALL(VecAXPY(t_, -a, m_));                               // ω = z − α_j q_j
+  apply_m(t_, mt_);                                                      // M ω
+  PetscReal b2 = 0;
+  BILEVEL_PETSC_CALL(VecDot(t_, mt_, &b2));                              // β_j² = ||ω||² (ωᵀ M ω)
+  std::swap(m_prev_, m_);                                                // q_{j-1} <- q_j
+  std::swap(m_, t_);                                                     // dual m_{j+1} <- ω / β_j
+  std::swap(q_, mt_);                                                    // q_{j+1} <- M ω / β_j
+  const PetscReal b = b2 > 0 ? std::sqrt(b2) : 0;
   const PetscReal scale = std::abs(a) + (j > 0 ? beta_.back() : 0);
   if (std::isfinite(b) && b > 1e3 * PETSC_MACHINE_EPSILON * scale) {
     BILEVEL_PETSC_CALL(VecScale(q_, 1.0 / b));
+    BILEVEL_PETSC_CALL(VecScale(m_, 1.0 / b));
     beta_last_ = b;
   } else {
     beta_last_ = 0;  // invariant subspace (or garbage): no next vector, restart next time
@@ -98,18 +118,26 @@ void DynamicLanczos::extend(BilevelProblem& problem, Vec x, Vec y, const Batch& 
 PetscReal DynamicLanczos::solve(Vec b, Vec v) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   const PetscInt j = dimension();
+  // ||r|| or, preconditioned, ||r||_M = sqrt(rᵀ M r); r is overwritten
+  auto norm_of = [&](Vec r) {
+    PetscReal out = 0;
+    if (!precondition_) {
+      BILEVEL_PETSC_CALL(VecNorm(r, NORM_2, &out));
+      return out;
+    }
+    apply_m(r, mt_);
+    BILEVEL_PETSC_CALL(VecDot(r, mt_, &out));
+    return std::sqrt(std::max<PetscReal>(out, 0));
+  };
   BILEVEL_PETSC_CALL(VecCopy(anchor_, v));  // v = v̄ + …
   if (j == 0) {
     BILEVEL_PETSC_CALL(VecWAXPY(d_, -1.0, w_, b));  // empty cycle: v = v̄, residual ≈ ||b − w||
-    PetscReal r = 0;
-    BILEVEL_PETSC_CALL(VecNorm(d_, NORM_2, &r));
-    return r;
+    return norm_of(d_);
   }
   BILEVEL_PETSC_CALL(VecWAXPY(d_, -1.0, b_bar_, b));  // d = b_k − b̄
   BILEVEL_PETSC_CALL(BVSetActiveColumns(basis_, 0, j));
   BILEVEL_PETSC_CALL(BVDotVec(basis_, d_, rhs_.data()));  // Q_jᵀ d
-  PetscReal dnorm = 0;
-  BILEVEL_PETSC_CALL(VecNorm(d_, NORM_2, &dnorm));
+  const PetscReal dnorm = norm_of(d_);
   rhs_[0] += r_bar_norm_;  // Q_jᵀ(b_k − w) = ||r̄|| e_1 + Q_jᵀ d  (see the class comment)
   // s = T_j⁻¹ Q_jᵀ(b_k − w): Thomas algorithm, replicated on every rank.
   const std::span<const PetscReal> al(alpha_), be(beta_);
@@ -119,9 +147,7 @@ PetscReal DynamicLanczos::solve(Vec b, Vec v) {
   if (k < j) exhausted_ = true;  // T_j not positive definite: use the leading block, restart next time
   if (k == 0) {
     BILEVEL_PETSC_CALL(VecWAXPY(d_, -1.0, w_, b));
-    PetscReal r = 0;
-    BILEVEL_PETSC_CALL(VecNorm(d_, NORM_2, &r));
-    return r;
+    return norm_of(d_);
   }
   BILEVEL_PETSC_CALL(BVSetActiveColumns(basis_, 0, k));
   BILEVEL_PETSC_CALL(BVMultVec(basis_, 1.0, 1.0, v, s_.data()));  // v = v̄ + Q_k s

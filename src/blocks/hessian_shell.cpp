@@ -2,8 +2,12 @@
 
 #include <slepceps.h>
 
+#include <cmath>
+#include <string>
+
 #include "bilevel/petsc/callback.hpp"
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/vec_access.hpp"
 
 namespace bilevel {
 namespace {
@@ -15,7 +19,31 @@ PetscErrorCode hessian_mult(Mat H, Vec w, Vec out) {
   return petsc::guarded(ctx->pending, [&] { ctx->problem->lower_hvp(ctx->x, ctx->y, ctx->batch, w, out); });
 }
 
+// PCApply of the shell preconditioner: out = M r (the problem's M ≈ H⁻¹ at the point of the last set_point).
+PetscErrorCode problem_pc_apply(PC pc, Vec r, Vec out) {
+  HessianShell::Context* ctx = nullptr;
+  PetscCall(PCShellGetContext(pc, &ctx));
+  return petsc::guarded(ctx->pending, [&] { ctx->problem->lower_precondition(r, out); });
+}
+
 }  // namespace
+
+bool HessianShell::attach_preconditioner(KSP ksp) {
+  PC pc = nullptr;
+  BILEVEL_PETSC_CALL(KSPGetPC(ksp, &pc));
+  if (!has(ctx_->problem->capabilities(), Capability::LowerPreconditioner)) {
+    BILEVEL_PETSC_CALL(PCSetType(pc, PCNONE));
+    return false;
+  }
+  BILEVEL_PETSC_CALL(PCSetType(pc, PCSHELL));
+  BILEVEL_PETSC_CALL(PCShellSetContext(pc, ctx_.get()));
+  BILEVEL_PETSC_CALL(PCShellSetApply(pc, problem_pc_apply));
+  BILEVEL_PETSC_CALL(PCShellSetName(pc, "problem M ~ inverse lower Hessian"));
+  // tolerances and reported residuals keep their meaning: ||b − H v||, not ||M (b − H v)||
+  BILEVEL_PETSC_CALL(KSPSetNormType(ksp, KSP_NORM_UNPRECONDITIONED));
+  ctx_->precondition = true;
+  return true;
+}
 
 HessianShell::HessianShell(BilevelProblem& problem, Vec y_layout) : ctx_(std::make_unique<Context>()) {
   ctx_->problem = &problem;
@@ -38,6 +66,7 @@ void HessianShell::set_point(Vec x, Vec y, const Batch& batch) {
     ctx_->indices.assign(batch.indices.begin(), batch.indices.end());
     ctx_->batch = Batch::of(ctx_->indices);
   }
+  if (ctx_->precondition) ctx_->problem->lower_preconditioner_setup(x, y);
 }
 
 PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol) {
@@ -67,6 +96,28 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
   if (!(lambda > 0)) throw Error("lower Hessian is not positive definite: largest eigenvalue estimate " +
                                  std::to_string(lambda));
   return lambda;
+}
+
+PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations) {
+  petsc::VecHandle v = petsc::duplicate(y), hv = petsc::duplicate(y);
+  {
+    PetscInt lo = 0, hi = 0;
+    BILEVEL_PETSC_CALL(VecGetOwnershipRange(v, &lo, &hi));
+    petsc::WriteView w(v);
+    for (PetscInt i = lo; i < hi; ++i) w[i - lo] = std::cos(1.0 + static_cast<PetscReal>(i));
+  }
+  problem.lower_preconditioner_setup(x, y);
+  PetscReal norm = 0, lambda = 0;
+  BILEVEL_PETSC_CALL(VecNormalize(v, &norm));
+  for (PetscInt k = 0; k < iterations; ++k) {
+    problem.lower_hvp(x, y, Batch::all(), v, hv);  // H v
+    problem.lower_precondition(hv, v);            // v <- M H v
+    BILEVEL_PETSC_CALL(VecNormalize(v, &lambda));  // ||M H v|| for ||v|| = 1
+  }
+  if (!(lambda > 0) || !std::isfinite(lambda))
+    throw Error("preconditioned lower Hessian M H has no positive dominant eigenvalue: estimate " +
+                std::to_string(lambda));
+  return 1.1 * lambda;
 }
 
 }  // namespace bilevel

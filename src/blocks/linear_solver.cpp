@@ -12,9 +12,7 @@ CgLinearSolver::CgLinearSolver(BilevelProblem& problem, Vec y_layout, PetscInt m
   BILEVEL_PETSC_CALL(KSPCreate(comm, ksp_.out()));
   BILEVEL_PETSC_CALL(KSPSetType(ksp_, KSPCG));
   BILEVEL_PETSC_CALL(KSPSetOperators(ksp_, shell_.mat(), shell_.mat()));
-  PC pc = nullptr;
-  BILEVEL_PETSC_CALL(KSPGetPC(ksp_, &pc));
-  BILEVEL_PETSC_CALL(PCSetType(pc, PCNONE));
+  shell_.attach_preconditioner(ksp_);  // PCG with the problem's M ≈ H⁻¹ if it has one
   BILEVEL_PETSC_CALL(KSPSetInitialGuessNonzero(ksp_, PETSC_TRUE));  // warm start from the previous v
   BILEVEL_PETSC_CALL(KSPSetTolerances(ksp_, rtol, 1e-300, PETSC_DEFAULT, max_it));
   BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp_, "bilevel_hyper_"));

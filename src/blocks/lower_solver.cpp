@@ -35,9 +35,7 @@ void NewtonSteps::setup(BilevelProblem& problem, Vec y_layout) {
   BILEVEL_PETSC_CALL(KSPCreate(comm, ksp_.out()));
   BILEVEL_PETSC_CALL(KSPSetType(ksp_, KSPCG));
   BILEVEL_PETSC_CALL(KSPSetOperators(ksp_, shell_->mat(), shell_->mat()));
-  PC pc = nullptr;
-  BILEVEL_PETSC_CALL(KSPGetPC(ksp_, &pc));
-  BILEVEL_PETSC_CALL(PCSetType(pc, PCNONE));
+  shell_->attach_preconditioner(ksp_);  // the problem's M ≈ H⁻¹ if it has one (PCG), else plain CG
   BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp_, "bilevel_inner_"));
   BILEVEL_PETSC_CALL(KSPSetFromOptions(ksp_));
   g_ = petsc::duplicate(y_layout);
@@ -74,9 +72,7 @@ PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscRea
   BILEVEL_PETSC_CALL(KSPCreate(comm, ksp.out()));
   BILEVEL_PETSC_CALL(KSPSetType(ksp, KSPCG));
   BILEVEL_PETSC_CALL(KSPSetOperators(ksp, shell.mat(), shell.mat()));
-  PC pc = nullptr;
-  BILEVEL_PETSC_CALL(KSPGetPC(ksp, &pc));
-  BILEVEL_PETSC_CALL(PCSetType(pc, PCNONE));
+  shell.attach_preconditioner(ksp);
   BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp, "bilevel_final_"));
   BILEVEL_PETSC_CALL(KSPSetFromOptions(ksp));
   petsc::VecHandle g = petsc::duplicate(y), d = petsc::duplicate(y), trial = petsc::duplicate(y);

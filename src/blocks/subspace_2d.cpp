@@ -2,20 +2,22 @@
 
 #include <array>
 #include <cmath>
+#include <string>
 
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 
 namespace bilevel {
 
-void SubspaceSolver2D::setup(Vec y_layout) {
+void SubspaceSolver2D::setup(Vec y_layout, bool precondition) {
+  precondition_ = precondition;
   for (petsc::VecHandle* v : {&hv_, &w1_, &w2_, &hw1_, &hw2_, &r_}) *v = petsc::duplicate(y_layout);
 }
 
 Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec b,
                                          PetscReal eta, Vec v) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
-  if (!hv_) setup(v);
+  if (!hv_) setup(v, false);
   Subspace2DResult out;
   PetscReal bnorm = 0;
   BILEVEL_PETSC_CALL(VecNorm(b, NORM_2, &bnorm));
@@ -26,8 +28,22 @@ Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, 
   }
   problem.lower_hvp(x, y, batch, v, hv_);               // H v_k
   ++out.hvps;
-  BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, hv_, v));      // v_1 = (I − η H) v_k   (Alg. 1, second direction)
-  BILEVEL_PETSC_CALL(VecAXPBY(w1_, 1.0 / bnorm, 0.0, b));  // w_1 = b/||b||         (first direction)
+  PetscReal w1b = bnorm;  // w_1ᵀ b
+  if (precondition_) {
+    problem.lower_preconditioner_setup(x, y);
+    problem.lower_precondition(hv_, r_);
+    BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, r_, v));     // v_1 = (I − η M H) v_k
+    problem.lower_precondition(b, w1_);                 // M b
+    PetscReal mbnorm = 0;
+    BILEVEL_PETSC_CALL(VecNorm(w1_, NORM_2, &mbnorm));
+    if (!(mbnorm > 0) || !std::isfinite(mbnorm))
+      throw Error("subspace step: the problem's preconditioner maps the nonzero grad_y f to " + std::to_string(mbnorm));
+    BILEVEL_PETSC_CALL(VecScale(w1_, 1.0 / mbnorm));    // w_1 = M b/||M b||
+    BILEVEL_PETSC_CALL(VecDot(w1_, b, &w1b));
+  } else {
+    BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, hv_, v));      // v_1 = (I − η H) v_k   (Alg. 1, second direction)
+    BILEVEL_PETSC_CALL(VecAXPBY(w1_, 1.0 / bnorm, 0.0, b));  // w_1 = b/||b||         (first direction)
+  }
   PetscReal v1norm = 0;
   BILEVEL_PETSC_CALL(VecNorm(w2_, NORM_2, &v1norm));
   // w_2 = v_1 − (w_1ᵀ v_1) w_1, twice (classical Gram-Schmidt with one reorthogonalisation).
@@ -69,14 +85,20 @@ Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, 
     PetscReal a = 0;
     BILEVEL_PETSC_CALL(VecDot(w1_, hw1_, &a));
     if (a > 0) {
-      s = {bnorm / a, 0};  // w_1ᵀ b = ||b||
+      s = {w1b / a, 0};
       out.dimension = 1;
     }
   }
   if (out.dimension == 0) {
-    // No positive curvature along b: keep the gradient step v_1 (residual not available).
-    BILEVEL_PETSC_CALL(VecAXPY(v, -eta, hv_));
-    BILEVEL_PETSC_CALL(VecAXPY(v, eta, b));
+    // No positive curvature along b: keep the gradient step v − η (H v − b) (residual not available);
+    // preconditioned, v − η M (H v − b).
+    BILEVEL_PETSC_CALL(VecAXPY(hv_, -1.0, b));
+    if (precondition_) {
+      problem.lower_precondition(hv_, r_);
+      BILEVEL_PETSC_CALL(VecAXPY(v, -eta, r_));
+    } else {
+      BILEVEL_PETSC_CALL(VecAXPY(v, -eta, hv_));
+    }
     return out;
   }
   BILEVEL_PETSC_CALL(VecAXPBY(v, s[0], 0.0, w1_));

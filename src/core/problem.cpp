@@ -17,6 +17,7 @@ std::string to_string(Capability set) {
   add(Capability::Stochastic, "stochastic");
   add(Capability::ClosedForm, "closed_form");
   add(Capability::TestSet, "test_set");
+  add(Capability::LowerPreconditioner, "lower_preconditioner");
   return out.empty() ? "none" : out;
 }
 
@@ -90,6 +91,16 @@ void BilevelProblem::lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out)
   lower_jvp_impl(x, y, batch, w, out);
 }
 
+void BilevelProblem::lower_preconditioner_setup(Vec x, Vec y) {
+  petsc::ScopedEvent ev(petsc::events().precondition);
+  lower_preconditioner_setup_impl(x, y);
+}
+
+void BilevelProblem::lower_precondition(Vec r, Vec out) {
+  petsc::ScopedEvent ev(petsc::events().precondition);
+  lower_precondition_impl(r, out);
+}
+
 PetscReal BilevelProblem::upper_value_impl(Vec, Vec, const Batch&) {
   throw NotImplemented("problem '" + name() + "' does not provide the upper-level value f");
 }
@@ -102,6 +113,12 @@ void BilevelProblem::lower_grad_x_impl(Vec, Vec, const Batch&, Vec) {
 void BilevelProblem::lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
                                           std::span<const Vec> out) {
   for (std::size_t i = 0; i < w.size(); ++i) lower_hvp_impl(x, y, batch, w[i], out[i]);
+}
+void BilevelProblem::lower_preconditioner_setup_impl(Vec, Vec) {
+  throw NotImplemented("problem '" + name() + "' has no lower-level preconditioner");
+}
+void BilevelProblem::lower_precondition_impl(Vec, Vec) {
+  throw NotImplemented("problem '" + name() + "' has no lower-level preconditioner");
 }
 PetscReal BilevelProblem::solve_lower(Vec x, Vec y, PetscReal rtol) {
   return solve_lower_accurately(*this, x, y, rtol);

@@ -62,8 +62,14 @@ void BilevelSolver::set_from_options() {
   if (type != type_ || !algorithm_) set_type(type);
   SolverOptions& o = options_;
   const ProblemHints hints = problem_->hints();
-  if (hints.max_iterations && !defaults_from_hints_) o.max_iterations = *hints.max_iterations;
-  if (hints.max_time && !defaults_from_hints_) o.max_time = *hints.max_time;
+  if (!defaults_from_hints_) {
+    const auto budget = hints.method_budgets.find(type_);
+    const bool own = budget != hints.method_budgets.end();
+    if (own && budget->second.max_iterations) o.max_iterations = *budget->second.max_iterations;
+    else if (hints.max_iterations) o.max_iterations = *hints.max_iterations;
+    if (own && budget->second.max_time) o.max_time = *budget->second.max_time;
+    else if (hints.max_time) o.max_time = *hints.max_time;
+  }
   defaults_from_hints_ = true;
   o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);

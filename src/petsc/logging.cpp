@@ -23,6 +23,7 @@ void initialize_package() {
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleHVP", classid, &g_events.oracle_hvp));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleJVP", classid, &g_events.oracle_jvp));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelEvaluate", classid, &g_events.evaluate));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelPrecond", classid, &g_events.precondition));
   g_registered = true;
 }
 

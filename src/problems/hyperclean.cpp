@@ -49,6 +49,49 @@ struct HypercleanProblem::Side {
 
 struct HypercleanProblem::Workspace : detail::MultinomialWorkspace {};
 
+/// P = (c G + diag(μ, …, μ, μ_b)) ⊗ I_K, G = (1/n) Σ_i a'_i a'_iᵀ: the lower Hessian
+/// (1/n) Σ ω_i a'_i a'_iᵀ ⊗ (diag(p_i) − p_i p_iᵀ) + μ with every softmax curvature block replaced by c I.
+/// It removes what makes raw pixels ill-conditioned (the mean image, the pixel scales and correlations).
+/// Cholesky-factored by PETSc (SeqDense, replicated: (nf + 1)² entries); applied to row-major
+/// (nf + 1) × K blocks, the layout of y.
+struct HypercleanProblem::KronPreconditioner {
+  KronPreconditioner(PetscInt n1_, PetscInt K_)
+      : n1(n1_), K(K_), bbuf(static_cast<std::size_t>(n1_ * K_)), xbuf(static_cast<std::size_t>(n1_ * K_)) {
+    BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, K, bbuf.data(), B.out()));
+    BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, K, xbuf.data(), X.out()));
+  }
+  /// Factors P for the curvature c. Not collective.
+  void factor(const std::vector<PetscScalar>& gram, PetscReal c_, PetscReal mu, PetscReal mub) {
+    c = c_;
+    P.reset();
+    BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, n1, nullptr, P.out()));
+    PetscScalar* a = nullptr;
+    PetscInt lda = 0;
+    BILEVEL_PETSC_CALL(MatDenseGetLDA(P, &lda));
+    BILEVEL_PETSC_CALL(MatDenseGetArray(P, &a));
+    for (PetscInt j = 0; j < n1; ++j)
+      for (PetscInt i = 0; i < n1; ++i) a[i + j * lda] = c * gram[static_cast<std::size_t>(i + j * n1)];
+    for (PetscInt j = 0; j < n1; ++j) a[j + j * lda] += j < n1 - 1 ? mu : mub;
+    BILEVEL_PETSC_CALL(MatDenseRestoreArray(P, &a));
+    BILEVEL_PETSC_CALL(MatAssemblyBegin(P, MAT_FINAL_ASSEMBLY));
+    BILEVEL_PETSC_CALL(MatAssemblyEnd(P, MAT_FINAL_ASSEMBLY));
+    BILEVEL_PETSC_CALL(MatCholeskyFactor(P, nullptr, nullptr));
+  }
+  /// out = P⁻¹ in (whole y, row-major; in and out may alias). Not collective.
+  void apply(const PetscScalar* in, PetscScalar* out) {
+    for (PetscInt j = 0; j < n1; ++j)
+      for (PetscInt k = 0; k < K; ++k) bbuf[static_cast<std::size_t>(j + k * n1)] = in[j * K + k];
+    BILEVEL_PETSC_CALL(MatMatSolve(P, B, X));
+    for (PetscInt j = 0; j < n1; ++j)
+      for (PetscInt k = 0; k < K; ++k) out[j * K + k] = xbuf[static_cast<std::size_t>(j + k * n1)];
+  }
+
+  PetscInt n1, K;
+  std::vector<PetscScalar> bbuf, xbuf;
+  petsc::MatHandle P, B, X;
+  PetscReal c = -1;  ///< curvature of the factored P (−1: none yet)
+};
+
 namespace {
 
 constexpr std::uint64_t kCorruptStream = 0x68636c6e00000001ull;  // "hcln" | 1: whether a row is corrupted
@@ -206,7 +249,8 @@ petsc::VecHandle HypercleanProblem::create_upper_vec() const {
 
 Capability HypercleanProblem::capabilities() const {
   Capability c =
-      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic;
+      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic |
+      Capability::LowerPreconditioner;
   if (test_) c = c | Capability::TestSet;
   return c;
 }
@@ -224,6 +268,9 @@ ProblemHints HypercleanProblem::hints() const {
   h.lower_update = "newton";
   h.max_iterations = 30;
   h.max_time = 110;
+  // Methods with a cheaper, less exact step per iteration (measured, docs/benchmarks.md; the main job's
+  // aidcg keeps 30 iterations and 110 s).
+  h.method_budgets["bome"] = {150, 250.0};
   h.x_lower_bound = -10.0;
   h.x_upper_bound = 10.0;
   h.lower_strong_convexity = std::min(options_.mu, options_.bias_weight());
@@ -636,11 +683,47 @@ void HypercleanProblem::ensure_gram() {
   gram_ = std::move(g);
 }
 
+double HypercleanProblem::mean_curvature(const PetscReal* w) {
+  // c = (1/n) Σ_i ω_i (1 − ||p_i||²)/(K − 1): the mean eigenvalue of the softmax blocks on the non-constant
+  // directions, at the cached probabilities
+  const PetscInt K = classes_;
+  const PetscScalar* p = train_->p.data();
+  double c = 0;
+  for (PetscInt i = 0; i < train_->data.local_rows(); ++i) {
+    double pp = 0;
+    for (PetscInt k = 0; k < K; ++k) pp += p[i * K + k] * p[i * K + k];
+    c += w[i] * (1 - pp);
+  }
+  c = detail::sum_over_ranks(comm_, c) / (static_cast<double>(train_->data.n_rows) * static_cast<double>(K - 1));
+  return std::max(c, 1e-6);
+}
+
+void HypercleanProblem::lower_preconditioner_setup_impl(Vec x, Vec y) {
+  check_layouts(x, y);
+  refresh_weights(x);
+  ensure_gram();
+  if (!pc_) pc_ = std::make_unique<KronPreconditioner>(n_features_ + 1, classes_);
+  // c from the probabilities of the last pass over the training rows (a nearby y; P only has to
+  // approximate H). Refactoring costs (nf+1)³/3 flops, so P is kept while c moves by less than 5%.
+  const double c = mean_curvature(weight_.data());
+  if (pc_->c < 0 || std::abs(c - pc_->c) > 0.05 * pc_->c) pc_->factor(gram_, c, options_.mu, options_.bias_weight());
+}
+
+void HypercleanProblem::lower_precondition_impl(Vec r, Vec out) {
+  check_layouts(nullptr, r);
+  if (!pc_) throw Error("hyperclean: lower_precondition called before lower_preconditioner_setup");
+  const PetscScalar* rf = w_gather_->gather(r);
+  PetscScalar* full = detail::ensure(work_->grad, static_cast<std::size_t>(dy_));
+  pc_->apply(rf, full);
+  petsc::WriteView o(out);
+  for (PetscInt l = 0; l < o.size(); ++l) o[l] = full[y_begin_ + l];
+}
+
 FitReport HypercleanProblem::fit(Vec y, FitWeights weights, PetscReal gatol, PetscInt max_it, Vec x) {
   if (weights == FitWeights::Sigmoid && !x) throw InputError("hyperclean fit: FitWeights::Sigmoid needs x");
   check_layouts(weights == FitWeights::Sigmoid ? x : nullptr, y);
   const double t0 = MPI_Wtime();
-  const PetscInt dy = dy_, K = classes_, n1 = n_features_ + 1;
+  const PetscInt dy = dy_, K = classes_;
   const auto udy = static_cast<std::size_t>(dy);
   std::vector<PetscReal> wts(static_cast<std::size_t>(train_->data.local_rows()), 1.0);
   if (weights == FitWeights::CleanOnly)
@@ -650,48 +733,12 @@ FitReport HypercleanProblem::fit(Vec y, FitWeights weights, PetscReal gatol, Pet
     wts = weight_;
   }
 
-  // Preconditioner P = (c G + diag(μ, …, μ, μ_b)) ⊗ I_K with G = (1/n) Σ a'_i a'_iᵀ: the lower Hessian with
-  // every softmax curvature block replaced by c I. It removes what makes raw pixels ill-conditioned (the
-  // mean image and the pixel scales and correlations); L-BFGS corrects for the rest. Cholesky by PETSc.
+  // Preconditioner P = (c G + diag(μ, …, μ, μ_b)) ⊗ I_K (KronPreconditioner), refactored every kRefactor
+  // iterations with the curvature c of the probabilities of the last evaluation.
   ensure_gram();
-  petsc::MatHandle P, Bm, Xm;
-  std::vector<PetscScalar> bbuf(static_cast<std::size_t>(n1 * K)), xbuf(static_cast<std::size_t>(n1 * K));
-  // (Re)factors P with the curvature c = (1/n) Σ_i ω_i (1 − ||p_i||²)/(K − 1), the mean eigenvalue of the
-  // softmax blocks at the probabilities of the last evaluation (c shrinks as the fit separates classes).
-  auto factor = [&](const PetscReal* w) {
-    double c = 0;
-    const PetscScalar* p = train_->p.data();
-    for (PetscInt i = 0; i < train_->data.local_rows(); ++i) {
-      double pp = 0;
-      for (PetscInt k = 0; k < K; ++k) pp += p[i * K + k] * p[i * K + k];
-      c += w[i] * (1 - pp);
-    }
-    c = detail::sum_over_ranks(comm_, c) /
-        (static_cast<double>(train_->data.n_rows) * static_cast<double>(K - 1));
-    c = std::max(c, 1e-6);
-    BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, n1, nullptr, P.out()));
-    PetscScalar* a = nullptr;
-    PetscInt lda = 0;
-    BILEVEL_PETSC_CALL(MatDenseGetLDA(P, &lda));
-    BILEVEL_PETSC_CALL(MatDenseGetArray(P, &a));
-    for (PetscInt j = 0; j < n1; ++j)
-      for (PetscInt i = 0; i < n1; ++i) a[i + j * lda] = c * gram_[static_cast<std::size_t>(i + j * n1)];
-    for (PetscInt j = 0; j < n1; ++j) a[j + j * lda] += j < n1 - 1 ? options_.mu : options_.bias_weight();
-    BILEVEL_PETSC_CALL(MatDenseRestoreArray(P, &a));
-    BILEVEL_PETSC_CALL(MatAssemblyBegin(P, MAT_FINAL_ASSEMBLY));
-    BILEVEL_PETSC_CALL(MatAssemblyEnd(P, MAT_FINAL_ASSEMBLY));
-    BILEVEL_PETSC_CALL(MatCholeskyFactor(P, nullptr, nullptr));
-  };
-  BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, K, bbuf.data(), Bm.out()));
-  BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, K, xbuf.data(), Xm.out()));
-  // out = P⁻¹ in, with in/out row-major (nf + 1) × K (the layout of y)
-  auto apply_pinv = [&](const PetscScalar* in, PetscScalar* out) {
-    for (PetscInt j = 0; j < n1; ++j)
-      for (PetscInt k = 0; k < K; ++k) bbuf[static_cast<std::size_t>(j + k * n1)] = in[j * K + k];
-    BILEVEL_PETSC_CALL(MatMatSolve(P, Bm, Xm));
-    for (PetscInt j = 0; j < n1; ++j)
-      for (PetscInt k = 0; k < K; ++k) out[j * K + k] = xbuf[static_cast<std::size_t>(j + k * n1)];
-  };
+  KronPreconditioner P(n_features_ + 1, K);
+  auto factor = [&](const PetscReal* w) { P.factor(gram_, mean_curvature(w), options_.mu, options_.bias_weight()); };
+  auto apply_pinv = [&](const PetscScalar* in, PetscScalar* out) { P.apply(in, out); };
   auto dot = [&](const PetscScalar* a, const PetscScalar* b) {
     double s = 0;
     for (PetscInt j = 0; j < dy; ++j) s += a[j] * b[j];

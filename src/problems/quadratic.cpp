@@ -27,6 +27,8 @@ void QuadraticOptions::validate() const {
   if (dim_upper < 1) throw InputError("option -bilevel_quadratic_dim_upper must be >= 1");
   if (!(condition >= 1)) throw InputError("option -bilevel_quadratic_condition must be >= 1");
   if (!(upper_reg > 0)) throw InputError("option -bilevel_quadratic_upper_reg must be > 0");
+  if (!(preconditioner_error < 1))
+    throw InputError("option -bilevel_quadratic_preconditioner_error must be < 1 (negative: none)");
 }
 
 QuadraticOptions QuadraticOptions::from(petsc::OptionsReader& opts, std::uint64_t seed) {
@@ -35,6 +37,8 @@ QuadraticOptions QuadraticOptions::from(petsc::OptionsReader& opts, std::uint64_
   o.dim_upper = opts.integer("dim_upper", o.dim_upper, "dimension of x", 1);
   o.condition = opts.real("condition", o.condition, "condition number of the lower Hessian", 1.0);
   o.upper_reg = opts.real("upper_reg", o.upper_reg, "r in f = 1/2|y-t|^2 + r/2|x|^2", 0.0);
+  o.preconditioner_error = opts.real("preconditioner_error", o.preconditioner_error,
+                                     "offer M = inexact inverse of A with relative error eps in [0,1) (negative: none)");
   o.seed = seed;
   o.validate();
   return o;
@@ -66,6 +70,14 @@ QuadraticProblem::QuadraticProblem(MPI_Comm comm, const QuadraticOptions& option
       l[i] = std::pow(options_.condition, t);
     }
   }
+  if (options_.preconditioner_error >= 0) {
+    // Λ̃_i = Λ_i (1 + ε cos i): M = U Λ̃⁻¹ Uᵀ, so M A = U diag(1/(1 + ε cos i)) Uᵀ
+    lambda_pc_ = petsc::duplicate(u1_);
+    petsc::ReadView l(lambda_);
+    petsc::WriteView lp(lambda_pc_);
+    for (PetscInt i = 0; i < y_local_; ++i)
+      lp[i] = l[i] * (1 + options_.preconditioner_error * std::cos(static_cast<PetscReal>(y_begin_ + i)));
+  }
   b_local_.resize(static_cast<std::size_t>(y_local_ * m));
   const PetscReal scale = 1.0 / std::sqrt(static_cast<PetscReal>(n));
   for (PetscInt i = 0; i < y_local_; ++i)
@@ -87,7 +99,24 @@ petsc::VecHandle QuadraticProblem::create_upper_vec() const {
 petsc::VecHandle QuadraticProblem::create_lower_vec() const { return petsc::duplicate(u1_); }
 
 Capability QuadraticProblem::capabilities() const {
-  return Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::ClosedForm;
+  const Capability c =
+      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::ClosedForm;
+  return options_.preconditioner_error >= 0 ? c | Capability::LowerPreconditioner : c;
+}
+
+void QuadraticProblem::lower_preconditioner_setup_impl(Vec, Vec) {
+  if (!lambda_pc_) throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
+}
+
+void QuadraticProblem::lower_precondition_impl(Vec r, Vec out) {
+  if (!lambda_pc_) throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
+  // out = H₁ H₂ Λ̃⁻¹ H₂ H₁ r
+  BILEVEL_PETSC_CALL(VecCopy(r, out));
+  reflect(u1_, out);
+  reflect(u2_, out);
+  BILEVEL_PETSC_CALL(VecPointwiseDivide(out, out, lambda_pc_));
+  reflect(u2_, out);
+  reflect(u1_, out);
 }
 
 ProblemHints QuadraticProblem::hints() const {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "algorithms/seed_harness.hpp"
+#include "bilevel/blocks/hessian_shell.hpp"
 #include "bilevel/blocks/subspace_2d.hpp"
 
 namespace {
@@ -53,6 +54,39 @@ TEST(SubspaceSolver2D, IsNeverWorseThanTheGradientStepAndReportsTheTrueResidual)
   const bilevel::Subspace2DResult first = solver.solve(p, x, y, bilevel::Batch::all(), b, eta, v);
   EXPECT_EQ(first.dimension, 1);
   EXPECT_EQ(first.hvps, 2);
+}
+
+// Preconditioned, S = span{M b, (I − η M A) v} holds v + η M (b − A v): with M = A⁻¹ and η = 1 one step is
+// exact; with an inexact inverse (κ(M A) <= 3) and η = 1/λ_max(M A) the steps converge at least at the
+// Richardson rate 1 − 1/κ(M A) on a κ = 1e4 system.
+TEST(SubspaceSolver2D, PreconditionedStepIsExactWithTheExactInverseAndFastWithAnInexactOne) {
+  for (PetscReal eps : {0.0, 0.5}) {
+    bilevel::QuadraticOptions o = seedtest::quad(1e4);
+    o.preconditioner_error = eps;
+    bilevel::QuadraticProblem p(PETSC_COMM_WORLD, o);
+    auto x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(), v = p.create_lower_vec(),
+         exact = p.create_lower_vec(), zero = p.create_lower_vec();
+    p.initial_point(x, y);
+    p.upper_grad(x, y, bilevel::Batch::all(), nullptr, b);
+    p.apply_inverse(b, exact);
+    VecSet(zero, 0.0);
+    const PetscReal e0 = a_norm_error(p, x, y, zero, exact);  // ||A⁻¹ b||_A
+    bilevel::SubspaceSolver2D solver;
+    solver.setup(y, true);
+    ASSERT_TRUE(solver.preconditioned());
+    VecSet(v, 0.3);
+    const int steps = eps == 0 ? 1 : 25;
+    const PetscReal eta = eps == 0 ? 1.0 : 1.0 / bilevel::estimate_preconditioned_lipschitz(p, x, y);
+    if (eps > 0) EXPECT_NEAR(1.0 / eta, 1.1 * 2.0, 0.05);  // λ_max(M A) = 1/(1 − ε) = 2, padded by 10%
+    bilevel::Subspace2DResult r;
+    for (int k = 0; k < steps; ++k) r = solver.solve(p, x, y, bilevel::Batch::all(), b, eta, v);
+    EXPECT_EQ(r.hvps, 3);
+    const PetscReal err = a_norm_error(p, x, y, v, exact);
+    if (eps == 0)
+      EXPECT_LT(err, 1e-10 * e0);
+    else
+      EXPECT_LT(err, 1e-4 * e0);  // Richardson bound (1 − 1/3.3)^25 ≈ 1.7e-4, the Galerkin step does better
+  }
 }
 
 // SubBiO's v improves by one subspace step per outer iteration: at a fixed x the estimate approaches ∇F

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bilevel/core/batch_sampler.hpp"
+#include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/problems/hyperclean.hpp"
 #include "bilevel/testing/derivative_check.hpp"
 #include "synthetic.hpp"
@@ -373,6 +374,53 @@ TEST_P(HypercleanTest, FitWithSigmoidWeightsSolvesTheLowerLevelAtX) {
   EXPECT_TRUE(report.converged);
   EXPECT_LT(gn, 1e-8);
   EXPECT_EQ(p.counts().grad_g, 1);  // the fit itself is not counted
+}
+
+// M = ((c G + μ) ⊗ I_K)⁻¹ is symmetric positive definite, and CG preconditioned with it (the default of
+// every KSP on the lower Hessian) reaches the same solution of H v = b as plain CG.
+TEST_P(HypercleanTest, PreconditionerIsSpdAndPcgSolvesTheHessianSystem) {
+  auto& p = *problem_;
+  ASSERT_TRUE(bilevel::has(p.capabilities(), bilevel::Capability::LowerPreconditioner));
+  auto u = p.create_lower_vec(), w = p.create_lower_vec(), mu = p.create_lower_vec(), mw = p.create_lower_vec(),
+       b = p.create_lower_vec(), v_pc = p.create_lower_vec(), v_plain = p.create_lower_vec();
+  testdata::fill(u, [](PetscInt j) { return std::sin(0.7 * j + 0.1); });
+  testdata::fill(w, [](PetscInt j) { return std::cos(0.3 * j * j + 0.5); });
+  p.lower_grad_y(x_, y_, Batch::all(), b);  // also caches the probabilities at y_
+  p.lower_preconditioner_setup(x_, y_);
+  p.lower_precondition(u, mu);
+  p.lower_precondition(w, mw);
+  PetscReal umw = 0, wmu = 0, umu = 0;
+  VecDot(u, mw, &umw);
+  VecDot(w, mu, &wmu);
+  VecDot(u, mu, &umu);
+  EXPECT_NEAR(umw, wmu, 1e-10 * (std::abs(umw) + std::abs(wmu)));
+  EXPECT_GT(umu, 0);
+
+  PetscInt its_pc = 0, its_plain = 0;
+  {
+    bilevel::CgLinearSolver pcg(p, y_, 500, 1e-11);
+    PC pc = nullptr;
+    KSPGetPC(pcg.ksp(), &pc);
+    PCType type = nullptr;
+    PCGetType(pc, &type);
+    EXPECT_STREQ(type, PCSHELL);
+    VecSet(v_pc, 0.0);
+    its_pc = pcg.solve(x_, y_, Batch::all(), b, v_pc);
+  }
+  PetscOptionsSetValue(nullptr, "-bilevel_hyper_pc_type", "none");
+  {
+    bilevel::CgLinearSolver cg(p, y_, 500, 1e-11);
+    VecSet(v_plain, 0.0);
+    its_plain = cg.solve(x_, y_, Batch::all(), b, v_plain);
+  }
+  PetscOptionsClearValue(nullptr, "-bilevel_hyper_pc_type");
+  EXPECT_GT(its_pc, 0);
+  EXPECT_GT(its_plain, 0);
+  PetscReal diff = 0, norm = 0;
+  VecNorm(v_pc, NORM_2, &norm);
+  VecAXPY(v_plain, -1.0, v_pc);
+  VecNorm(v_plain, NORM_2, &diff);
+  EXPECT_LT(diff, 1e-7 * norm);
 }
 
 TEST_P(HypercleanTest, DetectionCountsFlaggedCorruptedSamples) {

@@ -1,5 +1,6 @@
 #pragma once
 /// \file The lower Hessian H = ∇²_yy g(x, y) at a point as a MATSHELL, so KSP, SLEPc and LMVM consume it.
+#include <petscksp.h>
 #include <petscmat.h>
 
 #include <exception>
@@ -18,8 +19,14 @@ class HessianShell {
  public:
   HessianShell(BilevelProblem& problem, Vec y_layout);
   /// Sets the point (x, y) and the batch the products use; the Vecs and the batch's indices must stay
-  /// alive while the operator is used. Not collective.
+  /// alive while the operator is used. Not collective, unless a preconditioner is attached: then it also
+  /// rebuilds the problem's M at (x, y), which is collective.
   void set_point(Vec x, Vec y, const Batch& batch);
+  /// Makes `ksp`'s PC a PCSHELL applying the problem's M ≈ H⁻¹ (Capability::LowerPreconditioner), rebuilt
+  /// by every later set_point, and makes KSP test the unpreconditioned residual ||b − H v|| (so tolerances
+  /// mean the same with and without M). Call before KSPSetFromOptions, so -<prefix>pc_type still overrides it.
+  /// Returns false (and sets PCNONE) when the problem has no preconditioner. Not collective.
+  bool attach_preconditioner(KSP ksp);
   Mat mat() const { return mat_; }
   std::exception_ptr& pending() { return ctx_->pending; }
 
@@ -29,6 +36,7 @@ class HessianShell {
     Batch batch;
     std::vector<PetscInt> indices;  // owned copy of a minibatch
     std::exception_ptr pending;
+    bool precondition = false;  // set_point rebuilds the problem's M
   };
 
  private:
@@ -39,5 +47,12 @@ class HessianShell {
 /// Largest eigenvalue of H(x, y) (full batch), estimated with SLEPc's Krylov-Schur (prefix
 /// -bilevel_eig_), used to set step sizes 1/L. Collective.
 PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol = 1e-3);
+
+/// Largest eigenvalue of M H(x, y) (full batch; M the problem's preconditioner built at (x, y),
+/// Capability::LowerPreconditioner), by `iterations` steps of the power method from a fixed start
+/// (v_i = cos(1 + i), i the global index, so the estimate does not depend on the rank count), padded by 10%
+/// because the power method approaches it from below. M H is similar to the SPD Lᵀ H L, so the eigenvalue
+/// is real and positive. Costs `iterations` HVPs. Collective.
+PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations = 20);
 
 }  // namespace bilevel

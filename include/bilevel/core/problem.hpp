@@ -6,6 +6,8 @@
 #include <petscvec.h>
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -37,6 +39,8 @@ enum class Capability : unsigned {
   Stochastic = 1u << 3,      ///< oracles honour minibatches
   ClosedForm = 1u << 4,      ///< exact y*, ∇F, F* (quadratic)
   TestSet = 1u << 5,         ///< evaluate_test() reports a test loss / accuracy
+  /// lower_precondition(): a fixed SPD M ≈ H⁻¹, far cheaper than an HVP (Krylov methods, Newton-CG)
+  LowerPreconditioner = 1u << 6,
 };
 constexpr Capability operator|(Capability a, Capability b) {
   return static_cast<Capability>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
@@ -81,6 +85,13 @@ struct ProblemHints {
   std::string lower_update = "gd";
   std::optional<PetscInt> max_iterations;  ///< default of -bilevel_max_it for this problem
   std::optional<PetscReal> max_time;       ///< default of -bilevel_max_time (seconds) for this problem
+  /// Budget of one method on this problem, where it differs from max_iterations / max_time (a method whose
+  /// iterations are cheaper or less exact needs more of them).
+  struct Budget {
+    std::optional<PetscInt> max_iterations;
+    std::optional<PetscReal> max_time;
+  };
+  std::map<std::string, Budget, std::less<>> method_budgets;  ///< keyed by -bilevel_type
 };
 
 /// The problem interface. Every public method is collective on comm(). Oracles are public non-virtual
@@ -120,6 +131,14 @@ class BilevelProblem {
   void lower_hvp_multi(Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out);
   void lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< J w (lower → upper)
 
+  // Lower-level preconditioner (Capability::LowerPreconditioner). Not counted as oracle calls: M is built
+  // from quantities the oracles already computed and applying it touches no data rows.
+  /// Builds M ≈ H(x, y)⁻¹ (full batch) for the point (x, y); it stays fixed until the next setup, so Krylov
+  /// solvers may use it as a preconditioner. Collective.
+  void lower_preconditioner_setup(Vec x, Vec y);
+  /// out = M r with the M of the last setup (r and out in y's layout, distinct). Collective.
+  void lower_precondition(Vec r, Vec out);
+
   /// Solves min_y g(x, y) accurately (full batch) from y, until ||∇_y g|| <= rtol max(1, ||∇_y g(x, y0)||);
   /// returns the final gradient norm. Default: Newton-CG on the lower Hessian (solve_lower_accurately);
   /// problems with a better solver (a preconditioner) override it. Used for the final model of a run.
@@ -156,6 +175,9 @@ class BilevelProblem {
   virtual void lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
                                     std::span<const Vec> out);
   virtual void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
+  /// Default: throws (the problem has no preconditioner).
+  virtual void lower_preconditioner_setup_impl(Vec x, Vec y);
+  virtual void lower_precondition_impl(Vec r, Vec out);
 
  private:
   OracleCounts counts_;

@@ -14,6 +14,7 @@ struct Events {
   PetscLogEvent oracle_hvp = 0;      ///< BilevelOracleHVP
   PetscLogEvent oracle_jvp = 0;      ///< BilevelOracleJVP
   PetscLogEvent evaluate = 0;        ///< BilevelEvaluate (monitors, test metrics)
+  PetscLogEvent precondition = 0;    ///< BilevelPrecond (setup and application of the problem's M ≈ H⁻¹)
 };
 const Events& events();
 

@@ -110,11 +110,13 @@ class HypercleanProblem final : public BilevelProblem {
   petsc::VecHandle create_upper_vec() const override;
   /// y = [W; bᵀ] row-major, (n_features + 1) K entries, PETSC_DECIDE layout. Collective.
   petsc::VecHandle create_lower_vec() const override;
-  /// UpperValue, LowerValue, LowerGradX, Stochastic (+ TestSet with a test set). Not collective.
+  /// UpperValue, LowerValue, LowerGradX, Stochastic, LowerPreconditioner (+ TestSet with a test set).
+  /// Not collective.
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
-  /// Adam, step 0.1, box x ∈ [−10, 10]; lower strong convexity min(μ, μ_b). Not collective.
+  /// Adam, step 0.3, y by truncated Newton, box x ∈ [−10, 10], 30 iterations / 110 s (bome: 150 / 250 s);
+  /// lower strong convexity min(μ, μ_b). Not collective.
   ProblemHints hints() const override;
   /// x_i = options.initial_x, y = 0. Collective.
   void initial_point(Vec x, Vec y) override;
@@ -164,10 +166,14 @@ class HypercleanProblem final : public BilevelProblem {
   void lower_hvp_multi_impl(
       Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) override;
   void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
+  /// M = P⁻¹, P = (c G + μ) ⊗ I_K (see KronPreconditioner), c from the cached probabilities.
+  void lower_preconditioner_setup_impl(Vec x, Vec y) override;
+  void lower_precondition_impl(Vec r, Vec out) override;
 
  private:
-  struct Side;       // one data set with its labels and probability cache
-  struct Workspace;  // work buffers of the kernels
+  struct Side;                // one data set with its labels and probability cache
+  struct Workspace;           // work buffers of the kernels
+  struct KronPreconditioner;  // (c G + μ) ⊗ I_K, Cholesky-factored
 
   /// Σ_i ω_i CE_i over the batch's local rows; with grad: += Σ ω_i [a_i; 1] ⊗ (p_i − e_{l_i}) (row-major
   /// (n_features+1) × K). Refreshes the probability cache of a caching side.
@@ -184,8 +190,10 @@ class HypercleanProblem final : public BilevelProblem {
                          PetscScalar* grad_full);
   /// Value and gradient of g with the given weights (gy, if not null, gets the local part).
   PetscReal lower_value_grad(Vec y, const Batch& batch, const PetscReal* weights, Vec gy);
-  /// G = (1/n) Σ_i a'_i a'_iᵀ ((nf+1)², replicated), computed once (preconditioner of fit()).
+  /// G = (1/n) Σ_i a'_i a'_iᵀ ((nf+1)², replicated), computed once (the preconditioner's Gram matrix).
   void ensure_gram();
+  /// c = (1/n) Σ_i w_i (1 − ||p_i||²)/(K − 1) at the cached probabilities. Collective.
+  double mean_curvature(const PetscReal* w);
   void hvp_multi(
       Vec y, const Batch& batch, const PetscReal* weights, std::span<const Vec> w, std::span<const Vec> out);
   /// σ(x_i) and σ'(x_i) for the local training rows (cached on x's state).
@@ -206,6 +214,7 @@ class HypercleanProblem final : public BilevelProblem {
   PetscObjectState weight_state_ = -1;
   std::optional<PetscReal> baseline_accuracy_;
   std::vector<PetscScalar> gram_;
+  std::unique_ptr<KronPreconditioner> pc_;
 };
 
 }  // namespace bilevel

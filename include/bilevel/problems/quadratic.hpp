@@ -19,6 +19,10 @@ struct QuadraticOptions {
   PetscInt dim_upper = 10;      ///< [-bilevel_quadratic_dim_upper] dx
   PetscReal condition = 100;    ///< [-bilevel_quadratic_condition] κ of the lower Hessian A
   PetscReal upper_reg = 0.1;    ///< [-bilevel_quadratic_upper_reg] r
+  /// [-bilevel_quadratic_preconditioner_error] ε in [0, 1): offer the preconditioner
+  /// M = U diag(1/(Λ_i (1 + ε cos i))) Uᵀ (an inexact A⁻¹ with κ(M A) <= (1 + ε)/(1 − ε), i the global
+  /// index); negative: no preconditioner (the default)
+  PetscReal preconditioner_error = -1;
   std::uint64_t seed = 0;       ///< generator seed (the run's --seed)
   void validate() const;
   static QuadraticOptions from(petsc::OptionsReader& opts, std::uint64_t seed);
@@ -35,6 +39,8 @@ class QuadraticProblem : public BilevelProblem {
   Capability capabilities() const override;
   ProblemHints hints() const override;
   void initial_point(Vec x, Vec y) override;
+  /// UpperValue, LowerValue, LowerGradX, ClosedForm (+ LowerPreconditioner with preconditioner_error >= 0).
+  /// Not collective.
   /// The same quadratic (same options and seed) on `comm`. Collective on `comm`.
   std::shared_ptr<BilevelProblem> clone_on(MPI_Comm comm) const override;
 
@@ -56,6 +62,9 @@ class QuadraticProblem : public BilevelProblem {
   void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) override;
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
+  /// M does not depend on the point: nothing to do.
+  void lower_preconditioner_setup_impl(Vec x, Vec y) override;
+  void lower_precondition_impl(Vec r, Vec out) override;
 
  private:
   /// out = A w (diag_power 1) or A⁻¹ w (diag_power -1): U Λ^p Uᵀ w.
@@ -67,7 +76,7 @@ class QuadraticProblem : public BilevelProblem {
   MPI_Comm comm_;
   QuadraticOptions options_;
   PetscInt y_begin_ = 0, y_local_ = 0;
-  petsc::VecHandle u1_, u2_, lambda_, target_, work_, work2_;
+  petsc::VecHandle u1_, u2_, lambda_, lambda_pc_, target_, work_, work2_;
   petsc::VecHandle x_all_;              // x gathered on every rank
   petsc::ScatterHandle x_to_all_;
   std::vector<PetscReal> b_local_;      // rows y_begin_.. of B, row-major y_local_ x dx

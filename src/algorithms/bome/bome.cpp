@@ -29,6 +29,7 @@
 
 #include "bilevel/blocks/hessian_shell.hpp"
 #include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -38,9 +39,12 @@ namespace {
 
 /// Settings of Bome (paper / benchopt defaults except inner_warm_start). Options database keys in brackets.
 struct BomeOptions {
-  PetscInt inner_steps = 10;           ///< [-bilevel_bome_inner_steps] T gradient steps for ŷ ≈ y*(x_k)
-  PetscReal inner_step = 0;            ///< [-bilevel_bome_inner_step] step a of those steps; 0: 1/L
-  PetscReal lower_step = 0;            ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2
+  /// [-bilevel_bome_lower auto|gd|newton] how ŷ is updated, [-bilevel_bome_inner_steps] T (0: 10 gd / 1
+  /// newton), [-bilevel_bome_inner_step] a of the gradient steps (0: 1/L), [-bilevel_bome_newton_cg_its]
+  LowerUpdateOptions lower;
+  PetscReal lower_step = 0;            ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2 (M: 0.1)
+  bool precondition = true;            ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
+  bool normalize = false;              ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ)
   PetscReal eta = 0.5;                 ///< [-bilevel_bome_eta] barrier coefficient η
   std::string barrier = "grad_norm";   ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
   bool inner_warm_start = true;        ///< [-bilevel_bome_inner_warm_start] ŷ from the previous ŷ (else y_k)
@@ -54,9 +58,15 @@ class Bome : public Algorithm {
   }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "gradient steps T for the value-function point", 0);
-    o_.inner_step = opts.real("inner_step", o_.inner_step, "step of those steps (0: 1/L estimated by SLEPc)", 0.0);
-    o_.lower_step = opts.real("lower_step", o_.lower_step, "outer step on y (0: half the inner step)", 0.0);
+    o_.lower.kind = opts.choice("lower", o_.lower.kind, {"auto", "gd", "newton"},
+                                "update of the value-function point (auto: problem hint)");
+    o_.lower.steps = opts.integer("inner_steps", o_.lower.steps, "steps T for the value-function point (0: 10 gd / 1 newton)", 0);
+    o_.lower.step = opts.real("inner_step", o_.lower.step, "step of the gradient steps (0: 1/L estimated by SLEPc)", 0.0);
+    o_.lower.newton_cg_its = opts.integer("newton_cg_its", o_.lower.newton_cg_its, "CG iterations per Newton step", 1);
+    o_.lower_step = opts.real("lower_step", o_.lower_step, "outer step on y (0: half the inner step; 0.1 with M)", 0.0);
+    o_.precondition = opts.boolean("precondition", o_.precondition,
+                                   "take the y-part of the step in the problem's metric M ~ inverse Hessian, if it has one");
+    o_.normalize = opts.boolean("normalize", o_.normalize, "divide the y step by 1 + lambda");
     o_.eta = opts.real("eta", o_.eta, "barrier coefficient eta", 0.0);
     o_.barrier = opts.choice("barrier", o_.barrier, {"grad_norm", "value"},
                              "control barrier: eta*|grad q|^2 (grad_norm) or eta*q (value)");
@@ -66,23 +76,32 @@ class Bome : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    a_ = o_.inner_step;
-    if (a_ == 0) {
-      const ProblemHints h = p.hints();
-      a_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
-    }
-    xi_y_ = o_.lower_step > 0 ? o_.lower_step : 0.5 * a_;
-    steps_.setup(ctx.y);
     y_hat_ = p.create_lower_vec();
+    BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
+    lower_.setup(p, ctx.x, y_hat_, o_.lower, 10);
+    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
+    if (o_.lower_step > 0) {
+      xi_y_ = o_.lower_step;
+    } else if (pc_) {
+      xi_y_ = 0.1;  // M ≈ H⁻¹; measured on hyperclean: 0.1 → 83.5% in 100 its, 0.2 stalls at 83.0%, 0.5 diverges
+    } else {
+      PetscReal a = lower_.step();
+      if (a == 0) {  // ŷ by Newton steps: ξ_y relative to 1/L all the same
+        const ProblemHints h = p.hints();
+        a = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
+      }
+      xi_y_ = 0.5 * a;
+    }
     qy_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
+    mqy_ = p.create_lower_vec();
+    mfy_ = p.create_lower_vec();
     qx_ = p.create_upper_vec();
     gx_hat_ = p.create_upper_vec();
     fx_ = p.create_upper_vec();
-    BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
     inner_ = BatchSampler(ctx.seed, 1);
-    lower_ = BatchSampler(ctx.seed, 2);
+    lower_batches_ = BatchSampler(ctx.seed, 2);
     outer_ = BatchSampler(ctx.seed, 4);
   }
 
@@ -90,14 +109,15 @@ class Bome : public Algorithm {
     BilevelProblem& p = ctx.problem;
     const DatasetSizes n = p.dataset_sizes();
     StepResult r;
-    // ŷ: T steps ŷ <- ŷ − a ∇_y g(x_k, ŷ) from y_k (paper) or from the previous ŷ (Alg. 1, line 3).
+    // ŷ: T steps ŷ <- ŷ − a ∇_y g(x_k, ŷ) (or T Newton steps, block LowerUpdate) from y_k (paper) or from
+    // the previous ŷ (Alg. 1, line 3).
     if (!o_.inner_warm_start) BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
-    steps_.run(p, ctx.x, y_hat_, o_.inner_steps, a_, &inner_, batch_);
-    r.inner_iterations = o_.inner_steps;
+    lower_.run(p, ctx.x, y_hat_, inner_, batch_);
+    r.inner_iterations = lower_.steps();
     // One lower batch for every term of q̂ (so its value and gradient are those of one function).
-    const Batch lb = (batch_ > 0 && n.lower > 0) ? lower_.next(n.lower, batch_) : Batch::all();
-    p.lower_grad_x(ctx.x, ctx.y, lb, qx_);      // ∇_x g(x_k, y_k)
+    const Batch lb = (batch_ > 0 && n.lower > 0) ? lower_batches_.next(n.lower, batch_) : Batch::all();
     p.lower_grad_x(ctx.x, y_hat_, lb, gx_hat_);  // ∇_x g(x_k, ŷ)
+    p.lower_grad_x(ctx.x, ctx.y, lb, qx_);      // ∇_x g(x_k, y_k)
     BILEVEL_PETSC_CALL(VecAXPY(qx_, -1.0, gx_hat_));  // ∇_x q̂ = ∇_x g(x_k, y_k) − ∇_x g(x_k, ŷ)
     p.lower_grad_y(ctx.x, ctx.y, lb, qy_);      // ∇_y q̂ = ∇_y g(x_k, y_k)
     const Batch ub = (ctx.upper_batch_size > 0 && n.upper > 0) ? outer_.next(n.upper, ctx.upper_batch_size)
@@ -106,27 +126,38 @@ class Bome : public Algorithm {
     PetscReal q_value = 0;
     if (o_.barrier == "value")
       q_value = p.lower_value(ctx.x, ctx.y, lb) - p.lower_value(ctx.x, y_hat_, lb);  // q̂(x_k, y_k)
+    // The y-parts in the metric G = M⁻¹ (preconditioned) or I: <a, b>_y = a_yᵀ M b_y.
+    if (pc_) {
+      p.lower_preconditioner_setup(ctx.x, ctx.y);
+      p.lower_precondition(qy_, mqy_);
+      p.lower_precondition(fy_, mfy_);
+    } else {
+      BILEVEL_PETSC_CALL(VecCopy(qy_, mqy_));
+      BILEVEL_PETSC_CALL(VecCopy(fy_, mfy_));
+    }
     // <∇f, ∇q̂> and ||∇q̂||² in one split reduction.
     PetscReal fq_x = 0, fq_y = 0, qq_x = 0, qq_y = 0;
     BILEVEL_PETSC_CALL(VecDotBegin(fx_, qx_, &fq_x));
-    BILEVEL_PETSC_CALL(VecDotBegin(fy_, qy_, &fq_y));
+    BILEVEL_PETSC_CALL(VecDotBegin(fy_, mqy_, &fq_y));
     BILEVEL_PETSC_CALL(VecDotBegin(qx_, qx_, &qq_x));
-    BILEVEL_PETSC_CALL(VecDotBegin(qy_, qy_, &qq_y));
+    BILEVEL_PETSC_CALL(VecDotBegin(qy_, mqy_, &qq_y));
     BILEVEL_PETSC_CALL(VecDotEnd(fx_, qx_, &fq_x));
-    BILEVEL_PETSC_CALL(VecDotEnd(fy_, qy_, &fq_y));
+    BILEVEL_PETSC_CALL(VecDotEnd(fy_, mqy_, &fq_y));
     BILEVEL_PETSC_CALL(VecDotEnd(qx_, qx_, &qq_x));
-    BILEVEL_PETSC_CALL(VecDotEnd(qy_, qy_, &qq_y));
+    BILEVEL_PETSC_CALL(VecDotEnd(qy_, mqy_, &qq_y));
     const PetscReal qq = qq_x + qq_y;
     const PetscReal phi = o_.barrier == "value" ? o_.eta * q_value : o_.eta * qq;  // control barrier φ
     const PetscReal lambda = std::max<PetscReal>((phi - (fq_x + fq_y)) / (qq + 1e-8), 0);  // λ (Alg. 1)
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, lambda, qx_));  // d_x = ∇_x f + λ ∇_x q̂
-    BILEVEL_PETSC_CALL(VecAXPY(fy_, lambda, qy_));  // d_y = ∇_y f + λ ∇_y q̂
+    BILEVEL_PETSC_CALL(VecAXPY(fx_, lambda, qx_));    // d_x = ∇_x f + λ ∇_x q̂
+    BILEVEL_PETSC_CALL(VecAXPY(mfy_, lambda, mqy_));  // d_y = M (∇_y f + λ ∇_y q̂)
     PetscReal dx_norm = 0;
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &dx_norm));
     r.hypergradient_norm = dx_norm;
-    r.lower_residual = std::sqrt(qq_y);  // ||∇_y g(x_k, y_k)||
+    BILEVEL_PETSC_CALL(VecNorm(qy_, NORM_2, &r.lower_residual));  // ||∇_y g(x_k, y_k)||
     ctx.upper.step(ctx.x, fx_);                      // x_{k+1} = P(x_k − ξ_x d_x)
-    BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi_y_, fy_));  // y_{k+1} = y_k − ξ_y d_y
+    const PetscReal xi = o_.normalize ? xi_y_ / (1 + lambda) : xi_y_;
+    BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi, mfy_));   // y_{k+1} = y_k − ξ_y d_y
+    last_lambda_ = lambda;
     return r;
   }
 
@@ -135,19 +166,22 @@ class Bome : public Algorithm {
         viewer,
         "bome: value-function method with a dynamic barrier (Liu, Ye, Wright, Stone & Liu, NeurIPS 2022, "
         "arXiv 2209.08709, Alg. 1)\n"
-        "  inner_steps %d, inner_step %g, lower_step %g, eta %g, barrier %s, inner_warm_start %s, batch %d\n",
-        static_cast<int>(o_.inner_steps), a_ > 0 ? a_ : o_.inner_step, xi_y_ > 0 ? xi_y_ : o_.lower_step, o_.eta,
+        "  lower %s, inner_steps %d, inner_step %g, lower_step %g%s, metric on y %s, eta %g, barrier %s,\n"
+        "  inner_warm_start %s, batch %d, last lambda %g\n",
+        lower_.kind().c_str(), static_cast<int>(lower_.steps()), lower_.step(), xi_y_ > 0 ? xi_y_ : o_.lower_step,
+        o_.normalize ? "/(1+lambda)" : "", pc_ ? "problem's M" : "identity", o_.eta,
         o_.barrier.c_str(), o_.inner_warm_start ? "yes" : "no (restart from y_k, as the paper)",
-        static_cast<int>(batch_)));
+        static_cast<int>(batch_), last_lambda_));
   }
 
  private:
   BomeOptions o_;
-  PetscReal a_ = 0, xi_y_ = 0;
+  PetscReal xi_y_ = 0, last_lambda_ = 0;
   PetscInt batch_ = 0;
-  GradientSteps steps_;
-  petsc::VecHandle y_hat_, qy_, fy_, qx_, gx_hat_, fx_;
-  BatchSampler inner_, lower_, outer_;
+  bool pc_ = false;
+  LowerUpdate lower_;
+  petsc::VecHandle y_hat_, qy_, fy_, mqy_, mfy_, qx_, gx_hat_, fx_;
+  BatchSampler inner_, lower_batches_, outer_;
 };
 
 }  // namespace

@@ -9,7 +9,9 @@
 /// products at (x, v) are a bug, algorithms.md). Cost per iteration: T ∇_y g + 3 HVP + 1 ∇f + 1 JVP.
 /// The y-update is the paper's T gradient steps unless the problem hints "newton" (ProblemHints::lower_update;
 /// block LowerUpdate); -bilevel_subbio_lower overrides the hint.
-/// Options (-bilevel_subbio_*): lower, inner_steps, inner_step, newton_cg_its, subspace_step (η). Minibatches
+/// With a problem preconditioner M ≈ H⁻¹ (Capability::LowerPreconditioner) the subspace is
+/// span{M b, (I − η M A_k) v_k} with η = 1/λ_max(M A) from 20 power steps at setup (block SubspaceSolver2D, preconditioned; not in the paper).
+/// Options (-bilevel_subbio_*): lower, inner_steps, inner_step, newton_cg_its, subspace_step (η), precondition. Minibatches
 /// follow -bilevel_batch_size / -bilevel_upper_batch_size (default full).
 #include <petscviewer.h>
 
@@ -29,6 +31,7 @@ struct SubBioOptions {
   /// [-bilevel_subbio_inner_step] θ (0: 1/L), [-bilevel_subbio_newton_cg_its]
   LowerUpdateOptions lower;
   PetscReal subspace_step = 0;  ///< [-bilevel_subbio_subspace_step] η of (I − η A) v; 0: θ (1/L with newton)
+  bool precondition = true;     ///< [-bilevel_subbio_precondition] subspace span{M b, (I − η M A) v}
 };
 
 class SubBio : public Algorithm {
@@ -41,18 +44,24 @@ class SubBio : public Algorithm {
     o_.lower.step = opts.real("inner_step", o_.lower.step, "gradient step on y (0: 1/L estimated by SLEPc)", 0.0);
     o_.lower.newton_cg_its = opts.integer("newton_cg_its", o_.lower.newton_cg_its, "CG iterations per Newton step", 1);
     o_.subspace_step = opts.real("subspace_step", o_.subspace_step,
-                                 "eta of the second direction (I - eta H) v (0: the step on y)", 0.0);
+                                 "eta of the second direction (I - eta H) v (0: the step on y; 1/lambda_max(M H) when preconditioned)", 0.0);
+    o_.precondition = opts.boolean("precondition", o_.precondition,
+                                   "build the subspace from the problem's M ~ inverse Hessian, if it has one");
   }
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     lower_.setup(p, ctx.x, ctx.y, o_.lower, 5);
-    eta_ = o_.subspace_step > 0 ? o_.subspace_step : lower_.step();
+    const bool pc = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
+    // η: the step of the Richardson iteration the subspace contains; with M, 1/λ_max(M H) (power method)
+    eta_ = o_.subspace_step > 0 ? o_.subspace_step
+           : pc                ? 1.0 / estimate_preconditioned_lipschitz(p, ctx.x, ctx.y)
+                               : lower_.step();
     if (eta_ == 0) {  // Newton on y: η = 1/L
       const ProblemHints h = p.hints();
       eta_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
     }
-    subspace_.setup(ctx.y);
+    subspace_.setup(ctx.y, pc);
     v_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
     fx_ = p.create_upper_vec();
@@ -91,9 +100,11 @@ class SubBio : public Algorithm {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "subbio: two-dimensional subspace hypergradient (Yang, Gao & Yuan, ICLR 2025, arXiv 2404.03331, Alg. 1)\n"
-        "  lower %s, inner_steps %d, inner_step %g, subspace_step %g, batch %d\n",
+        "  lower %s, inner_steps %d, inner_step %g, subspace_step %g, %s, batch %d\n",
         lower_.kind().c_str(), static_cast<int>(lower_.steps()), lower_.step(),
-        eta_ > 0 ? eta_ : o_.subspace_step, static_cast<int>(batch_)));
+        eta_ > 0 ? eta_ : o_.subspace_step,
+        subspace_.preconditioned() ? "subspace span{M b, (I - eta M H) v} (problem's M)" : "subspace span{b, (I - eta H) v}",
+        static_cast<int>(batch_)));
   }
 
  private:
