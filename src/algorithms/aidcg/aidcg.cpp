@@ -12,8 +12,9 @@
 #include <optional>
 
 #include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
-#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/registry.hpp"
@@ -49,69 +50,39 @@ class AidCg : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    lower_kind_ = o_.lower == "auto" ? p.hints().lower_update : o_.lower;
-    steps_per_iteration_ = o_.inner_steps > 0 ? o_.inner_steps : (lower_kind_ == "newton" ? 1 : 10);
-    eta_ = o_.inner_step;
-    if (eta_ == 0 && lower_kind_ == "gd") {
-      const ProblemHints h = p.hints();
-      eta_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
-    }
-    steps_.setup(ctx.y);
-    if (lower_kind_ == "newton") newton_.setup(p, ctx.y);
+    LowerUpdateOptions lo;
+    lo.kind = o_.lower;
+    lo.steps = o_.inner_steps;
+    lo.step = o_.inner_step;
+    lo.newton_cg_its = o_.newton_cg_its;
+    lower_.setup(p, ctx.x, ctx.y, lo, 10);
     cg_ = std::make_unique<CgLinearSolver>(p, ctx.y, o_.cg_max_it, o_.cg_rtol);
-    v_ = p.create_lower_vec();
-    fy_ = p.create_lower_vec();
-    fx_ = p.create_upper_vec();
-    jv_ = p.create_upper_vec();
-    BILEVEL_PETSC_CALL(VecSet(v_, 0.0));
-    lower_ = BatchSampler(ctx.seed, 1);
-    upper_ = BatchSampler(ctx.seed, 4);
+    implicit_.setup(p, ctx.seed, {ctx.batch_size, ctx.upper_batch_size});
   }
 
   StepResult step(AlgorithmContext& ctx) override {
-    BilevelProblem& p = ctx.problem;
-    StepResult r;
-    const PetscInt batch = ctx.batch_size > 0 ? ctx.batch_size : 0;
-    const DatasetSizes n = p.dataset_sizes();
-    if (lower_kind_ == "newton") {
-      // y <- y − H⁻¹∇_y g (truncated CG), T times, warm start from the previous outer iteration
-      const Batch nb = batch > 0 ? lower_.next(n.lower, batch) : Batch::all();
-      r.lower_residual = newton_.run(p, ctx.x, ctx.y, steps_per_iteration_, o_.newton_cg_its, nb);
-    } else {
-      // y <- y − η ∇_y g(x, y), T times (warm start from the previous outer iteration)
-      r.lower_residual = steps_.run(p, ctx.x, ctx.y, steps_per_iteration_, eta_, &lower_, batch);
-    }
-    const Batch ub = ctx.upper_batch_size > 0 ? upper_.next(n.upper, ctx.upper_batch_size) : Batch::all();
-    p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // ∇_x f, ∇_y f at (x, y_T)
-    if (!o_.warm_start) BILEVEL_PETSC_CALL(VecSet(v_, 0.0));
-    const Batch hb = batch > 0 ? lower_.next(n.lower, batch) : Batch::all();
-    r.inner_iterations = cg_->solve(ctx.x, ctx.y, hb, fy_, v_);  // v ≈ H⁻¹ ∇_y f
-    r.linear_residual = cg_->last_residual();
-    p.lower_jvp(ctx.x, ctx.y, hb, v_, jv_);                     // J v
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));                 // h = ∇_x f − J v
-    BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    ctx.upper.step(ctx.x, fx_);                                  // x <- P(x − β h) on the coordinator
-    return r;
+    // y-update (T steps, warm start), ∇f, v ≈ H⁻¹ ∇_y f by CG, x <- P(x − β (∇_x f − J v))
+    return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
+      if (!o_.warm_start) BILEVEL_PETSC_CALL(VecSet(v, 0.0));
+      r.inner_iterations = cg_->solve(ctx.x, ctx.y, implicit_.next_hessian_batch(ctx.problem), b, v);  // v ≈ H⁻¹ b
+      r.linear_residual = cg_->last_residual();
+    });
   }
 
   void view(PetscViewer viewer) const override {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer, "aidcg: AID with CG (Ji, Yang & Liang 2021; Grazzi et al. 2020)\n"
                 "  lower %s, inner_steps %d, inner_step %g, cg_max_it %d, cg_rtol %g, warm_start %s\n",
-        (lower_kind_.empty() ? o_.lower : lower_kind_).c_str(), static_cast<int>(steps_per_iteration_), eta_ > 0 ? eta_ : o_.inner_step, static_cast<int>(o_.cg_max_it),
+        lower_.kind().c_str(), static_cast<int>(lower_.steps()), lower_.step() > 0 ? lower_.step() : o_.inner_step,
+        static_cast<int>(o_.cg_max_it),
         o_.cg_rtol, o_.warm_start ? "yes" : "no"));
   }
 
  private:
   AidCgOptions o_;
-  std::string lower_kind_;
-  PetscInt steps_per_iteration_ = 0;
-  PetscReal eta_ = 0;
-  GradientSteps steps_;
-  NewtonSteps newton_;
+  LowerUpdate lower_;
   std::unique_ptr<CgLinearSolver> cg_;
-  petsc::VecHandle v_, fy_, fx_, jv_;
-  BatchSampler lower_, upper_;
+  ImplicitStep implicit_;
 };
 
 }  // namespace

@@ -22,6 +22,7 @@
 
 #include "bilevel/blocks/dynamic_lanczos.hpp"
 #include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
@@ -70,49 +71,31 @@ class LancBio : public Algorithm {
     dim_ = o_.initial_dim;
     lanczos_.setup(ctx.y, o_.max_dim,
                    o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner));
-    v_ = p.create_lower_vec();
-    fy_ = p.create_lower_vec();
     hv_ = p.create_lower_vec();
-    fx_ = p.create_upper_vec();
-    jv_ = p.create_upper_vec();
-    BILEVEL_PETSC_CALL(VecSet(v_, 0.0));
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
-    inner_ = BatchSampler(ctx.seed, 1);
-    hess_ = BatchSampler(ctx.seed, 2);
-    jac_ = BatchSampler(ctx.seed, 3);
-    outer_ = BatchSampler(ctx.seed, 4);
+    implicit_.setup(p, ctx.seed, {batch_, ctx.upper_batch_size});
   }
 
   StepResult step(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    const DatasetSizes n = p.dataset_sizes();
-    StepResult r;
-    // y_{k+1}: T steps y <- y − θ ∇_y g(x_k, y)  (Alg. 2, y-update, warm start; or T Newton steps)
-    r.lower_residual = lower_.run(p, ctx.x, ctx.y, inner_, batch_);
-    const Batch ub = (ctx.upper_batch_size > 0 && n.upper > 0) ? outer_.next(n.upper, ctx.upper_batch_size)
-                                                               : Batch::all();
-    p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // b_k = ∇_y f(x_k, y_{k+1}), and ∇_x f
-    // Dimension schedule (Alg. 2): m <- min(⌈m · dim_inc⌉, m_max) every dim_fre iterations.
-    if (ctx.iteration > 0 && ctx.iteration % o_.dim_fre == 0)
-      dim_ = std::min<PetscInt>(o_.max_dim, static_cast<PetscInt>(std::ceil(static_cast<PetscReal>(dim_) * o_.dim_inc)));
-    const Batch hb = (batch_ > 0 && n.lower > 0) ? hess_.next(n.lower, batch_) : Batch::all();
-    // Restart when the basis holds m vectors (or the recurrence broke down): v̄ = v_k, w = A_k v̄ (Alg. 4).
-    if (lanczos_.dimension() == 0 || lanczos_.dimension() >= dim_ || lanczos_.exhausted())
-      lanczos_.restart(p, ctx.x, ctx.y, hb, v_, fy_);
-    lanczos_.extend(p, ctx.x, ctx.y, hb);        // one Lanczos step with A_k = H(x_k, y_{k+1})
-    r.linear_residual = lanczos_.solve(fy_, v_);  // v_{k+1} = v̄ + Q_j T_j⁻¹ Q_jᵀ(b_k − w)
-    r.inner_iterations = lanczos_.dimension();
-    if (o_.exact_residual) {
-      p.lower_hvp(ctx.x, ctx.y, hb, v_, hv_);     // A_k v_{k+1}
-      BILEVEL_PETSC_CALL(VecAXPY(hv_, -1.0, fy_));
-      BILEVEL_PETSC_CALL(VecNorm(hv_, NORM_2, &r.linear_residual));  // ||A_k v_{k+1} − b_k||
-    }
-    const Batch jb = (batch_ > 0 && n.lower > 0) ? jac_.next(n.lower, batch_) : Batch::all();
-    p.lower_jvp(ctx.x, ctx.y, jb, v_, jv_);      // J v_{k+1}
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));  // h = ∇_x f − J v_{k+1}
-    BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    ctx.upper.step(ctx.x, fx_);                   // x_{k+1} = P(x_k − λ h)  (Alg. 2, x-update)
-    return r;
+    // y-update (T steps, warm start), b_k = ∇_y f, the v-update below, x <- x − λ (∇_x f − J v_{k+1}) (Alg. 2)
+    return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
+      // Dimension schedule (Alg. 2): m <- min(⌈m · dim_inc⌉, m_max) every dim_fre iterations.
+      if (ctx.iteration > 0 && ctx.iteration % o_.dim_fre == 0)
+        dim_ = std::min<PetscInt>(o_.max_dim, static_cast<PetscInt>(std::ceil(static_cast<PetscReal>(dim_) * o_.dim_inc)));
+      const Batch hb = implicit_.next_hessian_batch(p);
+      // Restart when the basis holds m vectors (or the recurrence broke down): v̄ = v_k, w = A_k v̄ (Alg. 4).
+      if (lanczos_.dimension() == 0 || lanczos_.dimension() >= dim_ || lanczos_.exhausted())
+        lanczos_.restart(p, ctx.x, ctx.y, hb, v, b);
+      lanczos_.extend(p, ctx.x, ctx.y, hb);     // one Lanczos step with A_k = H(x_k, y_{k+1})
+      r.linear_residual = lanczos_.solve(b, v);  // v_{k+1} = v̄ + Q_j T_j⁻¹ Q_jᵀ(b_k − w)
+      r.inner_iterations = lanczos_.dimension();
+      if (o_.exact_residual) {
+        p.lower_hvp(ctx.x, ctx.y, hb, v, hv_);  // A_k v_{k+1}
+        BILEVEL_PETSC_CALL(VecAXPY(hv_, -1.0, b));
+        BILEVEL_PETSC_CALL(VecNorm(hv_, NORM_2, &r.linear_residual));  // ||A_k v_{k+1} − b_k||
+      }
+    });
   }
 
   void view(PetscViewer viewer) const override {
@@ -133,8 +116,8 @@ class LancBio : public Algorithm {
   PetscInt dim_ = 1, batch_ = 0;
   LowerUpdate lower_;
   DynamicLanczos lanczos_;
-  petsc::VecHandle v_, fy_, hv_, fx_, jv_;
-  BatchSampler inner_, hess_, jac_, outer_;
+  ImplicitStep implicit_;
+  petsc::VecHandle hv_;
 };
 
 }  // namespace

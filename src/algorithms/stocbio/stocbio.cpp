@@ -8,6 +8,8 @@
 #include <petscviewer.h>
 
 #include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/blocks/implicit_step.hpp"
+#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/blocks/lower_solver.hpp"
 #include "bilevel/blocks/upper_stepper.hpp"
@@ -50,34 +52,23 @@ class Stocbio : public Algorithm {
     eta_n_ = o_.neumann_eta > 0 ? o_.neumann_eta : 1.0 / L;
     batch_ = ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size;
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
-    steps_.setup(ctx.y);
+    LowerUpdateOptions lo;  // SGD on y with the step above (the paper's update, whatever the problem hints)
+    lo.kind = "gd";
+    lo.steps = o_.inner_steps;
+    lo.step = eta_y_;
+    lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps);
     neumann_.setup(ctx.y);
-    v_ = p.create_lower_vec();
-    fy_ = p.create_lower_vec();
-    fx_ = p.create_upper_vec();
-    jv_ = p.create_upper_vec();
-    inner_ = BatchSampler(ctx.seed, 1);
-    hess_ = BatchSampler(ctx.seed, 2);
-    jac_ = BatchSampler(ctx.seed, 3);
-    outer_ = BatchSampler(ctx.seed, 4);
+    const PetscInt ubatch = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
+    implicit_.setup(p, ctx.seed, {batch_, ubatch});
   }
 
   StepResult step(AlgorithmContext& ctx) override {
-    BilevelProblem& p = ctx.problem;
-    const DatasetSizes n = p.dataset_sizes();
-    StepResult r;
-    r.lower_residual = steps_.run(p, ctx.x, ctx.y, o_.inner_steps, eta_y_, &inner_, batch_);  // SGD on y
-    const PetscInt ubatch = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
-    const Batch df = (ubatch > 0 && n.upper > 0) ? outer_.next(n.upper, ubatch) : Batch::all();
-    p.upper_grad(ctx.x, ctx.y, df, fx_, fy_);                                   // ∇_x f, ∇_y f on D_F
-    neumann_.solve(p, ctx.x, ctx.y, fy_, v_, o_.neumann_steps, eta_n_, &hess_, batch_);  // v ≈ H⁻¹ ∇_y f
-    const Batch dg = (batch_ > 0 && n.lower > 0) ? jac_.next(n.lower, batch_) : Batch::all();
-    p.lower_jvp(ctx.x, ctx.y, dg, v_, jv_);                                     // J v on D_G
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));                                // h = ∇_x f − J v
-    BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    ctx.upper.step(ctx.x, fx_);
-    r.inner_iterations = o_.neumann_steps;
-    return r;
+    // T SGD steps on y, ∇f on D_F, Neumann v ≈ H⁻¹ ∇_y f (one fresh batch per term), x <- x − β (∇_x f − J v)
+    return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
+      neumann_.solve(ctx.problem, ctx.x, ctx.y, b, v, o_.neumann_steps, eta_n_, &implicit_.hessian_sampler(),
+                     implicit_.batches().lower);
+      r.inner_iterations = o_.neumann_steps;
+    });
   }
 
   void view(PetscViewer viewer) const override {
@@ -92,10 +83,9 @@ class Stocbio : public Algorithm {
   StocbioOptions o_;
   PetscReal eta_y_ = 0, eta_n_ = 0;
   PetscInt batch_ = 0;
-  GradientSteps steps_;
+  LowerUpdate lower_;
   NeumannSolver neumann_;
-  petsc::VecHandle v_, fy_, fx_, jv_;
-  BatchSampler inner_, hess_, jac_, outer_;
+  ImplicitStep implicit_;
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <petscviewer.h>
 
 #include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/subspace_2d.hpp"
 #include "bilevel/blocks/upper_stepper.hpp"
@@ -62,38 +63,19 @@ class SubBio : public Algorithm {
       eta_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
     }
     subspace_.setup(ctx.y, pc);
-    v_ = p.create_lower_vec();
-    fy_ = p.create_lower_vec();
-    fx_ = p.create_upper_vec();
-    jv_ = p.create_upper_vec();
-    BILEVEL_PETSC_CALL(VecSet(v_, 0.0));
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
-    inner_ = BatchSampler(ctx.seed, 1);
-    hess_ = BatchSampler(ctx.seed, 2);
-    jac_ = BatchSampler(ctx.seed, 3);
-    outer_ = BatchSampler(ctx.seed, 4);
+    implicit_.setup(p, ctx.seed, {batch_, ctx.upper_batch_size});
   }
 
   StepResult step(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    const DatasetSizes n = p.dataset_sizes();
-    StepResult r;
-    // y_{k+1}: T steps y <- y − θ ∇_y g(x_k, y)  (Alg. 1, y-update, warm start; or T Newton steps)
-    r.lower_residual = lower_.run(p, ctx.x, ctx.y, inner_, batch_);
-    const Batch ub = (ctx.upper_batch_size > 0 && n.upper > 0) ? outer_.next(n.upper, ctx.upper_batch_size)
-                                                               : Batch::all();
-    p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // b_k = ∇_y f(x_k, y_{k+1}), and ∇_x f
-    const Batch hb = (batch_ > 0 && n.lower > 0) ? hess_.next(n.lower, batch_) : Batch::all();
-    // v_{k+1} = W (Wᵀ A_k W)⁻¹ Wᵀ b_k,  W = orth[b_k, (I − η A_k) v_k]  (Alg. 1, v-update)
-    const Subspace2DResult s = subspace_.solve(p, ctx.x, ctx.y, hb, fy_, eta_, v_);
-    r.linear_residual = s.residual;  // ||A_k v_{k+1} − b_k|| from the products A_k W
-    r.inner_iterations = s.dimension;
-    const Batch jb = (batch_ > 0 && n.lower > 0) ? jac_.next(n.lower, batch_) : Batch::all();
-    p.lower_jvp(ctx.x, ctx.y, jb, v_, jv_);      // J v_{k+1}
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));  // h = ∇_x f − J v_{k+1}
-    BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    ctx.upper.step(ctx.x, fx_);                   // x_{k+1} = P(x_k − λ h)  (Alg. 1, x-update)
-    return r;
+    // y-update (T steps, warm start), b_k = ∇_y f, the v-update below, x <- x − λ (∇_x f − J v_{k+1}) (Alg. 1)
+    return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
+      // v_{k+1} = W (Wᵀ A_k W)⁻¹ Wᵀ b_k,  W = orth[b_k, (I − η A_k) v_k]  (Alg. 1, v-update)
+      const Subspace2DResult s = subspace_.solve(p, ctx.x, ctx.y, implicit_.next_hessian_batch(p), b, eta_, v);
+      r.linear_residual = s.residual;  // ||A_k v_{k+1} − b_k|| from the products A_k W
+      r.inner_iterations = s.dimension;
+    });
   }
 
   void view(PetscViewer viewer) const override {
@@ -113,8 +95,7 @@ class SubBio : public Algorithm {
   PetscInt batch_ = 0;
   LowerUpdate lower_;
   SubspaceSolver2D subspace_;
-  petsc::VecHandle v_, fy_, fx_, jv_;
-  BatchSampler inner_, hess_, jac_, outer_;
+  ImplicitStep implicit_;
 };
 
 }  // namespace
