@@ -7,11 +7,13 @@
 
 namespace bilevel {
 
-void TwoSystemSolver::setup(Vec y_layout) {
+void TwoSystemSolver::setup(Vec y_layout, bool precondition) {
+  precondition_ = precondition;
   for (std::size_t i = 0; i < 2; ++i) {
     r_[i] = petsc::duplicate(y_layout);
     p_[i] = petsc::duplicate(y_layout);
     q_[i] = petsc::duplicate(y_layout);
+    if (precondition) z_[i] = petsc::duplicate(y_layout);
   }
 }
 
@@ -117,29 +119,34 @@ TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem,
   std::array<bool, 2> needs{!zero_start[0], !zero_start[1]};
   for (std::size_t i = 0; i < 2; ++i)
     if (zero_start[i]) BILEVEL_PETSC_CALL(VecSet(v[i], 0.0));
+  const bool pc = precondition_;
+  if (pc) problem.lower_preconditioner_setup(x, y);
   products(problem, x, y, batch, v, needs, report);  // q_i = H v_i for the warm-started systems
   std::array<PetscReal, 2> bnorm{0, 0}, rho{0, 0};
-  std::array<PetscScalar, 2> rr{0, 0};
+  std::array<PetscScalar, 2> rr{0, 0}, rz{0, 0};
   for (std::size_t i = 0; i < 2; ++i) {
-    // r_i = b_i − H v_i,  p_i = r_i
+    // r_i = b_i − H v_i,  p_i = z_i = M r_i (or r_i)
     if (needs[i])
       BILEVEL_PETSC_CALL(VecWAXPY(r_[i], -1.0, q_[i], b[i]));
     else
       BILEVEL_PETSC_CALL(VecCopy(b[i], r_[i]));
-    BILEVEL_PETSC_CALL(VecCopy(r_[i], p_[i]));
+    if (pc) problem.lower_precondition(r_[i], z_[i]);
+    BILEVEL_PETSC_CALL(VecCopy(pc ? z_[i] : r_[i], p_[i]));
   }
   for (std::size_t i = 0; i < 2; ++i) {
     BILEVEL_PETSC_CALL(VecNormBegin(b[i], NORM_2, &bnorm[i]));
     BILEVEL_PETSC_CALL(VecDotBegin(r_[i], r_[i], &rr[i]));
+    if (pc) BILEVEL_PETSC_CALL(VecDotBegin(r_[i], z_[i], &rz[i]));
   }
   for (std::size_t i = 0; i < 2; ++i) {
     BILEVEL_PETSC_CALL(VecNormEnd(b[i], NORM_2, &bnorm[i]));
     BILEVEL_PETSC_CALL(VecDotEnd(r_[i], r_[i], &rr[i]));
+    if (pc) BILEVEL_PETSC_CALL(VecDotEnd(r_[i], z_[i], &rz[i]));
   }
   std::array<bool, 2> active{};
   for (std::size_t i = 0; i < 2; ++i) {
-    rho[i] = rr[i];
-    report.residual[i] = std::sqrt(rho[i]);
+    rho[i] = pc ? rz[i] : rr[i];  // ρ_i = r_iᵀ z_i
+    report.residual[i] = std::sqrt(rr[i]);
     active[i] = std::isfinite(rho[i]) && report.residual[i] > rtol * bnorm[i];
   }
   for (PetscInt it = 0; it < max_it && (active[0] || active[1]); ++it) {
@@ -158,17 +165,25 @@ TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem,
       const PetscReal alpha = rho[i] / pq[i];
       BILEVEL_PETSC_CALL(VecAXPY(v[i], alpha, p_[i]));    // v_i <- v_i + α p_i
       BILEVEL_PETSC_CALL(VecAXPY(r_[i], -alpha, q_[i]));  // r_i <- r_i − α H p_i
+      if (pc) problem.lower_precondition(r_[i], z_[i]);   // z_i = M r_i
     }
-    for (std::size_t i = 0; i < 2; ++i)
-      if (active[i]) BILEVEL_PETSC_CALL(VecDotBegin(r_[i], r_[i], &rr[i]));
-    for (std::size_t i = 0; i < 2; ++i)
-      if (active[i]) BILEVEL_PETSC_CALL(VecDotEnd(r_[i], r_[i], &rr[i]));
     for (std::size_t i = 0; i < 2; ++i) {
       if (!active[i]) continue;
-      const PetscReal beta = rr[i] / rho[i];
-      rho[i] = rr[i];
-      report.residual[i] = std::sqrt(rho[i]);
-      BILEVEL_PETSC_CALL(VecAYPX(p_[i], beta, r_[i]));  // p_i <- r_i + β p_i
+      BILEVEL_PETSC_CALL(VecDotBegin(r_[i], r_[i], &rr[i]));
+      if (pc) BILEVEL_PETSC_CALL(VecDotBegin(r_[i], z_[i], &rz[i]));
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (!active[i]) continue;
+      BILEVEL_PETSC_CALL(VecDotEnd(r_[i], r_[i], &rr[i]));
+      if (pc) BILEVEL_PETSC_CALL(VecDotEnd(r_[i], z_[i], &rz[i]));
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (!active[i]) continue;
+      const PetscReal next = pc ? rz[i] : rr[i];
+      const PetscReal beta = next / rho[i];
+      rho[i] = next;
+      report.residual[i] = std::sqrt(rr[i]);
+      BILEVEL_PETSC_CALL(VecAYPX(p_[i], beta, pc ? z_[i] : r_[i]));  // p_i <- z_i + β p_i
       active[i] = std::isfinite(rho[i]) && report.residual[i] > rtol * bnorm[i];
     }
     ++report.iterations;

@@ -25,8 +25,10 @@ class TwoSystemSolver {
     PetscReal step = 0;  ///< gradient steps: the step η used at the end (after adapt_step reductions)
   };
 
-  /// Allocates the work vectors (layout of y).
-  void setup(Vec y_layout);
+  /// Allocates the work vectors (layout of y). With `precondition`, cg() is preconditioned CG with the
+  /// problem's M ≈ H⁻¹ (Capability::LowerPreconditioner), rebuilt at (x, y) on every cg() call.
+  void setup(Vec y_layout, bool precondition = false);
+  bool preconditioned() const { return precondition_; }
 
   /// `steps` gradient (Richardson) steps on both systems: v_i <- v_i − η (H v_i − b_i). zero_start[i] says
   /// v_i is zero on entry (it is set to 0), so its first product is skipped. With adapt_step, η is lowered to
@@ -49,7 +51,8 @@ class TwoSystemSolver {
 
   /// Conjugate gradients on both systems in lockstep, at most max_it iterations; system i stops when
   /// ||r_i|| <= rtol ||b_i|| or when it meets non-positive curvature pᵀHp <= 0 (its iterate is kept).
-  /// The two systems' dot products share one reduction per CG phase.
+  /// The two systems' dot products share one reduction per CG phase. Preconditioned (setup): z_i = M r_i,
+  /// ρ_i = r_iᵀ z_i, p_i <- z_i + β p_i; the stopping test stays on the unpreconditioned ||r_i||.
   Report cg(BilevelProblem& problem,
             Vec x,
             Vec y,
@@ -70,7 +73,8 @@ class TwoSystemSolver {
                 const std::array<bool, 2>& active,
                 Report& report);
 
-  std::array<petsc::VecHandle, 2> r_, p_, q_;
+  bool precondition_ = false;
+  std::array<petsc::VecHandle, 2> r_, p_, q_, z_;
 };
 
 }  // namespace bilevel

@@ -21,8 +21,10 @@
 /// ρ of the current H exceeds 1/η (H grows with x on e.g. logreg, where e^x regularises).
 /// Cost per iteration: 1 ∇_y g, 2 ∇f, 1 JVP and 2T+1 HVPs in T+1 passes (the first iteration, u_0 = 0: 2T
 /// HVPs in T passes).
-/// Options (-bilevel_nbo_*): variant, inner_steps, step, cg_rtol, warm_start, adaptive_step, warmup_newton,
-/// batch_size; the warm-up's KSP has the prefix -bilevel_inner_.
+/// With a problem preconditioner (Capability::LowerPreconditioner) the cg variant is PCG on both systems
+/// (-bilevel_nbo_precondition; not in the paper).
+/// Options (-bilevel_nbo_*): variant, inner_steps, step, cg_rtol, warm_start, adaptive_step, precondition,
+/// warmup_newton, batch_size; the warm-up's KSP has the prefix -bilevel_inner_.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -46,6 +48,7 @@ struct NboOptions {
   PetscReal cg_rtol = 1e-10;   ///< [-bilevel_nbo_cg_rtol] CG relative tolerance (cg)
   bool warm_start = true;      ///< [-bilevel_nbo_warm_start] solve for u from u_k (the paper); false: from 0
   bool adaptive_step = true;  ///< [-bilevel_nbo_adaptive_step] lower η when a Rayleigh quotient exceeds 1/η
+  bool precondition = true;   ///< [-bilevel_nbo_precondition] cg: PCG with the problem's M, if it has one
   PetscInt batch_size = 256;  ///< [-bilevel_nbo_batch_size] sgd minibatch when -bilevel_batch_size is not set
   PetscInt warmup_newton = 5;  ///< [-bilevel_nbo_warmup_newton] inexact Newton steps on y before iteration 0
 };
@@ -68,6 +71,8 @@ class Nbo : public Algorithm {
         opts.boolean("adaptive_step",
                      o_.adaptive_step,
                      "gd/sgd: lower eta to 1/rho when a Rayleigh quotient rho of H exceeds 1/eta");
+    o_.precondition = opts.boolean("precondition", o_.precondition,
+                                   "cg: precondition both systems with the problem's M ~ inverse Hessian, if it has one");
     o_.warmup_newton =
         opts.integer("warmup_newton",
                      o_.warmup_newton,
@@ -93,7 +98,8 @@ class Nbo : public Algorithm {
     else if (stochastic && o_.variant == "sgd")
       batch_ = o_.batch_size;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
-    two_.setup(ctx.y);
+    two_.setup(ctx.y, o_.variant == "cg" && o_.precondition &&
+                          has(p.capabilities(), Capability::LowerPreconditioner));
     gy_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
     v_ = p.create_lower_vec();
@@ -181,8 +187,9 @@ class Nbo : public Algorithm {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
     if (o_.variant == "cg")
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                                "variant cg: T = %d CG iterations per system, cg_rtol %g\n",
+                                                "variant cg: T = %d %s iterations per system, cg_rtol %g\n",
                                                 static_cast<int>(steps_),
+                                                two_.preconditioned() ? "PCG (problem's M)" : "CG",
                                                 o_.cg_rtol));
     else
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
