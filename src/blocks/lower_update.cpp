@@ -13,8 +13,12 @@ void LowerUpdate::setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdate
   steps_ = options.steps > 0 ? options.steps : (kind_ == "newton" ? 1 : gd_steps);
   cg_its_ = options.newton_cg_its;
   theta_ = 0;
+  follow_bound_ = false;
   if (kind_ == "gd") {
+    const std::optional<PetscReal> bound = options.step > 0 ? std::nullopt : problem.lower_lipschitz_bound(x);
+    follow_bound_ = bound.has_value();
     theta_ = options.step > 0 ? options.step
+             : bound          ? 1.0 / *bound
                               : 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(problem, x, y));
     gd_.setup(y);
   } else {
@@ -23,7 +27,10 @@ void LowerUpdate::setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdate
 }
 
 PetscReal LowerUpdate::run(BilevelProblem& problem, Vec x, Vec y, BatchSampler& sampler, PetscInt batch_size) {
-  if (kind_ == "gd") return gd_.run(problem, x, y, steps_, theta_, &sampler, batch_size);  // y <- y − θ ∇_y g, T times
+  if (kind_ == "gd") {
+    if (follow_bound_) theta_ = 1.0 / *problem.lower_lipschitz_bound(x);  // θ = 1/L(x) for the current x
+    return gd_.run(problem, x, y, steps_, theta_, &sampler, batch_size);  // y <- y − θ ∇_y g, T times
+  }
   const PetscInt n = problem.dataset_sizes().lower;
   const Batch b = (batch_size > 0 && n > 0) ? sampler.next(n, batch_size) : Batch::all();
   return newton_.run(problem, x, y, steps_, cg_its_, b);  // y <- y − H⁻¹∇_y g (truncated CG), T times

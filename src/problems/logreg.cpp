@@ -16,6 +16,8 @@
 /// e^x above 2/η of the fixed inner step.
 #include "bilevel/problems/logreg.hpp"
 
+#include "bilevel/blocks/hessian_shell.hpp"
+
 #include <petscblaslapack.h>
 
 #include <algorithm>
@@ -213,6 +215,20 @@ ProblemHints LogregProblem::hints() const {
   // Newton on the small model is cheap and stays stable.
   h.lower_update = "newton";
   return h;
+}
+
+std::optional<PetscReal> LogregProblem::lower_lipschitz_bound(Vec x) {
+  if (!data_lipschitz_) {
+    const OracleCounts saved = counts();
+    petsc::VecHandle x_off = create_upper_vec(), y0 = create_lower_vec();
+    BILEVEL_PETSC_CALL(VecSet(x_off, -50.0));  // e^{−50} ≈ 2e−22: the data term alone
+    BILEVEL_PETSC_CALL(VecSet(y0, 0.0));       // d_i = 1/4, the largest curvature of every row
+    data_lipschitz_ = 1.01 * estimate_lower_lipschitz(*this, x_off, y0);
+    set_counts(saved);
+  }
+  PetscReal xmax = 0;
+  BILEVEL_PETSC_CALL(VecMax(x, nullptr, &xmax));
+  return *data_lipschitz_ + std::exp(xmax);
 }
 
 void LogregProblem::initial_point(Vec x, Vec y) {

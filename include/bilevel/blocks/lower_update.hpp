@@ -25,7 +25,9 @@ class LowerUpdate {
   /// the work space. `gd_steps` is the method's default T for gradient steps.
   void setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdateOptions& options, PetscInt gd_steps);
   /// T steps on y at x (gradient steps draw a fresh batch of `batch_size` per step from `sampler`; Newton
-  /// steps use one batch); returns ||∇_y g|| at the point before the last step.
+  /// steps use one batch); returns ||∇_y g|| at the point before the last step. When θ is the default 1/L
+  /// and the problem bounds L(x) (BilevelProblem::lower_lipschitz_bound), θ = 1/bound(x) is taken anew at
+  /// every call, so the steps stay stable while x raises the lower curvature.
   PetscReal run(BilevelProblem& problem, Vec x, Vec y, BatchSampler& sampler, PetscInt batch_size);
   const std::string& kind() const { return kind_; }
   PetscInt steps() const { return steps_; }
@@ -36,6 +38,7 @@ class LowerUpdate {
   std::string kind_ = "gd";
   PetscInt steps_ = 0, cg_its_ = 5;
   PetscReal theta_ = 0;
+  bool follow_bound_ = false;  // θ = 1/lower_lipschitz_bound(x) at every run
   GradientSteps gd_;
   NewtonSteps newton_;
 };

@@ -139,6 +139,11 @@ class BilevelProblem {
   /// out = M r with the M of the last setup (r and out in y's layout, distinct). Collective.
   void lower_precondition(Vec r, Vec out);
 
+  /// An upper bound on L(x) = sup_y λ_max(∇²_yy g(x, y)) that follows x, for steps 1/L that must stay stable
+  /// while x changes the lower curvature (e.g. regularisers e^{x}); nullopt when the problem has none (the
+  /// default). May cost a one-time estimate at the first call. Collective.
+  virtual std::optional<PetscReal> lower_lipschitz_bound(Vec /*x*/) { return std::nullopt; }
+
   /// Solves min_y g(x, y) accurately (full batch) from y, until ||∇_y g|| <= rtol max(1, ||∇_y g(x, y0)||);
   /// returns the final gradient norm. Default: Newton-CG on the lower Hessian (solve_lower_accurately);
   /// problems with a better solver (a preconditioner) override it. Used for the final model of a run.

@@ -90,6 +90,11 @@ class LogregProblem final : public BilevelProblem {
   ProblemHints hints() const override;
   /// w = 0, c = 0, x_j = options.initial_x. Collective.
   void initial_point(Vec x, Vec y) override;
+  /// L_data + max_j e^{x_j}: the data term (1/n) Σ d_i a'_i a'_iᵀ has d_i <= 1/4 with equality at y = 0, so
+  /// L_data = λ_max of H at y = 0 with the regularisers switched off (x = −50), estimated once by SLEPc and
+  /// padded by 1%; the regulariser adds at most max_j e^{x_j}. The one-time estimate is not counted as
+  /// oracle work. Collective.
+  std::optional<PetscReal> lower_lipschitz_bound(Vec x) override;
   /// Mean test log-loss and accuracy (sign of a·w + c). Collective.
   TestMetrics evaluate_test(Vec x, Vec y) override;
   /// Fraction of validation rows with sign(a·w + c) = b. Collective.
@@ -132,6 +137,7 @@ class LogregProblem final : public BilevelProblem {
   /// e^{x_j} for the local features (or the scalar's value replicated), from x.
   const PetscScalar* regularisers(Vec x);
   void check_layouts(Vec x, Vec y) const;
+  std::optional<PetscReal> data_lipschitz_;  // L_data of lower_lipschitz_bound, computed at the first call
 
   MPI_Comm comm_;
   LogregOptions options_;

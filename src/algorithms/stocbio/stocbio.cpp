@@ -4,6 +4,9 @@
 /// Per outer iteration: T SGD steps on y (fresh training batch each), p_0 = ∇_y f(x, y; D_F) on a validation
 /// batch, Neumann v = η Σ_{q=0}^{Q} p_q with p_{q+1} = p_q − η H(x, y; B_q) p_q (fresh batch each), then
 /// x <- x − β (∇_x f − J(x, y; D_G) v).
+/// Steps: the default 1/L (of the y-steps and of the series) comes from the problem's bound L(x) when it has
+/// one (BilevelProblem::lower_lipschitz_bound, e.g. logreg), renewed every outer iteration; otherwise from a
+/// SLEPc estimate at the start. A fixed 1/L diverged on ijcnn1 once x raised e^{x} (docs/benchmarks.md).
 /// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta, batch_size.
 #include <petscviewer.h>
 
@@ -45,9 +48,13 @@ class Stocbio : public Algorithm {
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     const ProblemHints h = p.hints();
-    const PetscReal L = (o_.inner_step == 0 || o_.neumann_eta == 0)
-                            ? (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y))
-                            : 0;
+    const bool need_l = o_.inner_step == 0 || o_.neumann_eta == 0;
+    // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
+    const std::optional<PetscReal> bound = need_l ? p.lower_lipschitz_bound(ctx.x) : std::nullopt;
+    follow_bound_ = bound.has_value();
+    const PetscReal L = !need_l ? 0
+                        : bound ? *bound
+                                : (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
     eta_y_ = o_.inner_step > 0 ? o_.inner_step : 1.0 / L;
     eta_n_ = o_.neumann_eta > 0 ? o_.neumann_eta : 1.0 / L;
     batch_ = ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size;
@@ -55,7 +62,7 @@ class Stocbio : public Algorithm {
     LowerUpdateOptions lo;  // SGD on y with the step above (the paper's update, whatever the problem hints)
     lo.kind = "gd";
     lo.steps = o_.inner_steps;
-    lo.step = eta_y_;
+    lo.step = o_.inner_step > 0 || !follow_bound_ ? eta_y_ : 0;  // 0: LowerUpdate follows the bound
     lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps);
     neumann_.setup(ctx.y);
     const PetscInt ubatch = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
@@ -64,6 +71,7 @@ class Stocbio : public Algorithm {
 
   StepResult step(AlgorithmContext& ctx) override {
     // T SGD steps on y, ∇f on D_F, Neumann v ≈ H⁻¹ ∇_y f (one fresh batch per term), x <- x − β (∇_x f − J v)
+    if (follow_bound_ && o_.neumann_eta == 0) eta_n_ = 1.0 / *ctx.problem.lower_lipschitz_bound(ctx.x);
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
       neumann_.solve(ctx.problem, ctx.x, ctx.y, b, v, o_.neumann_steps, eta_n_, &implicit_.hessian_sampler(),
                      implicit_.batches().lower);
@@ -82,6 +90,7 @@ class Stocbio : public Algorithm {
  private:
   StocbioOptions o_;
   PetscReal eta_y_ = 0, eta_n_ = 0;
+  bool follow_bound_ = false;  // default steps 1/L from the problem's bound L(x), renewed every iteration
   PetscInt batch_ = 0;
   LowerUpdate lower_;
   NeumannSolver neumann_;
