@@ -110,13 +110,7 @@ void QuadraticProblem::lower_preconditioner_setup_impl(Vec, Vec) {
 
 void QuadraticProblem::lower_precondition_impl(Vec r, Vec out) {
   if (!lambda_pc_) throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
-  // out = H₁ H₂ Λ̃⁻¹ H₂ H₁ r
-  BILEVEL_PETSC_CALL(VecCopy(r, out));
-  reflect(u1_, out);
-  reflect(u2_, out);
-  BILEVEL_PETSC_CALL(VecPointwiseDivide(out, out, lambda_pc_));
-  reflect(u2_, out);
-  reflect(u1_, out);
+  apply_spectral(r, out, lambda_pc_, -1);  // out = H₁ H₂ Λ̃⁻¹ H₂ H₁ r
 }
 
 ProblemHints QuadraticProblem::hints() const {
@@ -143,13 +137,15 @@ void QuadraticProblem::reflect(Vec u, Vec w) {
   BILEVEL_PETSC_CALL(VecAXPY(w, -2.0 * d, u));  // w <- w − 2 u (uᵀw)
 }
 
-void QuadraticProblem::apply_a(Vec w, Vec out, int diag_power) {
-  // out = H₁ H₂ Λ^p H₂ H₁ w
+void QuadraticProblem::apply_a(Vec w, Vec out, int diag_power) { apply_spectral(w, out, lambda_, diag_power); }
+
+void QuadraticProblem::apply_spectral(Vec w, Vec out, Vec diag, int diag_power) {
+  // out = H₁ H₂ D^p H₂ H₁ w  (p = ±1)
   BILEVEL_PETSC_CALL(VecCopy(w, out));
   reflect(u1_, out);
   reflect(u2_, out);
-  if (diag_power > 0) BILEVEL_PETSC_CALL(VecPointwiseMult(out, out, lambda_));
-  else BILEVEL_PETSC_CALL(VecPointwiseDivide(out, out, lambda_));
+  if (diag_power > 0) BILEVEL_PETSC_CALL(VecPointwiseMult(out, out, diag));
+  else BILEVEL_PETSC_CALL(VecPointwiseDivide(out, out, diag));
   reflect(u2_, out);
   reflect(u1_, out);
 }

@@ -69,6 +69,8 @@ class QuadraticProblem : public BilevelProblem {
  private:
   /// out = A w (diag_power 1) or A⁻¹ w (diag_power -1): U Λ^p Uᵀ w.
   void apply_a(Vec w, Vec out, int diag_power);
+  /// out = U D^p Uᵀ w (U = H₁H₂, D a diagonal in y's layout, p = ±1). Collective.
+  void apply_spectral(Vec w, Vec out, Vec diag, int diag_power);
   void reflect(Vec u, Vec w);          // w <- (I − 2uuᵀ) w
   void b_times(Vec x, Vec out);        // out = B x (lower layout)
   void bt_times(Vec w, Vec out);       // out = Bᵀ w (upper layout)
