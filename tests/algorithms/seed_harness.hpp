@@ -5,8 +5,11 @@
 // hypergradient estimate from two consecutive SGD iterates.
 #include <petscvec.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
@@ -93,8 +96,37 @@ inline Run run_quadratic(MPI_Comm comm, const bilevel::QuadraticOptions& q, cons
   return r;
 }
 
+/// What solver.view() prints, read back on every rank through a file in the temporary directory (made
+/// by rank 0, removed afterwards; PetscViewerASCIIPrintf needs an ASCII viewer). Collective on comm.
+inline std::string solver_view_text(MPI_Comm comm, const bilevel::BilevelSolver& solver) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  char path[4096] = {0};
+  if (rank == 0) {
+    const std::string pattern = (std::filesystem::temp_directory_path() / "bilevel-view-XXXXXX").string();
+    std::snprintf(path, sizeof path, "%s", pattern.c_str());
+    const int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+  }
+  MPI_Bcast(path, sizeof path, MPI_CHAR, 0, comm);
+  PetscViewer viewer = nullptr;
+  PetscViewerASCIIOpen(comm, path, &viewer);
+  solver.view(viewer);
+  PetscViewerDestroy(&viewer);
+  MPI_Barrier(comm);
+  std::string text;
+  if (FILE* f = std::fopen(path, "r")) {
+    char buf[512];
+    while (std::fgets(buf, sizeof buf, f)) text += buf;
+    std::fclose(f);
+  }
+  MPI_Barrier(comm);
+  if (rank == 0) std::remove(path);
+  return text;
+}
+
 /// What -bilevel_view prints after a one-iteration solve of `method` on the quadratic (settings resolved by
-/// setup), read back from a file on every rank. Collective on comm.
+/// setup). Collective on comm.
 inline std::string view_text(MPI_Comm comm, const bilevel::QuadraticOptions& q, const std::string& method) {
   Options o{{"-bilevel_type", method}, {"-bilevel_max_it", "1"}};
   auto p = std::make_shared<bilevel::QuadraticProblem>(comm, q);
@@ -104,20 +136,7 @@ inline std::string view_text(MPI_Comm comm, const bilevel::QuadraticOptions& q, 
   auto x = p->create_upper_vec(), y = p->create_lower_vec();
   p->initial_point(x, y);
   solver.solve(x, y);
-  const std::string path = "seedtest_view_" + method + ".txt";
-  PetscViewer viewer = nullptr;
-  PetscViewerASCIIOpen(comm, path.c_str(), &viewer);
-  solver.view(viewer);
-  PetscViewerDestroy(&viewer);
-  MPI_Barrier(comm);
-  std::string text;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, f)) text += buf;
-    std::fclose(f);
-  }
-  MPI_Barrier(comm);
-  return text;
+  return solver_view_text(comm, solver);
 }
 
 /// Relative gap (F(x) − F*)/max(1, |F*|) of a finished run on a closed-form problem.

@@ -13,39 +13,15 @@
 #include "bilevel/bilevel.hpp"
 #include "bilevel/blocks/secant_pairs.hpp"
 #include "bilevel/problems/logreg.hpp"
+#include "algorithms/seed_harness.hpp"
 #include "problems/synthetic.hpp"
 
 namespace {
 
 using bilevel::petsc::VecHandle;
 
-/// Sets PETSc options for its lifetime. Not collective.
-class Options {
- public:
-  Options(std::initializer_list<std::pair<std::string, std::string>> kv) {
-    for (const auto& [k, v] : kv) {
-      PetscOptionsSetValue(nullptr, k.c_str(), v.c_str());
-      keys_.push_back(k);
-    }
-  }
-  Options(const Options&) = delete;
-  Options& operator=(const Options&) = delete;
-  ~Options() {
-    for (const auto& k : keys_) PetscOptionsClearValue(nullptr, k.c_str());
-  }
-
- private:
-  std::vector<std::string> keys_;
-};
-
-bilevel::QuadraticOptions quad(PetscReal kappa, PetscInt dim_lower = 61) {
-  bilevel::QuadraticOptions o;
-  o.dim_lower = dim_lower;
-  o.dim_upper = 7;
-  o.condition = kappa;
-  o.seed = 5;
-  return o;
-}
+using seedtest::Options;
+using seedtest::quad;
 
 /// Fills v with standard normal entries from the counter-based generator (stream = salt), the same at every
 /// rank count. Collective.
@@ -303,19 +279,7 @@ TEST(Qnbo, ViewStatesMethodReferenceAndSettings) {
   auto x = p->create_upper_vec(), y = p->create_lower_vec();
   p->initial_point(x, y);
   solver.solve(x, y);
-  const std::string path = "test_qnbo_view.txt";
-  PetscViewer viewer = nullptr;
-  PetscViewerASCIIOpen(PETSC_COMM_WORLD, path.c_str(), &viewer);
-  solver.view(viewer);
-  PetscViewerDestroy(&viewer);
-  MPI_Barrier(PETSC_COMM_WORLD);
-  std::string text;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char buf[512];
-    while (std::fgets(buf, sizeof buf, f)) text += buf;
-    std::fclose(f);
-  }
-  MPI_Barrier(PETSC_COMM_WORLD);
+  const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
   for (const char* s : {"qNBO(SR1)", "Fang", "ICLR 2025", "T = 3", "Q_k = 7", "tilted", "memory"})
     EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
 }
