@@ -98,7 +98,8 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
   return lambda;
 }
 
-PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations) {
+PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations,
+                                            PreconditionerKind kind) {
   petsc::VecHandle v = petsc::duplicate(y), hv = petsc::duplicate(y);
   {
     PetscInt lo = 0, hi = 0;
@@ -106,7 +107,7 @@ PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec 
     petsc::WriteView w(v);
     for (PetscInt i = lo; i < hi; ++i) w[i - lo] = std::cos(1.0 + static_cast<PetscReal>(i));
   }
-  problem.lower_preconditioner_setup(x, y);
+  problem.lower_preconditioner_setup(x, y, kind);
   PetscReal norm = 0, lambda = 0;
   BILEVEL_PETSC_CALL(VecNormalize(v, &norm));
   for (PetscInt k = 0; k < iterations; ++k) {

@@ -18,6 +18,7 @@ std::string to_string(Capability set) {
   add(Capability::ClosedForm, "closed_form");
   add(Capability::TestSet, "test_set");
   add(Capability::LowerPreconditioner, "lower_preconditioner");
+  add(Capability::PerSampleUpper, "per_sample_upper");
   return out.empty() ? "none" : out;
 }
 
@@ -61,6 +62,19 @@ void BilevelProblem::lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy) {
   lower_grad_y_impl(x, y, batch, gy);
 }
 
+void BilevelProblem::lower_grad_y_multi(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) {
+  if (x.size() != gy.size())
+    throw Error("lower_grad_y_multi: " + std::to_string(x.size()) + " points, " + std::to_string(gy.size()) + " outputs");
+  petsc::ScopedEvent ev(petsc::events().oracle_grad);
+  counts_.grad_g += static_cast<std::int64_t>(x.size());
+  counts_.samples += static_cast<std::int64_t>(x.size()) * batch_size(batch, false);
+  lower_grad_y_multi_impl(x, y, batch, gy);
+}
+
+void BilevelProblem::lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) {
+  for (std::size_t i = 0; i < x.size(); ++i) lower_grad_y_impl(x[i], y, batch, gy[i]);
+}
+
 void BilevelProblem::lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx) {
   petsc::ScopedEvent ev(petsc::events().oracle_grad);
   ++counts_.grad_g;
@@ -91,14 +105,25 @@ void BilevelProblem::lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out)
   lower_jvp_impl(x, y, batch, w, out);
 }
 
-void BilevelProblem::lower_preconditioner_setup(Vec x, Vec y) {
+void BilevelProblem::lower_preconditioner_setup(Vec x, Vec y, PreconditionerKind kind) {
   petsc::ScopedEvent ev(petsc::events().precondition);
-  lower_preconditioner_setup_impl(x, y);
+  lower_preconditioner_setup_impl(x, y, kind);
 }
 
 void BilevelProblem::lower_precondition(Vec r, Vec out) {
   petsc::ScopedEvent ev(petsc::events().precondition);
   lower_precondition_impl(r, out);
+}
+
+void BilevelProblem::lower_precondition_multi(std::span<const Vec> r, std::span<const Vec> out) {
+  if (r.size() != out.size()) throw Error("lower_precondition_multi: " + std::to_string(r.size()) + " inputs, " +
+                                          std::to_string(out.size()) + " outputs");
+  petsc::ScopedEvent ev(petsc::events().precondition);
+  lower_precondition_multi_impl(r, out);
+}
+
+void BilevelProblem::lower_precondition_multi_impl(std::span<const Vec> r, std::span<const Vec> out) {
+  for (std::size_t i = 0; i < r.size(); ++i) lower_precondition_impl(r[i], out[i]);
 }
 
 PetscReal BilevelProblem::upper_value_impl(Vec, Vec, const Batch&) {
@@ -114,7 +139,7 @@ void BilevelProblem::lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std:
                                           std::span<const Vec> out) {
   for (std::size_t i = 0; i < w.size(); ++i) lower_hvp_impl(x, y, batch, w[i], out[i]);
 }
-void BilevelProblem::lower_preconditioner_setup_impl(Vec, Vec) {
+void BilevelProblem::lower_preconditioner_setup_impl(Vec, Vec, PreconditionerKind) {
   throw NotImplemented("problem '" + name() + "' has no lower-level preconditioner");
 }
 void BilevelProblem::lower_precondition_impl(Vec, Vec) {

@@ -71,6 +71,13 @@ void BilevelSolver::set_from_options() {
     else if (hints.max_time) o.max_time = *hints.max_time;
   }
   defaults_from_hints_ = true;
+  // The problem's tuned settings for this method become the defaults of every reader below (each sub-reader
+  // takes the keys under its prefix).
+  tuned_defaults_.clear();
+  if (const auto tuned = hints.method_options.find(type_); tuned != hints.method_options.end()) {
+    opts.set_defaults(petsc::OptionsReader::Defaults(tuned->second.begin(), tuned->second.end()));
+    for (const auto& [k, v] : tuned->second) tuned_defaults_ += " -bilevel_" + k + " " + v;
+  }
   o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
   o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
@@ -110,6 +117,9 @@ void BilevelSolver::view(PetscViewer viewer) const {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
                                               u.type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
   }
+  if (!tuned_defaults_.empty())
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s:%s\n",
+                                              problem_->name().c_str(), tuned_defaults_.c_str()));
   if (algorithm_) algorithm_->view(viewer);
   BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
+#include <vector>
 
 #include "bilevel/petsc/error.hpp"
 
@@ -28,7 +29,11 @@ OptionsReader::OptionsReader(MPI_Comm comm, std::string prefix, std::string titl
 }
 
 OptionsReader OptionsReader::sub(std::string_view sub, std::string title) const {
-  return OptionsReader(comm_, prefix_ + std::string(sub), std::move(title));
+  OptionsReader r(comm_, prefix_ + std::string(sub), std::move(title));
+  for (const auto& [name, v] : defaults_)
+    if (name.size() > sub.size() && std::string_view(name).substr(0, sub.size()) == sub)
+      r.defaults_.emplace(name.substr(sub.size()), v);
+  return r;
 }
 
 std::string OptionsReader::key(std::string_view name) const { return "-" + prefix_ + std::string(name); }
@@ -37,6 +42,21 @@ bool OptionsReader::has(std::string_view name) const {
   PetscBool set = PETSC_FALSE;
   BILEVEL_PETSC_CALL(PetscOptionsHasName(nullptr, nullptr, key(name).c_str(), &set));
   return set;
+}
+
+std::optional<std::string> OptionsReader::value(std::string_view name) const {
+  std::vector<char> buf(4096, 0);
+  PetscBool set = PETSC_FALSE;
+  BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf.data(), buf.size(), &set));
+  if (set) return std::string(buf.data());
+  const auto it = defaults_.find(name);
+  if (it != defaults_.end()) return it->second;
+  return std::nullopt;
+}
+
+std::string OptionsReader::shown_default(std::string_view name, const std::string& code_default) const {
+  const auto it = defaults_.find(name);
+  return it != defaults_.end() ? it->second : code_default;
 }
 
 void OptionsReader::help_line(std::string_view name, const std::string& def, std::string_view help) const {
@@ -48,12 +68,10 @@ void OptionsReader::help_line(std::string_view name, const std::string& def, std
 
 PetscReal OptionsReader::real(std::string_view name, PetscReal def, std::string_view help,
                               std::optional<PetscReal> min, std::optional<PetscReal> max) {
-  help_line(name, format_real(def), help);
-  char buf[256] = {0};
-  PetscBool set = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf, sizeof buf, &set));
-  if (!set) return def;
-  std::string text(buf);
+  help_line(name, shown_default(name, format_real(def)), help);
+  const std::optional<std::string> given = value(name);
+  if (!given) return def;
+  const std::string& text = *given;
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
   std::string range = "a real number";
@@ -67,12 +85,10 @@ PetscReal OptionsReader::real(std::string_view name, PetscReal def, std::string_
 
 PetscInt OptionsReader::integer(std::string_view name, PetscInt def, std::string_view help,
                                 std::optional<PetscInt> min, std::optional<PetscInt> max) {
-  help_line(name, std::to_string(def), help);
-  char buf[256] = {0};
-  PetscBool set = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf, sizeof buf, &set));
-  if (!set) return def;
-  std::string text(buf);
+  help_line(name, shown_default(name, std::to_string(def)), help);
+  const std::optional<std::string> given = value(name);
+  if (!given) return def;
+  const std::string& text = *given;
   char* end = nullptr;
   const long long v = std::strtoll(text.c_str(), &end, 10);
   std::string range = "an integer";
@@ -85,23 +101,19 @@ PetscInt OptionsReader::integer(std::string_view name, PetscInt def, std::string
 }
 
 bool OptionsReader::boolean(std::string_view name, bool def, std::string_view help) {
-  help_line(name, def ? "true" : "false", help);
-  char buf[64] = {0};
-  PetscBool set = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf, sizeof buf, &set));
-  if (!set) return def;
-  const std::string t(buf);
+  help_line(name, shown_default(name, def ? "true" : "false"), help);
+  const std::optional<std::string> given = value(name);
+  if (!given) return def;
+  const std::string& t = *given;
   if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on" || t == "TRUE") return true;
   if (t == "0" || t == "false" || t == "no" || t == "off" || t == "FALSE") return false;
   throw InputError("bad value '" + t + "' for option " + key(name) + ": expected true or false");
 }
 
 std::string OptionsReader::string(std::string_view name, std::string_view def, std::string_view help) {
-  help_line(name, std::string(def), help);
-  char buf[4096] = {0};
-  PetscBool set = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf, sizeof buf, &set));
-  return set ? std::string(buf) : std::string(def);
+  help_line(name, shown_default(name, std::string(def)), help);
+  const std::optional<std::string> given = value(name);
+  return given ? *given : std::string(def);
 }
 
 std::string OptionsReader::choice(std::string_view name, std::string_view def,

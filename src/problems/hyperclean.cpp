@@ -47,22 +47,37 @@ struct HypercleanProblem::Side {
   bool caches = false;
 };
 
-struct HypercleanProblem::Workspace : detail::MultinomialWorkspace {};
+struct HypercleanProblem::Workspace : detail::MultinomialWorkspace {
+  detail::LocalRows weight_rows;  // the rows a minibatch refresh_weights refreshed
+};
 
 /// P = (c G + diag(μ, …, μ, μ_b)) ⊗ I_K, G = (1/n) Σ_i a'_i a'_iᵀ: the lower Hessian
 /// (1/n) Σ ω_i a'_i a'_iᵀ ⊗ (diag(p_i) − p_i p_iᵀ) + μ with every softmax curvature block replaced by c I.
 /// It removes what makes raw pixels ill-conditioned (the mean image, the pixel scales and correlations).
 /// Cholesky-factored by PETSc (SeqDense, replicated: (nf + 1)² entries); applied to row-major
 /// (nf + 1) × K blocks, the layout of y.
+/// With rank r > 0 (PreconditionerKind::Cheap) M is instead a truncated Kronecker inverse that also keeps
+/// the class structure of the curvature (K-FAC's two factors):
+///   P_c = G ⊗ C + μ I,   C = (1/n) Σ_i ω_i (diag(p_i) − p_i p_iᵀ)   (K × K, at the cached probabilities),
+///   M   = Σ_{i ≤ r} v_i v_iᵀ ⊗ U diag(1/(λ_i σ_k + μ)) Uᵀ + (I − V_r V_rᵀ) ⊗ U diag(1/(λ_{r+1} σ_k + μ)) Uᵀ,
+/// from G = V Λ Vᵀ (LAPACK syev once; eigenvalues descending) and C = U Σ Uᵀ (syev of order K at every
+/// refactorisation): exact on G's top-r eigenvectors, and on the rest of G's spectrum (λ ≤ λ_{r+1}) every λ is
+/// replaced by λ_{r+1}, so M is SPD and M ⪯ P_c⁻¹. (The bias weight μ_b is taken as μ here.) Applying it costs
+/// two dgemms with r columns and two of order K per vector, about 4 (nf+1) r flops per column of y, against
+/// 2 (nf+1)² for the two triangular solves.
 struct HypercleanProblem::KronPreconditioner {
-  KronPreconditioner(PetscInt n1_, PetscInt K_)
-      : n1(n1_), K(K_), bbuf(static_cast<std::size_t>(n1_ * K_)), xbuf(static_cast<std::size_t>(n1_ * K_)) {
+  KronPreconditioner(PetscInt n1_, PetscInt K_, PetscInt rank_ = 0)
+      : n1(n1_), K(K_), rank(std::min(rank_, n1_)), bbuf(static_cast<std::size_t>(n1_ * K_)),
+        xbuf(static_cast<std::size_t>(n1_ * K_)) {
     BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, K, bbuf.data(), B.out()));
     BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, K, xbuf.data(), X.out()));
   }
-  /// Factors P for the curvature c. Not collective.
-  void factor(const std::vector<PetscScalar>& gram, PetscReal c_, PetscReal mu, PetscReal mub) {
+  /// Factors P for the curvature c (Cholesky), or with rank > 0 the truncated Kronecker form for the class
+  /// curvature `klass` (K × K, row-major). Not collective.
+  void factor(const std::vector<PetscScalar>& gram, PetscReal c_, PetscReal mu, PetscReal mub,
+              const std::vector<PetscScalar>& klass = {}) {
     c = c_;
+    if (rank > 0) return factor_spectral(gram, klass, mu);
     P.reset();
     BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, n1, nullptr, P.out()));
     PetscScalar* a = nullptr;
@@ -77,18 +92,109 @@ struct HypercleanProblem::KronPreconditioner {
     BILEVEL_PETSC_CALL(MatAssemblyEnd(P, MAT_FINAL_ASSEMBLY));
     BILEVEL_PETSC_CALL(MatCholeskyFactor(P, nullptr, nullptr));
   }
-  /// out = P⁻¹ in (whole y, row-major; in and out may alias). Not collective.
+  /// Symmetric eigendecomposition of the order-n matrix `a` (column-major, overwritten by the eigenvectors);
+  /// eigenvalues ascending. Not collective.
+  static std::vector<PetscReal> eigen(std::vector<PetscScalar>& a, PetscInt order) {
+    std::vector<PetscReal> w(static_cast<std::size_t>(order));
+    PetscBLASInt n = 0, lwork = -1, info = 0;
+    BILEVEL_PETSC_CALL(PetscBLASIntCast(order, &n));
+    PetscScalar query = 0;
+    LAPACKsyev_("V", "L", &n, a.data(), &n, w.data(), &query, &lwork, &info);
+    lwork = static_cast<PetscBLASInt>(query);
+    std::vector<PetscScalar> work(static_cast<std::size_t>(std::max<PetscBLASInt>(lwork, 1)));
+    LAPACKsyev_("V", "L", &n, a.data(), &n, w.data(), work.data(), &lwork, &info);
+    if (info != 0) throw Error("hyperclean: LAPACK syev failed (info " + std::to_string(info) + ")");
+    return w;
+  }
+  /// The truncated Kronecker form (see the struct comment). G's eigenpairs are computed once. Not collective.
+  void factor_spectral(const std::vector<PetscScalar>& gram, const std::vector<PetscScalar>& klass, PetscReal mu) {
+    if (vr.empty()) {
+      std::vector<PetscScalar> a(gram);
+      const std::vector<PetscReal> w = eigen(a, n1);
+      vr.assign(a.end() - static_cast<std::ptrdiff_t>(n1 * rank), a.end());  // the top r: the last r columns
+      lam.assign(w.end() - rank, w.end());
+      lam_tail = rank < n1 ? w[static_cast<std::size_t>(n1 - rank - 1)] : 0.0;  // λ_{r+1}
+    }
+    u = klass;  // symmetric, so row- and column-major agree
+    const std::vector<PetscReal> sigma = eigen(u, K);
+    d.resize(static_cast<std::size_t>(rank * K));
+    tail.resize(static_cast<std::size_t>(K));
+    for (PetscInt k = 0; k < K; ++k) {
+      const PetscReal sk = std::max<PetscReal>(sigma[static_cast<std::size_t>(k)], 0);
+      tail[static_cast<std::size_t>(k)] = 1.0 / (lam_tail * sk + mu);
+      for (PetscInt i = 0; i < rank; ++i)
+        d[static_cast<std::size_t>(i + k * rank)] = 1.0 / (lam[static_cast<std::size_t>(i)] * sk + mu) - tail[static_cast<std::size_t>(k)];
+    }
+  }
+  /// X = M B for `vecs` column-major n1 × K blocks B side by side (truncated Kronecker form). Not collective.
+  void apply_spectral(const PetscScalar* b, PetscScalar* x, PetscInt vecs) {
+    PetscBLASInt n = 0, r = 0, kk = 0, cols = 0;
+    BILEVEL_PETSC_CALL(PetscBLASIntCast(n1, &n));
+    BILEVEL_PETSC_CALL(PetscBLASIntCast(rank, &r));
+    BILEVEL_PETSC_CALL(PetscBLASIntCast(K, &kk));
+    BILEVEL_PETSC_CALL(PetscBLASIntCast(vecs * K, &cols));
+    const std::size_t block = static_cast<std::size_t>(n1 * K);
+    z.resize(block * static_cast<std::size_t>(vecs));
+    t.resize(static_cast<std::size_t>(rank * vecs * K));
+    const PetscScalar one = 1, zero = 0;
+    for (PetscInt v = 0; v < vecs; ++v)  // Z = B U (class basis)
+      BLASgemm_("N", "N", &n, &kk, &kk, &one, b + v * block, &n, u.data(), &kk, &zero, z.data() + v * block, &n);
+    BLASgemm_("T", "N", &r, &cols, &n, &one, vr.data(), &n, z.data(), &n, &zero, t.data(), &r);  // T = V_rᵀ Z
+    for (PetscInt col = 0; col < vecs * K; ++col)
+      for (PetscInt i = 0; i < rank; ++i) t[static_cast<std::size_t>(i + col * rank)] *= d[static_cast<std::size_t>(i + (col % K) * rank)];
+    for (PetscInt col = 0; col < vecs * K; ++col) {  // Z ← Z diag(tail) + V_r T
+      PetscScalar* zc = z.data() + static_cast<std::size_t>(col * n1);
+      const PetscReal sc = tail[static_cast<std::size_t>(col % K)];
+      for (PetscInt j = 0; j < n1; ++j) zc[j] *= sc;
+    }
+    BLASgemm_("N", "N", &n, &cols, &r, &one, vr.data(), &n, t.data(), &r, &one, z.data(), &n);
+    for (PetscInt v = 0; v < vecs; ++v)  // X = Z Uᵀ
+      BLASgemm_("N", "T", &n, &kk, &kk, &one, z.data() + v * block, &n, u.data(), &kk, &zero, x + v * block, &n);
+  }
+  /// out = M in (whole y, row-major; in and out may alias). Not collective.
   void apply(const PetscScalar* in, PetscScalar* out) {
     for (PetscInt j = 0; j < n1; ++j)
       for (PetscInt k = 0; k < K; ++k) bbuf[static_cast<std::size_t>(j + k * n1)] = in[j * K + k];
-    BILEVEL_PETSC_CALL(MatMatSolve(P, B, X));
+    if (rank > 0) apply_spectral(bbuf.data(), xbuf.data(), 1);
+    else BILEVEL_PETSC_CALL(MatMatSolve(P, B, X));
     for (PetscInt j = 0; j < n1; ++j)
       for (PetscInt k = 0; k < K; ++k) out[j * K + k] = xbuf[static_cast<std::size_t>(j + k * n1)];
   }
 
-  PetscInt n1, K;
-  std::vector<PetscScalar> bbuf, xbuf;
-  petsc::MatHandle P, B, X;
+  /// Room for exactly m right-hand sides in one solve (solve_wide). Not collective.
+  void resize_wide(PetscInt m) {
+    if (m == wide_m) return;
+    wide_m = m;
+    wb.assign(static_cast<std::size_t>(n1 * m * K), 0.0);
+    wx.assign(wb.size(), 0.0);
+    BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, m * K, wb.data(), WB.out()));
+    BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1, m * K, wx.data(), WX.out()));
+  }
+  /// Right-hand side i (whole y, row-major) of the next solve_wide. Not collective.
+  void set_rhs(PetscInt i, const PetscScalar* in) {
+    PetscScalar* col = wb.data() + static_cast<std::size_t>(i * K * n1);
+    for (PetscInt j = 0; j < n1; ++j)
+      for (PetscInt k = 0; k < K; ++k) col[j + k * n1] = in[j * K + k];
+  }
+  /// X_i = M B_i for the wide_m right-hand sides in one call: one pair of triangular solves with m K columns
+  /// (or the spectral form's two dgemms). Not collective.
+  void solve_wide() {
+    if (rank > 0) apply_spectral(wb.data(), wx.data(), wide_m);
+    else BILEVEL_PETSC_CALL(MatMatSolve(P, WB, WX));
+  }
+  /// Entry l (row-major y index) of solution i of the last solve_wide. Not collective.
+  PetscScalar solution(PetscInt i, PetscInt l) const {
+    return wx[static_cast<std::size_t>(i * K * n1 + (l % K) * n1 + l / K)];
+  }
+
+  PetscInt n1, K, rank;
+  std::vector<PetscScalar> bbuf, xbuf, wb, wx;
+  // Truncated Kronecker form: V_r (column-major n1 × r), Λ_r, λ_{r+1}, U (K × K), the scales
+  // 1/(λ_i σ_k + μ) − tail_k (r × K column-major) and tail_k = 1/(λ_{r+1} σ_k + μ), scratch.
+  std::vector<PetscScalar> vr, lam, u, d, tail, z, t;
+  PetscReal lam_tail = 0;
+  petsc::MatHandle P, B, X, WB, WX;
+  PetscInt wide_m = 0;
   PetscReal c = -1;  ///< curvature of the factored P (−1: none yet)
 };
 
@@ -122,6 +228,9 @@ HypercleanOptions HypercleanOptions::from_options(MPI_Comm comm) {
   o.seed = static_cast<std::uint64_t>(
       reader.integer("seed", static_cast<PetscInt>(o.seed), "seed of the label corruption", 0));
   o.initial_x = reader.real("initial_x", o.initial_x, "starting x_i (sample weight sigma(x_i))");
+  o.cheap_preconditioner_rank = reader.integer(
+      "cheap_preconditioner_rank", o.cheap_preconditioner_rank,
+      "eigenpairs kept by the cheap preconditioner (per-step use, e.g. pzobo paths; 0: exact)", 0);
   return o;
 }
 
@@ -157,7 +266,9 @@ HypercleanProblem::HypercleanProblem(Dataset train,
     side->caches = caches;
     detail::adopt_dense(side->data, side->dense);  // one copy of the data: ours, row-major
     if (caches) {
-      side->p.assign(static_cast<std::size_t>(side->data.local_rows() * classes_), 0.0);
+      // 1/K: the probabilities at y = 0, and a neutral guess for rows no pass has reached yet (the
+      // preconditioner's curvature reads them before a minibatch method has visited every row)
+      side->p.assign(static_cast<std::size_t>(side->data.local_rows() * classes_), 1.0 / static_cast<double>(classes_));
       side->stamps.resize(side->data.local_rows());
     }
     return side;
@@ -250,7 +361,7 @@ petsc::VecHandle HypercleanProblem::create_upper_vec() const {
 Capability HypercleanProblem::capabilities() const {
   Capability c =
       Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic |
-      Capability::LowerPreconditioner;
+      Capability::LowerPreconditioner | Capability::PerSampleUpper;
   if (test_) c = c | Capability::TestSet;
   return c;
 }
@@ -271,6 +382,16 @@ ProblemHints HypercleanProblem::hints() const {
   // Methods with a cheaper, less exact step per iteration (measured, docs/benchmarks.md; the main job's
   // aidcg keeps 30 iterations and 110 s).
   h.method_budgets["bome"] = {150, 250.0};
+  // pzobo: directions on the minibatch's weights (its support "auto"), one-step paths preconditioned with the
+  // cheap M on minibatches of 1024 rows, and many cheap iterations: ~10 ms each at 2 ranks, so the budget is
+  // time. Measured on Fashion-MNIST, 2 ranks (docs/benchmarks.md, "pzobo on hyperclean").
+  h.method_budgets["pzobo"] = {1000000, 260.0};
+  h.method_options["pzobo"] = {{"monitor_every", "100"},  // an evaluation per iteration would halve them
+                               {"pzobo_precondition", "true"},
+                               {"pzobo_batch_size", "1024"},
+                               {"pzobo_inner_steps", "1"},
+                               {"pzobo_inner_step", "0.1"},
+                               {"upper_step", "0.01"}};
   h.x_lower_bound = -10.0;
   h.x_upper_bound = 10.0;
   h.lower_strong_convexity = std::min(options_.mu, options_.bias_weight());
@@ -307,15 +428,26 @@ void HypercleanProblem::check_layouts(Vec x, Vec y) const {
   }
 }
 
-void HypercleanProblem::refresh_weights(Vec x) {
+void HypercleanProblem::refresh_weights(Vec x, const Batch& batch) {
   const detail::VecKey key = detail::vec_key(x);
   if (key.id == weight_id_ && key.state == weight_state_) return;
   petsc::ReadView xv(x);
-  for (PetscInt i = 0; i < xv.size(); ++i) {
+  auto set = [&](PetscInt i) {
     const double s = detail::sigmoid(xv[i]);
     weight_[static_cast<std::size_t>(i)] = s;             // ω_i = σ(x_i)
     dweight_[static_cast<std::size_t>(i)] = s * (1 - s);  // ω'_i = σ(x_i)(1 − σ(x_i))
+  };
+  if (!batch.full) {
+    // A minibatch pass reads the weights of its own rows only: refresh those (a zeroth-order method moves x
+    // between passes of a few rows, and all n_local sigmoids would cost more than the pass) and leave the
+    // cache keyed to no x.
+    work_->weight_rows.select(train_->data, batch);
+    for (PetscInt k = 0; k < work_->weight_rows.count(); ++k) set(work_->weight_rows.row(k));
+    weight_id_ = 0;
+    weight_state_ = -1;
+    return;
   }
+  for (PetscInt i = 0; i < xv.size(); ++i) set(i);
   weight_id_ = key.id;
   weight_state_ = key.state;
 }
@@ -417,19 +549,71 @@ void HypercleanProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx
 
 PetscReal HypercleanProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
   check_layouts(x, y);
-  refresh_weights(x);
+  refresh_weights(x, batch);
   return lower_value_grad(y, batch, weight_.data(), nullptr);
 }
 
 void HypercleanProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) {
   check_layouts(x, y);
-  refresh_weights(x);
+  refresh_weights(x, batch);
   lower_value_grad(y, batch, weight_.data(), gy);
+}
+
+void HypercleanProblem::lower_grad_y_multi_impl(std::span<const Vec> xs, Vec y, const Batch& batch,
+                                                std::span<const Vec> gys) {
+  const auto m = static_cast<PetscInt>(xs.size());
+  if (m == 1) return lower_grad_y_impl(xs[0], y, batch, gys[0]);
+  check_layouts(nullptr, y);
+  for (Vec x : xs) check_layouts(x, nullptr);
+  Side& side = *train_;
+  const PetscScalar* yf = y_gather_->gather(y);
+  side.stamps.refresh(y_gather_->generation());
+  side.rows.select(side.data, batch);
+  const PetscInt K = classes_, mK = m * K, nf = n_features_;
+  // σ(x_j) on the batch's rows, row-major count × m
+  const PetscInt cnt = side.rows.count();
+  PetscScalar* w = detail::ensure(work_->stack, static_cast<std::size_t>(std::max<PetscInt>(cnt * m, 1)));
+  for (PetscInt j = 0; j < m; ++j) {
+    petsc::ReadView xv(xs[static_cast<std::size_t>(j)]);
+    for (PetscInt k = 0; k < cnt; ++k) w[k * m + j] = detail::sigmoid(xv[side.rows.row(k)]);
+  }
+  const std::size_t n_acc = static_cast<std::size_t>((nf + 1) * mK);
+  PetscScalar* acc = detail::ensure(work_->acc, n_acc);
+  std::fill(acc, acc + n_acc, 0.0);
+  PetscScalar* ptmp = detail::ensure(work_->p, static_cast<std::size_t>(K));
+  const PetscInt* labels = side.labels.data();
+  // One forward product z_i = Wᵀ a'_i per row, then s = [ω_0 (p_i − e_l), …, ω_{m−1} (p_i − e_l)]:
+  // G (row-major (nf + 1) × m K) = Σ_i a'_i ⊗ s holds the m unscaled data gradients side by side.
+  detail::row_pass(
+      side.data, side.dense, side.rows, yf, K, 0, acc, *work_,
+      [&](PetscInt k, PetscInt i, const PetscScalar* z, PetscScalar* s) {
+        PetscScalar* p = side.caches ? side.p.data() + i * K : ptmp;
+        detail::softmax(z, K, p);
+        if (side.caches) side.stamps.mark(i);
+        const PetscInt l = labels[i];
+        for (PetscInt j = 0; j < m; ++j) {
+          const double wj = w[k * m + j];
+          for (PetscInt c = 0; c < K; ++c) s[j * K + c] = wj * p[c];
+          s[j * K + l] -= wj;
+        }
+      },
+      mK);
+  if (side.caches && side.rows.full()) side.stamps.mark_all();
+  detail::sum_over_ranks(comm_, std::span<PetscScalar>(acc, n_acc));
+  const PetscReal inv = 1.0 / static_cast<PetscReal>(side.rows.global_size()), mu = options_.mu, mub = options_.bias_weight();
+  const PetscInt nw = nf * K;
+  for (PetscInt j = 0; j < m; ++j) {
+    petsc::WriteView out(gys[static_cast<std::size_t>(j)]);
+    for (PetscInt l = 0; l < out.size(); ++l) {
+      const PetscInt e = y_begin_ + l, row = e / K, c = e % K;
+      out[l] = inv * acc[row * mK + j * K + c] + (e < nw ? mu : mub) * yf[e];  // (1/n) Σ ω_i a'_i ⊗ (p_i − e_l) + μ y
+    }
+  }
 }
 
 void HypercleanProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) {
   check_layouts(x, y);
-  refresh_weights(x);
+  refresh_weights(x, batch);
   Side& side = *train_;
   const PetscScalar* yf = y_gather_->gather(y);
   side.stamps.refresh(y_gather_->generation());
@@ -466,7 +650,7 @@ void HypercleanProblem::lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, 
 void HypercleanProblem::lower_hvp_multi_impl(
     Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) {
   check_layouts(x, y);
-  refresh_weights(x);
+  refresh_weights(x, batch);
   hvp_multi(y, batch, weight_.data(), w, out);
 }
 
@@ -552,7 +736,7 @@ void HypercleanProblem::hvp_multi(
 
 void HypercleanProblem::lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {
   check_layouts(x, y);
-  refresh_weights(x);
+  refresh_weights(x, batch);
   Side& side = *train_;
   const PetscInt K = classes_, nf = n_features_;
   const PetscScalar* yf = y_gather_->gather(y);
@@ -698,15 +882,38 @@ double HypercleanProblem::mean_curvature(const PetscReal* w) {
   return std::max(c, 1e-6);
 }
 
-void HypercleanProblem::lower_preconditioner_setup_impl(Vec x, Vec y) {
+std::vector<PetscScalar> HypercleanProblem::class_curvature(const PetscReal* w) {
+  // C = (1/n) Σ_i ω_i (diag(p_i) − p_i p_iᵀ), K × K, at the cached probabilities
+  const PetscInt K = classes_;
+  const PetscScalar* p = train_->p.data();
+  std::vector<PetscScalar> C(static_cast<std::size_t>(K * K), 0.0);
+  for (PetscInt i = 0; i < train_->data.local_rows(); ++i) {
+    const PetscScalar* pi = p + i * K;
+    for (PetscInt a = 0; a < K; ++a) {
+      C[static_cast<std::size_t>(a * K + a)] += w[i] * pi[a];
+      for (PetscInt b = 0; b < K; ++b) C[static_cast<std::size_t>(a * K + b)] -= w[i] * pi[a] * pi[b];
+    }
+  }
+  detail::sum_over_ranks(comm_, std::span<PetscScalar>(C));
+  for (PetscScalar& v : C) v /= static_cast<double>(train_->data.n_rows);
+  return C;
+}
+
+void HypercleanProblem::lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind kind) {
   check_layouts(x, y);
   refresh_weights(x);
   ensure_gram();
-  if (!pc_) pc_ = std::make_unique<KronPreconditioner>(n_features_ + 1, classes_);
-  // c from the probabilities of the last pass over the training rows (a nearby y; P only has to
-  // approximate H). Refactoring costs (nf+1)³/3 flops, so P is kept while c moves by less than 5%.
+  const bool cheap = kind == PreconditionerKind::Cheap && options_.cheap_preconditioner_rank > 0;
+  std::unique_ptr<KronPreconditioner>& pc = cheap ? pc_cheap_ : pc_exact_;
+  if (!pc) pc = std::make_unique<KronPreconditioner>(n_features_ + 1, classes_, cheap ? options_.cheap_preconditioner_rank : 0);
+  // c (and for the cheap form C) from the probabilities of the last pass over the training rows (a nearby y;
+  // P only has to approximate H). Refactoring costs (nf+1)³/3 flops for the Cholesky form, and for the cheap
+  // form one pass over the cached probabilities for C and an eigendecomposition of order K (G's is computed
+  // once), so P is kept while c moves by less than 5%.
   const double c = mean_curvature(weight_.data());
-  if (pc_->c < 0 || std::abs(c - pc_->c) > 0.05 * pc_->c) pc_->factor(gram_, c, options_.mu, options_.bias_weight());
+  if (pc->c < 0 || std::abs(c - pc->c) > 0.05 * pc->c)
+    pc->factor(gram_, c, options_.mu, options_.bias_weight(), cheap ? class_curvature(weight_.data()) : std::vector<PetscScalar>{});
+  pc_ = pc.get();
 }
 
 void HypercleanProblem::lower_precondition_impl(Vec r, Vec out) {
@@ -717,6 +924,22 @@ void HypercleanProblem::lower_precondition_impl(Vec r, Vec out) {
   pc_->apply(rf, full);
   petsc::WriteView o(out);
   for (PetscInt l = 0; l < o.size(); ++l) o[l] = full[y_begin_ + l];
+}
+
+void HypercleanProblem::lower_precondition_multi_impl(std::span<const Vec> r, std::span<const Vec> out) {
+  if (!pc_) throw Error("hyperclean: lower_precondition called before lower_preconditioner_setup");
+  const auto m = static_cast<PetscInt>(r.size());
+  if (m == 1) return lower_precondition_impl(r[0], out[0]);
+  pc_->resize_wide(m);
+  for (PetscInt i = 0; i < m; ++i) {
+    check_layouts(nullptr, r[static_cast<std::size_t>(i)]);
+    pc_->set_rhs(i, w_gather_->gather(r[static_cast<std::size_t>(i)]));
+  }
+  pc_->solve_wide();  // M r_i for every i in one pair of triangular solves
+  for (PetscInt i = 0; i < m; ++i) {
+    petsc::WriteView o(out[static_cast<std::size_t>(i)]);
+    for (PetscInt l = 0; l < o.size(); ++l) o[l] = pc_->solution(i, y_begin_ + l);
+  }
 }
 
 FitReport HypercleanProblem::fit(Vec y, FitWeights weights, PetscReal gatol, PetscInt max_it, Vec x) {

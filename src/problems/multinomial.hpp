@@ -23,7 +23,8 @@ struct MultinomialWorkspace {
   std::vector<PetscScalar> pack;   // dense minibatch: the selected rows, row-major count × n_features
   std::vector<PetscScalar> z;      // dense: products Z (row-major count × width), reused for S
   std::vector<PetscScalar> row_z;  // one row's z (width)
-  std::vector<PetscScalar> row_s;  // one row's s (width)
+  std::vector<PetscScalar> row_s;  // one row's s (width, or gofs + grad_width)
+  std::vector<PetscScalar> s_wide; // dense: S when it is wider than Z (row-major count × grad_width)
   std::vector<PetscScalar> stack;  // stacked [W | V_1 | ...] row-major (n_features + 1) × width
   std::vector<PetscScalar> acc;    // model-sized reduction buffer(s)
   std::vector<PetscScalar> p;      // softmax of one row of a non-caching side
@@ -56,8 +57,10 @@ inline double softmax(const PetscScalar* z, PetscInt K, PetscScalar* p) {
 
 /// The engine of every oracle. For each selected local row i (the k-th of `rows`):
 ///   z = Bᵀ a'_i            (B row-major (nf + 1) × width; its last row multiplies the constant 1)
-///   op(k, i, z, s)         (fills s[gofs, width) when G is given)
-///   G += a'_i ⊗ s[gofs:]   (G row-major (nf + 1) × (width − gofs))
+///   op(k, i, z, s)         (fills s[gofs, gofs + gw) when G is given)
+///   G += a'_i ⊗ s[gofs:]   (G row-major (nf + 1) × gw)
+/// gw = grad_width, or width − gofs when grad_width < 0 (a wider G serves several gradients that share one
+/// forward product, e.g. ∇_y g at several x).
 /// Sparse blocks: one fused pass over each CSR row (forward and backward while the row is in cache).
 /// Dense blocks (row-major, so a row and a minibatch's rows are contiguous): Zᵀ = B_Wᵀ A_selᵀ and
 /// G_W += A_selᵀ S by one dgemm each, Z and S row-major (a row's z and s contiguous); A_sel is the local
@@ -71,10 +74,11 @@ void row_pass(const Dataset& data,
               PetscInt gofs,
               PetscScalar* G,
               MultinomialWorkspace& ws,
-              Op&& op) {
-  const PetscInt nf = data.n_features, cnt = rows.count(), gw = width - gofs;
+              Op&& op,
+              PetscInt grad_width = -1) {
+  const PetscInt nf = data.n_features, cnt = rows.count(), gw = grad_width < 0 ? width - gofs : grad_width;
   PetscScalar* z = ensure(ws.row_z, static_cast<std::size_t>(width));
-  PetscScalar* s = ensure(ws.row_s, static_cast<std::size_t>(width));
+  PetscScalar* s = ensure(ws.row_s, static_cast<std::size_t>(std::max(width, gofs + gw)));
   const PetscScalar* bias = B + nf * width;
   if (cnt == 0) return;
   PetscScalar* Gb = G ? G + nf * gw : nullptr;
@@ -108,6 +112,7 @@ void row_pass(const Dataset& data,
     Asel = pack;
   }
   PetscScalar* Z = ensure(ws.z, static_cast<std::size_t>(cnt * width));
+  PetscScalar* S = gw <= width ? Z : ensure(ws.s_wide, static_cast<std::size_t>(cnt * gw));
   const PetscBLASInt bm = blas_int(cnt), bn = blas_int(width), bk = blas_int(nf), bgw = blas_int(gw);
   const PetscBLASInt lda = blas_int(std::max<PetscInt>(nf, 1));
   const PetscScalar one = 1, zero = 0;
@@ -121,9 +126,9 @@ void row_pass(const Dataset& data,
     for (PetscInt c = 0; c < width; ++c) z[c] = zk[c] + bias[c];
     op(k, rows.row(k), z, s);
     if (!G) continue;
-    // S (row-major cnt × gw) overwrites Z in place: row k of S lies inside rows 0..k of Z (gw ≤ width),
-    // which are consumed already (row k was copied to z above)
-    PetscScalar* sk = Z + k * gw;
+    // S (row-major cnt × gw) overwrites Z in place when gw ≤ width: row k of S lies inside rows 0..k of Z,
+    // which are consumed already (row k was copied to z above); a wider S has its own buffer
+    PetscScalar* sk = S + k * gw;
     for (PetscInt c = 0; c < gw; ++c) {
       sk[c] = s[gofs + c];
       Gb[c] += s[gofs + c];
@@ -131,7 +136,7 @@ void row_pass(const Dataset& data,
   }
   // G_W (column-major gw × nf) += Sᵀ (column-major gw × cnt) · A_sel (cnt × nf; A_sel is column-major nf ×
   // cnt)
-  if (G && nf > 0) BLASgemm_("N", "T", &bgw, &bk, &bm, &one, Z, &bgw, Asel, &lda, &one, G, &bgw);
+  if (G && nf > 0) BLASgemm_("N", "T", &bgw, &bk, &bm, &one, S, &bgw, Asel, &lda, &one, G, &bgw);
 }
 
 /// True if the BLAS behind dgemm is an optimised one (OpenBLAS, BLIS, MKL), judged by the library file

@@ -104,7 +104,7 @@ Capability QuadraticProblem::capabilities() const {
   return options_.preconditioner_error >= 0 ? c | Capability::LowerPreconditioner : c;
 }
 
-void QuadraticProblem::lower_preconditioner_setup_impl(Vec, Vec) {
+void QuadraticProblem::lower_preconditioner_setup_impl(Vec, Vec, PreconditionerKind) {
   if (!lambda_pc_) throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
 }
 

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "algorithms/seed_harness.hpp"
+#include "bilevel/core/batch_sampler.hpp"
+#include "bilevel/problems/hyperclean.hpp"
 
 namespace {
 
@@ -97,6 +99,75 @@ TEST(Pzobo, IteratesAreTheSameOnOneRankAndOnAllRanksWithAndWithoutSubCommunicato
   EXPECT_EQ(sequential.report.counts.grad_g, grouped.report.counts.grad_g);
 }
 
+// Preconditioned paths (our addition): with M = A⁻¹ exactly (quadratic, preconditioner error 0) one step of
+// size 1 lands on y*(x) from anywhere, so the one-step path map is x ↦ y*(x) and its Jacobian is the true
+// response Jacobian: orthogonal directions with Q = dx give the closed-form hypergradient to rounding
+// (the paths are affine in x). Plain one-step paths are far from it (their Jacobian is −a ∂_x∇_y g).
+TEST(Pzobo, PreconditionedPathsWithTheExactInverseGiveTheExactHypergradientInOneStep) {
+  auto q = seedtest::quad(100);
+  q.preconditioner_error = 0;
+  Options o{{"-bilevel_pzobo_direction_type", "orthogonal"},
+            {"-bilevel_pzobo_directions", "7"},
+            {"-bilevel_pzobo_inner_steps", "1"},
+            {"-bilevel_pzobo_inner_momentum", "0"}};
+  std::vector<PetscReal> plain, preconditioned;
+  {
+    Options step{{"-bilevel_pzobo_inner_step", "0.01"}};
+    plain = seedtest::estimate_errors(PETSC_COMM_WORLD, q, "pzobo", 2);
+  }
+  {
+    Options pc{{"-bilevel_pzobo_precondition", "1"}, {"-bilevel_pzobo_inner_step", "1"}};
+    preconditioned = seedtest::estimate_errors(PETSC_COMM_WORLD, q, "pzobo", 2);
+  }
+  ASSERT_EQ(plain.size(), 2u);
+  ASSERT_EQ(preconditioned.size(), 2u);
+  for (PetscReal e : preconditioned) EXPECT_LT(e, 1e-8);
+  for (PetscReal e : plain) EXPECT_GT(e, 0.5);
+}
+
+// A method that is not offered a preconditioner says so instead of running unpreconditioned.
+TEST(Pzobo, PreconditionedPathsNeedAProblemWithAPreconditioner) {
+  Options o{{"-bilevel_pzobo_precondition", "1"}};
+  EXPECT_THROW(seedtest::run_quadratic(PETSC_COMM_WORLD, seedtest::quad(100), "pzobo", 1), bilevel::InputError);
+}
+
+/// The quadratic with settings tuned for pzobo in its hints (ProblemHints::method_options).
+class TunedQuadratic : public bilevel::QuadraticProblem {
+ public:
+  using QuadraticProblem::QuadraticProblem;
+  bilevel::ProblemHints hints() const override {
+    bilevel::ProblemHints h = QuadraticProblem::hints();
+    h.method_options["pzobo"] = {{"pzobo_directions", "3"}, {"upper_step", "0.25"}};
+    h.method_options["nbo"] = {{"pzobo_directions", "5"}};  // another method's: ignored
+    return h;
+  }
+};
+
+// The problem's tuned settings become the method's and the upper stepper's defaults, -bilevel_view says
+// where they came from, and the user's options still win.
+TEST(Pzobo, ProblemTunedDefaultsApplyAndTheUsersOptionsWin) {
+  auto view = [](bool user) {
+    Options o{{"-bilevel_type", "pzobo"}, {"-bilevel_max_it", "1"}};
+    if (user) o.set("-bilevel_pzobo_directions", "4");
+    auto p = std::make_shared<TunedQuadratic>(PETSC_COMM_WORLD, seedtest::quad(100));
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    solver.set_problem(p);
+    solver.set_from_options();
+    auto x = p->create_upper_vec(), y = p->create_lower_vec();
+    p->initial_point(x, y);
+    const bilevel::SolveReport r = solver.solve(x, y);
+    EXPECT_EQ(r.outer_iterations, 1);
+    return seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
+  };
+  const std::string tuned = view(false), user = view(true);
+  EXPECT_NE(tuned.find("directions 3 gaussian"), std::string::npos) << tuned;
+  EXPECT_NE(tuned.find("step 0.25"), std::string::npos) << tuned;
+  EXPECT_NE(tuned.find("defaults tuned for problem quadratic: -bilevel_pzobo_directions 3 -bilevel_upper_step 0.25"),
+            std::string::npos)
+      << tuned;
+  EXPECT_NE(user.find("directions 4 gaussian"), std::string::npos) << user;
+}
+
 TEST(Pzobo, ViewStatesTheMethodTheReferenceAndTheSettings) {
   Options o{{"-bilevel_pzobo_directions", "3"}};
   const std::string text = seedtest::view_text(PETSC_COMM_WORLD, seedtest::quad(100), "pzobo");
@@ -169,11 +240,94 @@ TEST(Pzobo, StochasticPathsShareOneMinibatchSequencePerIteration) {
   const auto& b = p->lower_batches;
   const std::size_t n = 10, paths = 4;
   ASSERT_EQ(b.size(), 2 * paths * n);
+  // The paths advance side by side: call (k, t, j) is number k·paths·n + t·paths + j.
   for (std::size_t k = 0; k < 2; ++k)
-    for (std::size_t j = 1; j < paths; ++j)
-      for (std::size_t t = 0; t < n; ++t) EXPECT_EQ(b[(k * paths + j) * n + t], b[k * paths * n + t]);
+    for (std::size_t t = 0; t < n; ++t)
+      for (std::size_t j = 1; j < paths; ++j) EXPECT_EQ(b[(k * n + t) * paths + j], b[(k * n + t) * paths]);
   EXPECT_EQ(b[0].size(), 16u);
-  EXPECT_NE(b[0], b[paths * n]);
+  EXPECT_NE(b[0], b[paths]);          // B_2 differs from B_1
+  EXPECT_NE(b[0], b[paths * n]);      // the next iteration draws a new sequence
+}
+
+// Directions restricted to the minibatch's sample weights (Capability::PerSampleUpper, hyperclean): with one
+// plain step (M = I) the path map is y₁(x) = y₀ − a ∇_y g(x, y₀; B), so the estimate's expectation is
+// −a ∇²_xy g(x, y₀; B) ∇_y f(y₁), nonzero only on B. Orthogonal directions with Q = |B| on B recover it to
+// O(μ) (the weights σ(x) are not affine), the same at every rank count; the same Q directions on all 47
+// weights (the paper's support) are far from it.
+TEST(Pzobo, DirectionsOnTheMinibatchsWeightsRecoverTheBatchJacobianProductOnHyperclean) {
+  const auto tr = testdata::make_global(47, 6, 4, 11), va = testdata::make_global(23, 6, 4, 12);
+  const PetscInt b = 8;
+  const PetscReal a = 0.5, s = std::ldexp(1.0, -20);
+  auto run = [&](MPI_Comm comm, const char* support, std::vector<PetscReal>* expected) {
+    bilevel::HypercleanOptions ho;
+    ho.mu = 0.03;
+    ho.corruption = 0.4;
+    ho.seed = 7;
+    auto p = std::make_shared<bilevel::HypercleanProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Sparse),
+                                                          testdata::to_dataset(comm, va, bilevel::DataFormat::Sparse),
+                                                          std::nullopt, ho);
+    Options o{{"-bilevel_type", "pzobo"},
+              {"-bilevel_max_it", "1"},
+              {"-bilevel_upper_type", "sgd"},
+              {"-bilevel_upper_step", "9.5367431640625e-07"},  // 2^-20
+              {"-bilevel_upper_batch_size", "1000"},           // the whole validation set
+              {"-bilevel_final_lower_solve", "0"},
+              {"-bilevel_pzobo_support", support},
+              {"-bilevel_pzobo_direction_type", "orthogonal"},
+              {"-bilevel_pzobo_directions", std::to_string(b)},
+              {"-bilevel_pzobo_batch_size", std::to_string(b)},
+              {"-bilevel_pzobo_inner_steps", "1"},
+              {"-bilevel_pzobo_inner_momentum", "0"},
+              {"-bilevel_pzobo_inner_step", "0.5"},
+              {"-bilevel_pzobo_precondition", "0"},  // hyperclean's tuned default is on
+              {"-bilevel_pzobo_smoothing", "1e-6"}};
+    bilevel::BilevelSolver solver(comm);
+    solver.set_problem(p);
+    solver.set_from_options();
+    auto x = p->create_upper_vec(), y = p->create_lower_vec(), x0 = p->create_upper_vec(), y0 = p->create_lower_vec();
+    testdata::fill(x, [](PetscInt i) { return 0.8 * std::sin(0.9 * i + 0.2); });
+    testdata::fill(y, [](PetscInt j) { return 0.3 * std::cos(1.3 * j + 0.4); });
+    VecCopy(x, x0);
+    VecCopy(y, y0);
+    const bilevel::SolveReport r = solver.solve(x, y);
+    EXPECT_EQ(r.outer_iterations, 1);
+    EXPECT_EQ(r.counts.grad_g, b + 1);  // Q + 1 one-step paths
+    if (expected) {  // −a ∇²_xy g(x₀, y₀; B) ∇_y f(y₁) on the batch the method drew (stream 1 of seed 0)
+      std::vector<PetscInt> rows(static_cast<std::size_t>(b));
+      bilevel::BatchSampler sampler(0, 1);
+      const bilevel::Batch batch = sampler.next(tr.rows, b);
+      std::copy(batch.indices.begin(), batch.indices.end(), rows.begin());
+      const bilevel::Batch B = bilevel::Batch::of(rows);
+      auto g = p->create_lower_vec(), y1 = p->create_lower_vec(), fy = p->create_lower_vec(), jv = p->create_upper_vec();
+      p->lower_grad_y(x0, y0, B, g);
+      VecWAXPY(y1, -a, g, y0);
+      p->upper_grad(x0, y1, bilevel::Batch::all(), nullptr, fy);
+      p->lower_jvp(x0, y0, B, fy, jv);
+      VecScale(jv, -a);
+      *expected = testdata::gather(jv);
+    }
+    VecAXPY(x0, -1.0, x);  // s h = x₀ − x₁
+    VecScale(x0, 1.0 / s);
+    return testdata::gather(x0);
+  };
+  auto max_rel = [](const std::vector<PetscReal>& u, const std::vector<PetscReal>& v) {  // max|u − v| / max|v|
+    PetscReal d = 0, m = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      d = std::max(d, std::abs(u[i] - v[i]));
+      m = std::max(m, std::abs(v[i]));
+    }
+    return u.size() == v.size() && m > 0 ? d / m : 1e300;
+  };
+  std::vector<PetscReal> expected;
+  const std::vector<PetscReal> h = run(PETSC_COMM_WORLD, "batch", &expected);
+  const std::vector<PetscReal> h_self = run(PETSC_COMM_SELF, "batch", nullptr);
+  const std::vector<PetscReal> h_full = run(PETSC_COMM_WORLD, "full", nullptr);
+  EXPECT_LT(max_rel(h, expected), 1e-4);
+  EXPECT_LT(max_rel(h_self, h), 1e-10);
+  EXPECT_GT(max_rel(h_full, expected), 0.5);
+  std::size_t nonzero = 0;
+  for (PetscReal v : expected) nonzero += v != 0 ? 1 : 0;
+  EXPECT_EQ(nonzero, static_cast<std::size_t>(b));
 }
 
 TEST(Pzobo, LowersTheValidationLossOnASmallLogreg) {

@@ -51,6 +51,28 @@ TEST(OptionsReader, ChoiceRejectsUnknownValuesListingTheChoices) {
   }
 }
 
+// Problem-tuned defaults (ProblemHints::method_options) replace the code's defaults, the user's options
+// replace both, a sub-reader takes the defaults under its prefix, and a bad tuned value is an InputError
+// naming the option like a bad typed value.
+TEST(OptionsReader, TunedDefaultsApplyUnlessTheUserGivesTheOption) {
+  OptionGuard a("-bilevel_test_given", "5");
+  bilevel::petsc::OptionsReader opts(PETSC_COMM_WORLD, "bilevel_test_");
+  opts.set_defaults({{"given", "3"}, {"tuned", "0.5"}, {"flag", "true"}, {"sub_count", "9"}, {"bad", "x"}});
+
+  EXPECT_EQ(opts.integer("given", 1, "user wins"), 5);
+  EXPECT_DOUBLE_EQ(opts.real("tuned", 2.0, "tuned default"), 0.5);
+  EXPECT_TRUE(opts.boolean("flag", false, "tuned flag"));
+  EXPECT_DOUBLE_EQ(opts.real("untouched", 2.0, "code default"), 2.0);
+  EXPECT_EQ(opts.sub("sub_").integer("count", 1, "through sub"), 9);
+  EXPECT_EQ(opts.integer("sub_count", 1, "same key from the parent"), 9);
+  try {
+    opts.real("bad", 1.0, "a real");
+    FAIL() << "no exception";
+  } catch (const bilevel::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("-bilevel_test_bad"), std::string::npos) << e.what();
+  }
+}
+
 TEST(AlgorithmRegistry, UnknownMethodListsTheRegisteredNames) {
   try {
     bilevel::algorithm_registry().create("nosuch");

@@ -423,6 +423,83 @@ TEST_P(HypercleanTest, PreconditionerIsSpdAndPcgSolvesTheHessianSystem) {
   EXPECT_LT(diff, 1e-7 * norm);
 }
 
+// The cheap preconditioner (PreconditionerKind::Cheap) at full rank r = nf + 1 is the exact inverse of the
+// Kronecker model P_c = G ⊗ C + μ I, G = (1/n) Σ a'_i a'_iᵀ, C = (1/n) Σ σ(x_i)(diag(p_i) − p_i p_iᵀ) at the
+// cached probabilities (built here serially: P_c M u = u). Truncated (r = 2) it stays symmetric with
+// 0 < uᵀ M u ≤ uᵀ P_c⁻¹ u. lower_precondition_multi gives the single applications of either kind.
+TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndStaysBelowItWhenTruncated) {
+  bilevel::HypercleanOptions o = opts_;
+  o.mu_bias = -1;  // the cheap form takes μ_b = μ
+  auto make = [&](PetscInt rank) {
+    o.cheap_preconditioner_rank = rank;
+    return std::make_unique<bilevel::HypercleanProblem>(
+        testdata::to_dataset(PETSC_COMM_WORLD, tr_, DataFormat::Sparse),
+        testdata::to_dataset(PETSC_COMM_WORLD, va_, DataFormat::Sparse), std::nullopt, o);
+  };
+  const PetscInt nf = tr_.cols, n1 = nf + 1, K = kClasses, n = tr_.rows;
+  auto full = make(n1), truncated = make(2);
+  auto u = full->create_lower_vec(), w = full->create_lower_vec(), g = full->create_lower_vec();
+  testdata::fill(u, [](PetscInt j) { return std::sin(0.7 * j + 0.1); });
+  testdata::fill(w, [](PetscInt j) { return std::cos(0.3 * j * j + 0.5); });
+  struct Applied {
+    std::vector<double> mu;
+    PetscReal umu = 0, wmu = 0, umw = 0;
+  };
+  auto apply = [&](bilevel::HypercleanProblem& p, bilevel::PreconditionerKind kind) {
+    auto mu = p.create_lower_vec(), mw = p.create_lower_vec(), m2u = p.create_lower_vec(), m2w = p.create_lower_vec();
+    p.lower_grad_y(x_, y_, Batch::all(), g);  // caches the probabilities at y_
+    p.lower_preconditioner_setup(x_, y_, kind);
+    p.lower_precondition(u, mu);
+    p.lower_precondition(w, mw);
+    const Vec in[] = {u, w}, out[] = {m2u, m2w};
+    p.lower_precondition_multi(in, out);
+    EXPECT_LT(rel_diff(gather(m2u), gather(mu)), 1e-13);
+    EXPECT_LT(rel_diff(gather(m2w), gather(mw)), 1e-13);
+    Applied a;
+    a.mu = gather(mu);
+    VecDot(u, mu, &a.umu);
+    VecDot(w, mu, &a.wmu);
+    VecDot(u, mw, &a.umw);
+    return a;
+  };
+  apply(*full, bilevel::PreconditionerKind::Accurate);
+  const Applied kron = apply(*full, bilevel::PreconditionerKind::Cheap);
+  const Applied cut = apply(*truncated, bilevel::PreconditionerKind::Cheap);
+
+  // Serial P_c (row-major y index j K + k) applied to M u.
+  const Reference r = ref();
+  const auto x = gather(x_), y = gather(y_);
+  std::vector<double> G(static_cast<std::size_t>(n1 * n1), 0.0), C(static_cast<std::size_t>(K * K), 0.0);
+  for (PetscInt i = 0; i < n; ++i) {
+    std::vector<double> ai(static_cast<std::size_t>(n1), 1.0);
+    for (PetscInt j = 0; j < nf; ++j) ai[static_cast<std::size_t>(j)] = tr_.at(i, j);
+    for (PetscInt j = 0; j < n1; ++j)
+      for (PetscInt l = 0; l < n1; ++l) G[static_cast<std::size_t>(j * n1 + l)] += ai[static_cast<std::size_t>(j)] * ai[static_cast<std::size_t>(l)] / n;
+    double lse = 0;
+    const auto p = r.softmax(r.z(tr_, i, y), &lse);
+    const double wi = Reference::sig(x[static_cast<std::size_t>(i)]) / n;
+    for (PetscInt a = 0; a < K; ++a) {
+      C[static_cast<std::size_t>(a * K + a)] += wi * p[static_cast<std::size_t>(a)];
+      for (PetscInt b = 0; b < K; ++b) C[static_cast<std::size_t>(a * K + b)] -= wi * p[static_cast<std::size_t>(a)] * p[static_cast<std::size_t>(b)];
+    }
+  }
+  const auto uu = gather(u);
+  std::vector<double> back(uu.size(), 0.0);
+  for (PetscInt j = 0; j < n1; ++j)
+    for (PetscInt k = 0; k < K; ++k) {
+      double v = o.mu * kron.mu[static_cast<std::size_t>(j * K + k)];
+      for (PetscInt l = 0; l < n1; ++l)
+        for (PetscInt m = 0; m < K; ++m)
+          v += G[static_cast<std::size_t>(j * n1 + l)] * C[static_cast<std::size_t>(k * K + m)] * kron.mu[static_cast<std::size_t>(l * K + m)];
+      back[static_cast<std::size_t>(j * K + k)] = v;
+    }
+  EXPECT_LT(rel_diff(back, uu), 1e-9);
+  EXPECT_GT(rel_diff(cut.mu, kron.mu), 1e-3);  // rank 2 of 7 is a different operator
+  EXPECT_NEAR(cut.wmu, cut.umw, 1e-10 * (std::abs(cut.wmu) + std::abs(cut.umw)));
+  EXPECT_GT(cut.umu, 0);
+  EXPECT_LE(cut.umu, kron.umu * (1 + 1e-12));
+}
+
 TEST_P(HypercleanTest, DetectionCountsFlaggedCorruptedSamples) {
   auto& p = *problem_;
   auto x = p.create_upper_vec();

@@ -52,7 +52,8 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
 /// Capability::LowerPreconditioner), by `iterations` steps of the power method from a fixed start
 /// (v_i = cos(1 + i), i the global index, so the estimate does not depend on the rank count), padded by 10%
 /// because the power method approaches it from below. M H is similar to the SPD Lᵀ H L, so the eigenvalue
-/// is real and positive. Costs `iterations` HVPs. Collective.
-PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations = 20);
+/// is real and positive. Costs `iterations` HVPs. `kind` selects the M (PreconditionerKind). Collective.
+PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations = 20,
+                                            PreconditionerKind kind = PreconditionerKind::Accurate);
 
 }  // namespace bilevel

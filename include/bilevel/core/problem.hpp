@@ -30,6 +30,12 @@ struct Batch {
   static Batch of(std::span<const PetscInt> idx) { return Batch{idx, false}; }
 };
 
+/// Which M lower_preconditioner_setup builds. Accurate: the problem's best M ≈ H⁻¹ (Krylov solvers apply it
+/// once per HVP). Cheap: an SPD M whose application costs about as much as a minibatch gradient, for
+/// methods that apply M at every stochastic step (pzobo's paths); problems without a cheaper form give the
+/// accurate one.
+enum class PreconditionerKind { Accurate, Cheap };
+
 /// Bit set of optional oracles and properties a problem provides.
 enum class Capability : unsigned {
   None = 0,
@@ -41,6 +47,10 @@ enum class Capability : unsigned {
   TestSet = 1u << 5,         ///< evaluate_test() reports a test loss / accuracy
   /// lower_precondition(): a fixed SPD M ≈ H⁻¹, far cheaper than an HVP (Krylov methods, Newton-CG)
   LowerPreconditioner = 1u << 6,
+  /// x holds one weight per lower-level training sample (x's global index i is sample i) and the minibatch
+  /// oracles on B read x only at the indices of B, so ∂∇_y g(x, y; B)/∂x_i = 0 for i ∉ B (hyperclean).
+  /// Zeroth-order methods perturb only those entries (pzobo -bilevel_pzobo_support).
+  PerSampleUpper = 1u << 7,
 };
 constexpr Capability operator|(Capability a, Capability b) {
   return static_cast<Capability>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
@@ -92,6 +102,11 @@ struct ProblemHints {
     std::optional<PetscReal> max_time;
   };
   std::map<std::string, Budget, std::less<>> method_budgets;  ///< keyed by -bilevel_type
+  /// Settings tuned for this problem, per method (the way benchopt keeps per-data-set configurations), as
+  /// option names after -bilevel_: method_options["pzobo"]["pzobo_batch_size"] = "256" makes 256 the
+  /// default of -bilevel_pzobo_batch_size when the method is pzobo, and ["upper_step"] that of
+  /// -bilevel_upper_step. Options given by the user win; -help and -bilevel_view show these defaults.
+  std::map<std::string, std::map<std::string, std::string, std::less<>>, std::less<>> method_options;
 };
 
 /// The problem interface. Every public method is collective on comm(). Oracles are public non-virtual
@@ -125,6 +140,9 @@ class BilevelProblem {
   // Lower level g(x, y), on training batches.
   PetscReal lower_value(Vec x, Vec y, const Batch& batch);                    ///< g
   void lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy);                ///< ∇_y g
+  /// ∇_y g(x_i, y; batch) into gy_i for several x at one y (one pass over the batch's rows where the
+  /// problem can, e.g. the forward product shared; default: one call each). Counts one grad_g per x.
+  void lower_grad_y_multi(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
   void lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx);                ///< ∇_x g
   void lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< H w (lower → lower)
   /// H w_i for several w at the same point in one pass over the data (default: one call each).
@@ -135,9 +153,12 @@ class BilevelProblem {
   // from quantities the oracles already computed and applying it touches no data rows.
   /// Builds M ≈ H(x, y)⁻¹ (full batch) for the point (x, y); it stays fixed until the next setup, so Krylov
   /// solvers may use it as a preconditioner. Collective.
-  void lower_preconditioner_setup(Vec x, Vec y);
+  void lower_preconditioner_setup(Vec x, Vec y, PreconditionerKind kind = PreconditionerKind::Accurate);
   /// out = M r with the M of the last setup (r and out in y's layout, distinct). Collective.
   void lower_precondition(Vec r, Vec out);
+  /// out_i = M r_i for several r with the M of the last setup (one pass where the problem can; default: one
+  /// call each). Collective.
+  void lower_precondition_multi(std::span<const Vec> r, std::span<const Vec> out);
 
   /// An upper bound on L(x) = sup_y λ_max(∇²_yy g(x, y)) that follows x, for steps 1/L that must stay stable
   /// while x changes the lower curvature (e.g. regularisers e^{x}); nullopt when the problem has none (the
@@ -175,14 +196,16 @@ class BilevelProblem {
   virtual void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) = 0;
   virtual PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch);
   virtual void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) = 0;
+  virtual void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
   virtual void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx);
   virtual void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
   virtual void lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
                                     std::span<const Vec> out);
   virtual void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
   /// Default: throws (the problem has no preconditioner).
-  virtual void lower_preconditioner_setup_impl(Vec x, Vec y);
+  virtual void lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind kind);
   virtual void lower_precondition_impl(Vec r, Vec out);
+  virtual void lower_precondition_multi_impl(std::span<const Vec> r, std::span<const Vec> out);
 
  private:
   OracleCounts counts_;

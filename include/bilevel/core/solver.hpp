@@ -77,6 +77,7 @@ class BilevelSolver {
   SolverOptions options_;
   bool from_options_ = false;
   bool defaults_from_hints_ = false;
+  std::string tuned_defaults_;  // ProblemHints::method_options of this method, as options (for view)
 };
 
 }  // namespace bilevel

@@ -3,6 +3,8 @@
 /// messages that name the option and the allowed values.
 #include <petscsys.h>
 
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,18 +31,28 @@ class OptionsReader {
                      std::string_view help);
   /// True if the key is present in the database.
   bool has(std::string_view name) const;
+  /// Defaults that replace the code's for keys absent from the database (name without prefix → value as
+  /// it would be typed): a problem's tuned settings for a method (ProblemHints::method_options). They are
+  /// validated like typed values and shown as the defaults in -help. Not collective.
+  using Defaults = std::map<std::string, std::string, std::less<>>;
+  void set_defaults(Defaults defaults) { defaults_ = std::move(defaults); }
 
   const std::string& prefix() const { return prefix_; }
-  /// Another reader on prefix + sub (e.g. "bilevel_" + "qnbo_").
+  /// Another reader on prefix + sub (e.g. "bilevel_" + "qnbo_"), with the defaults whose names start with sub.
   OptionsReader sub(std::string_view sub, std::string title = "") const;
 
  private:
   std::string key(std::string_view name) const;
+  /// The value given for `name`: from the database, else from the defaults; nullopt when neither has it.
+  std::optional<std::string> value(std::string_view name) const;
+  /// The default shown by -help: the override from set_defaults, else the code's.
+  std::string shown_default(std::string_view name, const std::string& code_default) const;
   void help_line(std::string_view name, const std::string& def, std::string_view help) const;
   MPI_Comm comm_;
   std::string prefix_;
   std::string title_;
   bool help_ = false;
+  Defaults defaults_;
 };
 
 }  // namespace bilevel::petsc

@@ -43,6 +43,9 @@ struct HypercleanOptions {
   std::string format = "auto";  ///< [-bilevel_hyperclean_format dense|sparse|auto] (auto: dense above 30%)
   std::uint64_t seed = 1;       ///< [-bilevel_hyperclean_seed] seed of the corruption
   PetscReal initial_x = 0;      ///< [-bilevel_hyperclean_initial_x] x_i at the start (σ = 1/2)
+  /// [-bilevel_hyperclean_cheap_preconditioner_rank] r of the spectral truncation served for
+  /// PreconditionerKind::Cheap (0: the exact Cholesky form for that kind too); see hyperclean.cpp.
+  PetscInt cheap_preconditioner_rank = 100;
   /// Reads the keys above (prefix -bilevel_hyperclean_) and validates them. Collective on comm.
   static HypercleanOptions from_options(MPI_Comm comm);
   PetscReal bias_weight() const { return mu_bias < 0 ? mu : mu_bias; }
@@ -110,13 +113,15 @@ class HypercleanProblem final : public BilevelProblem {
   petsc::VecHandle create_upper_vec() const override;
   /// y = [W; bᵀ] row-major, (n_features + 1) K entries, PETSC_DECIDE layout. Collective.
   petsc::VecHandle create_lower_vec() const override;
-  /// UpperValue, LowerValue, LowerGradX, Stochastic, LowerPreconditioner (+ TestSet with a test set).
+  /// UpperValue, LowerValue, LowerGradX, Stochastic, LowerPreconditioner, PerSampleUpper (+ TestSet with a
+  /// test set).
   /// Not collective.
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
-  /// Adam, step 0.3, y by truncated Newton, box x ∈ [−10, 10], 30 iterations / 110 s (bome: 150 / 250 s);
-  /// lower strong convexity min(μ, μ_b). Not collective.
+  /// Adam, step 0.3, y by truncated Newton, box x ∈ [−10, 10], 30 iterations / 110 s (bome: 150 / 250 s;
+  /// pzobo: 260 s with its tuned settings, see hyperclean.cpp); lower strong convexity min(μ, μ_b). Not
+  /// collective.
   ProblemHints hints() const override;
   /// x_i = options.initial_x, y = 0. Collective.
   void initial_point(Vec x, Vec y) override;
@@ -161,14 +166,16 @@ class HypercleanProblem final : public BilevelProblem {
   void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) override;
   PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch) override;
   void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) override;
+  void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) override;
   void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) override;
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_hvp_multi_impl(
       Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) override;
   void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   /// M = P⁻¹, P = (c G + μ) ⊗ I_K (see KronPreconditioner), c from the cached probabilities.
-  void lower_preconditioner_setup_impl(Vec x, Vec y) override;
+  void lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind kind) override;
   void lower_precondition_impl(Vec r, Vec out) override;
+  void lower_precondition_multi_impl(std::span<const Vec> r, std::span<const Vec> out) override;
 
  private:
   struct Side;                // one data set with its labels and probability cache
@@ -194,10 +201,13 @@ class HypercleanProblem final : public BilevelProblem {
   void ensure_gram();
   /// c = (1/n) Σ_i w_i (1 − ||p_i||²)/(K − 1) at the cached probabilities. Collective.
   double mean_curvature(const PetscReal* w);
+  /// (1/n) Σ_i w_i (diag(p_i) − p_i p_iᵀ) at the cached probabilities, K × K on every rank. Collective.
+  std::vector<PetscScalar> class_curvature(const PetscReal* w);
   void hvp_multi(
       Vec y, const Batch& batch, const PetscReal* weights, std::span<const Vec> w, std::span<const Vec> out);
   /// σ(x_i) and σ'(x_i) for the local training rows (cached on x's state).
-  void refresh_weights(Vec x);
+  /// ω = σ(x) and ω′ on the rows of `batch` (all rows for the full batch, then cached for x). Not collective.
+  void refresh_weights(Vec x, const Batch& batch = Batch::all());
   void check_layouts(Vec x, Vec y) const;
   TestMetrics evaluate(Side& side, Vec y);
 
@@ -214,7 +224,8 @@ class HypercleanProblem final : public BilevelProblem {
   PetscObjectState weight_state_ = -1;
   std::optional<PetscReal> baseline_accuracy_;
   std::vector<PetscScalar> gram_;
-  std::unique_ptr<KronPreconditioner> pc_;
+  std::unique_ptr<KronPreconditioner> pc_exact_, pc_cheap_;  // PreconditionerKind::Accurate / Cheap
+  KronPreconditioner* pc_ = nullptr;                         // the one the last setup built
 };
 
 }  // namespace bilevel

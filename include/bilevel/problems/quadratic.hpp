@@ -63,7 +63,7 @@ class QuadraticProblem : public BilevelProblem {
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   /// M does not depend on the point: nothing to do.
-  void lower_preconditioner_setup_impl(Vec x, Vec y) override;
+  void lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind kind) override;
   void lower_precondition_impl(Vec r, Vec out) override;
 
  private:

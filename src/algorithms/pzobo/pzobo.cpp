@@ -4,12 +4,22 @@
 ///
 /// Per outer iteration k, from the warm start (y⁰, y⁻¹) = (y_k, y_{k-1}) and one minibatch sequence
 /// B_1..B_N shared by every path (PZOBO-S; full batches for PZOBO):
-///   main path       y_N(x_k): N steps y_{t+1} = y_t − a ∇_y g(x_k, y_t; B_t) + β (y_t − y_{t−1});
-///   Q paths         y_N(x_k + μ u_j), the same N steps from the same start, u_j ~ N(0, I_dx);
+///   main path       y_N(x_k): N steps y_{t+1} = y_t − a M ∇_y g(x_k, y_t; B_t) + β (y_t − y_{t−1});
+///   Q paths         y_N(x_k + μ u_j), the same N steps from the same start, u_j ~ N(0, I_S);
 ///   δ_j = (y_N(x_k + μ u_j) − y_N(x_k)) / μ,   h_k = ∇_x f(x_k, y_N) + (1/Q) Σ_j u_j (δ_jᵀ ∇_y f(x_k, y_N));
 ///   x_{k+1} = P(x_k − ξ h_k) (the upper stepper),  y_{k+1} = y_N(x_k).
-/// u_j's entries are counter_normal(seed, stream 7, (k Q + j − 1) dx + i) of the global index i, so the
-/// directions do not depend on the rank count. Cost per iteration: N (Q + 1) ∇_y g + 1 ∇f; no HVP/JVP.
+/// M = I in the paper. u_j's entries are counter_normal(seed, stream 7, (k Q + j − 1) dx + i) of the global
+/// index i, so the directions do not depend on the rank count. Cost per iteration: N (Q + 1) ∇_y g (and
+/// N (Q + 1) applications of M) + 1 ∇f; no HVP/JVP. The Q + 1 paths advance side by side, one step at a
+/// time, so M is applied to all their gradients in one call (lower_precondition_multi).
+///
+/// Support S of the directions (-bilevel_pzobo_support). The paper draws u_j ~ N(0, I_dx). When x holds one
+/// weight per training sample (Capability::PerSampleUpper, hyperclean), the paths read x only on
+/// S = ∪_t B_t, so the columns of the N-step Jacobian ∂y_N/∂x outside S are zero and u_j ~ N(0, I_S) has the
+/// same expectation E[u uᵀ] ∂y_Nᵀ ∇_y f while its variance no longer grows with dx: the per-coordinate
+/// signal-to-noise of the estimate is about √(Q/|S|) instead of √(Q/dx) (0.014 with Q = 10 and the
+/// 50,000 sample weights of the default hyperclean, where the full-support method stays at chance).
+/// "auto" restricts when the problem allows it and the paths use minibatches.
 ///
 /// Inner solver. The paper's analysis uses gradient descent (β = 0); its experiments use momentum SGD.
 /// The bias of the N-step Jacobian decays like (1 − aμ_g)^N for gradient descent and like
@@ -18,18 +28,21 @@
 /// N = ⌈2√κ⌉ clamped to [10, 200]; the heavy-ball state (y_k, y_{k-1}) carries over between outer
 /// iterations (restarting it every N steps amplifies y for N ≲ 2√κ). Without μ_g: gradient descent with
 /// a = 1/L and N = 10 (the paper's setting).
+/// Preconditioned paths (-bilevel_pzobo_precondition, our addition): M is the problem's cheap preconditioner
+/// (PreconditionerKind::Cheap) built once per outer iteration at (x_k, y_k) and shared by all paths, so the
+/// paths are one fixed map of x; a defaults to 1/λ_max(M H) at the start, β to 0, N to 10. With M ≈ H⁻¹
+/// the one-step Jacobian −a M ∂_x∇_y g already points along the implicit one, −H⁻¹ ∂_x∇_y g, where plain
+/// steps on an ill-conditioned lower level (hyperclean: κ ≈ 1e5) see only its top eigendirections.
+/// Problem-tuned settings come from ProblemHints::method_options (hyperclean: docs/benchmarks.md).
 ///
 /// Parallelism. With -bilevel_pzobo_path_groups G > 1 (default: as many as the ranks and Q + 1 allow, when
-/// the problem can be rebuilt on a sub-communicator, BilevelProblem::clone_on) the Q + 1 paths run side by
-/// side on G sub-communicators (contiguous rank blocks; the main path on group 0, path j on group j mod G):
+/// the problem can be rebuilt on a sub-communicator, BilevelProblem::clone_on) the Q + 1 paths run on G
+/// sub-communicators (contiguous rank blocks; the main path on group 0, path j on group j mod G):
 /// (x, y⁰, y⁻¹) go to the groups, (y_N, y_{N−1}) come back from group 0, (y_N, ∇_y f) go out again and the
-/// Q numbers δ_jᵀ∇_y f come back in one reduction; no path communicates outside its group. Otherwise the
-/// paths run one after another on the full communicator.
-/// Limit. The estimate (1/Q) Σ u_j u_jᵀ h has per-coordinate signal-to-noise ≈ √(Q/dx): with dx = 50,000
-/// sample weights (default hyperclean) and Q = 10 it is 0.014 per iteration, and the measured detection F1
-/// of the corrupted samples stays at chance (0.50) (docs/benchmarks.md). The method is for few hyperparameters.
+/// Q numbers δ_jᵀ∇_y f come back in one reduction; no path communicates outside its group. Otherwise all
+/// paths run on the full communicator.
 /// Options (-bilevel_pzobo_*): inner_steps, inner_step, inner_momentum, directions, direction_type, smoothing,
-/// batch_size, path_groups.
+/// batch_size, path_groups, support, precondition.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -64,6 +77,13 @@ struct PzoboOptions {
   PetscReal smoothing = 0.01;     ///< [-bilevel_pzobo_smoothing] μ of the finite difference
   PetscInt batch_size = 256;      ///< [-bilevel_pzobo_batch_size] PZOBO-S minibatch when -bilevel_batch_size is unset
   PetscInt path_groups = 0;       ///< [-bilevel_pzobo_path_groups] sub-communicators for the Q paths; 0: auto
+  /// [-bilevel_pzobo_support auto|full|batch] the entries of x the directions perturb: all of them (the
+  /// paper), or only those the paths' minibatches read (Capability::PerSampleUpper); auto: batch when the
+  /// problem has that property and the paths use minibatches.
+  std::string support = "auto";
+  /// [-bilevel_pzobo_precondition] paths take steps −a M ∇_y g with the problem's M ≈ H⁻¹
+  /// (Capability::LowerPreconditioner), built once per outer iteration at (x_k, y_k) and shared by all paths
+  bool precondition = false;
 };
 
 /// An MPI communicator from MPI_Comm_split, freed on destruction (declare it before the objects on it).
@@ -138,38 +158,98 @@ class GroupCopy {
   petsc::ScatterHandle scatter_, back_;
 };
 
-/// What the perturbed paths need, on one communicator (the full one, or this rank's group).
+/// What the paths need, on one communicator (the full one, or this rank's group).
 struct PathSpace {
   BilevelProblem* problem = nullptr;
-  petsc::VecHandle x0, x;                                   // upper layout
-  std::vector<petsc::VecHandle> directions;                 // u_1..u_Q (groups only; else the full ones)
-  petsc::VecHandle y0, y0_prev, ya, yb, g, y_main, y_main_prev, fy;  // lower layout
-  std::vector<petsc::VecHandle> ends;                       // endpoints of this group's perturbed paths
-  /// q directions and `paths` stored endpoints (both 0 on the full communicator). Collective.
+  petsc::VecHandle x0;                           // upper layout: x_k (groups)
+  std::vector<petsc::VecHandle> x;               // x_k + μ u_j of this space's perturbed paths
+  std::vector<petsc::VecHandle> directions;      // u_1..u_Q (groups only; else the full ones)
+  petsc::VecHandle y0, y0_prev, y_main, y_main_prev, fy;  // lower layout
+  std::vector<petsc::VecHandle> ends, ends_prev;  // (y_t, y_{t−1}) of the perturbed paths
+  std::vector<petsc::VecHandle> g, mg;            // ∇_y g and M ∇_y g of every path (main path included)
+  std::vector<Vec> g_raw, mg_raw;                 // the same as Vecs, for lower_precondition_multi
+  /// q directions (0 on the full communicator) and `paths` perturbed paths. Collective.
   void setup(BilevelProblem& p, PetscInt q, PetscInt paths) {
     problem = &p;
-    for (petsc::VecHandle* v : {&x0, &x}) *v = p.create_upper_vec();
-    directions.clear();
-    for (PetscInt j = 0; j < q; ++j) directions.push_back(p.create_upper_vec());
-    ends.clear();
-    for (PetscInt j = 0; j < paths; ++j) ends.push_back(p.create_lower_vec());
-    for (petsc::VecHandle* v : {&y0, &y0_prev, &ya, &yb, &g, &y_main, &y_main_prev, &fy}) *v = p.create_lower_vec();
+    x0 = p.create_upper_vec();
+    auto make = [](std::vector<petsc::VecHandle>& v, PetscInt n, auto create) {
+      v.clear();
+      for (PetscInt j = 0; j < n; ++j) v.push_back(create());
+    };
+    make(directions, q, [&] { return p.create_upper_vec(); });
+    make(x, paths, [&] { return p.create_upper_vec(); });
+    for (auto* v : {&ends, &ends_prev}) make(*v, paths, [&] { return p.create_lower_vec(); });
+    for (auto* v : {&g, &mg}) make(*v, paths + 1, [&] { return p.create_lower_vec(); });
+    for (petsc::VecHandle* v : {&y0, &y0_prev, &y_main, &y_main_prev, &fy}) *v = p.create_lower_vec();
+    g_raw.assign(g.begin(), g.end());
+    mg_raw.assign(mg.begin(), mg.end());
   }
 };
 
+/// One path: its x and its heavy-ball state (y_t, y_{t−1}), advanced in place.
+struct PathState {
+  Vec x;
+  petsc::VecHandle* y;
+  petsc::VecHandle* y_prev;
+};
+
+/// Modified Gram-Schmidt on the columns of the row-major d × q matrix `a`, in blocks of min(q, d)
+/// consecutive columns, each column then scaled to norm √d (so E[u uᵀ] stays I). Not collective.
+void orthogonalize_blocks(std::vector<PetscReal>& a, std::size_t d, std::size_t q) {
+  const std::size_t block = std::min(q, d);
+  const PetscReal radius = std::sqrt(static_cast<PetscReal>(d));
+  for (std::size_t j = 0; j < q; ++j) {
+    for (std::size_t i = j - j % block; i < j; ++i) {  // earlier directions of the same block
+      PetscReal c = 0;
+      for (std::size_t r = 0; r < d; ++r) c += a[r * q + i] * a[r * q + j];
+      for (std::size_t r = 0; r < d; ++r) a[r * q + j] -= c / static_cast<PetscReal>(d) * a[r * q + i];  // |u_i|² = d
+    }
+    PetscReal norm = 0;
+    for (std::size_t r = 0; r < d; ++r) norm += a[r * q + j] * a[r * q + j];
+    norm = std::sqrt(norm);
+    if (norm > 0)
+      for (std::size_t r = 0; r < d; ++r) a[r * q + j] *= radius / norm;
+  }
+}
+
 /// The Q directions of outer iteration k: entry i (global) of u_j is counter_normal(seed, 7, (k Q + j) dx + i)
-/// (j 0-based); with `orthogonal`, each block of min(Q, dx) consecutive directions is orthonormalised
-/// (modified Gram-Schmidt) and scaled to norm √dx. Collective on the directions' communicator.
-void make_directions(std::span<petsc::VecHandle> u, std::uint64_t seed, PetscInt k, bool orthogonal) {
+/// (j 0-based); with `orthogonal`, each block of min(Q, d) consecutive directions is orthonormalised
+/// (modified Gram-Schmidt) and scaled to norm √d.
+/// Full support (d = dx): the entries are drawn where they are owned and orthonormalised with VecDot.
+/// Restricted to `support` (sorted global indices, d = |support|; 0 elsewhere): every rank draws the d × Q
+/// block and orthonormalises it redundantly, which needs no communication and gives the same directions
+/// at every rank count. Collective on the directions' communicator. `work` is scratch.
+void make_directions(std::span<petsc::VecHandle> u, std::uint64_t seed, PetscInt k, bool orthogonal, bool restricted,
+                     std::span<const PetscInt> support, std::vector<PetscReal>& work) {
   const auto q = static_cast<PetscInt>(u.size());
   PetscInt lo = 0, hi = 0, n = 0;
   BILEVEL_PETSC_CALL(VecGetSize(u[0], &n));
   BILEVEL_PETSC_CALL(VecGetOwnershipRange(u[0], &lo, &hi));
+  auto base = [&](PetscInt j) {
+    return (static_cast<std::uint64_t>(k) * static_cast<std::uint64_t>(q) + static_cast<std::uint64_t>(j)) *
+           static_cast<std::uint64_t>(n);
+  };
+  if (restricted) {
+    const std::size_t d = support.size(), uq = static_cast<std::size_t>(q);
+    const auto first = static_cast<std::size_t>(std::lower_bound(support.begin(), support.end(), lo) - support.begin());
+    const auto last = static_cast<std::size_t>(std::lower_bound(support.begin(), support.end(), hi) - support.begin());
+    // Rows of the d × Q block that this rank needs: all of them to orthonormalise, its own otherwise.
+    const std::size_t r0 = orthogonal ? 0 : first, r1 = orthogonal ? d : last;
+    work.assign(d * uq, 0.0);
+    for (std::size_t r = r0; r < r1; ++r)
+      for (std::size_t j = 0; j < uq; ++j)
+        work[r * uq + j] = counter_normal(seed, kStreamDirections, base(static_cast<PetscInt>(j)) + static_cast<std::uint64_t>(support[r]));
+    if (orthogonal) orthogonalize_blocks(work, d, uq);
+    for (std::size_t j = 0; j < uq; ++j) {
+      petsc::WriteView w(u[j]);
+      std::fill(w.data(), w.data() + w.size(), 0.0);
+      for (std::size_t r = first; r < last; ++r) w[support[r] - lo] = work[r * uq + j];
+    }
+    return;
+  }
   for (PetscInt j = 0; j < q; ++j) {
-    const auto base = (static_cast<std::uint64_t>(k) * static_cast<std::uint64_t>(q) + static_cast<std::uint64_t>(j)) *
-                      static_cast<std::uint64_t>(n);
     petsc::WriteView w(u[static_cast<std::size_t>(j)]);
-    for (PetscInt i = lo; i < hi; ++i) w[i - lo] = counter_normal(seed, kStreamDirections, base + static_cast<std::uint64_t>(i));
+    for (PetscInt i = lo; i < hi; ++i) w[i - lo] = counter_normal(seed, kStreamDirections, base(j) + static_cast<std::uint64_t>(i));
   }
   if (!orthogonal) return;
   const PetscInt block = std::min(q, n);
@@ -187,18 +267,39 @@ void make_directions(std::span<petsc::VecHandle> u, std::uint64_t seed, PetscInt
   }
 }
 
-/// N steps y_{t+1} = y_t − a ∇_y g(x, y_t; B_t) + β (y_t − y_{t−1}) from (y, y_prev), in place (the handles
-/// are swapped so that y holds y_N and y_prev y_{N−1}). Returns ||∇_y g|| of the last step. Collective.
-PetscReal run_path(BilevelProblem& p, Vec x, petsc::VecHandle& y, petsc::VecHandle& y_prev, Vec g,
-                   std::span<const Batch> batches, PetscReal a, PetscReal beta) {
+/// Runs `paths` side by side for the N steps of `batches`:
+///   y_{t+1} = y_t − a M ∇_y g(x, y_t; B_t) + β (y_t − y_{t−1})
+/// from each path's (y, y_prev), in place (the handles are swapped so that y holds y_N and y_prev y_{N−1}).
+/// At every step all paths take their gradient on the same B_t, then (when `precondition`) M, the problem's
+/// preconditioner of the last setup, is applied to all gradients in one lower_precondition_multi call;
+/// otherwise M = I. All paths start from the same (y, y_prev) values (Alg. 1), so their first gradients,
+/// at one y and several x, come from one lower_grad_y_multi call. `g`/`mg` (raw) hold at least paths.size()
+/// buffers, `xs` is scratch. Returns ||∇_y g|| of the first path's last step. Collective.
+PetscReal run_paths(BilevelProblem& p, std::span<const PathState> paths, std::span<const Vec> g,
+                    std::span<const Vec> mg, std::vector<Vec>& xs, bool precondition, std::span<const Batch> batches,
+                    PetscReal a, PetscReal beta) {
   petsc::ScopedEvent ev(petsc::events().lower_solve);
-  PetscReal norm = -1;
+  const std::size_t m = paths.size();
+  if (m == 0) return -1;
+  xs.clear();
+  for (const PathState& path : paths) xs.push_back(path.x);
+  bool first = true;
   for (const Batch& b : batches) {
-    p.lower_grad_y(x, y, b, g);                                                 // ∇_y g(x, y_t; B_t)
-    BILEVEL_PETSC_CALL(VecAXPBYPCZ(y_prev, 1.0 + beta, -a, -beta, y, g));      // y_{t+1} = (1+β)y_t − a∇ − βy_{t−1}
-    std::swap(y, y_prev);
+    if (first) p.lower_grad_y_multi(xs, *paths[0].y, b, g.first(m));  // ∇_y g(x_j, y⁰; B_1), one shared y⁰
+    else
+      for (std::size_t j = 0; j < m; ++j) p.lower_grad_y(paths[j].x, *paths[j].y, b, g[j]);  // ∇_y g(x, y_t; B_t)
+    first = false;
+    if (precondition) p.lower_precondition_multi(g.first(m), mg.first(m));                  // M ∇_y g
+    const std::span<const Vec> step = precondition ? mg : g;
+    for (std::size_t j = 0; j < m; ++j) {
+      petsc::VecHandle& y = *paths[j].y;
+      petsc::VecHandle& y_prev = *paths[j].y_prev;
+      BILEVEL_PETSC_CALL(VecAXPBYPCZ(y_prev, 1.0 + beta, -a, -beta, y, step[j]));  // (1+β)y_t − aM∇ − βy_{t−1}
+      std::swap(y, y_prev);
+    }
   }
-  if (!batches.empty()) BILEVEL_PETSC_CALL(VecNorm(g, NORM_2, &norm));
+  PetscReal norm = -1;
+  if (!batches.empty()) BILEVEL_PETSC_CALL(VecNorm(g[0], NORM_2, &norm));
   return norm;
 }
 
@@ -230,10 +331,18 @@ class Pzobo : public Algorithm {
                                  "PZOBO-S minibatch used when -bilevel_batch_size is not set (0: full)", 0);
     o_.path_groups = opts.integer("path_groups", o_.path_groups,
                                   "sub-communicators running the Q paths side by side (0: auto, 1: none)", 0);
+    o_.precondition = opts.boolean("precondition", o_.precondition,
+                                   "paths take preconditioned steps -a M grad_y g (problems with a preconditioner)");
+    o_.support = opts.choice("support", o_.support, {"auto", "full", "batch"},
+                             "entries of x perturbed: all (paper) or those the minibatches read (auto: batch "
+                             "when the problem allows)");
   }
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
+    if (o_.precondition && !has(p.capabilities(), Capability::LowerPreconditioner))
+      throw InputError("option -bilevel_pzobo_precondition needs a problem with a lower-level preconditioner (" +
+                       p.name() + " has none)");
     derive_inner_solver(p, ctx);
     q_ = o_.directions;
     mu_ = o_.smoothing;
@@ -250,6 +359,12 @@ class Pzobo : public Algorithm {
       batches_[static_cast<std::size_t>(t)] =
           Batch::of(std::span<const PetscInt>(batch_indices_).subspan(static_cast<std::size_t>(t * batch_),
                                                                        static_cast<std::size_t>(batch_)));
+    const bool per_sample = has(p.capabilities(), Capability::PerSampleUpper);
+    if (o_.support == "batch" && !per_sample)
+      throw InputError("option -bilevel_pzobo_support batch needs a problem whose x holds one weight per training "
+                       "sample (hyperclean); allowed here: auto, full");
+    restricted_ = batch_ > 0 && per_sample && o_.support != "full";
+    support_.reserve(static_cast<std::size_t>(batch_ * n_));
     inner_ = BatchSampler(ctx.seed, 1);
     outer_ = BatchSampler(ctx.seed, 4);
     seed_ = ctx.seed;
@@ -275,10 +390,16 @@ class Pzobo : public Algorithm {
       const Batch b = inner_.next(n.lower, batch_);
       std::copy(b.indices.begin(), b.indices.end(), batch_indices_.begin() + t * batch_);
     }
+    if (restricted_) {  // S = ∪_t B_t, the entries of x that the paths read
+      support_.assign(batch_indices_.begin(), batch_indices_.end());
+      std::sort(support_.begin(), support_.end());
+      support_.erase(std::unique(support_.begin(), support_.end()), support_.end());
+    }
     const Batch ub = upper_batch_ > 0 ? outer_.next(n.upper, upper_batch_) : Batch::all();
     const bool orthogonal = o_.direction_type == "orthogonal";
-    make_directions(directions_, seed_, ctx.iteration, orthogonal);  // u_1..u_Q (full communicator)
+    make_directions(directions_, seed_, ctx.iteration, orthogonal, restricted_, support_, work_);  // u_1..u_Q
     std::fill(c_.begin(), c_.end(), 0.0);
+    if (o_.precondition && !grouped_) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);  // M at (x_k, y_k)
     if (grouped_) r.lower_residual = grouped_paths(ctx, ub, orthogonal);
     else r.lower_residual = sequential_paths(ctx, ub);
     // h_k = ∇_x f + (1/Q) Σ_j (δ_jᵀ ∇_y f) u_j  (Alg. 1, hypergradient estimate)
@@ -299,35 +420,41 @@ class Pzobo : public Algorithm {
         "pzobo: zeroth-order response-Jacobian hypergradient (Sow, Ji & Liang, NeurIPS 2022, arXiv 2110.07004, "
         "Alg. 1)\n"
         "  inner_steps %d, inner_step %g, inner_momentum %g (%s), directions %d %s, smoothing %g,\n"
-        "  batch %d (upper %d), paths %s\n",
+        "  batch %d (upper %d), directions on %s, steps %s, paths %s\n",
         static_cast<int>(n_ > 0 ? n_ : o_.inner_steps), a_ > 0 ? a_ : o_.inner_step,
         beta_ >= 0 ? beta_ : o_.inner_momentum, derived_ ? "derived from L and mu_g" : "given or gradient descent",
         static_cast<int>(o_.directions), o_.direction_type.c_str(), o_.smoothing, static_cast<int>(batch_), static_cast<int>(upper_batch_),
-        grouped_ ? "side by side on sub-communicators" : "one after another on the full communicator"));
+        restricted_ ? "the minibatches' entries of x" : "every entry of x",
+        o_.precondition ? "preconditioned (-a M grad, cheap M)" : "plain (M = I)", grouped_ ? "side by side on sub-communicators" : "one after another on the full communicator"));
     if (grouped_)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "  path groups %d\n", static_cast<int>(groups_)));
   }
 
  private:
-  /// All Q + 1 paths on the full communicator, one after another: main_y_ = y_N(x_k), fx_/fy_ = ∇f there,
+  /// All Q + 1 paths side by side on the full communicator: main_y_ = y_N(x_k), fx_/fy_ = ∇f there,
   /// c_j = δ_jᵀ ∇_y f. Returns ||∇_y g|| of the main path's last step. Collective.
   PetscReal sequential_paths(AlgorithmContext& ctx, const Batch& ub) {
     BilevelProblem& p = ctx.problem;
     PathSpace& s = full_space_;
-    // Main path y_N(x_k) from (y_k, y_{k-1}) (Alg. 1, inner loop).
+    // Main path y_N(x_k) and the Q paths y_N(x_k + μ u_j), all from (y_k, y_{k-1}) (Alg. 1, inner loop).
     BILEVEL_PETSC_CALL(VecCopy(ctx.y, main_y_));
     BILEVEL_PETSC_CALL(VecCopy(y_prev_, main_y_prev_));
-    const PetscReal residual = run_path(p, ctx.x, main_y_, main_y_prev_, s.g, batches_, a_, beta_);
+    paths_.assign(1, PathState{ctx.x, &main_y_, &main_y_prev_});
+    for (PetscInt j = 0; j < q_; ++j) {
+      const auto uj = static_cast<std::size_t>(j);
+      BILEVEL_PETSC_CALL(VecWAXPY(s.x[uj], mu_, directions_[uj], ctx.x));  // x_k + μ u_j
+      BILEVEL_PETSC_CALL(VecCopy(ctx.y, s.ends[uj]));
+      BILEVEL_PETSC_CALL(VecCopy(y_prev_, s.ends_prev[uj]));
+      paths_.push_back(PathState{s.x[uj], &s.ends[uj], &s.ends_prev[uj]});
+    }
+    const PetscReal residual = run_paths(p, paths_, s.g_raw, s.mg_raw, xs_, o_.precondition, batches_, a_, beta_);
     p.upper_grad(ctx.x, main_y_, ub, fx_, fy_);  // ∇_x f, ∇_y f at (x_k, y_N(x_k))
     for (PetscInt j = 0; j < q_; ++j) {
-      BILEVEL_PETSC_CALL(VecWAXPY(s.x, mu_, directions_[static_cast<std::size_t>(j)], ctx.x));  // x_k + μ u_j
-      BILEVEL_PETSC_CALL(VecCopy(ctx.y, s.ya));
-      BILEVEL_PETSC_CALL(VecCopy(y_prev_, s.yb));
-      run_path(p, s.x, s.ya, s.yb, s.g, batches_, a_, beta_);      // y_N(x_k + μ u_j), same batches
-      BILEVEL_PETSC_CALL(VecAXPY(s.ya, -1.0, main_y_));             // μ δ_j = y_N(x_k + μ u_j) − y_N(x_k)
+      Vec end = s.ends[static_cast<std::size_t>(j)];
+      BILEVEL_PETSC_CALL(VecAXPY(end, -1.0, main_y_));  // μ δ_j = y_N(x_k + μ u_j) − y_N(x_k)
       PetscReal dot = 0;
-      BILEVEL_PETSC_CALL(VecDot(s.ya, fy_, &dot));
-      c_[static_cast<std::size_t>(j)] = dot / mu_;                  // δ_jᵀ ∇_y f
+      BILEVEL_PETSC_CALL(VecDot(end, fy_, &dot));
+      c_[static_cast<std::size_t>(j)] = dot / mu_;  // δ_jᵀ ∇_y f
     }
     return residual;
   }
@@ -342,22 +469,26 @@ class Pzobo : public Algorithm {
     upper_copy_.copy(ctx.x, s.x0);
     lower_copy_.copy(ctx.y, s.y0);
     lower_copy_.copy(y_prev_, s.y0_prev);
-    make_directions(s.directions, seed_, ctx.iteration, orthogonal);  // u_1..u_Q on the group
-    PetscReal residual = 0;
-    if (group_ == 0) {  // main path y_N(x_k) (Alg. 1, inner loop)
+    make_directions(s.directions, seed_, ctx.iteration, orthogonal, restricted_, support_, work_);  // u_1..u_Q on the group
+    if (o_.precondition) s.problem->lower_preconditioner_setup(s.x0, s.y0, PreconditionerKind::Cheap);  // M at (x_k, y_k), on the group
+    // This group's paths side by side: the main one y_N(x_k) on group 0, then y_N(x_k + μ u_j) for its j.
+    paths_.clear();
+    if (group_ == 0) {
       BILEVEL_PETSC_CALL(VecCopy(s.y0, s.y_main));
       BILEVEL_PETSC_CALL(VecCopy(s.y0_prev, s.y_main_prev));
-      residual = run_path(*s.problem, s.x0, s.y_main, s.y_main_prev, s.g, batches_, a_, beta_);
+      paths_.push_back(PathState{s.x0, &s.y_main, &s.y_main_prev});
     }
     std::size_t slot = 0;
     for (PetscInt j = 0; j < q_; ++j) {
       if ((j + 1) % groups_ != group_) continue;
-      BILEVEL_PETSC_CALL(VecWAXPY(s.x, mu_, s.directions[static_cast<std::size_t>(j)], s.x0));  // x_k + μ u_j
+      BILEVEL_PETSC_CALL(VecWAXPY(s.x[slot], mu_, s.directions[static_cast<std::size_t>(j)], s.x0));  // x_k + μ u_j
       BILEVEL_PETSC_CALL(VecCopy(s.y0, s.ends[slot]));
-      BILEVEL_PETSC_CALL(VecCopy(s.y0_prev, s.yb));
-      run_path(*s.problem, s.x, s.ends[slot], s.yb, s.g, batches_, a_, beta_);  // y_N(x_k + μ u_j)
+      BILEVEL_PETSC_CALL(VecCopy(s.y0_prev, s.ends_prev[slot]));
+      paths_.push_back(PathState{s.x[slot], &s.ends[slot], &s.ends_prev[slot]});
       ++slot;
     }
+    const PetscReal norm = run_paths(*s.problem, paths_, s.g_raw, s.mg_raw, xs_, o_.precondition, batches_, a_, beta_);
+    const PetscReal residual = group_ == 0 ? norm : 0;
     lower_copy_.copy_back(s.y_main, main_y_);  // y_N and y_{N-1} from group 0 to the full communicator
     lower_copy_.copy_back(s.y_main_prev, main_y_prev_);
     p.upper_grad(ctx.x, main_y_, ub, fx_, fy_);  // ∇_x f, ∇_y f at (x_k, y_N(x_k))
@@ -380,6 +511,13 @@ class Pzobo : public Algorithm {
 
   /// a, β and N from the options, L (hints or SLEPc) and μ_g (hints); see the file comment.
   void derive_inner_solver(BilevelProblem& p, AlgorithmContext& ctx) {
+    if (o_.precondition) {  // a = 1/λ_max(M H) at the start; β = 0 and N = 10 unless given
+      derived_ = o_.inner_step == 0;
+      a_ = o_.inner_step > 0 ? o_.inner_step : 1.0 / estimate_preconditioned_lipschitz(p, ctx.x, ctx.y, 20, PreconditionerKind::Cheap);
+      beta_ = std::max<PetscReal>(o_.inner_momentum, 0);
+      n_ = o_.inner_steps > 0 ? o_.inner_steps : 10;
+      return;
+    }
     const ProblemHints h = p.hints();
     const bool need_l = o_.inner_step == 0 || o_.inner_momentum < 0 || o_.inner_steps == 0;
     const PetscReal L =
@@ -422,7 +560,7 @@ class Pzobo : public Algorithm {
         int grank = 0;
         MPI_Comm_rank(subcomm_.get(), &grank);
         group_rank_ = grank;
-        group_space_.setup(*sub_problem_, q_, (q_ + groups_ - 1) / groups_);
+        group_space_.setup(*sub_problem_, q_, (q_ + groups_ - 1) / groups_);  // group 0: ≤ ⌈Q/G⌉ + main
         upper_copy_.setup(directions_[0], group_space_.x0, group_);
         lower_copy_.setup(y_prev_, group_space_.y0, group_);
         sub_problem_->reset_counts();
@@ -434,7 +572,7 @@ class Pzobo : public Algorithm {
     }
     if (!grouped_) groups_ = 1;
     full_space_ = PathSpace{};
-    if (!grouped_) full_space_.setup(p, 0, 0);
+    if (!grouped_) full_space_.setup(p, 0, q_);
   }
 
   /// Adds the oracle calls of every group's sub-problem (counted once per group) to the problem's counts.
@@ -453,8 +591,12 @@ class Pzobo : public Algorithm {
   PzoboOptions o_;
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
-  bool derived_ = false;
+  bool derived_ = false, restricted_ = false;
   std::uint64_t seed_ = 0;
+  std::vector<PathState> paths_;   // the paths of one iteration (scratch)
+  std::vector<Vec> xs_;            // their x (scratch)
+  std::vector<PetscReal> work_;    // the d × Q block of restricted directions
+  std::vector<PetscInt> support_;  // S = ∪_t B_t (sorted) when the directions are restricted to it
   std::vector<PetscInt> batch_indices_;
   std::vector<Batch> batches_;
   std::vector<PetscReal> c_;  // δ_jᵀ ∇_y f, j = 1..Q, then the main path's residual (groups)
