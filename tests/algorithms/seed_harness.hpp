@@ -79,20 +79,28 @@ struct Run {
   std::vector<PetscReal> x;  ///< final x, on every rank
 };
 
+/// Sets `solver` up on `p` with the options currently set and solves once from p's initial point; the final
+/// x, gathered, goes to *x_out when given. Collective on the solver's communicator.
+inline bilevel::SolveReport solve_from_initial_point(bilevel::BilevelSolver& solver,
+                                                     const std::shared_ptr<bilevel::BilevelProblem>& p,
+                                                     std::vector<PetscReal>* x_out = nullptr) {
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  const bilevel::SolveReport report = solver.solve(x, y);
+  if (x_out) *x_out = gather(x);
+  return report;
+}
+
 /// Runs `method` for `iterations` outer iterations on the quadratic `q` on `comm`, from the problem's
 /// initial point, with the options currently set. Collective on comm.
 inline Run run_quadratic(MPI_Comm comm, const bilevel::QuadraticOptions& q, const std::string& method,
                          PetscInt iterations) {
   Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(iterations)}};
-  auto p = std::make_shared<bilevel::QuadraticProblem>(comm, q);
   bilevel::BilevelSolver solver(comm);
-  solver.set_problem(p);
-  solver.set_from_options();
-  auto x = p->create_upper_vec(), y = p->create_lower_vec();
-  p->initial_point(x, y);
   Run r;
-  r.report = solver.solve(x, y);
-  r.x = gather(x);
+  r.report = solve_from_initial_point(solver, std::make_shared<bilevel::QuadraticProblem>(comm, q), &r.x);
   return r;
 }
 
@@ -129,13 +137,8 @@ inline std::string solver_view_text(MPI_Comm comm, const bilevel::BilevelSolver&
 /// setup). Collective on comm.
 inline std::string view_text(MPI_Comm comm, const bilevel::QuadraticOptions& q, const std::string& method) {
   Options o{{"-bilevel_type", method}, {"-bilevel_max_it", "1"}};
-  auto p = std::make_shared<bilevel::QuadraticProblem>(comm, q);
   bilevel::BilevelSolver solver(comm);
-  solver.set_problem(p);
-  solver.set_from_options();
-  auto x = p->create_upper_vec(), y = p->create_lower_vec();
-  p->initial_point(x, y);
-  solver.solve(x, y);
+  solve_from_initial_point(solver, std::make_shared<bilevel::QuadraticProblem>(comm, q));
   return solver_view_text(comm, solver);
 }
 

@@ -149,13 +149,9 @@ TEST(Pzobo, ProblemTunedDefaultsApplyAndTheUsersOptionsWin) {
   auto view = [](bool user) {
     Options o{{"-bilevel_type", "pzobo"}, {"-bilevel_max_it", "1"}};
     if (user) o.set("-bilevel_pzobo_directions", "4");
-    auto p = std::make_shared<TunedQuadratic>(PETSC_COMM_WORLD, seedtest::quad(100));
     bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
-    solver.set_problem(p);
-    solver.set_from_options();
-    auto x = p->create_upper_vec(), y = p->create_lower_vec();
-    p->initial_point(x, y);
-    const bilevel::SolveReport r = solver.solve(x, y);
+    const bilevel::SolveReport r = seedtest::solve_from_initial_point(
+        solver, std::make_shared<TunedQuadratic>(PETSC_COMM_WORLD, seedtest::quad(100)));
     EXPECT_EQ(r.outer_iterations, 1);
     return seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
   };
