@@ -143,6 +143,17 @@ class BilevelProblem {
   /// ∇_y g(x_i, y; batch) into gy_i for several x at one y (one pass over the batch's rows where the
   /// problem can, e.g. the forward product shared; default: one call each). Counts one grad_g per x.
   void lower_grad_y_multi(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
+  /// dots_i = ⟨∇_y g(x_i, y; batch), v⟩ for several x at one y: the gradients' projections on one vector,
+  /// without forming the gradients where the problem can (default: lower_grad_y_multi_impl, then VecDot).
+  /// Counts one grad_g per x. Collective.
+  void lower_grad_y_dot_multi(std::span<const Vec> x, Vec y, const Batch& batch, Vec v, std::span<PetscReal> dots);
+  /// Finite differences of that projection along coordinates of x: for every global index i_k of `coords`
+  /// (the same list on every rank), out_k = (⟨∇_y g(x + h e_{i_k}, y; batch), v⟩ − ⟨∇_y g(x, y; batch), v⟩) / h.
+  /// Counts one grad_g per coordinate plus the base one; samples: the batch once plus one row per coordinate
+  /// on Capability::PerSampleUpper problems (a coordinate's perturbation changes only its own row's term),
+  /// the batch per gradient otherwise. Default: each perturbed gradient formed in full. Collective.
+  void lower_grad_y_dot_coordinates(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
+                                    std::span<const PetscInt> coords, std::span<PetscReal> out);
   void lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx);                ///< ∇_x g
   void lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< H w (lower → lower)
   /// H w_i for several w at the same point in one pass over the data (default: one call each).
@@ -151,7 +162,7 @@ class BilevelProblem {
 
   // Lower-level preconditioner (Capability::LowerPreconditioner). Not counted as oracle calls: M is built
   // from quantities the oracles already computed and applying it touches no data rows.
-  /// Builds M ≈ H(x, y)⁻¹ (full batch) for the point (x, y); it stays fixed until the next setup, so Krylov
+  /// Builds a symmetric positive definite M ≈ H(x, y)⁻¹ (full batch) for the point (x, y); it stays fixed until the next setup, so Krylov
   /// solvers may use it as a preconditioner. Collective.
   void lower_preconditioner_setup(Vec x, Vec y, PreconditionerKind kind = PreconditionerKind::Accurate);
   /// out = M r with the M of the last setup (r and out in y's layout, distinct). Collective.
@@ -197,6 +208,10 @@ class BilevelProblem {
   virtual PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch);
   virtual void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) = 0;
   virtual void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
+  virtual void lower_grad_y_dot_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, Vec v,
+                                          std::span<PetscReal> dots);
+  virtual void lower_grad_y_dot_coordinates_impl(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
+                                                 std::span<const PetscInt> coords, std::span<PetscReal> out);
   virtual void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx);
   virtual void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
   virtual void lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
@@ -209,6 +224,8 @@ class BilevelProblem {
 
  private:
   OracleCounts counts_;
+  std::vector<petsc::VecHandle> dot_scratch_;  // gradients of the default lower_grad_y_dot_*_impl
+  petsc::VecHandle dot_x_scratch_;              // the perturbed x of lower_grad_y_dot_coordinates_impl
 };
 
 }  // namespace bilevel

@@ -20,6 +20,9 @@
 /// signal-to-noise of the estimate is about √(Q/|S|) instead of √(Q/dx) (0.014 with Q = 10 and the
 /// 50,000 sample weights of the default hyperclean, where the full-support method stays at chance).
 /// "auto" restricts when the problem allows it and the paths use minibatches.
+/// Direction types (-bilevel_pzobo_direction_type): the paper's Gaussian ones; orthogonal blocks; and
+/// coordinates u_j = √d e_i drawn without replacement (d = |support|), a standard zeroth-order estimator
+/// that, with Q = d (-bilevel_pzobo_directions 0), gives the finite-difference Jacobian product exactly.
 ///
 /// Inner solver. The paper's analysis uses gradient descent (β = 0); its experiments use momentum SGD.
 /// The bias of the N-step Jacobian decays like (1 − aμ_g)^N for gradient descent and like
@@ -33,6 +36,17 @@
 /// paths are one fixed map of x; a defaults to 1/λ_max(M H) at the start, β to 0, N to 10. With M ≈ H⁻¹
 /// the one-step Jacobian −a M ∂_x∇_y g already points along the implicit one, −H⁻¹ ∂_x∇_y g, where plain
 /// steps on an ill-conditioned lower level (hyperclean: κ ≈ 1e5) see only its top eigendirections.
+/// One-step paths (N = 1, -bilevel_pzobo_one_step_projection, on by default): every path starts from the
+/// same (y⁰, y⁻¹), so the momentum term and y⁰ cancel in the differences and, with M symmetric,
+///   δ_jᵀ ∇_y f = −(a/μ) (∇_y g(x_k + μ u_j, y⁰; B_1) − ∇_y g(x_k, y⁰; B_1))ᵀ M ∇_y f,
+/// an exact rewrite of the Q finite differences that needs the perturbed gradients only projected on one
+/// vector z = M ∇_y f (lower_grad_y_dot_multi: one forward pass over B_1 and no backward one on hyperclean),
+/// and M twice instead of Q + 1 times. The perturbed y_1 are never formed. With coordinate directions not
+/// even x_k + μ u_j is: lower_grad_y_dot_coordinates takes the coordinates, and on hyperclean (a weight moves
+/// only its own row's term) all Q = dx differences cost one forward pass over the data. That makes the
+/// deterministic method with Q = dx affordable: its estimate is then the exact finite-difference
+/// derivative of the one-step map, −a ∂_x∇_y g M ∇_y f, i.e. an implicit hypergradient with M in place of
+/// H⁻¹, and hyperclean's tuned settings use it (docs/benchmarks.md, "pzobo on hyperclean").
 /// Problem-tuned settings come from ProblemHints::method_options (hyperclean: docs/benchmarks.md).
 ///
 /// Parallelism. With -bilevel_pzobo_path_groups G > 1 (default: as many as the ranks and Q + 1 allow, when
@@ -42,7 +56,7 @@
 /// Q numbers δ_jᵀ∇_y f come back in one reduction; no path communicates outside its group. Otherwise all
 /// paths run on the full communicator.
 /// Options (-bilevel_pzobo_*): inner_steps, inner_step, inner_momentum, directions, direction_type, smoothing,
-/// batch_size, path_groups, support, precondition.
+/// batch_size, path_groups, support, precondition, one_step_projection.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -62,17 +76,20 @@
 namespace bilevel {
 namespace {
 
-constexpr std::uint64_t kStreamDirections = 7;  // counter_normal stream of the directions u_j
+constexpr std::uint64_t kStreamDirections = 7;   // counter_normal stream of the directions u_j
+constexpr std::uint64_t kStreamCoordinates = 8;  // counter_uniform stream of the coordinate directions
 
 /// Settings of Pzobo. 0 / −1 mean "derived" as the file comment says. Options database keys in brackets.
 struct PzoboOptions {
   PetscInt inner_steps = 0;       ///< [-bilevel_pzobo_inner_steps] N steps per path; 0: derived
   PetscReal inner_step = 0;       ///< [-bilevel_pzobo_inner_step] a; 0: derived from L (and μ_g)
   PetscReal inner_momentum = -1;  ///< [-bilevel_pzobo_inner_momentum] heavy-ball β; −1: derived, 0: plain GD
-  PetscInt directions = 10;       ///< [-bilevel_pzobo_directions] Q Gaussian directions per iteration
-  /// [-bilevel_pzobo_direction_type gaussian|orthogonal] u_j i.i.d. N(0, I) (the paper), or Gaussian rows
-  /// orthonormalised in blocks of min(Q, dx) and scaled to norm √dx (still E[u_j u_jᵀ] = I, smaller variance;
-  /// exact J_Nᵀ∇_y f when Q is a multiple of dx)
+  PetscInt directions = 10;       ///< [-bilevel_pzobo_directions] Q directions per iteration; 0: one per
+                                  ///< coordinate of the support (d = dx, or b N when restricted; coordinate type)
+  /// [-bilevel_pzobo_direction_type gaussian|orthogonal|coordinate] u_j i.i.d. N(0, I) (the paper), or
+  /// Gaussian rows orthonormalised in blocks of min(Q, d) and scaled to norm √d, or u_j = √d e_i for
+  /// coordinates i drawn without replacement in blocks of min(Q, d) (d = |support|; both keep
+  /// E[u_j u_jᵀ] = I with a smaller variance, and are exact, J_Nᵀ∇_y f, when Q is a multiple of d)
   std::string direction_type = "gaussian";
   PetscReal smoothing = 0.01;     ///< [-bilevel_pzobo_smoothing] μ of the finite difference
   PetscInt batch_size = 256;      ///< [-bilevel_pzobo_batch_size] PZOBO-S minibatch when -bilevel_batch_size is unset
@@ -84,6 +101,9 @@ struct PzoboOptions {
   /// [-bilevel_pzobo_precondition] paths take steps −a M ∇_y g with the problem's M ≈ H⁻¹
   /// (Capability::LowerPreconditioner), built once per outer iteration at (x_k, y_k) and shared by all paths
   bool precondition = false;
+  /// [-bilevel_pzobo_one_step_projection] with N = 1, form δ_jᵀ∇_y f from gradient projections (file comment)
+  /// instead of running the Q perturbed paths; the same estimate up to rounding
+  bool one_step_projection = true;
 };
 
 /// An MPI communicator from MPI_Comm_split, freed on destruction (declare it before the objects on it).
@@ -168,8 +188,9 @@ struct PathSpace {
   std::vector<petsc::VecHandle> ends, ends_prev;  // (y_t, y_{t−1}) of the perturbed paths
   std::vector<petsc::VecHandle> g, mg;            // ∇_y g and M ∇_y g of every path (main path included)
   std::vector<Vec> g_raw, mg_raw;                 // the same as Vecs, for lower_precondition_multi
-  /// q directions (0 on the full communicator) and `paths` perturbed paths. Collective.
-  void setup(BilevelProblem& p, PetscInt q, PetscInt paths) {
+  /// q directions (0 on the full communicator) and `paths` perturbed paths; `projected`: only their x and
+  /// two lower buffers (one-step projection). Collective.
+  void setup(BilevelProblem& p, PetscInt q, PetscInt paths, bool projected = false) {
     problem = &p;
     x0 = p.create_upper_vec();
     auto make = [](std::vector<petsc::VecHandle>& v, PetscInt n, auto create) {
@@ -178,8 +199,8 @@ struct PathSpace {
     };
     make(directions, q, [&] { return p.create_upper_vec(); });
     make(x, paths, [&] { return p.create_upper_vec(); });
-    for (auto* v : {&ends, &ends_prev}) make(*v, paths, [&] { return p.create_lower_vec(); });
-    for (auto* v : {&g, &mg}) make(*v, paths + 1, [&] { return p.create_lower_vec(); });
+    for (auto* v : {&ends, &ends_prev}) make(*v, projected ? 0 : paths, [&] { return p.create_lower_vec(); });
+    for (auto* v : {&g, &mg}) make(*v, projected ? 2 : paths + 1, [&] { return p.create_lower_vec(); });
     for (petsc::VecHandle* v : {&y0, &y0_prev, &y_main, &y_main_prev, &fy}) *v = p.create_lower_vec();
     g_raw.assign(g.begin(), g.end());
     mg_raw.assign(mg.begin(), mg.end());
@@ -192,6 +213,26 @@ struct PathState {
   petsc::VecHandle* y;
   petsc::VecHandle* y_prev;
 };
+
+/// Q coordinates of `pool` (global indices, d = |pool|) for outer iteration k, in blocks of min(Q, d) drawn
+/// without replacement (partial Fisher-Yates on counter_uniform(seed, 8, k Q + t)), so every rank and rank
+/// count draws the same ones. `perm` is scratch. Not collective.
+void draw_coordinates(std::span<const PetscInt> pool, PetscInt q, std::uint64_t seed, PetscInt k,
+                      std::vector<PetscInt>& perm, std::vector<PetscInt>& coords) {
+  const std::size_t d = pool.size(), uq = static_cast<std::size_t>(q);
+  coords.clear();
+  std::size_t t = 0;
+  while (coords.size() < uq) {
+    perm.assign(pool.begin(), pool.end());
+    const std::size_t block = std::min(uq - coords.size(), d);
+    for (std::size_t r = 0; r < block; ++r, ++t) {
+      const double u = counter_uniform(seed, kStreamCoordinates, static_cast<std::uint64_t>(k) * uq + t);
+      const std::size_t pick = r + std::min(d - r - 1, static_cast<std::size_t>(u * static_cast<double>(d - r)));
+      std::swap(perm[r], perm[pick]);
+      coords.push_back(perm[r]);
+    }
+  }
+}
 
 /// Modified Gram-Schmidt on the columns of the row-major d × q matrix `a`, in blocks of min(q, d)
 /// consecutive columns, each column then scaled to norm √d (so E[u uᵀ] stays I). Not collective.
@@ -219,12 +260,23 @@ void orthogonalize_blocks(std::vector<PetscReal>& a, std::size_t d, std::size_t 
 /// Restricted to `support` (sorted global indices, d = |support|; 0 elsewhere): every rank draws the d × Q
 /// block and orthonormalises it redundantly, which needs no communication and gives the same directions
 /// at every rank count. Collective on the directions' communicator. `work` is scratch.
+/// Coordinate directions (`coords` not empty): u_j = scale e_{coords_j}. Not collective then.
 void make_directions(std::span<petsc::VecHandle> u, std::uint64_t seed, PetscInt k, bool orthogonal, bool restricted,
-                     std::span<const PetscInt> support, std::vector<PetscReal>& work) {
+                     std::span<const PetscInt> support, std::vector<PetscReal>& work,
+                     std::span<const PetscInt> coords = {}, PetscReal scale = 0) {
   const auto q = static_cast<PetscInt>(u.size());
   PetscInt lo = 0, hi = 0, n = 0;
   BILEVEL_PETSC_CALL(VecGetSize(u[0], &n));
   BILEVEL_PETSC_CALL(VecGetOwnershipRange(u[0], &lo, &hi));
+  if (!coords.empty()) {
+    for (PetscInt j = 0; j < q; ++j) {
+      petsc::WriteView w(u[static_cast<std::size_t>(j)]);
+      std::fill(w.data(), w.data() + w.size(), 0.0);
+      const PetscInt i = coords[static_cast<std::size_t>(j)];
+      if (i >= lo && i < hi) w[i - lo] = scale;
+    }
+    return;
+  }
   auto base = [&](PetscInt j) {
     return (static_cast<std::uint64_t>(k) * static_cast<std::uint64_t>(q) + static_cast<std::uint64_t>(j)) *
            static_cast<std::uint64_t>(n);
@@ -322,17 +374,26 @@ class Pzobo : public Algorithm {
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step a of the paths (0: derived from L, mu)", 0.0);
     o_.inner_momentum = opts.real("inner_momentum", o_.inner_momentum,
                                   "heavy-ball momentum of the paths (-1: derived from L, mu; 0: plain GD)", -1.0, 1.0);
-    o_.directions = opts.integer("directions", o_.directions, "Gaussian directions Q per outer iteration", 1);
-    o_.direction_type = opts.choice("direction_type", o_.direction_type, {"gaussian", "orthogonal"},
-                                    "directions: i.i.d. Gaussian (paper) or orthogonal blocks of norm sqrt(dx)");
+    o_.directions = opts.integer("directions", o_.directions,
+                                 "directions Q per outer iteration (0: one per coordinate of the support, with "
+                                 "direction_type coordinate)", 0);
+    o_.direction_type = opts.choice("direction_type", o_.direction_type, {"gaussian", "orthogonal", "coordinate"},
+                                    "directions: i.i.d. Gaussian (paper), orthogonal blocks of norm sqrt(d), or "
+                                    "coordinates sqrt(d) e_i drawn without replacement");
     o_.smoothing = opts.real("smoothing", o_.smoothing, "finite-difference step mu", 0.0);
     if (!(o_.smoothing > 0)) throw InputError("option -bilevel_pzobo_smoothing must be > 0");
+    if (o_.directions == 0 && o_.direction_type != "coordinate")
+      throw InputError("option -bilevel_pzobo_directions 0 (one direction per coordinate of the support) needs "
+                       "-bilevel_pzobo_direction_type coordinate; got " + o_.direction_type);
     o_.batch_size = opts.integer("batch_size", o_.batch_size,
                                  "PZOBO-S minibatch used when -bilevel_batch_size is not set (0: full)", 0);
     o_.path_groups = opts.integer("path_groups", o_.path_groups,
                                   "sub-communicators running the Q paths side by side (0: auto, 1: none)", 0);
     o_.precondition = opts.boolean("precondition", o_.precondition,
                                    "paths take preconditioned steps -a M grad_y g (problems with a preconditioner)");
+    o_.one_step_projection = opts.boolean("one_step_projection", o_.one_step_projection,
+                                          "with one inner step, form the Q differences from gradient projections "
+                                          "on M grad_y f instead of running the perturbed paths (same estimate)");
     o_.support = opts.choice("support", o_.support, {"auto", "full", "batch"},
                              "entries of x perturbed: all (paper) or those the minibatches read (auto: batch "
                              "when the problem allows)");
@@ -364,6 +425,8 @@ class Pzobo : public Algorithm {
       throw InputError("option -bilevel_pzobo_support batch needs a problem whose x holds one weight per training "
                        "sample (hyperclean); allowed here: auto, full");
     restricted_ = batch_ > 0 && per_sample && o_.support != "full";
+    BILEVEL_PETSC_CALL(VecGetSize(ctx.x, &dx_));
+    if (o_.directions == 0) q_ = restricted_ ? batch_ * n_ : dx_;  // every coordinate of the support once
     support_.reserve(static_cast<std::size_t>(batch_ * n_));
     inner_ = BatchSampler(ctx.seed, 1);
     outer_ = BatchSampler(ctx.seed, 4);
@@ -374,8 +437,16 @@ class Pzobo : public Algorithm {
     main_y_prev_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
     fx_ = p.create_upper_vec();
-    directions_.clear();
-    for (PetscInt j = 0; j < q_; ++j) directions_.push_back(p.create_upper_vec());
+    projected_ = n_ == 1 && o_.one_step_projection;
+    coordinate_ = o_.direction_type == "coordinate";
+    sparse_ = projected_ && coordinate_;
+    constexpr double kMaxDirectionEntries = 268435456;  // 2 GiB of direction vectors
+    if (!sparse_ && static_cast<double>(q_) * static_cast<double>(dx_) > kMaxDirectionEntries)
+      throw InputError("pzobo: " + std::to_string(q_) + " direction vectors of size " + std::to_string(dx_) +
+                       " exceed 2 GiB; lower -bilevel_pzobo_directions, or use -bilevel_pzobo_direction_type "
+                       "coordinate with -bilevel_pzobo_inner_steps 1 (directions never formed)");
+    directions_.clear();  // not formed at all in the sparse mode (Q may reach dx)
+    for (PetscInt j = 0; j < (sparse_ ? 0 : q_); ++j) directions_.push_back(p.create_upper_vec());
     BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_prev_));  // zero initial velocity
     c_.assign(static_cast<std::size_t>(q_ + 1), 0.0);
     setup_groups(p, ctx.comm);
@@ -397,15 +468,37 @@ class Pzobo : public Algorithm {
     }
     const Batch ub = upper_batch_ > 0 ? outer_.next(n.upper, upper_batch_) : Batch::all();
     const bool orthogonal = o_.direction_type == "orthogonal";
-    make_directions(directions_, seed_, ctx.iteration, orthogonal, restricted_, support_, work_);  // u_1..u_Q
+    if (coordinate_) {  // Q coordinates of the support (or of all of x), u_j = √d e_i
+      if (!restricted_ && pool_.size() != static_cast<std::size_t>(dx_)) {
+        pool_.resize(static_cast<std::size_t>(dx_));
+        for (PetscInt i = 0; i < dx_; ++i) pool_[static_cast<std::size_t>(i)] = i;
+      }
+      const std::span<const PetscInt> pool = restricted_ ? std::span<const PetscInt>(support_) : std::span<const PetscInt>(pool_);
+      draw_coordinates(pool, q_, seed_, ctx.iteration, perm_, coords_);
+      coord_scale_ = std::sqrt(static_cast<PetscReal>(pool.size()));
+    }
+    const bool sparse = sparse_;  // the directions are never formed as vectors
+    if (!sparse)
+      make_directions(directions_, seed_, ctx.iteration, orthogonal, restricted_, support_, work_, coords_, coord_scale_);  // u_1..u_Q
     std::fill(c_.begin(), c_.end(), 0.0);
     if (o_.precondition && !grouped_) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);  // M at (x_k, y_k)
-    if (grouped_) r.lower_residual = grouped_paths(ctx, ub, orthogonal);
+    if (projected_) r.lower_residual = projected_one_step(ctx, ub, sparse);
+    else if (grouped_) r.lower_residual = grouped_paths(ctx, ub, orthogonal);
     else r.lower_residual = sequential_paths(ctx, ub);
     // h_k = ∇_x f + (1/Q) Σ_j (δ_jᵀ ∇_y f) u_j  (Alg. 1, hypergradient estimate)
-    for (PetscInt j = 0; j < q_; ++j)
-      BILEVEL_PETSC_CALL(VecAXPY(fx_, c_[static_cast<std::size_t>(j)] / static_cast<PetscReal>(q_),
-                                 directions_[static_cast<std::size_t>(j)]));
+    if (sparse) {  // u_j = √d e_{i_j}: only the drawn coordinates change
+      PetscInt lo = 0, hi = 0;
+      BILEVEL_PETSC_CALL(VecGetOwnershipRange(fx_, &lo, &hi));
+      petsc::WriteView w(fx_);
+      for (PetscInt j = 0; j < q_; ++j) {
+        const PetscInt i = coords_[static_cast<std::size_t>(j)];
+        if (i >= lo && i < hi) w[i - lo] += c_[static_cast<std::size_t>(j)] / static_cast<PetscReal>(q_) * coord_scale_;
+      }
+    } else {
+      for (PetscInt j = 0; j < q_; ++j)
+        BILEVEL_PETSC_CALL(VecAXPY(fx_, c_[static_cast<std::size_t>(j)] / static_cast<PetscReal>(q_),
+                                   directions_[static_cast<std::size_t>(j)]));
+    }
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
     r.inner_iterations = n_ * (q_ + 1);
     BILEVEL_PETSC_CALL(VecCopy(main_y_, ctx.y));        // y_{k+1} = y_N(x_k)  (warm start)
@@ -425,12 +518,68 @@ class Pzobo : public Algorithm {
         beta_ >= 0 ? beta_ : o_.inner_momentum, derived_ ? "derived from L and mu_g" : "given or gradient descent",
         static_cast<int>(o_.directions), o_.direction_type.c_str(), o_.smoothing, static_cast<int>(batch_), static_cast<int>(upper_batch_),
         restricted_ ? "the minibatches' entries of x" : "every entry of x",
-        o_.precondition ? "preconditioned (-a M grad, cheap M)" : "plain (M = I)", grouped_ ? "side by side on sub-communicators" : "one after another on the full communicator"));
+        o_.precondition ? "preconditioned (-a M grad, cheap M)" : "plain (M = I)",
+        projected_ ? (sparse_ ? "one step, differences from one coordinate-projection pass (no perturbed path formed)"
+                              : "one step, differences from gradient projections on M grad_y f (no perturbed path formed)")
+                   : grouped_ ? "side by side on sub-communicators" : "side by side on the full communicator"));
     if (grouped_)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "  path groups %d\n", static_cast<int>(groups_)));
   }
 
  private:
+  /// One-step paths by projection (file comment): main_y_ = y_1(x_k), fx_/fy_ = ∇f there, and
+  /// c_j = −(a/μ) (⟨∇_y g(x_k + μ u_j, y⁰; B_1), z⟩ − ⟨∇_y g(x_k, y⁰; B_1), z⟩) with z = M ∇_y f.
+  /// Returns ||∇_y g(x_k, y⁰; B_1)||. Collective.
+  /// With `sparse` (coordinate directions u_j = √d e_{i_j}) the Q projections come from one
+  /// lower_grad_y_dot_coordinates call with step μ√d, and no x_k + μ u_j is formed.
+  PetscReal projected_one_step(AlgorithmContext& ctx, const Batch& ub, bool sparse) {
+    BilevelProblem& p = ctx.problem;
+    PathSpace& s = full_space_;
+    petsc::ScopedEvent ev(petsc::events().lower_solve);
+    const Batch& b = batches_[0];
+    Vec g0 = s.g[0], step = g0;
+    p.lower_grad_y(ctx.x, ctx.y, b, g0);  // ∇_y g(x_k, y⁰; B_1)
+    if (o_.precondition) {
+      p.lower_precondition(g0, s.mg[0]);  // M ∇_y g
+      step = s.mg[0];
+    }
+    BILEVEL_PETSC_CALL(VecCopy(ctx.y, main_y_));
+    BILEVEL_PETSC_CALL(VecAXPBYPCZ(main_y_, -a_, -beta_, 1.0 + beta_, step, y_prev_));  // y_1 = (1+β)y⁰ − aM∇ − βy⁻¹
+    BILEVEL_PETSC_CALL(VecCopy(ctx.y, main_y_prev_));
+    p.upper_grad(ctx.x, main_y_, ub, fx_, fy_);  // ∇_x f, ∇_y f at (x_k, y_1(x_k))
+    Vec z = fy_;
+    if (o_.precondition) {
+      p.lower_precondition(fy_, s.mg[1]);  // z = M ∇_y f (M symmetric)
+      z = s.mg[1];
+    }
+    const auto cq = std::span<PetscReal>(c_.data(), static_cast<std::size_t>(q_));
+    if (sparse) {  // c_j = −a √d (⟨∇_y g(x_k + μ√d e_i), z⟩ − ⟨∇_y g(x_k), z⟩) / (μ√d)
+      p.lower_grad_y_dot_coordinates(ctx.x, ctx.y, b, z, mu_ * coord_scale_, coords_, cq);
+      for (PetscReal& c : cq) c *= -a_ * coord_scale_;
+    } else {
+      projected_differences(p, ctx, b, g0, z, cq);
+    }
+    PetscReal norm = 0;
+    BILEVEL_PETSC_CALL(VecNorm(g0, NORM_2, &norm));
+    return norm;
+  }
+
+  /// c_j = −(a/μ) (⟨∇_y g(x_k + μ u_j, y⁰; B_1), z⟩ − ⟨g0, z⟩) with the direction vectors. Collective.
+  void projected_differences(BilevelProblem& p, AlgorithmContext& ctx, const Batch& b, Vec g0, Vec z,
+                             std::span<PetscReal> cq) {
+    PathSpace& s = full_space_;
+    PetscReal d0 = 0;
+    BILEVEL_PETSC_CALL(VecDot(g0, z, &d0));
+    xs_.clear();
+    for (PetscInt j = 0; j < q_; ++j) {
+      const auto uj = static_cast<std::size_t>(j);
+      BILEVEL_PETSC_CALL(VecWAXPY(s.x[uj], mu_, directions_[uj], ctx.x));  // x_k + μ u_j
+      xs_.push_back(s.x[uj]);
+    }
+    p.lower_grad_y_dot_multi(xs_, ctx.y, b, z, cq);
+    for (PetscReal& c : cq) c = -a_ / mu_ * (c - d0);
+  }
+
   /// All Q + 1 paths side by side on the full communicator: main_y_ = y_N(x_k), fx_/fy_ = ∇f there,
   /// c_j = δ_jᵀ ∇_y f. Returns ||∇_y g|| of the main path's last step. Collective.
   PetscReal sequential_paths(AlgorithmContext& ctx, const Batch& ub) {
@@ -469,7 +618,7 @@ class Pzobo : public Algorithm {
     upper_copy_.copy(ctx.x, s.x0);
     lower_copy_.copy(ctx.y, s.y0);
     lower_copy_.copy(y_prev_, s.y0_prev);
-    make_directions(s.directions, seed_, ctx.iteration, orthogonal, restricted_, support_, work_);  // u_1..u_Q on the group
+    make_directions(s.directions, seed_, ctx.iteration, orthogonal, restricted_, support_, work_, coords_, coord_scale_);  // u_1..u_Q on the group
     if (o_.precondition) s.problem->lower_preconditioner_setup(s.x0, s.y0, PreconditionerKind::Cheap);  // M at (x_k, y_k), on the group
     // This group's paths side by side: the main one y_N(x_k) on group 0, then y_N(x_k + μ u_j) for its j.
     paths_.clear();
@@ -545,6 +694,7 @@ class Pzobo : public Algorithm {
     MPI_Comm_size(comm, &size);
     MPI_Comm_rank(comm, &rank);
     groups_ = o_.path_groups > 0 ? o_.path_groups : std::min<PetscInt>(size, q_ + 1);
+    if (projected_) groups_ = 1;  // no paths to distribute
     groups_ = std::min<PetscInt>({groups_, static_cast<PetscInt>(size), q_ + 1});
     grouped_ = false;
     group_space_ = PathSpace{};
@@ -572,7 +722,7 @@ class Pzobo : public Algorithm {
     }
     if (!grouped_) groups_ = 1;
     full_space_ = PathSpace{};
-    if (!grouped_) full_space_.setup(p, 0, q_);
+    if (!grouped_) full_space_.setup(p, 0, sparse_ ? 0 : q_, projected_);
   }
 
   /// Adds the oracle calls of every group's sub-problem (counted once per group) to the problem's counts.
@@ -591,7 +741,11 @@ class Pzobo : public Algorithm {
   PzoboOptions o_;
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
-  bool derived_ = false, restricted_ = false;
+  bool derived_ = false, restricted_ = false, projected_ = false, coordinate_ = false, sparse_ = false;
+  PetscInt dx_ = 0;
+  PetscReal coord_scale_ = 0;      // √d of the coordinate directions
+  std::vector<PetscInt> coords_;   // their coordinates i_1..i_Q (global indices)
+  std::vector<PetscInt> pool_, perm_;  // 0..dx−1 (full support) and scratch of draw_coordinates
   std::uint64_t seed_ = 0;
   std::vector<PathState> paths_;   // the paths of one iteration (scratch)
   std::vector<Vec> xs_;            // their x (scratch)
