@@ -220,6 +220,7 @@ struct PathState {
 void draw_coordinates(std::span<const PetscInt> pool, PetscInt q, std::uint64_t seed, PetscInt k,
                       std::vector<PetscInt>& perm, std::vector<PetscInt>& coords) {
   const std::size_t d = pool.size(), uq = static_cast<std::size_t>(q);
+  BILEVEL_ASSERT(d > 0);
   coords.clear();
   std::size_t t = 0;
   while (coords.size() < uq) {
@@ -516,7 +517,7 @@ class Pzobo : public Algorithm {
         "  batch %d (upper %d), directions on %s, steps %s, paths %s\n",
         static_cast<int>(n_ > 0 ? n_ : o_.inner_steps), a_ > 0 ? a_ : o_.inner_step,
         beta_ >= 0 ? beta_ : o_.inner_momentum, derived_ ? "derived from L and mu_g" : "given or gradient descent",
-        static_cast<int>(o_.directions), o_.direction_type.c_str(), o_.smoothing, static_cast<int>(batch_), static_cast<int>(upper_batch_),
+        static_cast<int>(q_ > 0 ? q_ : o_.directions), o_.direction_type.c_str(), o_.smoothing, static_cast<int>(batch_), static_cast<int>(upper_batch_),
         restricted_ ? "the minibatches' entries of x" : "every entry of x",
         o_.precondition ? "preconditioned (-a M grad, cheap M)" : "plain (M = I)",
         projected_ ? (sparse_ ? "one step, differences from one coordinate-projection pass (no perturbed path formed)"
