@@ -22,7 +22,7 @@ po::options_description long_options() {
   d.add_options()
       ("help", "print this help and exit (use -help for every PETSc/-bilevel_ option)")
       ("version", "print the version and exit")
-      ("problem", po::value<std::string>()->default_value("hyperclean"), "quadratic | logreg | hyperclean")
+      ("problem", po::value<std::string>()->default_value("hyperclean"), "quadratic | logreg | softmax | hyperclean")
       ("method", po::value<std::string>(), "registered method (writes -bilevel_type); default aidcg")
       ("train", po::value<std::string>(), "training data: LIBSVM (.gz/.bz2/.xz) or IDX images file")
       ("validation", po::value<std::string>(), "validation data (upper level)")
@@ -104,13 +104,15 @@ int main(int argc, char** argv) {
     if (vm.count("dataset")) inputs.dataset = vm["dataset"].as<std::string>();
     inputs.seed = vm["seed"].as<unsigned long>();
     if (help) {
-      // -help: list every option of the solver and of a (small) problem without loading data.
+      // -help: list every option of the solver, of the chosen method and of every problem, without loading
+      // data (the solver's defaults are those it takes on the quadratic).
       std::ostringstream s;
       s << cli;
       BILEVEL_PETSC_CALL(PetscPrintf(comm, "%s%s\n", kHelp, s.str().c_str()));
       std::string names;
       for (const auto& n : bilevel::algorithm_registry().names()) names += " " + n;
       BILEVEL_PETSC_CALL(PetscPrintf(comm, "Registered methods:%s\n", names.c_str()));
+      bilevel::read_data_problem_options(comm);
       auto problem = bilevel::make_problem(comm, "quadratic", inputs);
       bilevel::BilevelSolver solver(comm);
       solver.set_problem(problem);

@@ -44,4 +44,10 @@ std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm, const std::string& n
   throw InputError("unknown problem '" + name + "' for --problem: expected one of " + list);
 }
 
+void read_data_problem_options(MPI_Comm comm) {
+  LogregOptions::from_options(comm);
+  SoftmaxOptions::from_options(comm);
+  HypercleanOptions::from_options(comm);
+}
+
 }  // namespace bilevel

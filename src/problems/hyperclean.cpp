@@ -217,7 +217,7 @@ PetscInt corrupt_label(std::uint64_t seed, PetscReal p, PetscInt row, PetscInt l
 }
 
 HypercleanOptions HypercleanOptions::from_options(MPI_Comm comm) {
-  petsc::OptionsReader reader(comm, "bilevel_hyperclean_", "Data hyper-cleaning problem");
+  petsc::OptionsReader reader(comm, "bilevel_hyperclean_", "Problem hyperclean, data hyper-cleaning (-bilevel_hyperclean_*)");
   HypercleanOptions o;
   o.mu = reader.real("mu", o.mu, "l2 weight on W", 0.0);
   o.mu_bias = reader.real("mu_bias", o.mu_bias, "l2 weight on the bias (negative: same as mu)");

@@ -50,7 +50,7 @@ static inline double logistic_curvature(double z) {
 }
 
 LogregOptions LogregOptions::from_options(MPI_Comm comm) {
-  petsc::OptionsReader reader(comm, "bilevel_logreg_", "Logistic-regression hyperparameter problem");
+  petsc::OptionsReader reader(comm, "bilevel_logreg_", "Problem logreg, logistic-regression hyperparameters (-bilevel_logreg_*)");
   LogregOptions o;
   o.scalar = reader.boolean("scalar", o.scalar, "one regulariser for all features (dx = 1)");
   o.intercept = reader.boolean("intercept", o.intercept, "unregularised intercept as the last entry of y");

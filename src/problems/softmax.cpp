@@ -33,7 +33,7 @@ struct SoftmaxProblem::Side {
 
 SoftmaxOptions SoftmaxOptions::from_options(MPI_Comm comm) {
   petsc::OptionsReader reader(
-      comm, "bilevel_softmax_", "Multinomial logistic-regression hyperparameter problem");
+      comm, "bilevel_softmax_", "Problem softmax, multinomial logistic-regression hyperparameters (-bilevel_softmax_*)");
   SoftmaxOptions o;
   o.scalar = reader.boolean("scalar", o.scalar, "one regulariser for all features (dx = 1)");
   o.bias_weight = reader.real("bias_weight", o.bias_weight, "l2 weight on the bias", 0.0);
