@@ -407,6 +407,13 @@ ProblemHints HypercleanProblem::hints() const {
 void HypercleanProblem::initial_point(Vec x, Vec y) {
   BILEVEL_PETSC_CALL(VecSet(x, options_.initial_x));
   BILEVEL_PETSC_CALL(VecSet(y, 0.0));
+  // A new run starts here: the probability cache goes back to its value at y = 0 (1/K), and the
+  // preconditioners are refactored at their next setup. Otherwise a reused problem (bilevel-bench, or a
+  // program that solves twice) would build its first M from the previous run's last probabilities.
+  std::fill(train_->p.begin(), train_->p.end(), 1.0 / static_cast<double>(classes_));
+  train_->stamps.invalidate();
+  for (KronPreconditioner* pc : {pc_exact_.get(), pc_cheap_.get()})
+    if (pc) pc->c = -1;
 }
 
 std::span<const PetscInt> HypercleanProblem::noisy_labels() const {

@@ -500,6 +500,34 @@ TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndS
   EXPECT_LE(cut.umu, kron.umu * (1 + 1e-12));
 }
 
+// initial_point starts a new run: a problem that has already run (its probability cache and preconditioners
+// filled at another y) then builds the same M at the initial point as a fresh problem. bilevel-bench reuses one
+// problem for every run; before this reset, pzobo's runs there depended on the run before them.
+TEST_P(HypercleanTest, InitialPointResetsTheRunStateSoAReusedProblemBuildsTheFreshPreconditioner) {
+  auto fresh = std::make_unique<bilevel::HypercleanProblem>(
+      testdata::to_dataset(PETSC_COMM_WORLD, tr_, DataFormat::Sparse),
+      testdata::to_dataset(PETSC_COMM_WORLD, va_, DataFormat::Sparse), std::nullopt, opts_);
+  auto u = problem_->create_lower_vec(), g = problem_->create_lower_vec();
+  testdata::fill(u, [](PetscInt j) { return std::sin(0.7 * j + 0.1); });
+  for (auto kind : {bilevel::PreconditionerKind::Cheap, bilevel::PreconditionerKind::Accurate}) {
+    auto apply = [&](bilevel::HypercleanProblem& p, Vec x, Vec y) {
+      auto mu = p.create_lower_vec();
+      p.lower_preconditioner_setup(x, y, kind);
+      p.lower_precondition(u, mu);
+      return gather(mu);
+    };
+    auto x0 = problem_->create_upper_vec(), y0 = problem_->create_lower_vec();
+    fresh->initial_point(x0, y0);
+    const std::vector<double> expected = apply(*fresh, x0, y0);
+    problem_->lower_grad_y(x_, y_, Batch::all(), g);  // a previous run: probabilities cached at y_
+    const std::vector<double> elsewhere = apply(*problem_, x_, y_);
+    problem_->initial_point(x0, y0);
+    const std::vector<double> reused = apply(*problem_, x0, y0);
+    EXPECT_GT(rel_diff(elsewhere, expected), 1e-2);  // the state the reset has to undo
+    EXPECT_LT(rel_diff(reused, expected), 1e-13);
+  }
+}
+
 TEST_P(HypercleanTest, DetectionCountsFlaggedCorruptedSamples) {
   auto& p = *problem_;
   auto x = p.create_upper_vec();
