@@ -1,6 +1,6 @@
 #include "bilevel/blocks/implicit_step.hpp"
 
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {

@@ -7,17 +7,7 @@
 namespace bilevel {
 
 CgLinearSolver::CgLinearSolver(BilevelProblem& problem, Vec y_layout, PetscInt max_it, PetscReal rtol)
-    : shell_(problem, y_layout) {
-  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y_layout));
-  BILEVEL_PETSC_CALL(KSPCreate(comm, ksp_.out()));
-  BILEVEL_PETSC_CALL(KSPSetType(ksp_, KSPCG));
-  BILEVEL_PETSC_CALL(KSPSetOperators(ksp_, shell_.mat(), shell_.mat()));
-  shell_.attach_preconditioner(ksp_);  // PCG with the problem's M ≈ H⁻¹ if it has one
-  BILEVEL_PETSC_CALL(KSPSetInitialGuessNonzero(ksp_, PETSC_TRUE));  // warm start from the previous v
-  BILEVEL_PETSC_CALL(KSPSetTolerances(ksp_, rtol, 1e-300, PETSC_DEFAULT, max_it));
-  BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp_, "bilevel_hyper_"));
-  BILEVEL_PETSC_CALL(KSPSetFromOptions(ksp_));
-}
+    : shell_(problem, y_layout), ksp_(make_hessian_ksp(shell_, "bilevel_hyper_", rtol, max_it, /*warm_start=*/true)) {}
 
 PetscInt CgLinearSolver::solve(Vec x, Vec y, const Batch& batch, Vec b, Vec v) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);

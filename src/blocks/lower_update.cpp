@@ -1,6 +1,6 @@
 #include "bilevel/blocks/lower_update.hpp"
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -22,7 +22,7 @@ void LowerUpdate::setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdate
                               : 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(problem, x, y));
     gd_.setup(y);
   } else {
-    newton_.setup(problem, y);
+    newton_.setup(problem, y, cg_its_);
   }
 }
 
@@ -33,7 +33,7 @@ PetscReal LowerUpdate::run(BilevelProblem& problem, Vec x, Vec y, BatchSampler& 
   }
   const PetscInt n = problem.dataset_sizes().lower;
   const Batch b = (batch_size > 0 && n > 0) ? sampler.next(n, batch_size) : Batch::all();
-  return newton_.run(problem, x, y, steps_, cg_its_, b);  // y <- y − H⁻¹∇_y g (truncated CG), T times
+  return newton_.run(problem, x, y, steps_, b);  // y <- y − H⁻¹∇_y g (truncated CG), T times
 }
 
 }  // namespace bilevel

@@ -1,6 +1,5 @@
 #include "bilevel/core/problem.hpp"
 
-#include "bilevel/blocks/lower_solver.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 #include "bilevel/petsc/vec_access.hpp"
@@ -206,9 +205,6 @@ void BilevelProblem::lower_preconditioner_setup_impl(Vec, Vec, PreconditionerKin
 }
 void BilevelProblem::lower_precondition_impl(Vec, Vec) {
   throw NotImplemented("problem '" + name() + "' has no lower-level preconditioner");
-}
-PetscReal BilevelProblem::solve_lower(Vec x, Vec y, PetscReal rtol) {
-  return solve_lower_accurately(*this, x, y, rtol);
 }
 TestMetrics BilevelProblem::evaluate_test(Vec, Vec) {
   throw NotImplemented("problem '" + name() + "' has no test set");

@@ -4,12 +4,12 @@
 
 #include <cmath>
 
-#include "bilevel/blocks/upper_stepper.hpp"
-#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/core/derivative_check.hpp"
+#include "bilevel/core/lower_solve.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 #include "bilevel/petsc/session.hpp"
-#include "bilevel/testing/derivative_check.hpp"
 
 namespace bilevel {
 namespace {
@@ -228,7 +228,9 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
 
   const OracleCounts counts = problem.counts();
   if (reason > ConvergedReason::Iterating && options_.final_lower_solve)
-    problem.solve_lower(x, y, options_.final_lower_rtol);
+    // the problem's own accurate solver, else the solver's Newton-PCG
+    if (!problem.solve_lower(x, y, options_.final_lower_rtol))
+      solve_lower_accurately(problem, x, y, options_.final_lower_rtol);
   report.counts = counts;
   report.outer_iterations = k;
   report.reason = reason;

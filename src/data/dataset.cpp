@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "bilevel/core/collective.hpp"
+#include "bilevel/petsc/collective.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "local_csr.hpp"
 

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "bilevel/core/collective.hpp"
+#include "bilevel/petsc/collective.hpp"
 #include "bilevel/data/stream.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "local_csr.hpp"

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "bilevel/core/collective.hpp"
+#include "bilevel/petsc/collective.hpp"
 #include "bilevel/data/stream.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "local_csr.hpp"

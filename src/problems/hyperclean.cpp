@@ -1217,7 +1217,7 @@ PetscInt HypercleanProblem::corrupted_count() const {
   return global;
 }
 
-PetscReal HypercleanProblem::solve_lower(Vec x, Vec y, PetscReal rtol) {
+std::optional<PetscReal> HypercleanProblem::solve_lower(Vec x, Vec y, PetscReal rtol) {
   petsc::VecHandle g = create_lower_vec();
   const OracleCounts saved = counts();
   lower_grad_y(x, y, Batch::all(), g);

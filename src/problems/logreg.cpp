@@ -16,7 +16,7 @@
 /// e^x above 2/η of the fixed inner step.
 #include "bilevel/problems/logreg.hpp"
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 
 #include <petscblaslapack.h>
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "algorithms/seed_harness.hpp"
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/blocks/subspace_2d.hpp"
 
 namespace {

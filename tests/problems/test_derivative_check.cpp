@@ -6,7 +6,7 @@
 
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/vec_access.hpp"
-#include "bilevel/testing/derivative_check.hpp"
+#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {

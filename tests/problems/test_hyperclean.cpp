@@ -10,7 +10,7 @@
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/problems/hyperclean.hpp"
-#include "bilevel/testing/derivative_check.hpp"
+#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {

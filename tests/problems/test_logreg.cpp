@@ -9,10 +9,10 @@
 #include <tuple>
 #include <vector>
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/problems/logreg.hpp"
-#include "bilevel/testing/derivative_check.hpp"
+#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {

@@ -7,7 +7,7 @@
 
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/problems/softmax.hpp"
-#include "bilevel/testing/derivative_check.hpp"
+#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/handle.hpp"

@@ -4,7 +4,7 @@
 /// steps of 1/L crawl.
 #include <string>
 
-#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/problem.hpp"
 

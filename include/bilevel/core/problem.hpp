@@ -176,10 +176,10 @@ class BilevelProblem {
   /// default). May cost a one-time estimate at the first call. Collective.
   virtual std::optional<PetscReal> lower_lipschitz_bound(Vec /*x*/) { return std::nullopt; }
 
-  /// Solves min_y g(x, y) accurately (full batch) from y, until ||∇_y g|| <= rtol max(1, ||∇_y g(x, y0)||);
-  /// returns the final gradient norm. Default: Newton-CG on the lower Hessian (solve_lower_accurately);
-  /// problems with a better solver (a preconditioner) override it. Used for the final model of a run.
-  virtual PetscReal solve_lower(Vec x, Vec y, PetscReal rtol);
+  /// The problem's own accurate solver of min_y g(x, y) (full batch) from y, until ||∇_y g|| <= rtol max(1,
+  /// ||∇_y g(x, y0)||), for the final model of a run; returns the final gradient norm. Default: nullopt, "no
+  /// solver of its own": BilevelSolver then runs its Newton-PCG (core/lower_solve.hpp). Collective.
+  virtual std::optional<PetscReal> solve_lower(Vec /*x*/, Vec /*y*/, PetscReal /*rtol*/) { return std::nullopt; }
 
   // Evaluation (not counted as oracles).
   virtual TestMetrics evaluate_test(Vec x, Vec y);

@@ -130,7 +130,7 @@ class HypercleanProblem final : public BilevelProblem {
   /// Fraction of validation rows classified correctly. Collective.
   std::optional<PetscReal> validation_accuracy(Vec x, Vec y) override;
   /// y*(x) by the preconditioned L-BFGS of fit(Sigmoid), much faster than generic Newton-CG here. Collective.
-  PetscReal solve_lower(Vec x, Vec y, PetscReal rtol) override;
+  std::optional<PetscReal> solve_lower(Vec x, Vec y, PetscReal rtol) override;
   /// baseline_test_accuracy (noisy labels, uniform weights) and the detection precision/recall/F1 of
   /// σ(x) < 1/2 against the corrupted samples. Collective.
   std::vector<std::pair<std::string, PetscReal>> summary_extras(Vec x, Vec y) override;

@@ -11,11 +11,11 @@
 #include <memory>
 #include <optional>
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/blocks/lower_update.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/registry.hpp"
 #include "bilevel/petsc/error.hpp"

@@ -37,10 +37,10 @@
 #include <cmath>
 #include <string>
 
-#include "bilevel/blocks/hessian_shell.hpp"
-#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/lower_update.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
 

@@ -21,10 +21,10 @@
 #include <cmath>
 
 #include "bilevel/blocks/dynamic_lanczos.hpp"
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
 

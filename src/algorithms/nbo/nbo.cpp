@@ -30,10 +30,10 @@
 #include <algorithm>
 #include <string>
 
-#include "bilevel/blocks/hessian_shell.hpp"
-#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/two_system_solver.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
 
@@ -108,7 +108,7 @@ class Nbo : public Algorithm {
     jv_ = p.create_upper_vec();
     BILEVEL_PETSC_CALL(VecSet(u_, 0.0));
     u_zero_ = true;
-    if (o_.warmup_newton > 0) newton_.setup(p, ctx.y);
+    if (o_.warmup_newton > 0) newton_.setup(p, ctx.y, steps_);
     lower_ = BatchSampler(ctx.seed, 1);
     hess_ = BatchSampler(ctx.seed, 2);
     jac_ = BatchSampler(ctx.seed, 3);
@@ -126,7 +126,7 @@ class Nbo : public Algorithm {
       // Warm-up into the local Newton region (algorithms.md §2.2): y <- y − H⁻¹∇_y g by T CG iterations, W
       // times
       const Batch wb = draw(hess_, batch_, n.lower);
-      newton_.run(p, ctx.x, ctx.y, o_.warmup_newton, steps_, wb);
+      newton_.run(p, ctx.x, ctx.y, o_.warmup_newton, wb);
     }
     const Batch gb = draw(lower_, batch_, n.lower);
     p.lower_grad_y(ctx.x, ctx.y, gb, gy_);  // ∇_y g(x_k, y_k)

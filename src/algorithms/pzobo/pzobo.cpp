@@ -66,8 +66,8 @@
 #include <utility>
 #include <vector>
 
-#include "bilevel/blocks/hessian_shell.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"

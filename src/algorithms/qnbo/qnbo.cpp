@@ -45,10 +45,10 @@
 #include <string>
 #include <utility>
 
-#include "bilevel/blocks/hessian_shell.hpp"
-#include "bilevel/blocks/lower_solver.hpp"
+#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/secant_pairs.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"

@@ -10,12 +10,12 @@
 /// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta, batch_size.
 #include <petscviewer.h>
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
-#include "bilevel/blocks/lower_solver.hpp"
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/blocks/lower_steps.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
 

@@ -1,4 +1,4 @@
-#include "bilevel/blocks/upper_stepper.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 
 #include <petsctime.h>
 

@@ -1,4 +1,4 @@
-#include "bilevel/testing/derivative_check.hpp"
+#include "bilevel/core/derivative_check.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "bilevel/core/collective.hpp"
+#include "bilevel/petsc/collective.hpp"
 
 #include <petscsys.h>
 

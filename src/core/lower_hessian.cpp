@@ -1,4 +1,4 @@
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 
 #include <slepceps.h>
 
@@ -67,6 +67,21 @@ void HessianShell::set_point(Vec x, Vec y, const Batch& batch) {
     ctx_->batch = Batch::of(ctx_->indices);
   }
   if (ctx_->precondition) ctx_->problem->lower_preconditioner_setup(x, y);
+}
+
+petsc::KspHandle make_hessian_ksp(HessianShell& shell, const std::string& prefix, PetscReal rtol, PetscInt max_it,
+                                  bool warm_start) {
+  petsc::KspHandle ksp;
+  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(shell.mat()));
+  BILEVEL_PETSC_CALL(KSPCreate(comm, ksp.out()));
+  BILEVEL_PETSC_CALL(KSPSetType(ksp, KSPCG));
+  BILEVEL_PETSC_CALL(KSPSetOperators(ksp, shell.mat(), shell.mat()));
+  shell.attach_preconditioner(ksp);  // PCG with the problem's M ≈ H⁻¹ if it has one, else plain CG
+  if (warm_start) BILEVEL_PETSC_CALL(KSPSetInitialGuessNonzero(ksp, PETSC_TRUE));
+  BILEVEL_PETSC_CALL(KSPSetTolerances(ksp, rtol, 1e-300, PETSC_DEFAULT, max_it));
+  BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp, prefix.c_str()));
+  BILEVEL_PETSC_CALL(KSPSetFromOptions(ksp));
+  return ksp;
 }
 
 PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol) {

@@ -1,10 +1,10 @@
 #pragma once
-/// \file Lower-level solvers shared by the methods: gradient steps on g(x, ·) and an accurate Newton-CG solve.
+/// \file Lower-level steps shared by the methods: gradient steps and truncated Newton steps on g(x, ·).
 #include <petscvec.h>
 
 #include <memory>
 
-#include "bilevel/blocks/hessian_shell.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/handle.hpp"
@@ -25,15 +25,16 @@ class GradientSteps {
   petsc::VecHandle g_;
 };
 
-/// Inexact Newton steps on y: y <- y − d with d ≈ H(x, y)⁻¹ ∇_y g(x, y) from at most `cg_its` CG iterations
-/// (KSP on the HessianShell, prefix -bilevel_inner_, allocated once), all on the same batch. A cheap
-/// lower-level update for ill-conditioned problems where gradient steps of size 1/L crawl. Collective.
+/// Inexact Newton steps on y: y <- y − d with d ≈ H(x, y)⁻¹ ∇_y g(x, y) from a truncated CG (KSP on the
+/// HessianShell, prefix -bilevel_inner_, allocated once), all on the same batch. A cheap lower-level update
+/// for ill-conditioned problems where gradient steps of size 1/L crawl. Collective.
 class NewtonSteps {
  public:
   NewtonSteps() = default;
-  void setup(BilevelProblem& problem, Vec y_layout);
+  /// `cg_its` and rtol 1e-6 are the defaults of -bilevel_inner_ksp_max_it and -bilevel_inner_ksp_rtol.
+  void setup(BilevelProblem& problem, Vec y_layout, PetscInt cg_its);
   /// Runs `steps` Newton steps; returns ||∇_y g|| at the point before the last step.
-  PetscReal run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, PetscInt cg_its, const Batch& batch);
+  PetscReal run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, const Batch& batch);
   /// CG iterations used by the last run.
   PetscInt last_iterations() const { return iterations_; }
 
@@ -44,9 +45,5 @@ class NewtonSteps {
   PetscInt iterations_ = 0;
 };
 
-/// Solves min_y g(x, y) accurately on the full batch with Newton-CG (KSP CG on the HessianShell, prefix
-/// -bilevel_final_) until ||∇_y g|| <= rtol * max(1, ||∇_y g(x, y0)||). Returns the final gradient norm.
-/// Collective.
-PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, PetscInt max_newton = 50);
 
 }  // namespace bilevel

@@ -1,6 +1,6 @@
 #pragma once
 /// \file Turning rank-local failures into collective ones (PISM's ParallelSection).
-#include <mpi.h>
+#include <petscsys.h>  // before any <mpi.h>: PETSc defines OMPI_SKIP_MPICXX, so no MPI C++ bindings
 
 #include <exception>
 #include <string>

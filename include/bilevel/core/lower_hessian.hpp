@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/problem.hpp"
@@ -43,6 +44,13 @@ class HessianShell {
   std::unique_ptr<Context> ctx_;  // stable address, declared before the Mat that points to it
   petsc::MatHandle mat_;
 };
+
+/// A KSP CG on `shell`'s operator, configured the PETSc way: the caller's defaults (relative tolerance,
+/// iteration budget, absolute tolerance 1e-300, warm start) go in first, then the problem's M as the PC
+/// (HessianShell::attach_preconditioner), then KSPSetFromOptions under `prefix`, so the user's
+/// -<prefix>ksp_* and -<prefix>pc_type always win over the defaults. Collective.
+petsc::KspHandle make_hessian_ksp(HessianShell& shell, const std::string& prefix, PetscReal rtol, PetscInt max_it,
+                                  bool warm_start = false);
 
 /// Largest eigenvalue of H(x, y) (full batch), estimated with SLEPc's Krylov-Schur (prefix
 /// -bilevel_eig_), used to set step sizes 1/L. Collective.
