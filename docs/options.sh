@@ -24,8 +24,9 @@ Single-dash options go to the PETSc options database (`-bilevel_*`, and PETSc's 
 same names work in `PETSC_OPTIONS`, in an options file (`-options_file`), and in programs that embed the
 library (`BilevelSolver::set_from_options`). Defaults in the tables are those `-help` prints, on the
 `quadratic` problem. A problem changes some of them through its hints: hyperclean, for example, makes the
-upper stepper Adam with step 0.3 and gives pzobo its own settings (`ProblemHints::method_options`).
-`-bilevel_view` prints the settings a run used, with a line for the defaults its problem tuned.
+upper stepper Adam with step 0.3. Settings tuned for one problem and one method are options files
+(`cluster/tuned/PROBLEM/METHOD.opts`, installed as `share/bilevel/tuned/`), listed under "Tuned settings" below;
+`-bilevel_view` prints the settings a run used, with a line for the tuned file it read.
 
 The Krylov solvers on the lower Hessian take PETSc's own KSP and PC options under their prefixes
 (`-bilevel_hyper_`, `-bilevel_inner_`, `-bilevel_final_`, for example `-bilevel_hyper_ksp_rtol`); they are
@@ -60,3 +61,16 @@ for m in $methods; do run -help -bilevel_type "$m" 2>&1; done | awk '
       printf "\n## %s\n\n| option | default | meaning |\n|---|---|---|\n%s", s, rows[s]
     }
   }'
+cat <<'EOF2'
+
+## Tuned settings (`cluster/tuned/`)
+
+Defaults for one problem and one method, applied when a run has that problem and method; every option the
+user gives wins (`cluster/tuned/README.md`).
+
+| problem/method | settings |
+|---|---|
+EOF2
+run -help 2>&1 | awk '/^Tuned settings/ { t = 1; next } t && /^  [a-z0-9_]+\/[a-z0-9_]+:/ {
+  name = $1; sub(/:$/, "", name); line = $0; sub(/^ *[^ ]+: */, "", line); gsub(/\|/, "\\|", line)
+  printf "| %s | `%s` |\n", name, line } t && !/^  / { t = 0 }'

@@ -112,6 +112,13 @@ int main(int argc, char** argv) {
       std::string names;
       for (const auto& n : bilevel::algorithm_registry().names()) names += " " + n;
       BILEVEL_PETSC_CALL(PetscPrintf(comm, "Registered methods:%s\n", names.c_str()));
+      const std::vector<std::string> tuned_dirs = bilevel::tuned_settings_dirs();
+      if (!tuned_dirs.empty()) {
+        BILEVEL_PETSC_CALL(PetscPrintf(comm, "Tuned settings (PROBLEM/METHOD.opts in %s; the user's options win):\n",
+                                       tuned_dirs.front().c_str()));
+        for (const auto& [name, t] : bilevel::list_tuned_settings(comm))
+          BILEVEL_PETSC_CALL(PetscPrintf(comm, "  %s:%s\n", name.c_str(), t.as_options().c_str()));
+      }
       bilevel::read_data_problem_options(comm);
       auto problem = bilevel::make_problem(comm, "quadratic", inputs);
       bilevel::BilevelSolver solver(comm);

@@ -15,6 +15,15 @@ std::vector<std::string> AlgorithmRegistry::names() const {
   return out;
 }
 
+std::string AlgorithmRegistry::names_requiring_at_most(Capability have) const {
+  std::string out;
+  for (const auto& [name, entry] : entries_) {
+    const auto need = static_cast<unsigned>(entry.factory()->requirements());
+    if ((need & ~static_cast<unsigned>(have)) == 0) out += (out.empty() ? "" : ", ") + name;
+  }
+  return out;
+}
+
 std::unique_ptr<Algorithm> AlgorithmRegistry::create(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {

@@ -6,6 +6,7 @@
 
 #include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_solve.hpp"
+#include "bilevel/core/tuned_settings.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
@@ -47,7 +48,7 @@ void BilevelSolver::set_type(const std::string& type) {
 }
 
 Algorithm& BilevelSolver::algorithm() {
-  if (!algorithm_) set_type(type_.empty() ? "aidcg" : type_);
+  if (!algorithm_) set_type(type_.empty() ? algorithm_registry().default_name() : type_);
   return *algorithm_;
 }
 
@@ -58,26 +59,25 @@ void BilevelSolver::set_from_options() {
   petsc::OptionsReader opts(comm_, "bilevel_", "Bilevel solver options (-bilevel_*)");
   std::string names;
   for (const auto& n : algorithm_registry().names()) names += (names.empty() ? "" : "|") + n;
-  const std::string type = opts.string("type", type_.empty() ? "aidcg" : type_, "bilevel method (" + names + ")");
+  const std::string type =
+      opts.string("type", type_.empty() ? algorithm_registry().default_name() : type_, "bilevel method (" + names + ")");
   if (type != type_ || !algorithm_) set_type(type);
   SolverOptions& o = options_;
   const ProblemHints hints = problem_->hints();
   if (!defaults_from_hints_) {
-    const auto budget = hints.method_budgets.find(type_);
-    const bool own = budget != hints.method_budgets.end();
-    if (own && budget->second.max_iterations) o.max_iterations = *budget->second.max_iterations;
-    else if (hints.max_iterations) o.max_iterations = *hints.max_iterations;
-    if (own && budget->second.max_time) o.max_time = *budget->second.max_time;
-    else if (hints.max_time) o.max_time = *hints.max_time;
+    if (hints.max_iterations) o.max_iterations = *hints.max_iterations;
+    if (hints.max_time) o.max_time = *hints.max_time;
   }
   defaults_from_hints_ = true;
-  // The problem's tuned settings for this method become the defaults of every reader below (each sub-reader
-  // takes the keys under its prefix).
-  tuned_defaults_.clear();
-  if (const auto tuned = hints.method_options.find(type_); tuned != hints.method_options.end()) {
-    opts.set_defaults(petsc::OptionsReader::Defaults(tuned->second.begin(), tuned->second.end()));
-    for (const auto& [k, v] : tuned->second) tuned_defaults_ += " -bilevel_" + k + " " + v;
-  }
+  // The settings tuned for this (problem, method) pair, if the library ships a file of them, become the
+  // defaults of every reader below (each sub-reader takes the keys under its prefix); the user's options win.
+  const bool use_tuned = opts.boolean("tuned", true, "apply the settings tuned for this problem and method");
+  const std::string tuned_dir = opts.string(
+      "tuned_dir", "", "folder of tuned settings PROBLEM/METHOD.opts (default: share/bilevel/tuned of the installed "
+                       "library, else the source tree's cluster/tuned)");
+  tuned_.reset();
+  if (use_tuned) tuned_ = load_tuned_settings(comm_, problem_->name(), type_, tuned_dir);
+  if (tuned_) opts.set_defaults(tuned_->values);
   o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
   o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
@@ -99,6 +99,11 @@ void BilevelSolver::set_from_options() {
   upper_->set_from_options(upper_opts);
   petsc::OptionsReader method_opts = opts.sub(type_ + "_", "Method " + type_ + " (-bilevel_" + type_ + "_*)");
   algorithm_->set_from_options(method_opts);
+  if (tuned_)  // a key no reader asked for would otherwise be ignored silently
+    for (const auto& [k, v] : tuned_->values)
+      if (opts.keys_read().count("-bilevel_" + k) == 0)
+        throw InputError(tuned_->file + ": -bilevel_" + k + " is not an option of the solver, the upper stepper or method " +
+                         type_);
   from_options_ = true;
 }
 
@@ -117,9 +122,10 @@ void BilevelSolver::view(PetscViewer viewer) const {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
                                               u.type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
   }
-  if (!tuned_defaults_.empty())
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s:%s\n",
-                                              problem_->name().c_str(), tuned_defaults_.c_str()));
+  if (tuned_)
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s (%s):%s\n",
+                                              problem_->name().c_str(), tuned_->file.c_str(),
+                                              tuned_->as_options().c_str()));
   if (algorithm_) algorithm_->view(viewer);
   BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
 }
@@ -131,7 +137,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   const Capability need = algorithm_->requirements(), have = problem.capabilities();
   if ((static_cast<unsigned>(need) & ~static_cast<unsigned>(have)) != 0)
     throw InputError("method " + type_ + " needs oracles that problem " + problem.name() +
-                     " does not provide: " + missing(need, have) + " (try -bilevel_type aidcg)");
+                     " does not provide: " + missing(need, have) + " (methods that do not need them: " +
+                     algorithm_registry().names_requiring_at_most(have) + ")");
   if (options_.batch_size > 0 && !has(have, Capability::Stochastic))
     throw InputError("option -bilevel_batch_size: problem " + problem.name() + " has no samples to batch");
 

@@ -30,6 +30,7 @@ OptionsReader::OptionsReader(MPI_Comm comm, std::string prefix, std::string titl
 
 OptionsReader OptionsReader::sub(std::string_view sub, std::string title) const {
   OptionsReader r(comm_, prefix_ + std::string(sub), std::move(title));
+  r.keys_read_ = keys_read_;
   for (const auto& [name, v] : defaults_)
     if (name.size() > sub.size() && std::string_view(name).substr(0, sub.size()) == sub)
       r.defaults_.emplace(name.substr(sub.size()), v);
@@ -45,6 +46,7 @@ bool OptionsReader::has(std::string_view name) const {
 }
 
 std::optional<std::string> OptionsReader::value(std::string_view name) const {
+  keys_read_->insert(key(name));
   std::vector<char> buf(4096, 0);
   PetscBool set = PETSC_FALSE;
   BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf.data(), buf.size(), &set));

@@ -230,7 +230,7 @@ HypercleanOptions HypercleanOptions::from_options(MPI_Comm comm) {
   o.initial_x = reader.real("initial_x", o.initial_x, "starting x_i (sample weight sigma(x_i))");
   o.cheap_preconditioner_rank = reader.integer(
       "cheap_preconditioner_rank", o.cheap_preconditioner_rank,
-      "eigenpairs kept by the cheap preconditioner (per-step use, e.g. pzobo paths; 0: exact)", 0);
+      "eigenpairs kept by the cheap preconditioner (for methods that apply M at every step; 0: exact)", 0);
   return o;
 }
 
@@ -379,25 +379,6 @@ ProblemHints HypercleanProblem::hints() const {
   h.lower_update = "newton";
   h.max_iterations = 30;
   h.max_time = 110;
-  // Methods with a cheaper, less exact step per iteration (measured, docs/benchmarks.md; the main job's
-  // aidcg keeps 30 iterations and 110 s).
-  h.method_budgets["bome"] = {150, 250.0};
-  // pzobo: deterministic (full-batch) one-step paths preconditioned with the cheap M, and one coordinate
-  // direction per sample weight: x_i moves only row i's term of ∇_y g, so the Q = dx projected differences
-  // cost one pass over the data (lower_grad_y_dot_coordinates) and the estimate is the exact finite-difference
-  // Jacobian product of the one-step map. ~0.13 s per iteration at 2 ranks; the test accuracy levels off after
-  // ~100 s (docs/benchmarks.md), so the budget is 180 s of time. Measured on
-  // Fashion-MNIST, 2 ranks (docs/benchmarks.md, "pzobo on hyperclean").
-  h.method_budgets["pzobo"] = {1000000, 180.0};
-  h.method_options["pzobo"] = {{"monitor_every", "10"},
-                               {"pzobo_batch_size", "0"},
-                               {"pzobo_direction_type", "coordinate"},
-                               {"pzobo_directions", "0"},
-                               {"pzobo_smoothing", "1e-5"},
-                               {"pzobo_precondition", "true"},
-                               {"pzobo_inner_steps", "1"},
-                               {"pzobo_inner_step", "0.3"},
-                               {"upper_step", "0.03"}};
   h.x_lower_bound = -10.0;
   h.x_upper_bound = 10.0;
   h.lower_strong_convexity = std::min(options_.mu, options_.bias_weight());

@@ -4,16 +4,8 @@
 /// Notation: z_i = a_i·w + c, m_i = b_i z_i, ℓ_i = log(1 + e^{−m_i}), r_i = dℓ_i/dz_i = −b_i σ(−m_i),
 /// d_i = d²ℓ_i/dz_i² = σ(z_i)(1 − σ(z_i)), λ_j = e^{x_j}.
 ///
-/// Choice of the starting point x_j = log(1e−2) (measured on ijcnn1: 49,990 training rows, 22 features, the
-/// 91,701 rows of ijcnn1.t as validation, 2 ranks). The value function F(x) = f(x, y*(x)) of one scalar
-/// regulariser, y* by L-BFGS to ||∇g|| ≤ 1e−8:
-///     x:  2      0      −2     −4.6   −7     −9     −11    −13    −15
-///     F:  .3139  .3137  .3116  .2883  .2344  .2147  .2108  .2106  .2106
-/// F is flat for x ≥ −2 (a vanishing hypergradient: a poor start) and flat again for x ≤ −11 (where the
-/// lower Hessian's smallest eigenvalue e^x makes inner solves slow); at log(1e−2) ≈ −4.6 F is on its slope.
-/// aidcg with its defaults (inner step 1/L estimated once at x0, Adam step 0.2) converges from x0 = −4.6
-/// (F = 0.2048 after 100 iterations, 1.2 s) and from −9, and diverges from x0 = 0: the upper steps raise
-/// e^x above 2/η of the fixed inner step.
+/// The starting point x_j = log(1e−2) lies on the slope of the value function, between its two flat parts
+/// (docs/benchmarks.md, "logreg's starting point", has the measurement).
 #include "bilevel/problems/logreg.hpp"
 
 #include "bilevel/core/lower_hessian.hpp"
@@ -211,8 +203,7 @@ ProblemHints LogregProblem::hints() const {
   h.x_lower_bound = -20.0;
   h.x_upper_bound = 10.0;
   // The regularisers e^{x_j} move over decades during a run, so a gradient step 1/L fixed at the start
-  // becomes unstable (aidcg diverged after ~160 iterations on ijcnn1, docs/benchmarks.md); truncated
-  // Newton on the small model is cheap and stays stable.
+  // becomes unstable (docs/benchmarks.md); truncated Newton on the small model is cheap and stays stable.
   h.lower_update = "newton";
   return h;
 }

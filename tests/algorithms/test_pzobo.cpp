@@ -173,39 +173,6 @@ TEST(Pzobo, PreconditionedPathsNeedAProblemWithAPreconditioner) {
   EXPECT_THROW(seedtest::run_quadratic(PETSC_COMM_WORLD, seedtest::quad(100), "pzobo", 1), bilevel::InputError);
 }
 
-/// The quadratic with settings tuned for pzobo in its hints (ProblemHints::method_options).
-class TunedQuadratic : public bilevel::QuadraticProblem {
- public:
-  using QuadraticProblem::QuadraticProblem;
-  bilevel::ProblemHints hints() const override {
-    bilevel::ProblemHints h = QuadraticProblem::hints();
-    h.method_options["pzobo"] = {{"pzobo_directions", "3"}, {"upper_step", "0.25"}};
-    h.method_options["nbo"] = {{"pzobo_directions", "5"}};  // another method's: ignored
-    return h;
-  }
-};
-
-// The problem's tuned settings become the method's and the upper stepper's defaults, -bilevel_view says
-// where they came from, and the user's options still win.
-TEST(Pzobo, ProblemTunedDefaultsApplyAndTheUsersOptionsWin) {
-  auto view = [](bool user) {
-    Options o{{"-bilevel_type", "pzobo"}, {"-bilevel_max_it", "1"}};
-    if (user) o.set("-bilevel_pzobo_directions", "4");
-    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
-    const bilevel::SolveReport r = seedtest::solve_from_initial_point(
-        solver, std::make_shared<TunedQuadratic>(PETSC_COMM_WORLD, seedtest::quad(100)));
-    EXPECT_EQ(r.outer_iterations, 1);
-    return seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
-  };
-  const std::string tuned = view(false), user = view(true);
-  EXPECT_NE(tuned.find("directions 3 gaussian"), std::string::npos) << tuned;
-  EXPECT_NE(tuned.find("step 0.25"), std::string::npos) << tuned;
-  EXPECT_NE(tuned.find("defaults tuned for problem quadratic: -bilevel_pzobo_directions 3 -bilevel_upper_step 0.25"),
-            std::string::npos)
-      << tuned;
-  EXPECT_NE(user.find("directions 4 gaussian"), std::string::npos) << user;
-}
-
 TEST(Pzobo, ViewStatesTheMethodTheReferenceAndTheSettings) {
   Options o{{"-bilevel_pzobo_directions", "3"}};
   const std::string text = seedtest::view_text(PETSC_COMM_WORLD, seedtest::quad(100), "pzobo");

@@ -51,7 +51,7 @@ TEST(OptionsReader, ChoiceRejectsUnknownValuesListingTheChoices) {
   }
 }
 
-// Problem-tuned defaults (ProblemHints::method_options) replace the code's defaults, the user's options
+// Tuned defaults (core/tuned_settings.hpp) replace the code's defaults, the user's options
 // replace both, a sub-reader takes the defaults under its prefix, and a bad tuned value is an InputError
 // naming the option like a bad typed value.
 TEST(OptionsReader, TunedDefaultsApplyUnlessTheUserGivesTheOption) {

@@ -83,7 +83,8 @@ struct TestMetrics {
   std::optional<PetscReal> accuracy;
 };
 
-/// Suggestions a problem gives for defaults; methods use them unless options override.
+/// Suggestions a problem gives for defaults; methods use them unless options override. Settings tuned for one
+/// (problem, method) pair are not hints but data: options files (core/tuned_settings.hpp).
 struct ProblemHints {
   std::optional<PetscReal> lower_lipschitz;  ///< L of ∇_y g if known a priori
   std::optional<PetscReal> lower_strong_convexity;
@@ -95,18 +96,6 @@ struct ProblemHints {
   std::string lower_update = "gd";
   std::optional<PetscInt> max_iterations;  ///< default of -bilevel_max_it for this problem
   std::optional<PetscReal> max_time;       ///< default of -bilevel_max_time (seconds) for this problem
-  /// Budget of one method on this problem, where it differs from max_iterations / max_time (a method whose
-  /// iterations are cheaper or less exact needs more of them).
-  struct Budget {
-    std::optional<PetscInt> max_iterations;
-    std::optional<PetscReal> max_time;
-  };
-  std::map<std::string, Budget, std::less<>> method_budgets;  ///< keyed by -bilevel_type
-  /// Settings tuned for this problem, per method (the way benchopt keeps per-data-set configurations), as
-  /// option names after -bilevel_: method_options["pzobo"]["pzobo_batch_size"] = "256" makes 256 the
-  /// default of -bilevel_pzobo_batch_size when the method is pzobo, and ["upper_step"] that of
-  /// -bilevel_upper_step. Options given by the user win; -help and -bilevel_view show these defaults.
-  std::map<std::string, std::map<std::string, std::string, std::less<>>, std::less<>> method_options;
 };
 
 /// The problem interface. Every public method is collective on comm(). Oracles are public non-virtual

@@ -23,10 +23,17 @@ class AlgorithmRegistry {
   std::unique_ptr<Algorithm> create(const std::string& name) const;
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
   std::vector<std::string> names() const;
+  /// The method -bilevel_type defaults to (set by register_builtin_algorithms). Not collective.
+  void set_default(const std::string& name) { default_ = name; }
+  const std::string& default_name() const { return default_; }
+  /// Registered methods whose requirements() are all in `have`, comma-separated (advice when a method
+  /// needs oracles a problem lacks). Not collective.
+  std::string names_requiring_at_most(Capability have) const;
   const std::map<std::string, Entry>& entries() const { return entries_; }
 
  private:
   std::map<std::string, Entry> entries_;
+  std::string default_;
 };
 
 /// The process-wide registry, filled with the built-in methods on first use (register_builtin_algorithms).

@@ -10,6 +10,7 @@
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/monitor.hpp"
 #include "bilevel/core/registry.hpp"
+#include "bilevel/core/tuned_settings.hpp"
 
 namespace bilevel {
 
@@ -77,7 +78,7 @@ class BilevelSolver {
   SolverOptions options_;
   bool from_options_ = false;
   bool defaults_from_hints_ = false;
-  std::string tuned_defaults_;  // ProblemHints::method_options of this method, as options (for view)
+  std::optional<TunedSettings> tuned_;  // the tuned settings of (problem, method) in use, for view
 };
 
 }  // namespace bilevel

@@ -5,7 +5,9 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,12 +34,15 @@ class OptionsReader {
   /// True if the key is present in the database.
   bool has(std::string_view name) const;
   /// Defaults that replace the code's for keys absent from the database (name without prefix → value as
-  /// it would be typed): a problem's tuned settings for a method (ProblemHints::method_options). They are
+  /// it would be typed): the tuned settings of a (problem, method) pair (core/tuned_settings.hpp). They are
   /// validated like typed values and shown as the defaults in -help. Not collective.
   using Defaults = std::map<std::string, std::string, std::less<>>;
   void set_defaults(Defaults defaults) { defaults_ = std::move(defaults); }
 
   const std::string& prefix() const { return prefix_; }
+  /// Every key this reader and the readers made from it by sub() have read so far ("-bilevel_max_it"), so a
+  /// caller can tell which of its defaults no reader asked for. Not collective.
+  const std::set<std::string>& keys_read() const { return *keys_read_; }
   /// Another reader on prefix + sub (e.g. "bilevel_" + "qnbo_"), with the defaults whose names start with sub.
   OptionsReader sub(std::string_view sub, std::string title = "") const;
 
@@ -53,6 +58,7 @@ class OptionsReader {
   std::string title_;
   bool help_ = false;
   Defaults defaults_;
+  std::shared_ptr<std::set<std::string>> keys_read_ = std::make_shared<std::set<std::string>>();  // shared by subs
 };
 
 }  // namespace bilevel::petsc

@@ -119,8 +119,8 @@ class HypercleanProblem final : public BilevelProblem {
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
-  /// Adam, step 0.3, y by truncated Newton, box x ∈ [−10, 10], 30 iterations / 110 s (bome: 150 / 250 s;
-  /// pzobo: 260 s with its tuned settings, see hyperclean.cpp); lower strong convexity min(μ, μ_b). Not
+  /// Adam, step 0.3, y by truncated Newton, box x ∈ [−10, 10], 30 iterations / 110 s (methods with settings
+  /// of their own for this problem: cluster/tuned/hyperclean/); lower strong convexity min(μ, μ_b). Not
   /// collective.
   ProblemHints hints() const override;
   /// x_i = options.initial_x, y = 0. Collective.

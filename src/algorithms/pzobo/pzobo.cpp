@@ -47,7 +47,7 @@
 /// deterministic method with Q = dx affordable: its estimate is then the exact finite-difference
 /// derivative of the one-step map, −a ∂_x∇_y g M ∇_y f, i.e. an implicit hypergradient with M in place of
 /// H⁻¹, and hyperclean's tuned settings use it (docs/benchmarks.md, "pzobo on hyperclean").
-/// Problem-tuned settings come from ProblemHints::method_options (hyperclean: docs/benchmarks.md).
+/// Problem-tuned settings come from cluster/tuned/PROBLEM/pzobo.opts (hyperclean: docs/benchmarks.md).
 ///
 /// Parallelism. With -bilevel_pzobo_path_groups G > 1 (default: as many as the ranks and Q + 1 allow, when
 /// the problem can be rebuilt on a sub-communicator, BilevelProblem::clone_on) the Q + 1 paths run on G
