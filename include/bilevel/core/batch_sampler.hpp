@@ -26,6 +26,8 @@ class BatchSampler {
   /// Next batch of `size` distinct indices in [0, n), sorted. size >= n gives the full batch.
   Batch next(PetscInt n, PetscInt size);
   std::uint64_t draws() const { return draws_; }
+  /// Continues the stream at draw number `draws` (a restart from a checkpoint). Not collective.
+  void set_draws(std::uint64_t draws) { draws_ = draws; }
 
  private:
   std::uint64_t seed_ = 0, stream_ = 0, draws_ = 0;
