@@ -43,6 +43,7 @@ if [ -e "$libdir/libbilevel.so" ]; then
   [ -n "$soname" ] && [ -e "$libdir/$soname" ] || fail "SONAME '$soname' missing or not installed"
   symbols=$(nm -C -D "$lib")
 else
+  soname=
   lib=$libdir/libbilevel.a
   [ -f "$lib" ] || fail "neither libbilevel.so nor libbilevel.a"
   echo "static $lib"
@@ -79,6 +80,18 @@ step "5a. docs/examples with CMake"
 echo "built"
 
 step "5b. docs/examples with pkg-config"
+if [ -z "$soname" ]; then
+  # A static libbilevel.a links with pkg-config --static, which also expands PETSc's Libs.private: the
+  # libraries of a static PETSc, some of them not on the linker's path for a shared PETSc (Debian: -lhdf5).
+  # Copies of PETSc's and SLEPc's .pc files without Libs.private leave exactly bilevel.pc's own private
+  # libraries to check.
+  mkdir -p "$work/pc-shared-petsc"
+  for m in petsc PETSc slepc SLEPc; do
+    pc=$(pkg-config --path "$m" 2> /dev/null) || continue
+    grep -v '^Libs.private' "$pc" > "$work/pc-shared-petsc/$m.pc"
+  done
+  export PKG_CONFIG_PATH="$work/pc-shared-petsc${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+fi
 CXX="${launcher:+ccache }${CXX:-c++}" "$src/docs/examples/build-with-pkg-config.sh" "$P" "$work/pc-build" \
   > "$work/pc-build.log" 2>&1 || { tail -40 "$work/pc-build.log"; fail "build-with-pkg-config.sh"; }
 echo "built"
