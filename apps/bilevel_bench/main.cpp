@@ -372,12 +372,23 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
+/// report_methods.py: the installed copy (share/bilevel/ next to this program's bin/), else the source tree's.
+std::string report_script() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path installed = self.parent_path() / BILEVEL_BENCH_REPORT_RELATIVE;
+    if (std::filesystem::exists(installed, ec)) return installed.lexically_normal().string();
+  }
+  return BILEVEL_BENCH_REPORT_SOURCE;
+}
+
 /// Rank 0 runs `/usr/bin/python3 report_methods.py DIR` when both exist; returns its exit code (or -1 when
 /// skipped). Collective.
 int run_report(MPI_Comm comm, const std::string& dir) {
   int rank = 0, rc = -1;
   MPI_Comm_rank(comm, &rank);
-  const std::string python = "/usr/bin/python3", script = BILEVEL_BENCH_REPORT_SCRIPT;
+  const std::string python = "/usr/bin/python3", script = report_script();
   if (rank == 0) {
     if (std::filesystem::exists(python) && std::filesystem::exists(script)) {
       const std::string command = python + " " + shell_quote(script) + " " + shell_quote(dir);

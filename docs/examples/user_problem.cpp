@@ -4,8 +4,8 @@
 //   upper:  f(x, y) = 1/2 ||y − t||²
 // so F(x) is minimised where y*(x) = t, i.e. x_i = log(c_i / t_i − 1) when c_i > t_i > 0.
 //
-// Build (after cmake --install): c++ -std=c++20 user_problem.cpp $(pkg-config --cflags --libs bilevel)
-// Run:   mpirun -np 2 ./user_problem -bilevel_type aidcg -bilevel_max_it 300 -bilevel_monitor_every 50 -bilevel_monitor
+// Build against an installed copy: see docs/library.md (docs/examples/CMakeLists.txt, build-with-pkg-config.sh).
+// Run:   mpirun -np 2 ./user_problem [-bilevel_monitor -bilevel_monitor_every 50]
 #include <bilevel/bilevel.hpp>
 
 #include <cmath>
@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
     hints.upper_stepper = "adam";
     hints.upper_step = 0.05;
     hints.lower_update = "newton";  // e^x grows with x: a fixed step 1/L from the start would diverge
+    hints.max_iterations = 400;     // default of -bilevel_max_it for this problem (the option wins)
     problem->set_hints(hints);
 
     bilevel::BilevelSolver solver(comm);

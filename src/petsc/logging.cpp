@@ -9,10 +9,18 @@ namespace {
 Events g_events;
 bool g_registered = false;
 
+/// Registered with PetscRegisterFinalize: the classid and events die with PETSc.
+PetscErrorCode finalize_package() {
+  g_events = Events{};
+  g_registered = false;
+  return 0;
+}
+
 }  // namespace
 
 void initialize_package() {
   if (g_registered) return;
+  ensure_initialized();
   PetscClassId classid = 0;
   BILEVEL_PETSC_CALL(PetscClassIdRegister("Bilevel", &classid));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelLoadData", classid, &g_events.load_data));
@@ -24,6 +32,7 @@ void initialize_package() {
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleJVP", classid, &g_events.oracle_jvp));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelEvaluate", classid, &g_events.evaluate));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelPrecond", classid, &g_events.precondition));
+  BILEVEL_PETSC_CALL(PetscRegisterFinalize(finalize_package));
   g_registered = true;
 }
 

@@ -21,7 +21,34 @@ void limit_blas_threads() {
   if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(1);
 }
 
+/// Whether ensure_initialized() called SlepcInitialize (and so owes the SlepcFinalize).
+bool g_began_slepc = false;
+
+/// Registered with PetscRegisterFinalize: PetscFinalize calls it before it tears PETSc down.
+PetscErrorCode finalize_slepc() {
+  if (!g_began_slepc) return 0;
+  g_began_slepc = false;
+  PetscBool slepc = PETSC_FALSE;  // the program may have called SlepcInitialize/SlepcFinalize itself since
+  const PetscErrorCode ierr = SlepcInitialized(&slepc);
+  if (ierr || !slepc) return ierr;
+  return SlepcFinalize();
+}
+
 }  // namespace
+
+void ensure_initialized() {
+  PetscBool petsc = PETSC_FALSE, slepc = PETSC_FALSE;
+  BILEVEL_PETSC_CALL(PetscInitialized(&petsc));
+  if (!petsc)
+    throw ::bilevel::Error(
+        "bilevel: PETSc is not initialised: call PetscInitialize or SlepcInitialize (or create a "
+        "bilevel::petsc::Session) before using the library");
+  BILEVEL_PETSC_CALL(SlepcInitialized(&slepc));
+  if (slepc) return;
+  BILEVEL_PETSC_CALL(SlepcInitializeNoArguments());
+  g_began_slepc = true;
+  BILEVEL_PETSC_CALL(PetscRegisterFinalize(finalize_slepc));
+}
 
 Session::Session(int* argc, char*** argv, const char* help) {
   BILEVEL_PETSC_CALL(SlepcInitialize(argc, argv, nullptr, help));

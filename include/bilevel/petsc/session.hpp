@@ -15,7 +15,16 @@ class Session {
   ~Session();
 };
 
-/// One-time registration of the library's classid and log events; idempotent. Collective.
+/// Makes the library usable in a program that initialised PETSc its own way: PETSc must be initialised
+/// (PetscInitialize, SlepcInitialize or a Session); when SLEPc is not, this calls SlepcInitializeNoArguments
+/// and registers SlepcFinalize with PetscRegisterFinalize, so the program's PetscFinalize ends what the
+/// library began and nothing else. Throws bilevel::Error when PETSc is not initialised. Idempotent.
+/// Collective on PETSC_COMM_WORLD the first time.
+void ensure_initialized();
+
+/// One-time registration of the library's classid and log events (after ensure_initialized()); undone by
+/// PetscFinalize, so a later PetscInitialize registers them again. BilevelSolver's constructor calls it.
+/// Idempotent. Collective on PETSC_COMM_WORLD the first time.
 void initialize_package();
 
 }  // namespace bilevel::petsc
