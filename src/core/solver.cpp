@@ -38,7 +38,12 @@ bool time_budget_spent(MPI_Comm comm, double elapsed, double budget) {
 BilevelSolver::BilevelSolver(MPI_Comm comm) : comm_(comm) { petsc::initialize_package(); }
 BilevelSolver::~BilevelSolver() = default;
 
-void BilevelSolver::set_problem(std::shared_ptr<BilevelProblem> problem) { problem_ = std::move(problem); }
+void BilevelSolver::set_problem(std::shared_ptr<BilevelProblem> problem) {
+  problem_ = std::move(problem);
+  upper_ = problem_ ? std::make_unique<UpperStepper>(problem_->hints()) : nullptr;
+  defaults_from_hints_ = false;
+  from_options_ = false;
+}
 
 void BilevelSolver::set_type(const std::string& type) {
   algorithm_ = algorithm_registry().create(type);
@@ -52,6 +57,12 @@ Algorithm& BilevelSolver::algorithm() {
 }
 
 void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) { monitors_.push_back(std::move(monitor)); }
+
+template <typename F>
+void BilevelSolver::for_each_monitor(F&& f) {
+  for (auto& m : monitors_) f(*m);
+  if (progress_) f(*progress_);
+}
 
 void BilevelSolver::set_from_options() {
   if (!problem_) throw Error("BilevelSolver::set_from_options: call set_problem first");
@@ -78,10 +89,10 @@ void BilevelSolver::set_from_options() {
     opts.set_defaults(petsc::OptionsReader::Defaults(tuned->second.begin(), tuned->second.end()));
     for (const auto& [k, v] : tuned->second) tuned_defaults_ += " -bilevel_" + k + " " + v;
   }
-  o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
+  o.max_iterations = opts.integer64("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
   o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
-  o.seed = static_cast<std::uint64_t>(opts.integer("seed", static_cast<PetscInt>(o.seed), "random seed", 0));
+  o.seed = opts.unsigned64("seed", o.seed, "random seed");
   o.batch_size = opts.integer("batch_size", o.batch_size, "lower-level minibatch size (0: full batch)", 0);
   o.upper_batch_size =
       opts.integer("upper_batch_size", o.upper_batch_size, "upper-level minibatch size (0: full)", 0);
@@ -92,9 +103,10 @@ void BilevelSolver::set_from_options() {
   o.final_lower_rtol = opts.real("final_lower_rtol", o.final_lower_rtol, "relative tolerance of that solve", 0.0);
   o.test_derivatives =
       opts.boolean("test_derivatives", o.test_derivatives, "check every oracle by finite differences first");
+  // replaced, not appended: a second call keeps one progress monitor
+  progress_.reset();
   if (opts.boolean("monitor", false, "print one progress line per iteration"))
-    add_monitor(std::make_unique<ProgressMonitor>(comm_, o.monitor_every));
-  upper_ = std::make_unique<UpperStepper>(problem_->hints());
+    progress_ = std::make_unique<ProgressMonitor>(comm_, o.monitor_every);
   petsc::OptionsReader upper_opts = opts.sub("upper_", "Upper-level stepper (-bilevel_upper_*)");
   upper_->set_from_options(upper_opts);
   petsc::OptionsReader method_opts = opts.sub(type_ + "_", "Method " + type_ + " (-bilevel_" + type_ + "_*)");
@@ -108,14 +120,14 @@ void BilevelSolver::view(PetscViewer viewer) const {
                                             problem_ ? problem_->name().c_str() : "(none)"));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
-      viewer, "max_it %d, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
-      static_cast<int>(options_.max_iterations), options_.max_time, options_.gatol,
+      viewer, "max_it %lld, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
+      static_cast<long long>(options_.max_iterations), options_.max_time, options_.gatol,
       static_cast<unsigned long long>(options_.seed), static_cast<int>(options_.batch_size),
       static_cast<int>(options_.upper_batch_size)));
   if (upper_) {
     const auto& u = upper_->options();
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
-                                              u.type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
+                                              std::string(to_string(u.type)).c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
   }
   if (!tuned_defaults_.empty())
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s:%s\n",
@@ -160,7 +172,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   algorithm_->setup(ctx);
   problem.reset_counts();
 
-  for (auto& m : monitors_) m->on_start(problem.name(), type_, ranks);
+  for_each_monitor([&](Monitor& m) { m.on_start(problem.name(), type_, ranks); });
   const double t0 = now();
   double eval_time = 0;
   IterationRecord record;
@@ -192,7 +204,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   };
 
   ConvergedReason reason = ConvergedReason::Iterating;
-  PetscInt k = 0;
+  std::int64_t k = 0;
   StepResult last;
   while (reason == ConvergedReason::Iterating) {
     if (k >= options_.max_iterations) {
@@ -213,7 +225,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     else if (options_.max_time > 0 && time_budget_spent(comm_, now() - t0, options_.max_time))
       reason = ConvergedReason::ConvergedTime;
     const bool last_iteration = reason != ConvergedReason::Iterating || k >= options_.max_iterations;
-    if (!monitors_.empty() && (k % options_.monitor_every == 0 || last_iteration) &&
+    if ((!monitors_.empty() || progress_) && (k % options_.monitor_every == 0 || last_iteration) &&
         reason != ConvergedReason::DivergedNaN) {
       evaluate(options_.monitor_test);
       record.iteration = k;
@@ -222,7 +234,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
       record.lower_residual = last.lower_residual;
       record.linear_residual = last.linear_residual;
       record.counts = problem.counts();
-      for (auto& m : monitors_) m->on_iteration(record);
+      for_each_monitor([&](Monitor& m) { m.on_iteration(record); });
     }
   }
 
@@ -249,7 +261,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   record.iteration = k;
   record.wall_time = report.wall_time_s;
   record.counts = counts;
-  for (auto& m : monitors_) m->on_finish(record);
+  for_each_monitor([&](Monitor& m) { m.on_finish(record); });
   return report;
 }
 
