@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "bilevel/core/accurate_hypergradient.hpp"
 #include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_solve.hpp"
 #include "bilevel/core/upper_stepper.hpp"
@@ -91,7 +92,10 @@ void BilevelSolver::set_from_options() {
   }
   o.max_iterations = opts.integer64("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
-  o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
+  o.gatol = opts.real("gatol", o.gatol,
+                      "stop when the hypergradient estimate norm <= gatol and an accurate hypergradient at that "
+                      "x confirms it (closed form, or accurate lower solve + CG; see docs/architecture.md)",
+                      0.0);
   o.seed = opts.unsigned64("seed", o.seed, "random seed");
   o.batch_size = opts.integer("batch_size", o.batch_size, "lower-level minibatch size (0: full batch)", 0);
   o.upper_batch_size =
@@ -203,6 +207,30 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     eval_time += now() - e0;
   };
 
+  // The gatol test (see solve() in solver.hpp): a candidate is confirmed by the accurate hypergradient;
+  // after a rejection the next check waits `gatol_wait` iterations, doubled each time.
+  constexpr PetscReal kVerifyRtol = 1e-8;
+  std::int64_t next_gatol_check = 0, gatol_wait = 1;
+  auto gatol_confirmed = [&](std::int64_t iteration) {
+    if (iteration < next_gatol_check) return false;
+    const OracleCounts saved = problem.counts();
+    const std::optional<PetscReal> accurate = accurate_hypergradient_norm(problem, x, y, kVerifyRtol);
+    problem.set_counts(saved);
+    if (accurate && *accurate <= options_.gatol) {
+      report.verified_hypergradient_norm = *accurate;
+      return true;
+    }
+    ++report.gatol_rejections;
+    next_gatol_check = iteration + gatol_wait;
+    gatol_wait *= 2;
+    BILEVEL_PETSC_CALL(PetscInfo(nullptr,
+                                 "gatol candidate at iteration %lld rejected: accurate hypergradient norm %g (next "
+                                 "check at iteration %lld)\n",
+                                 static_cast<long long>(iteration), accurate ? static_cast<double>(*accurate) : NAN,
+                                 static_cast<long long>(next_gatol_check)));
+    return false;
+  };
+
   ConvergedReason reason = ConvergedReason::Iterating;
   std::int64_t k = 0;
   StepResult last;
@@ -220,7 +248,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     if (last.reason != ConvergedReason::Iterating) reason = last.reason;
     else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
       reason = ConvergedReason::DivergedNaN;
-    else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol)
+    else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol && gatol_confirmed(k))
       reason = ConvergedReason::ConvergedGradientTolerance;
     else if (options_.max_time > 0 && time_budget_spent(comm_, now() - t0, options_.max_time))
       reason = ConvergedReason::ConvergedTime;

@@ -29,13 +29,18 @@ struct SolveReport {
   OracleCounts counts;
   ConvergedReason reason = ConvergedReason::Iterating;
   std::uint64_t seed = 0;
+  /// The accurate hypergradient norm that confirmed CONVERGED_GATOL (accurate_hypergradient_norm).
+  std::optional<PetscReal> verified_hypergradient_norm;
+  std::int64_t gatol_rejections = 0;  ///< estimates <= gatol that the accurate hypergradient contradicted
 };
 
 /// Settings of the outer loop. Options database keys in brackets.
 struct SolverOptions {
   std::int64_t max_iterations = 100;  ///< [-bilevel_max_it] 64-bit: a budget beyond PetscInt is kept
   PetscReal max_time = 0;           ///< [-bilevel_max_time] seconds, 0 = no limit
-  PetscReal gatol = 0;              ///< [-bilevel_gatol] stop when the hypergradient estimate norm <= gatol
+  /// [-bilevel_gatol] stop when the hypergradient estimate norm is <= gatol and the accurate hypergradient
+  /// at that x confirms it (BilevelSolver::solve, "the gatol test")
+  PetscReal gatol = 0;
   std::uint64_t seed = 0;           ///< [-bilevel_seed] any value in [0, 2^64 − 1]
   PetscInt batch_size = 0;          ///< [-bilevel_batch_size] lower minibatch, 0 = full
   PetscInt upper_batch_size = 0;    ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
@@ -65,6 +70,15 @@ class BilevelSolver {
   void add_monitor(std::unique_ptr<Monitor> monitor);
   SolverOptions& options() { return options_; }
   /// x, y: initial guess in (create them with the problem's create_*_vec), solution out.
+  ///
+  /// Stopping tests, after every step in this order: the step's own negative reason (a numerical failure);
+  /// DIVERGED_NAN for a non-finite x, y or estimate; the gatol test; the time budget; max_it before the next
+  /// step. The gatol test does not trust the step's estimate alone (an inexact lower or linear solve can
+  /// make it small far from a stationary point): an estimate <= gatol is a candidate, and the run stops with
+  /// CONVERGED_GATOL only when accurate_hypergradient_norm at that x (closed form, or accurate lower solve and
+  /// CG to relative 1e-8) is <= gatol too. A rejected candidate waits 1, 2, 4, ... iterations before the
+  /// next check, so a persistently wrong estimate costs O(log k) checks. The checks' oracle calls are not
+  /// counted in the report (they are the solver's, not the method's); their time is in the wall time.
   SolveReport solve(Vec x, Vec y);
   /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm.
   void view(PetscViewer viewer = nullptr) const;
