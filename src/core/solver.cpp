@@ -160,12 +160,16 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   report.seed = options_.seed;
 
   if (options_.test_derivatives) {
-    // -bilevel_test_derivatives: every oracle against central differences at the starting point.
+    // -bilevel_test_derivatives: every oracle against central differences, at a random point near the start
+    // (or at the start with -bilevel_test_derivatives_point current)
     const DerivativeReport check = check_derivatives(problem, x, y, DerivativeCheckOptions::from_options(comm_));
     check.print(comm_);
-    if (!check.passed())
-      throw Error("derivative check failed for problem " + problem.name() + ": largest relative error " +
-                  std::to_string(check.max_error()));
+    if (!check.passed()) {
+      std::string wrong;
+      for (const auto& o : check.flagged_oracles()) wrong += (wrong.empty() ? "" : ", ") + o;
+      throw Error("derivative check failed for problem " + problem.name() + ": " + wrong +
+                  " (largest relative error " + std::to_string(check.max_error()) + ")");
+    }
   }
 
   upper_->setup(x);

@@ -1,13 +1,15 @@
 #pragma once
-// A problem that forwards every oracle to another problem, optionally hiding capabilities and scaling one
-// oracle's output: the tests' way to plant a wrong oracle in a correct problem (conformance suite) or to
-// take the closed form away from the quadratic (the solver's gatol test).
+// A problem that forwards every oracle to another problem, optionally hiding capabilities, scaling one
+// oracle's output or replacing full batches by fixed minibatches: the tests' way to plant a wrong oracle in
+// a correct problem (conformance suite), to run the derivative checker on minibatch oracles, or to take the
+// closed form away from the quadratic (the solver's gatol test).
 #include <petscvec.h>
 
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -66,6 +68,11 @@ class ForwardingProblem : public bilevel::BilevelProblem {
       : inner_(std::move(inner)), hidden_(hidden), scaled_(scaled), factor_(factor) {}
 
   bilevel::BilevelProblem& inner() { return *inner_; }
+  /// From now on a full batch means these rows of the training (lower) and validation (upper) sets.
+  void pin_batches(std::vector<PetscInt> lower, std::vector<PetscInt> upper) {
+    lower_rows_ = std::move(lower);
+    upper_rows_ = std::move(upper);
+  }
   MPI_Comm comm() const override { return inner_->comm(); }
   std::string name() const override { return inner_->name(); }
   bilevel::petsc::VecHandle create_upper_vec() const override { return inner_->create_upper_vec(); }
@@ -94,36 +101,36 @@ class ForwardingProblem : public bilevel::BilevelProblem {
 
  protected:
   PetscReal upper_value_impl(Vec x, Vec y, const bilevel::Batch& b) override {
-    return value(Oracle::UpperValue, inner_->upper_value(x, y, b));
+    return value(Oracle::UpperValue, inner_->upper_value(x, y, upper(b)));
   }
   void upper_grad_impl(Vec x, Vec y, const bilevel::Batch& b, Vec gx, Vec gy) override {
-    inner_->upper_grad(x, y, b, gx, gy);
+    inner_->upper_grad(x, y, upper(b), gx, gy);
     if (gx) scale(Oracle::UpperGradX, gx);
     if (gy) scale(Oracle::UpperGradY, gy);
   }
   PetscReal lower_value_impl(Vec x, Vec y, const bilevel::Batch& b) override {
-    return value(Oracle::LowerValue, inner_->lower_value(x, y, b));
+    return value(Oracle::LowerValue, inner_->lower_value(x, y, lower(b)));
   }
   void lower_grad_y_impl(Vec x, Vec y, const bilevel::Batch& b, Vec gy) override {
-    inner_->lower_grad_y(x, y, b, gy);
+    inner_->lower_grad_y(x, y, lower(b), gy);
     scale(Oracle::LowerGradY, gy);
   }
   void lower_grad_x_impl(Vec x, Vec y, const bilevel::Batch& b, Vec gx) override {
-    inner_->lower_grad_x(x, y, b, gx);
+    inner_->lower_grad_x(x, y, lower(b), gx);
     scale(Oracle::LowerGradX, gx);
   }
   void lower_hvp_impl(Vec x, Vec y, const bilevel::Batch& b, Vec w, Vec out) override {
-    inner_->lower_hvp(x, y, b, w, out);
+    inner_->lower_hvp(x, y, lower(b), w, out);
     scale(Oracle::Hvp, out);
   }
   // the inner problem's own one-pass product, so that hvp and hvp_multi are separate oracles here too
   void lower_hvp_multi_impl(
       Vec x, Vec y, const bilevel::Batch& b, std::span<const Vec> w, std::span<const Vec> out) override {
-    inner_->lower_hvp_multi(x, y, b, w, out);
+    inner_->lower_hvp_multi(x, y, lower(b), w, out);
     for (Vec o : out) scale(Oracle::HvpMulti, o);
   }
   void lower_jvp_impl(Vec x, Vec y, const bilevel::Batch& b, Vec w, Vec out) override {
-    inner_->lower_jvp(x, y, b, w, out);
+    inner_->lower_jvp(x, y, lower(b), w, out);
     scale(Oracle::Jvp, out);
   }
   void lower_preconditioner_setup_impl(Vec x, Vec y, bilevel::PreconditionerKind kind) override {
@@ -132,6 +139,12 @@ class ForwardingProblem : public bilevel::BilevelProblem {
   void lower_precondition_impl(Vec r, Vec out) override { inner_->lower_precondition(r, out); }
 
  private:
+  bilevel::Batch lower(const bilevel::Batch& b) const {
+    return b.full && !lower_rows_.empty() ? bilevel::Batch::of(lower_rows_) : b;
+  }
+  bilevel::Batch upper(const bilevel::Batch& b) const {
+    return b.full && !upper_rows_.empty() ? bilevel::Batch::of(upper_rows_) : b;
+  }
   PetscReal value(Oracle o, PetscReal v) const { return o == scaled_ ? factor_ * v : v; }
   void scale(Oracle o, Vec v) const {
     if (o == scaled_) BILEVEL_PETSC_CALL(VecScale(v, factor_));
@@ -141,6 +154,7 @@ class ForwardingProblem : public bilevel::BilevelProblem {
   bilevel::Capability hidden_;
   Oracle scaled_;
   PetscReal factor_;
+  std::vector<PetscInt> lower_rows_, upper_rows_;
 };
 
 }  // namespace testsupport
