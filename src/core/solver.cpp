@@ -130,8 +130,9 @@ void BilevelSolver::view(PetscViewer viewer) const {
       static_cast<int>(options_.upper_batch_size)));
   if (upper_) {
     const auto& u = upper_->options();
+    const std::string type(to_string(u.type));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
-                                              std::string(to_string(u.type)).c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
+                                              type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
   }
   if (!tuned_defaults_.empty())
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s:%s\n",

@@ -93,13 +93,13 @@ struct DerivativeReport {
 /// the directions depend on the number of ranks). D_h F = (8 (F(h) − F(−h)) − (F(2h) − F(−2h))) / 12h is
 /// the fourth-order central difference of F(t) = F(point + t d). At (x, y), or at the random point of
 /// options.point:
-///   grad_y g   <∇_y g, d>   vs D_h of g(x, y + t d)                 (needs LowerValue)       uses grad_y g,
-///   g grad_x g   <∇_x g, d>   vs D_h of g(x + t d, y)                 (LowerValue, LowerGradX) uses grad_x
-///   g, g grad_y f, grad_x f      likewise with f                         (needs UpperValue) hvp        H d
-///   vs D_h of ∇_y g(x, y + t d)  (relative error in 2-norm)          uses hvp, grad_y g hvp sym    <u, H v>
-///   vs <v, H u>                                                       uses hvp hvp_multi  H [v1 v2]    vs [H
-///   v1, H v2] (one-pass product against single products)   uses hvp_multi, hvp jvp        <d, J w>     vs
-///   D_h of <∇_y g(x + t d, y), w>                                  uses jvp, grad_y g
+///   grad_y g   <∇_y g, d> vs D_h of g(x, y + t d)        (LowerValue)             uses grad_y g, g
+///   grad_x g   <∇_x g, d> vs D_h of g(x + t d, y)        (LowerValue, LowerGradX) uses grad_x g, g
+///   grad_y f, grad_x f    likewise with f                (UpperValue)             uses grad_* f, f
+///   hvp        H d        vs D_h of ∇_y g(x, y + t d), relative error in 2-norm    uses hvp, grad_y g
+///   hvp sym    <u, H v>   vs <v, H u>                                              uses hvp
+///   hvp_multi  H [v1 v2]  vs [H v1, H v2] (one pass against single products)      uses hvp_multi, hvp
+///   jvp        <d, J w>   vs D_h of <∇_y g(x + t d, y), w>                         uses jvp, grad_y g
 /// Relative errors are |a − b| / max(|a|, |b|, floor). x and y are not modified. Oracle calls are counted
 /// by the problem as usual. Collective on problem.comm().
 DerivativeReport check_derivatives(BilevelProblem& problem,
