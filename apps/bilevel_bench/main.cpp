@@ -191,7 +191,7 @@ struct RunRow {
   long seed = 0;
   std::string status = "error";  // ok | diverged | error
   std::string reason = "ERROR";
-  PetscInt iterations = 0;
+  std::int64_t iterations = 0;
   double wall_time_s = NAN, upper_objective = NAN;
   std::optional<double> test_accuracy;
   bilevel::OracleCounts counts;

@@ -1,6 +1,9 @@
 // bilevel-solve: one bilevel run. Long options (--problem, --method, data paths, outputs) belong to
 // Boost.Program_options; every single-dash option (-bilevel_*, -ksp_*, -log_view, -help) goes to PETSc.
 // With no flags it runs the main job: Fashion-MNIST data hyper-cleaning on the Debian package's files.
+// At the end of a run, every -bilevel_ option that nothing read is reported (one warning line each).
+// For tests only: the environment variable BILEVEL_DEBUG_FAIL_RANK=R (or "all") makes rank R (every rank)
+// throw just before the solve, to test that an error on one rank ends the whole job (core/app.hpp).
 #include <boost/program_options.hpp>
 
 #include <cstdio>
@@ -28,8 +31,8 @@ po::options_description long_options() {
       ("validation", po::value<std::string>(), "validation data (upper level)")
       ("test", po::value<std::string>(), "test data (reported, never optimised)")
       ("dataset", po::value<std::string>(), "fashion-mnist: the Debian package's files")
-      ("max-iter", po::value<long>(), "outer iterations (writes -bilevel_max_it)")
-      ("seed", po::value<unsigned long>()->default_value(0), "random seed (writes -bilevel_seed)")
+      ("max-iter", po::value<std::string>(), "outer iterations (writes -bilevel_max_it)")
+      ("seed", po::value<std::string>(), "random seed in [0, 2^64 - 1] (writes -bilevel_seed; default 0)")
       ("summary", po::value<std::string>(), "write the JSON summary to this file at the end")
       ("trace", po::value<std::string>(), "write a CSV row per outer iteration to this file")
       ("quiet", "no progress line per iteration");
@@ -90,8 +93,9 @@ int main(int argc, char** argv) {
     }
     // One place where the choice is made: the options database.
     if (vm.count("method")) set_option("-bilevel_type", vm["method"].as<std::string>());
-    if (vm.count("max-iter")) set_option("-bilevel_max_it", std::to_string(vm["max-iter"].as<long>()));
-    set_option("-bilevel_seed", std::to_string(vm["seed"].as<unsigned long>()));
+    // Values go to the database as typed: the solver's readers check them (64-bit, never wrapped).
+    if (vm.count("max-iter")) set_option("-bilevel_max_it", vm["max-iter"].as<std::string>());
+    if (vm.count("seed")) set_option("-bilevel_seed", vm["seed"].as<std::string>());
     if (!vm.count("quiet") && !option_given("-bilevel_monitor")) set_option("-bilevel_monitor", "");
 
     PetscBool help = PETSC_FALSE;
@@ -102,7 +106,6 @@ int main(int argc, char** argv) {
     if (vm.count("validation")) inputs.validation = vm["validation"].as<std::string>();
     if (vm.count("test")) inputs.test = vm["test"].as<std::string>();
     if (vm.count("dataset")) inputs.dataset = vm["dataset"].as<std::string>();
-    inputs.seed = vm["seed"].as<unsigned long>();
     if (help) {
       // -help: list every option of the solver, of the chosen method and of every problem, without loading
       // data (the solver's defaults are those it takes on the quadratic).
@@ -129,6 +132,8 @@ int main(int argc, char** argv) {
     std::string summary_path = vm.count("summary") ? vm["summary"].as<std::string>() : "";
     std::string trace_path = vm.count("trace") ? vm["trace"].as<std::string>() : "";
 
+    // the problem's generators take the run's seed: -bilevel_seed, from --seed or the options
+    inputs.seed = bilevel::petsc::OptionsReader(comm, "bilevel_").unsigned64("seed", 0, "random seed");
     auto problem = bilevel::make_problem(comm, problem_name, inputs);
     bilevel::BilevelSolver solver(comm);
     solver.set_problem(problem);
@@ -136,14 +141,15 @@ int main(int argc, char** argv) {
     solver.set_from_options();
     bilevel::petsc::VecHandle x = problem->create_upper_vec(), y = problem->create_lower_vec();
     problem->initial_point(x, y);
+    bilevel::debug_failure_point(comm);
     const bilevel::SolveReport report = solver.solve(x, y);
     if (option_given("-bilevel_view")) solver.view();
     const auto extras = report.reason > bilevel::ConvergedReason::Iterating
                             ? problem->summary_extras(x, y)
                             : std::vector<std::pair<std::string, PetscReal>>{};
-    BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel: %s after %d iterations in %.2f s: upper objective %.6g",
+    BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel: %s after %lld iterations in %.2f s: upper objective %.6g",
                                    std::string(bilevel::to_string(report.reason)).c_str(),
-                                   static_cast<int>(report.outer_iterations), report.wall_time_s,
+                                   static_cast<long long>(report.outer_iterations), report.wall_time_s,
                                    report.upper_objective));
     if (report.test_accuracy)
       BILEVEL_PETSC_CALL(PetscPrintf(comm, ", test accuracy %.4f", *report.test_accuracy));
@@ -151,6 +157,7 @@ int main(int argc, char** argv) {
     BILEVEL_PETSC_CALL(PetscPrintf(comm, "\n"));
     if (!summary_path.empty())
       bilevel::write_file_atomically(comm, summary_path, bilevel::summary_json(report, extras));
+    bilevel::report_unused_options("bilevel-solve", comm);
     return report.reason < bilevel::ConvergedReason::Iterating ? 2 : 0;
   });
 }

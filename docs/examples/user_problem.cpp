@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
     };
     auto problem = std::make_shared<bilevel::CallbackProblem>(comm, kDim, kDim, cb, "user");
     bilevel::ProblemHints hints;
-    hints.upper_stepper = "adam";
+    hints.upper_stepper = bilevel::UpperStepperType::Adam;
     hints.upper_step = 0.05;
     hints.lower_update = "newton";  // e^x grows with x: a fixed step 1/L from the start would diverge
     hints.max_iterations = 400;     // default of -bilevel_max_it for this problem (the option wins)

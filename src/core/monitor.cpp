@@ -36,8 +36,8 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
   if (r.test_loss) n += std::snprintf(extra + n, sizeof extra - n, "  test loss %.5f", *r.test_loss);
   if (r.linear_residual >= 0)
     n += std::snprintf(extra + n, sizeof extra - n, "  lin.res %.2e", r.linear_residual);
-  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "%5d  %8.2fs  F %.6e  |h| %.3e%s  (%.0fs left)\n",
-                                 static_cast<int>(r.iteration), r.wall_time, r.upper_objective,
+  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "%5lld  %8.2fs  F %.6e  |h| %.3e%s  (%.0fs left)\n",
+                                 static_cast<long long>(r.iteration), r.wall_time, r.upper_objective,
                                  r.hypergradient_norm, extra, left));
 }
 
@@ -72,8 +72,8 @@ void CsvTraceMonitor::on_iteration(const IterationRecord& r) {
     return std::string(b);
   };
   char line[512];
-  std::snprintf(line, sizeof line, "%d,%.6f,%.12g,%.6e,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld\n",
-                static_cast<int>(r.iteration), r.wall_time, r.upper_objective, r.hypergradient_norm,
+  std::snprintf(line, sizeof line, "%lld,%.6f,%.12g,%.6e,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld\n",
+                static_cast<long long>(r.iteration), r.wall_time, r.upper_objective, r.hypergradient_norm,
                 opt(r.true_hypergradient_norm).c_str(), opt(r.test_loss).c_str(), opt(r.test_accuracy).c_str(),
                 r.lower_residual, r.linear_residual, static_cast<long long>(r.counts.grad_f),
                 static_cast<long long>(r.counts.grad_g), static_cast<long long>(r.counts.hvp),

@@ -6,10 +6,30 @@
 
 namespace bilevel {
 
+std::string_view to_string(UpperStepperType type) {
+  switch (type) {
+    case UpperStepperType::Sgd: return "sgd";
+    case UpperStepperType::Momentum: return "momentum";
+    case UpperStepperType::Adam: return "adam";
+  }
+  return "unknown";
+}
+
+bool from_string(std::string_view name, UpperStepperType* type) {
+  for (const UpperStepperType t : {UpperStepperType::Sgd, UpperStepperType::Momentum, UpperStepperType::Adam})
+    if (name == to_string(t)) {
+      *type = t;
+      return true;
+    }
+  return false;
+}
+
 std::string to_string(Capability set) {
   std::string out;
   auto add = [&](Capability c, const char* name) {
-    if (has(set, c)) out += (out.empty() ? "" : "|") + std::string(name);
+    if (!has(set, c)) return;
+    if (!out.empty()) out += '|';
+    out += name;
   };
   add(Capability::UpperValue, "upper_value");
   add(Capability::LowerValue, "lower_value");

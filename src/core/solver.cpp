@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "bilevel/core/accurate_hypergradient.hpp"
 #include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_solve.hpp"
 #include "bilevel/core/tuned_settings.hpp"
@@ -39,7 +40,12 @@ bool time_budget_spent(MPI_Comm comm, double elapsed, double budget) {
 BilevelSolver::BilevelSolver(MPI_Comm comm) : comm_(comm) { petsc::initialize_package(); }
 BilevelSolver::~BilevelSolver() = default;
 
-void BilevelSolver::set_problem(std::shared_ptr<BilevelProblem> problem) { problem_ = std::move(problem); }
+void BilevelSolver::set_problem(std::shared_ptr<BilevelProblem> problem) {
+  problem_ = std::move(problem);
+  upper_ = problem_ ? std::make_unique<UpperStepper>(problem_->hints()) : nullptr;
+  defaults_from_hints_ = false;
+  from_options_ = false;
+}
 
 void BilevelSolver::set_type(const std::string& type) {
   algorithm_ = algorithm_registry().create(type);
@@ -53,6 +59,12 @@ Algorithm& BilevelSolver::algorithm() {
 }
 
 void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) { monitors_.push_back(std::move(monitor)); }
+
+template <typename F>
+void BilevelSolver::for_each_monitor(F&& f) {
+  for (auto& m : monitors_) f(*m);
+  if (progress_) f(*progress_);
+}
 
 void BilevelSolver::set_from_options() {
   if (!problem_) throw Error("BilevelSolver::set_from_options: call set_problem first");
@@ -78,10 +90,13 @@ void BilevelSolver::set_from_options() {
   tuned_.reset();
   if (use_tuned) tuned_ = load_tuned_settings(comm_, problem_->name(), type_, tuned_dir);
   if (tuned_) opts.set_defaults(tuned_->values);
-  o.max_iterations = opts.integer("max_it", o.max_iterations, "maximum outer iterations", 0);
+  o.max_iterations = opts.integer64("max_it", o.max_iterations, "maximum outer iterations", 0);
   o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
-  o.gatol = opts.real("gatol", o.gatol, "stop when the hypergradient estimate norm <= gatol", 0.0);
-  o.seed = static_cast<std::uint64_t>(opts.integer("seed", static_cast<PetscInt>(o.seed), "random seed", 0));
+  o.gatol = opts.real("gatol", o.gatol,
+                      "stop when the hypergradient estimate norm <= gatol and an accurate hypergradient at that "
+                      "x confirms it (closed form, or accurate lower solve + CG; see docs/architecture.md)",
+                      0.0);
+  o.seed = opts.unsigned64("seed", o.seed, "random seed");
   o.batch_size = opts.integer("batch_size", o.batch_size, "lower-level minibatch size (0: full batch)", 0);
   o.upper_batch_size =
       opts.integer("upper_batch_size", o.upper_batch_size, "upper-level minibatch size (0: full)", 0);
@@ -92,9 +107,10 @@ void BilevelSolver::set_from_options() {
   o.final_lower_rtol = opts.real("final_lower_rtol", o.final_lower_rtol, "relative tolerance of that solve", 0.0);
   o.test_derivatives =
       opts.boolean("test_derivatives", o.test_derivatives, "check every oracle by finite differences first");
+  // replaced, not appended: a second call keeps one progress monitor
+  progress_.reset();
   if (opts.boolean("monitor", false, "print one progress line per iteration"))
-    add_monitor(std::make_unique<ProgressMonitor>(comm_, o.monitor_every));
-  upper_ = std::make_unique<UpperStepper>(problem_->hints());
+    progress_ = std::make_unique<ProgressMonitor>(comm_, o.monitor_every);
   petsc::OptionsReader upper_opts = opts.sub("upper_", "Upper-level stepper (-bilevel_upper_*)");
   upper_->set_from_options(upper_opts);
   petsc::OptionsReader method_opts = opts.sub(type_ + "_", "Method " + type_ + " (-bilevel_" + type_ + "_*)");
@@ -113,14 +129,15 @@ void BilevelSolver::view(PetscViewer viewer) const {
                                             problem_ ? problem_->name().c_str() : "(none)"));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
-      viewer, "max_it %d, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
-      static_cast<int>(options_.max_iterations), options_.max_time, options_.gatol,
+      viewer, "max_it %lld, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
+      static_cast<long long>(options_.max_iterations), options_.max_time, options_.gatol,
       static_cast<unsigned long long>(options_.seed), static_cast<int>(options_.batch_size),
       static_cast<int>(options_.upper_batch_size)));
   if (upper_) {
     const auto& u = upper_->options();
+    const std::string type(to_string(u.type));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
-                                              u.type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
+                                              type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
   }
   if (tuned_)
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s (%s):%s\n",
@@ -151,12 +168,16 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   report.seed = options_.seed;
 
   if (options_.test_derivatives) {
-    // -bilevel_test_derivatives: every oracle against central differences at the starting point.
+    // -bilevel_test_derivatives: every oracle against central differences, at a random point near the start
+    // (or at the start with -bilevel_test_derivatives_point current)
     const DerivativeReport check = check_derivatives(problem, x, y, DerivativeCheckOptions::from_options(comm_));
     check.print(comm_);
-    if (!check.passed())
-      throw Error("derivative check failed for problem " + problem.name() + ": largest relative error " +
-                  std::to_string(check.max_error()));
+    if (!check.passed()) {
+      std::string wrong;
+      for (const auto& o : check.flagged_oracles()) wrong += (wrong.empty() ? "" : ", ") + o;
+      throw Error("derivative check failed for problem " + problem.name() + ": " + wrong +
+                  " (largest relative error " + std::to_string(check.max_error()) + ")");
+    }
   }
 
   upper_->setup(x);
@@ -167,7 +188,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   algorithm_->setup(ctx);
   problem.reset_counts();
 
-  for (auto& m : monitors_) m->on_start(problem.name(), type_, ranks);
+  for_each_monitor([&](Monitor& m) { m.on_start(problem.name(), type_, ranks); });
   const double t0 = now();
   double eval_time = 0;
   IterationRecord record;
@@ -198,8 +219,32 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     eval_time += now() - e0;
   };
 
+  // The gatol test (see solve() in solver.hpp): a candidate is confirmed by the accurate hypergradient;
+  // after a rejection the next check waits `gatol_wait` iterations, doubled each time.
+  constexpr PetscReal kVerifyRtol = 1e-8;
+  std::int64_t next_gatol_check = 0, gatol_wait = 1;
+  auto gatol_confirmed = [&](std::int64_t iteration) {
+    if (iteration < next_gatol_check) return false;
+    const OracleCounts saved = problem.counts();
+    const std::optional<PetscReal> accurate = accurate_hypergradient_norm(problem, x, y, kVerifyRtol);
+    problem.set_counts(saved);
+    if (accurate && *accurate <= options_.gatol) {
+      report.verified_hypergradient_norm = *accurate;
+      return true;
+    }
+    ++report.gatol_rejections;
+    next_gatol_check = iteration + gatol_wait;
+    gatol_wait *= 2;
+    BILEVEL_PETSC_CALL(PetscInfo(nullptr,
+                                 "gatol candidate at iteration %lld rejected: accurate hypergradient norm %g (next "
+                                 "check at iteration %lld)\n",
+                                 static_cast<long long>(iteration), accurate ? static_cast<double>(*accurate) : NAN,
+                                 static_cast<long long>(next_gatol_check)));
+    return false;
+  };
+
   ConvergedReason reason = ConvergedReason::Iterating;
-  PetscInt k = 0;
+  std::int64_t k = 0;
   StepResult last;
   while (reason == ConvergedReason::Iterating) {
     if (k >= options_.max_iterations) {
@@ -215,12 +260,12 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     if (last.reason != ConvergedReason::Iterating) reason = last.reason;
     else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
       reason = ConvergedReason::DivergedNaN;
-    else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol)
+    else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol && gatol_confirmed(k))
       reason = ConvergedReason::ConvergedGradientTolerance;
     else if (options_.max_time > 0 && time_budget_spent(comm_, now() - t0, options_.max_time))
       reason = ConvergedReason::ConvergedTime;
     const bool last_iteration = reason != ConvergedReason::Iterating || k >= options_.max_iterations;
-    if (!monitors_.empty() && (k % options_.monitor_every == 0 || last_iteration) &&
+    if ((!monitors_.empty() || progress_) && (k % options_.monitor_every == 0 || last_iteration) &&
         reason != ConvergedReason::DivergedNaN) {
       evaluate(options_.monitor_test);
       record.iteration = k;
@@ -229,7 +274,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
       record.lower_residual = last.lower_residual;
       record.linear_residual = last.linear_residual;
       record.counts = problem.counts();
-      for (auto& m : monitors_) m->on_iteration(record);
+      for_each_monitor([&](Monitor& m) { m.on_iteration(record); });
     }
   }
 
@@ -256,7 +301,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   record.iteration = k;
   record.wall_time = report.wall_time_s;
   record.counts = counts;
-  for (auto& m : monitors_) m->on_finish(record);
+  for_each_monitor([&](Monitor& m) { m.on_finish(record); });
   return report;
 }
 

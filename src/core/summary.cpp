@@ -50,6 +50,9 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"hypergradient_norm\": " << number(r.hypergradient_norm) << ",\n";
   if (r.true_hypergradient_norm) s << "  \"true_hypergradient_norm\": " << number(*r.true_hypergradient_norm) << ",\n";
   if (r.optimal_upper_objective) s << "  \"optimal_upper_objective\": " << number(*r.optimal_upper_objective) << ",\n";
+  if (r.verified_hypergradient_norm)
+    s << "  \"verified_hypergradient_norm\": " << number(*r.verified_hypergradient_norm) << ",\n";
+  if (r.gatol_rejections > 0) s << "  \"gatol_rejections\": " << r.gatol_rejections << ",\n";
   for (const auto& [k, v] : extras) s << "  " << quoted(k) << ": " << number(v) << ",\n";
   s << "  \"oracle_counts\": {\"grad_f\": " << r.counts.grad_f << ", \"grad_g\": " << r.counts.grad_g
     << ", \"hvp\": " << r.counts.hvp << ", \"jvp\": " << r.counts.jvp << ", \"samples\": " << r.counts.samples

@@ -12,8 +12,6 @@
 namespace bilevel {
 
 void UpperStepperOptions::validate() const {
-  if (type != "sgd" && type != "momentum" && type != "adam")
-    throw InputError("bad value '" + type + "' for option -bilevel_upper_type: expected one of sgd|momentum|adam");
   if (!(step > 0)) throw InputError("option -bilevel_upper_step must be > 0");
   if (!(lower_bound < upper_bound))
     throw InputError("options -bilevel_upper_lb and -bilevel_upper_ub must satisfy lb < ub");
@@ -27,7 +25,9 @@ UpperStepper::UpperStepper(const ProblemHints& hints) {
 }
 
 void UpperStepper::set_from_options(petsc::OptionsReader& opts) {
-  options_.type = opts.choice("type", options_.type, {"sgd", "momentum", "adam"}, "upper-level stepper");
+  const std::string type = opts.choice(
+      "type", std::string(to_string(options_.type)), {"sgd", "momentum", "adam"}, "upper-level stepper");
+  from_string(type, &options_.type);  // choice() accepted only these names
   options_.step = opts.real("step", options_.step, "upper-level step size", 0.0);
   options_.decay = opts.real("decay", options_.decay, "step_k = step/(k+1)^decay", 0.0, 1.0);
   options_.momentum = opts.real("momentum", options_.momentum, "momentum / Adam beta1", 0.0, 1.0);
@@ -76,15 +76,19 @@ void UpperStepper::step(Vec x, Vec direction) {
     for (PetscInt i = 0; i < xs.size(); ++i) {
       const PetscReal d = ds[i];
       PetscReal delta = 0;
-      if (options_.type == "sgd") {
-        delta = lr * d;  // x <- x - lr d
-      } else if (options_.type == "momentum") {
-        m_[i] = b1 * m_[i] + d;  // heavy ball: m <- beta m + d, x <- x - lr m
-        delta = lr * m_[i];
-      } else {
-        m_[i] = b1 * m_[i] + (1 - b1) * d;  // Adam (Kingma & Ba 2015, Alg. 1)
-        s_[i] = b2 * s_[i] + (1 - b2) * d * d;
-        delta = lr * (m_[i] / c1) / (std::sqrt(s_[i] / c2) + options_.epsilon);
+      switch (options_.type) {
+        case UpperStepperType::Sgd:
+          delta = lr * d;  // x <- x - lr d
+          break;
+        case UpperStepperType::Momentum:
+          m_[i] = b1 * m_[i] + d;  // heavy ball: m <- beta m + d, x <- x - lr m
+          delta = lr * m_[i];
+          break;
+        case UpperStepperType::Adam:
+          m_[i] = b1 * m_[i] + (1 - b1) * d;  // Adam (Kingma & Ba 2015, Alg. 1)
+          s_[i] = b2 * s_[i] + (1 - b2) * d * d;
+          delta = lr * (m_[i] / c1) / (std::sqrt(s_[i] / c2) + options_.epsilon);
+          break;
       }
       xs[i] = std::clamp(xs[i] - delta, options_.lower_bound, options_.upper_bound);
     }
@@ -98,7 +102,8 @@ void UpperStepper::step(Vec x, Vec direction) {
 
 void UpperStepper::project(Vec x) const {
   petsc::WriteView xs(x);
-  for (PetscInt i = 0; i < xs.size(); ++i) xs[i] = std::clamp(xs[i], options_.lower_bound, options_.upper_bound);
+  for (PetscInt i = 0; i < xs.size(); ++i)
+    xs[i] = std::clamp(xs[i], options_.lower_bound, options_.upper_bound);
 }
 
 }  // namespace bilevel

@@ -2,8 +2,13 @@
 
 #include <petscviewer.h>
 
+#include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -16,6 +21,28 @@ std::string format_real(PetscReal v) {
   std::ostringstream s;
   s << v;
   return s.str();
+}
+
+/// The keys every OptionsReader of the process has read (known_option_names).
+std::set<std::string>& known_keys() {
+  static std::set<std::string> keys;
+  return keys;
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) between a and b.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
 }
 
 }  // namespace
@@ -37,7 +64,11 @@ OptionsReader OptionsReader::sub(std::string_view sub, std::string title) const 
   return r;
 }
 
-std::string OptionsReader::key(std::string_view name) const { return "-" + prefix_ + std::string(name); }
+std::string OptionsReader::key(std::string_view name) const {
+  std::string k = "-" + prefix_ + std::string(name);
+  known_keys().insert(k);
+  return k;
+}
 
 bool OptionsReader::has(std::string_view name) const {
   PetscBool set = PETSC_FALSE;
@@ -49,7 +80,8 @@ std::optional<std::string> OptionsReader::value(std::string_view name) const {
   keys_read_->insert(key(name));
   std::vector<char> buf(4096, 0);
   PetscBool set = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf.data(), buf.size(), &set));
+  BILEVEL_PETSC_CALL(
+      PetscOptionsGetString(nullptr, nullptr, key(name).c_str(), buf.data(), buf.size(), &set));
   if (set) return std::string(buf.data());
   const auto it = defaults_.find(name);
   if (it != defaults_.end()) return it->second;
@@ -68,8 +100,11 @@ void OptionsReader::help_line(std::string_view name, const std::string& def, std
   BILEVEL_PETSC_CALL(PetscPrintf(comm_, "  %s <%s>: %s\n", k.c_str(), def.c_str(), h.c_str()));
 }
 
-PetscReal OptionsReader::real(std::string_view name, PetscReal def, std::string_view help,
-                              std::optional<PetscReal> min, std::optional<PetscReal> max) {
+PetscReal OptionsReader::real(std::string_view name,
+                              PetscReal def,
+                              std::string_view help,
+                              std::optional<PetscReal> min,
+                              std::optional<PetscReal> max) {
   help_line(name, shown_default(name, format_real(def)), help);
   const std::optional<std::string> given = value(name);
   if (!given) return def;
@@ -77,39 +112,80 @@ PetscReal OptionsReader::real(std::string_view name, PetscReal def, std::string_
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
   std::string range = "a real number";
-  if (min && max) range = "a real number in [" + format_real(*min) + ", " + format_real(*max) + "]";
-  else if (min) range = "a real number >= " + format_real(*min);
-  else if (max) range = "a real number <= " + format_real(*max);
+  if (min && max)
+    range = "a real number in [" + format_real(*min) + ", " + format_real(*max) + "]";
+  else if (min)
+    range = "a real number >= " + format_real(*min);
+  else if (max)
+    range = "a real number <= " + format_real(*max);
   if (text.empty() || *end != '\0' || !std::isfinite(v) || (min && v < *min) || (max && v > *max))
     throw InputError("bad value '" + text + "' for option " + key(name) + ": expected " + range);
   return v;
 }
 
-PetscInt OptionsReader::integer(std::string_view name, PetscInt def, std::string_view help,
-                                std::optional<PetscInt> min, std::optional<PetscInt> max) {
-  help_line(name, shown_default(name, std::to_string(def)), help);
+template <typename T>
+std::optional<T> OptionsReader::parse_integer(std::string_view name, T lo, T hi) const {
   const std::optional<std::string> given = value(name);
-  if (!given) return def;
+  if (!given) return std::nullopt;
   const std::string& text = *given;
-  char* end = nullptr;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  std::string range = "an integer";
-  if (min && max) range = "an integer in [" + std::to_string(*min) + ", " + std::to_string(*max) + "]";
-  else if (min) range = "an integer >= " + std::to_string(*min);
-  else if (max) range = "an integer <= " + std::to_string(*max);
-  if (text.empty() || *end != '\0' || (min && v < *min) || (max && v > *max))
-    throw InputError("bad value '" + text + "' for option " + key(name) + ": expected " + range);
-  return static_cast<PetscInt>(v);
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  const bool plus = begin != end && *begin == '+';  // "+5", but not "+-5"
+  if (plus) ++begin;
+  T v{};
+  const bool digits_next =
+      begin != end && (std::isdigit(static_cast<unsigned char>(*begin)) || (!plus && *begin == '-'));
+  const auto [stop, ec] = std::from_chars(begin, end, v, 10);
+  // std::from_chars reports a value outside T as result_out_of_range: rejected, never wrapped
+  if (!digits_next || ec != std::errc() || stop != end || v < lo || v > hi)
+    throw InputError("bad value '" + text + "' for option " + key(name) + ": expected an integer in [" +
+                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
+}
+
+PetscInt OptionsReader::integer(std::string_view name,
+                                PetscInt def,
+                                std::string_view help,
+                                std::optional<PetscInt> min,
+                                std::optional<PetscInt> max) {
+  help_line(name, shown_default(name, std::to_string(def)), help);
+  const std::int64_t lo = std::max<std::int64_t>(min.value_or(PETSC_MIN_INT), PETSC_MIN_INT);
+  const std::int64_t hi = std::min<std::int64_t>(max.value_or(PETSC_MAX_INT), PETSC_MAX_INT);
+  const std::optional<std::int64_t> v = parse_integer<std::int64_t>(name, lo, hi);
+  return v ? static_cast<PetscInt>(*v) : def;
+}
+
+std::int64_t OptionsReader::integer64(std::string_view name,
+                                      std::int64_t def,
+                                      std::string_view help,
+                                      std::optional<std::int64_t> min,
+                                      std::optional<std::int64_t> max) {
+  help_line(name, shown_default(name, std::to_string(def)), help);
+  const std::optional<std::int64_t> v =
+      parse_integer<std::int64_t>(name,
+                                  min.value_or(std::numeric_limits<std::int64_t>::min()),
+                                  max.value_or(std::numeric_limits<std::int64_t>::max()));
+  return v.value_or(def);
+}
+
+std::uint64_t OptionsReader::unsigned64(std::string_view name, std::uint64_t def, std::string_view help) {
+  help_line(name, shown_default(name, std::to_string(def)), help);
+  const std::optional<std::uint64_t> v =
+      parse_integer<std::uint64_t>(name, 0, std::numeric_limits<std::uint64_t>::max());
+  return v.value_or(def);
 }
 
 bool OptionsReader::boolean(std::string_view name, bool def, std::string_view help) {
   help_line(name, shown_default(name, def ? "true" : "false"), help);
   const std::optional<std::string> given = value(name);
   if (!given) return def;
-  const std::string& t = *given;
-  if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on" || t == "TRUE") return true;
-  if (t == "0" || t == "false" || t == "no" || t == "off" || t == "FALSE") return false;
-  throw InputError("bad value '" + t + "' for option " + key(name) + ": expected true or false");
+  // PETSc's spellings (PetscOptionsStringToBool), in any case; a bare key is true
+  std::string t = *given;
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on") return true;
+  if (t == "0" || t == "false" || t == "no" || t == "off") return false;
+  throw InputError("bad value '" + *given + "' for option " + key(name) +
+                   ": expected true or false (also yes/no, on/off, 1/0, in any case)");
 }
 
 std::string OptionsReader::string(std::string_view name, std::string_view def, std::string_view help) {
@@ -118,14 +194,53 @@ std::string OptionsReader::string(std::string_view name, std::string_view def, s
   return given ? *given : std::string(def);
 }
 
-std::string OptionsReader::choice(std::string_view name, std::string_view def,
-                                  const std::vector<std::string>& choices, std::string_view help) {
+std::string OptionsReader::choice(std::string_view name,
+                                  std::string_view def,
+                                  const std::vector<std::string>& choices,
+                                  std::string_view help) {
   std::string list;
   for (const auto& c : choices) list += (list.empty() ? "" : "|") + c;
   const std::string v = string(name, def, std::string(help) + " (" + list + ")");
   for (const auto& c : choices)
     if (c == v) return v;
   throw InputError("bad value '" + v + "' for option " + key(name) + ": expected one of " + list);
+}
+
+std::vector<std::string> known_option_names() {
+  return std::vector<std::string>(known_keys().begin(), known_keys().end());
+}
+
+std::vector<std::string> unused_options(std::string_view prefix) {
+  PetscInt n = 0;
+  char** names = nullptr;
+  char** values = nullptr;
+  BILEVEL_PETSC_CALL(PetscOptionsLeftGet(nullptr, &n, &names, &values));
+  std::vector<std::string> out;
+  for (PetscInt i = 0; i < n; ++i) {
+    std::string_view name = names[i];
+    if (!name.empty() && name.front() == '-') name.remove_prefix(1);  // the database stores names without it
+    if (name.substr(0, prefix.size()) != prefix) continue;
+    std::string key(1, '-');
+    key.append(name);
+    out.push_back(std::move(key));
+  }
+  BILEVEL_PETSC_CALL(PetscOptionsLeftRestore(nullptr, &n, &names, &values));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string closest_known_option(std::string_view name) {
+  std::string best;
+  std::size_t best_distance = std::max<std::size_t>(2, name.size() / 5) + 1;
+  for (const std::string& known : known_keys()) {
+    if (known == name) continue;
+    const std::size_t d = edit_distance(name, known);
+    if (d < best_distance) {
+      best_distance = d;
+      best = known;
+    }
+  }
+  return best;
 }
 
 }  // namespace bilevel::petsc

@@ -2,12 +2,23 @@
 
 #include <dlfcn.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string_view>
+#include <vector>
 
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel::petsc {
 namespace {
+
+std::optional<std::string>& pending_startup_error() {
+  static std::optional<std::string> error;
+  return error;
+}
 
 /// OpenBLAS starts one thread per core in every rank; with several ranks on a node that oversubscribes
 /// the cores. Unless the user chose (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS), use one thread per rank
@@ -34,6 +45,51 @@ PetscErrorCode finalize_slepc() {
   return SlepcFinalize();
 }
 
+/// Why `path` cannot serve as an options file, or empty when it can be read. Not collective.
+std::string unreadable_reason(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return "it is a folder";
+  std::ifstream in(path);
+  if (!in) return std::strerror(errno);
+  return "";
+}
+
+/// Rank 0 checks every `-options_file FILE` of argv and broadcasts the first problem as one line; when
+/// there is one, every rank removes the -options_file arguments (argc shrinks) so that PetscInitialize
+/// does not read them. Collective on MPI_COMM_WORLD; MPI must be initialised.
+void screen_options_files(int* argc, char*** argv) {
+  if (!argc || !argv || !*argv) return;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::string message;
+  if (rank == 0) {
+    for (int i = 1; i < *argc && message.empty(); ++i) {
+      if (std::string_view((*argv)[i]) != "-options_file") continue;
+      if (i + 1 >= *argc) {
+        message = "option -options_file needs a file name";
+      } else if (const std::string why = unreadable_reason((*argv)[i + 1]); !why.empty()) {
+        message = "cannot read options file '" + std::string((*argv)[i + 1]) + "' (-options_file): " + why;
+      }
+    }
+  }
+  int length = static_cast<int>(message.size());
+  MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (length == 0) return;
+  message.resize(static_cast<std::size_t>(length));
+  MPI_Bcast(message.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
+  pending_startup_error() = message;
+  int kept = 1;
+  for (int i = 1; i < *argc; ++i) {
+    if (std::string_view((*argv)[i]) == "-options_file") {
+      ++i;  // and its file name
+      continue;
+    }
+    (*argv)[kept++] = (*argv)[i];
+  }
+  *argc = kept;
+  (*argv)[kept] = nullptr;
+}
+
 }  // namespace
 
 void ensure_initialized() {
@@ -51,6 +107,16 @@ void ensure_initialized() {
 }
 
 Session::Session(int* argc, char*** argv, const char* help) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    // PETSc's own default level; PETSc then leaves MPI_Finalize to us
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      throw ::bilevel::Error("MPI_Init_thread failed");
+    own_mpi_ = true;
+  }
+  screen_options_files(argc, argv);
   BILEVEL_PETSC_CALL(SlepcInitialize(argc, argv, nullptr, help));
   initialize_package();
   limit_blas_threads();
@@ -61,6 +127,11 @@ Session::Session(int* argc, char*** argv, const char* help) {
 Session::~Session() {
   (void)PetscPopErrorHandler();
   (void)SlepcFinalize();
+  if (own_mpi_) MPI_Finalize();
+}
+
+const std::optional<std::string>& Session::startup_error() {
+  return pending_startup_error();
 }
 
 }  // namespace bilevel::petsc

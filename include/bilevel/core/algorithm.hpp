@@ -23,7 +23,7 @@ struct AlgorithmContext {
   Vec y;                      ///< current lower iterate (the algorithm updates it)
   UpperStepper& upper;        ///< upper-level stepper on the rank-0 coordinator (SGD/momentum/Adam + box)
   std::uint64_t seed;         ///< -bilevel_seed / --seed
-  PetscInt iteration = 0;     ///< outer iteration about to run (0-based)
+  std::int64_t iteration = 0;  ///< outer iteration about to run (0-based)
   PetscInt batch_size = 0;    ///< -bilevel_batch_size: 0 = full batch (deterministic)
   PetscInt upper_batch_size = 0;  ///< -bilevel_upper_batch_size: 0 = full validation set
 };

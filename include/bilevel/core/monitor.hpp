@@ -2,6 +2,7 @@
 /// \file Per-iteration records and the monitors that consume them (progress line, CSV trace).
 #include <petscsys.h>
 
+#include <cstdint>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -12,8 +13,8 @@ namespace bilevel {
 
 /// What the solver knows after an outer iteration.
 struct IterationRecord {
-  PetscInt iteration = 0;            ///< 1-based count of completed outer iterations
-  PetscInt max_iterations = 0;
+  std::int64_t iteration = 0;        ///< 1-based count of completed outer iterations
+  std::int64_t max_iterations = 0;
   double wall_time = 0;              ///< seconds since solve() started
   double max_time = 0;               ///< -bilevel_max_time (0 = none)
   PetscReal upper_objective = 0;     ///< f(x, y) on the full validation set

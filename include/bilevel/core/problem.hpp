@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -83,13 +84,43 @@ struct TestMetrics {
   std::optional<PetscReal> accuracy;
 };
 
+/// The update rule of the upper stepper (core/upper_stepper.hpp), [-bilevel_upper_type sgd|momentum|adam].
+enum class UpperStepperType { Sgd, Momentum, Adam };
+/// "sgd", "momentum", "adam". Not collective.
+std::string_view to_string(UpperStepperType type);
+/// Sets *type from its name and returns true; false (and *type unchanged) for any other name. Not collective.
+bool from_string(std::string_view name, UpperStepperType* type);
+
+/// ProblemHints::upper_stepper: an UpperStepperType. Transitional: it also takes a name ("adam") checked
+/// at compile time, so problems written when the hint was a string keep compiling until they assign the
+/// enum values (then this struct becomes a plain UpperStepperType).
+struct UpperStepperHint {
+  UpperStepperType type = UpperStepperType::Adam;
+  constexpr UpperStepperHint() = default;
+  constexpr UpperStepperHint(UpperStepperType t) : type(t) {}  // NOLINT: implicit on purpose
+  consteval UpperStepperHint(const char* name) : type(parse(name)) {}  // NOLINT
+  constexpr operator UpperStepperType() const { return type; }  // NOLINT
+
+ private:
+  static consteval bool same(const char* a, const char* b) {
+    while (*a && *a == *b) ++a, ++b;
+    return *a == *b;
+  }
+  static consteval UpperStepperType parse(const char* name) {
+    if (same(name, "sgd")) return UpperStepperType::Sgd;
+    if (same(name, "momentum")) return UpperStepperType::Momentum;
+    if (same(name, "adam")) return UpperStepperType::Adam;
+    throw "unknown upper stepper type: use sgd, momentum or adam";  // a compile-time error
+  }
+};
+
 /// Suggestions a problem gives for defaults; methods use them unless options override. Settings tuned for one
 /// (problem, method) pair are not hints but data: options files (core/tuned_settings.hpp).
 struct ProblemHints {
   std::optional<PetscReal> lower_lipschitz;  ///< L of ∇_y g if known a priori
   std::optional<PetscReal> lower_strong_convexity;
   PetscReal upper_step = 0.1;                ///< a reasonable step for the upper stepper
-  std::string upper_stepper = "adam";        ///< sgd | momentum | adam
+  UpperStepperHint upper_stepper = UpperStepperType::Adam;  ///< the stepper's update rule
   std::optional<PetscReal> x_lower_bound, x_upper_bound;  ///< box for x
   /// How methods with a choice should update y: "gd" (steps 1/L) or "newton" (truncated Newton-CG) for
   /// ill-conditioned lower levels where steps of 1/L crawl.

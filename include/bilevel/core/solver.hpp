@@ -3,6 +3,7 @@
 /// set_from_options, solve, view).
 #include <petscviewer.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +21,7 @@ class UpperStepper;
 struct SolveReport {
   std::string problem, method;
   int ranks = 1;
-  PetscInt outer_iterations = 0;
+  std::int64_t outer_iterations = 0;
   double wall_time_s = 0;
   PetscReal upper_objective = 0;   ///< f(x, y) at the end (mean validation loss for data problems)
   PetscReal hypergradient_norm = 0;
@@ -29,14 +30,19 @@ struct SolveReport {
   OracleCounts counts;
   ConvergedReason reason = ConvergedReason::Iterating;
   std::uint64_t seed = 0;
+  /// The accurate hypergradient norm that confirmed CONVERGED_GATOL (accurate_hypergradient_norm).
+  std::optional<PetscReal> verified_hypergradient_norm;
+  std::int64_t gatol_rejections = 0;  ///< estimates <= gatol that the accurate hypergradient contradicted
 };
 
 /// Settings of the outer loop. Options database keys in brackets.
 struct SolverOptions {
-  PetscInt max_iterations = 100;    ///< [-bilevel_max_it]
+  std::int64_t max_iterations = 100;  ///< [-bilevel_max_it] 64-bit: a budget beyond PetscInt is kept
   PetscReal max_time = 0;           ///< [-bilevel_max_time] seconds, 0 = no limit
-  PetscReal gatol = 0;              ///< [-bilevel_gatol] stop when the hypergradient estimate norm <= gatol
-  std::uint64_t seed = 0;           ///< [-bilevel_seed]
+  /// [-bilevel_gatol] stop when the hypergradient estimate norm is <= gatol and the accurate hypergradient
+  /// at that x confirms it (BilevelSolver::solve, "the gatol test")
+  PetscReal gatol = 0;
+  std::uint64_t seed = 0;           ///< [-bilevel_seed] any value in [0, 2^64 − 1]
   PetscInt batch_size = 0;          ///< [-bilevel_batch_size] lower minibatch, 0 = full
   PetscInt upper_batch_size = 0;    ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
   PetscInt monitor_every = 1;       ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
@@ -58,23 +64,37 @@ class BilevelSolver {
   /// Like TaoSetType(): selects a registered method; unknown names throw InputError listing the names.
   void set_type(const std::string& type);
   const std::string& type() const { return type_; }
-  /// Reads -bilevel_type, -bilevel_* outer-loop keys, the stepper's and the method's keys.
+  /// Reads -bilevel_type, -bilevel_* outer-loop keys, the stepper's and the method's keys, with the current
+  /// settings as defaults. Idempotent: a second call with the same database leaves the solver as the first
+  /// did (one progress monitor at most, the same stepper settings).
   void set_from_options();
   void add_monitor(std::unique_ptr<Monitor> monitor);
   SolverOptions& options() { return options_; }
   /// x, y: initial guess in (create them with the problem's create_*_vec), solution out.
+  ///
+  /// Stopping tests, after every step in this order: the step's own negative reason (a numerical failure);
+  /// DIVERGED_NAN for a non-finite x, y or estimate; the gatol test; the time budget; max_it before the next
+  /// step. The gatol test does not trust the step's estimate alone (an inexact lower or linear solve can
+  /// make it small far from a stationary point): an estimate <= gatol is a candidate, and the run stops with
+  /// CONVERGED_GATOL only when accurate_hypergradient_norm at that x (closed form, or accurate lower solve and
+  /// CG to relative 1e-8) is <= gatol too. A rejected candidate waits 1, 2, 4, ... iterations before the
+  /// next check, so a persistently wrong estimate costs O(log k) checks. The checks' oracle calls are not
+  /// counted in the report (they are the solver's, not the method's); their time is in the wall time.
   SolveReport solve(Vec x, Vec y);
   /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm.
   void view(PetscViewer viewer = nullptr) const;
   Algorithm& algorithm();
 
  private:
+  template <typename F>
+  void for_each_monitor(F&& f);
   MPI_Comm comm_;
   std::shared_ptr<BilevelProblem> problem_;
   std::string type_;
   std::unique_ptr<Algorithm> algorithm_;
-  std::unique_ptr<UpperStepper> upper_;
-  std::vector<std::unique_ptr<Monitor>> monitors_;
+  std::unique_ptr<UpperStepper> upper_;             // created by set_problem from the problem's hints
+  std::vector<std::unique_ptr<Monitor>> monitors_;  // add_monitor's
+  std::unique_ptr<Monitor> progress_;               // -bilevel_monitor's, replaced by each set_from_options
   SolverOptions options_;
   bool from_options_ = false;
   bool defaults_from_hints_ = false;

@@ -13,12 +13,12 @@ namespace bilevel {
 
 /// Settings of the upper stepper. Options database keys in brackets (prefix -bilevel_upper_).
 struct UpperStepperOptions {
-  std::string type = "adam";     ///< [-bilevel_upper_type sgd|momentum|adam]
-  PetscReal step = 0.1;          ///< [-bilevel_upper_step] base step size
-  PetscReal decay = 0;           ///< [-bilevel_upper_decay] step_k = step / (k+1)^decay
-  PetscReal momentum = 0.9;      ///< [-bilevel_upper_momentum] heavy-ball beta (momentum) / Adam beta1
-  PetscReal beta2 = 0.999;       ///< [-bilevel_upper_beta2] Adam second-moment decay
-  PetscReal epsilon = 1e-8;      ///< [-bilevel_upper_epsilon] Adam denominator guard
+  UpperStepperType type = UpperStepperType::Adam;  ///< [-bilevel_upper_type sgd|momentum|adam]
+  PetscReal step = 0.1;                            ///< [-bilevel_upper_step] base step size
+  PetscReal decay = 0;                             ///< [-bilevel_upper_decay] step_k = step / (k+1)^decay
+  PetscReal momentum = 0.9;  ///< [-bilevel_upper_momentum] heavy-ball beta (momentum) / Adam beta1
+  PetscReal beta2 = 0.999;   ///< [-bilevel_upper_beta2] Adam second-moment decay
+  PetscReal epsilon = 1e-8;  ///< [-bilevel_upper_epsilon] Adam denominator guard
   PetscReal lower_bound = PETSC_NINFINITY;  ///< [-bilevel_upper_lb] box for every entry of x
   PetscReal upper_bound = PETSC_INFINITY;   ///< [-bilevel_upper_ub]
   void validate() const;
@@ -28,7 +28,10 @@ struct UpperStepperOptions {
 /// state and computes the new x, then x is scattered back. All methods are collective on x's communicator.
 class UpperStepper {
  public:
+  /// Defaults from the problem's hints (type, step, box). Not collective.
   explicit UpperStepper(const ProblemHints& hints);
+  /// Reads -bilevel_upper_* (opts has prefix "bilevel_upper_") with the current settings as defaults;
+  /// calling it again with the same database changes nothing. Collective on the reader's communicator.
   void set_from_options(petsc::OptionsReader& opts);
   UpperStepperOptions& options() { return options_; }
   const UpperStepperOptions& options() const { return options_; }

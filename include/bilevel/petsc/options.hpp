@@ -3,6 +3,7 @@
 /// messages that name the option and the allowed values.
 #include <petscsys.h>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -17,19 +18,39 @@ namespace bilevel::petsc {
 /// Reads options `-<prefix><name>` from the PETSc options database. When -help is given, each read prints
 /// one line "  -<prefix><name> <default>: <help>" on rank 0 of comm, so our options appear in -help.
 /// A value that does not parse, or violates a bound, throws InputError naming the option and the allowed
-/// values. Collective on comm (every rank must read the same keys in the same order).
+/// values; an integer is never wrapped: a value outside the type's range (PetscInt is 32-bit in Debian's
+/// PETSc) is such an error. Booleans take PETSc's spellings in any case (true/false, yes/no, on/off, 1/0;
+/// a bare key is true). Every key read is remembered for known_option_names(). Collective on comm (every
+/// rank must read the same keys in the same order).
 class OptionsReader {
  public:
   OptionsReader(MPI_Comm comm, std::string prefix, std::string title = "");
 
-  PetscReal real(std::string_view name, PetscReal def, std::string_view help,
-                 std::optional<PetscReal> min = std::nullopt, std::optional<PetscReal> max = std::nullopt);
-  PetscInt integer(std::string_view name, PetscInt def, std::string_view help,
-                   std::optional<PetscInt> min = std::nullopt, std::optional<PetscInt> max = std::nullopt);
+  PetscReal real(std::string_view name,
+                 PetscReal def,
+                 std::string_view help,
+                 std::optional<PetscReal> min = std::nullopt,
+                 std::optional<PetscReal> max = std::nullopt);
+  /// An integer in [min, max] ∩ [PETSC_MIN_INT, PETSC_MAX_INT].
+  PetscInt integer(std::string_view name,
+                   PetscInt def,
+                   std::string_view help,
+                   std::optional<PetscInt> min = std::nullopt,
+                   std::optional<PetscInt> max = std::nullopt);
+  /// A 64-bit integer in [min, max] (iteration budgets, counts that may exceed PetscInt).
+  std::int64_t integer64(std::string_view name,
+                         std::int64_t def,
+                         std::string_view help,
+                         std::optional<std::int64_t> min = std::nullopt,
+                         std::optional<std::int64_t> max = std::nullopt);
+  /// An unsigned 64-bit integer in [0, 2^64 − 1] (seeds).
+  std::uint64_t unsigned64(std::string_view name, std::uint64_t def, std::string_view help);
   bool boolean(std::string_view name, bool def, std::string_view help);
   std::string string(std::string_view name, std::string_view def, std::string_view help);
   /// One of `choices`; anything else is an InputError listing them.
-  std::string choice(std::string_view name, std::string_view def, const std::vector<std::string>& choices,
+  std::string choice(std::string_view name,
+                     std::string_view def,
+                     const std::vector<std::string>& choices,
                      std::string_view help);
   /// True if the key is present in the database.
   bool has(std::string_view name) const;
@@ -53,6 +74,9 @@ class OptionsReader {
   /// The default shown by -help: the override from set_defaults, else the code's.
   std::string shown_default(std::string_view name, const std::string& code_default) const;
   void help_line(std::string_view name, const std::string& def, std::string_view help) const;
+  /// The integer given for `name` (nullopt: absent), checked against [lo, hi]; T is a 64-bit type.
+  template <typename T>
+  std::optional<T> parse_integer(std::string_view name, T lo, T hi) const;
   MPI_Comm comm_;
   std::string prefix_;
   std::string title_;
@@ -60,5 +84,17 @@ class OptionsReader {
   Defaults defaults_;
   std::shared_ptr<std::set<std::string>> keys_read_ = std::make_shared<std::set<std::string>>();  // shared by subs
 };
+
+/// Every option name (with its leading dash) that an OptionsReader of this process has read, present in
+/// the database or not: the options the program knows, for suggestions. Not collective.
+std::vector<std::string> known_option_names();
+
+/// Options in the database whose names start with `-<prefix>` and that nothing has read (PETSc's
+/// PetscOptionsUsed), sorted, with their leading dash. Not collective.
+std::vector<std::string> unused_options(std::string_view prefix);
+
+/// The known option name (known_option_names) closest to `name` by edit distance, when it is within
+/// max(2, length/5) edits; else empty. Not collective.
+std::string closest_known_option(std::string_view name);
 
 }  // namespace bilevel::petsc

@@ -2,17 +2,32 @@
 /// \file RAII around SlepcInitialize/SlepcFinalize (which also initialise PETSc and MPI).
 #include <slepcsys.h>
 
+#include <optional>
+#include <string>
+
 namespace bilevel::petsc {
 
-/// Initialises SLEPc/PETSc/MPI in the constructor, finalises in the destructor. Collective on
-/// MPI_COMM_WORLD. Also registers the library's log events and limits BLAS threads to one per rank when
-/// several ranks share a node.
+/// Initialises MPI (unless the program already did), SLEPc and PETSc in the constructor, finalises them in
+/// the destructor. Collective on MPI_COMM_WORLD. Also registers the library's log events and limits BLAS
+/// threads to one per rank when several ranks share a node.
+///
+/// PETSc reads `-options_file FILE` inside PetscInitialize and aborts the job with a traceback when FILE
+/// cannot be read. So before initialising PETSc, rank 0 checks every -options_file of argv; when one cannot
+/// be read, every rank drops the -options_file arguments from argv, PETSc starts without them, and
+/// startup_error() holds a one-line message that guarded_main (core/app.hpp) throws as an InputError.
 class Session {
  public:
   Session(int* argc, char*** argv, const char* help = nullptr);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
   ~Session();
+
+  /// The problem found with the command line before PETSc started (an unreadable -options_file), the
+  /// same on every rank; nullopt when there was none. Not collective.
+  static const std::optional<std::string>& startup_error();
+
+ private:
+  bool own_mpi_ = false;  // MPI_Init was ours, so MPI_Finalize is too
 };
 
 /// Makes the library usable in a program that initialised PETSc its own way: PETSc must be initialised
