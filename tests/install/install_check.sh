@@ -17,6 +17,9 @@ fail() { echo "install_check: FAILED: $*"; exit 1; }
 step() { echo; echo "== $*"; }
 unset LD_LIBRARY_PATH
 rm -rf "$work" && mkdir -p "$work" || fail "cannot create $work"
+# The installed copy must not outlive the test: tools that look for a program under the build folder (the
+# acceptance checks' `find build -name bilevel-solve`) would find a stale one.
+trap 'rm -rf "$work"' EXIT
 launcher=()
 if command -v ccache > /dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 
