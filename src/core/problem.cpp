@@ -37,8 +37,13 @@ OracleCounts& OracleCounts::operator+=(const OracleCounts& other) {
 void allreduce(OracleCounts& counts, MPI_Comm comm) {
   // Seven 64-bit counters, summed in one reduction (a new counter must be added here and in operator+=).
   static_assert(sizeof(OracleCounts) == 7 * sizeof(std::int64_t));
-  std::int64_t* fields[] = {&counts.grad_f, &counts.grad_g, &counts.hvp,    &counts.jvp,
-                            &counts.samples, &counts.value_f, &counts.value_g};
+  std::int64_t* fields[] = {&counts.grad_f,
+                            &counts.grad_g,
+                            &counts.hvp,
+                            &counts.jvp,
+                            &counts.samples,
+                            &counts.value_f,
+                            &counts.value_g};
   std::int64_t local[7], total[7];
   for (int i = 0; i < 7; ++i) local[i] = *fields[i];
   MPI_Allreduce(local, total, 7, MPI_INT64_T, MPI_SUM, comm);
