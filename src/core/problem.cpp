@@ -2,7 +2,6 @@
 
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
-#include "bilevel/petsc/vec_access.hpp"
 
 namespace bilevel {
 
@@ -40,6 +39,33 @@ std::string to_string(Capability set) {
   add(Capability::LowerPreconditioner, "lower_preconditioner");
   add(Capability::PerSampleUpper, "per_sample_upper");
   return out.empty() ? "none" : out;
+}
+
+OracleCounts& OracleCounts::operator+=(const OracleCounts& other) {
+  grad_f += other.grad_f;
+  grad_g += other.grad_g;
+  hvp += other.hvp;
+  jvp += other.jvp;
+  samples += other.samples;
+  value_f += other.value_f;
+  value_g += other.value_g;
+  return *this;
+}
+
+void allreduce(OracleCounts& counts, MPI_Comm comm) {
+  // Seven 64-bit counters, summed in one reduction (a new counter must be added here and in operator+=).
+  static_assert(sizeof(OracleCounts) == 7 * sizeof(std::int64_t));
+  std::int64_t* fields[] = {&counts.grad_f,
+                            &counts.grad_g,
+                            &counts.hvp,
+                            &counts.jvp,
+                            &counts.samples,
+                            &counts.value_f,
+                            &counts.value_g};
+  std::int64_t local[7], total[7];
+  for (int i = 0; i < 7; ++i) local[i] = *fields[i];
+  MPI_Allreduce(local, total, 7, MPI_INT64_T, MPI_SUM, comm);
+  for (int i = 0; i < 7; ++i) *fields[i] = total[i];
 }
 
 void BilevelProblem::initial_point(Vec x, Vec y) {
@@ -93,67 +119,6 @@ void BilevelProblem::lower_grad_y_multi(std::span<const Vec> x, Vec y, const Bat
 
 void BilevelProblem::lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) {
   for (std::size_t i = 0; i < x.size(); ++i) lower_grad_y_impl(x[i], y, batch, gy[i]);
-}
-
-void BilevelProblem::lower_grad_y_dot_multi(std::span<const Vec> x, Vec y, const Batch& batch, Vec v,
-                                            std::span<PetscReal> dots) {
-  if (x.size() != dots.size())
-    throw Error("lower_grad_y_dot_multi: " + std::to_string(x.size()) + " points, " + std::to_string(dots.size()) +
-                " outputs");
-  petsc::ScopedEvent ev(petsc::events().oracle_grad);
-  counts_.grad_g += static_cast<std::int64_t>(x.size());
-  counts_.samples += static_cast<std::int64_t>(x.size()) * batch_size(batch, false);
-  lower_grad_y_dot_multi_impl(x, y, batch, v, dots);
-}
-
-void BilevelProblem::lower_grad_y_dot_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, Vec v,
-                                                 std::span<PetscReal> dots) {
-  while (dot_scratch_.size() < x.size()) dot_scratch_.push_back(create_lower_vec());  // kept between calls
-  std::vector<Vec> raw(dot_scratch_.begin(), dot_scratch_.begin() + static_cast<std::ptrdiff_t>(x.size()));
-  lower_grad_y_multi_impl(x, y, batch, raw);
-  for (std::size_t i = 0; i < x.size(); ++i) BILEVEL_PETSC_CALL(VecDot(raw[i], v, &dots[i]));
-}
-
-void BilevelProblem::lower_grad_y_dot_coordinates(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
-                                                  std::span<const PetscInt> coords, std::span<PetscReal> out) {
-  if (coords.size() != out.size())
-    throw Error("lower_grad_y_dot_coordinates: " + std::to_string(coords.size()) + " coordinates, " +
-                std::to_string(out.size()) + " outputs");
-  petsc::ScopedEvent ev(petsc::events().oracle_grad);
-  const auto q = static_cast<std::int64_t>(coords.size());
-  counts_.grad_g += q + 1;
-  const std::int64_t rows = batch_size(batch, false);
-  counts_.samples += has(capabilities(), Capability::PerSampleUpper) ? rows + q : (q + 1) * rows;
-  lower_grad_y_dot_coordinates_impl(x, y, batch, v, h, coords, out);
-}
-
-void BilevelProblem::lower_grad_y_dot_coordinates_impl(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
-                                                       std::span<const PetscInt> coords, std::span<PetscReal> out) {
-  while (dot_scratch_.size() < 2) dot_scratch_.push_back(create_lower_vec());
-  if (!dot_x_scratch_) dot_x_scratch_ = create_upper_vec();  // kept between calls
-  Vec xp = dot_x_scratch_;
-  BILEVEL_PETSC_CALL(VecCopy(x, xp));
-  PetscReal base = 0;
-  lower_grad_y_impl(x, y, batch, dot_scratch_[0]);
-  BILEVEL_PETSC_CALL(VecDot(dot_scratch_[0], v, &base));
-  PetscInt lo = 0, hi = 0;
-  BILEVEL_PETSC_CALL(VecGetOwnershipRange(xp, &lo, &hi));
-  for (std::size_t k = 0; k < coords.size(); ++k) {
-    const PetscInt i = coords[k];
-    PetscReal xi = 0;
-    if (i >= lo && i < hi) {
-      petsc::WriteView w(xp);
-      xi = w[i - lo];
-      w[i - lo] = xi + h;
-    }
-    lower_grad_y_impl(xp, y, batch, dot_scratch_[1]);
-    BILEVEL_PETSC_CALL(VecDot(dot_scratch_[1], v, &out[k]));
-    out[k] = (out[k] - base) / h;
-    if (i >= lo && i < hi) {
-      petsc::WriteView w(xp);
-      w[i - lo] = xi;
-    }
-  }
 }
 
 void BilevelProblem::lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx) {

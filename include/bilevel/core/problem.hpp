@@ -70,7 +70,14 @@ struct OracleCounts {
   std::int64_t samples = 0;  ///< samples touched, summed over oracle calls
   std::int64_t value_f = 0;  ///< f evaluations
   std::int64_t value_g = 0;  ///< g evaluations
+
+  /// Adds every counter of `other`. Not collective.
+  OracleCounts& operator+=(const OracleCounts& other);
 };
+
+/// Sums every counter of `counts` over the ranks of `comm`, in place (for work counted on some ranks only,
+/// e.g. once per sub-communicator). Collective on comm.
+void allreduce(OracleCounts& counts, MPI_Comm comm);
 
 /// Sizes of the data behind the two levels (0 for a deterministic problem without samples).
 struct DatasetSizes {
@@ -163,17 +170,6 @@ class BilevelProblem {
   /// ∇_y g(x_i, y; batch) into gy_i for several x at one y (one pass over the batch's rows where the
   /// problem can, e.g. the forward product shared; default: one call each). Counts one grad_g per x.
   void lower_grad_y_multi(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
-  /// dots_i = ⟨∇_y g(x_i, y; batch), v⟩ for several x at one y: the gradients' projections on one vector,
-  /// without forming the gradients where the problem can (default: lower_grad_y_multi_impl, then VecDot).
-  /// Counts one grad_g per x. Collective.
-  void lower_grad_y_dot_multi(std::span<const Vec> x, Vec y, const Batch& batch, Vec v, std::span<PetscReal> dots);
-  /// Finite differences of that projection along coordinates of x: for every global index i_k of `coords`
-  /// (the same list on every rank), out_k = (⟨∇_y g(x + h e_{i_k}, y; batch), v⟩ − ⟨∇_y g(x, y; batch), v⟩) / h.
-  /// Counts one grad_g per coordinate plus the base one; samples: the batch once plus one row per coordinate
-  /// on Capability::PerSampleUpper problems (a coordinate's perturbation changes only its own row's term),
-  /// the batch per gradient otherwise. Default: each perturbed gradient formed in full. Collective.
-  void lower_grad_y_dot_coordinates(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
-                                    std::span<const PetscInt> coords, std::span<PetscReal> out);
   void lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx);                ///< ∇_x g
   void lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< H w (lower → lower)
   /// H w_i for several w at the same point in one pass over the data (default: one call each).
@@ -228,10 +224,6 @@ class BilevelProblem {
   virtual PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch);
   virtual void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) = 0;
   virtual void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
-  virtual void lower_grad_y_dot_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, Vec v,
-                                          std::span<PetscReal> dots);
-  virtual void lower_grad_y_dot_coordinates_impl(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
-                                                 std::span<const PetscInt> coords, std::span<PetscReal> out);
   virtual void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx);
   virtual void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
   virtual void lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
@@ -244,8 +236,6 @@ class BilevelProblem {
 
  private:
   OracleCounts counts_;
-  std::vector<petsc::VecHandle> dot_scratch_;  // gradients of the default lower_grad_y_dot_*_impl
-  petsc::VecHandle dot_x_scratch_;              // the perturbed x of lower_grad_y_dot_coordinates_impl
 };
 
 }  // namespace bilevel

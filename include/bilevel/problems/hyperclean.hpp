@@ -167,10 +167,6 @@ class HypercleanProblem final : public BilevelProblem {
   PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch) override;
   void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) override;
   void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) override;
-  void lower_grad_y_dot_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, Vec v,
-                                   std::span<PetscReal> dots) override;
-  void lower_grad_y_dot_coordinates_impl(Vec x, Vec y, const Batch& batch, Vec v, PetscReal h,
-                                         std::span<const PetscInt> coords, std::span<PetscReal> out) override;
   void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) override;
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_hvp_multi_impl(
@@ -209,10 +205,6 @@ class HypercleanProblem final : public BilevelProblem {
   std::vector<PetscScalar> class_curvature(const PetscReal* w);
   void hvp_multi(
       Vec y, const Batch& batch, const PetscReal* weights, std::span<const Vec> w, std::span<const Vec> out);
-  /// proj_k = ⟨a'_i ⊗ (p_i(y) − e_{l_i}), v⟩ for the k-th row i of `batch` (train side, local rows), the
-  /// unweighted data term of row i projected on v, from one forward pass with [W | V]. Returns work_->grad
-  /// (valid until the next pass). Collective (gathers y and v).
-  const PetscScalar* batch_projections(Vec y, const Batch& batch, Vec v);
   /// σ(x_i) and σ'(x_i) for the local training rows (cached on x's state).
   /// ω = σ(x) and ω′ on the rows of `batch` (all rows for the full batch, then cached for x). Not collective.
   void refresh_weights(Vec x, const Batch& batch = Batch::all());
@@ -228,7 +220,6 @@ class HypercleanProblem final : public BilevelProblem {
   std::unique_ptr<detail::Gatherer> y_gather_, w_gather_;
   std::vector<PetscInt> clean_labels_;       // local training rows, as read
   std::vector<PetscReal> weight_, dweight_;  // σ(x_i), σ'(x_i) = σ(x_i)(1 − σ(x_i))
-  std::vector<PetscScalar> row_projection_;   // per local row, zero between lower_grad_y_dot_coordinates calls
   PetscObjectId weight_id_ = 0;
   PetscObjectState weight_state_ = -1;
   std::optional<PetscReal> baseline_accuracy_;
