@@ -252,7 +252,13 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
       break;
     }
     ctx.iteration = k;
-    last = algorithm_->step(ctx);
+    try {
+      last = algorithm_->step(ctx);
+    } catch (const NumericalFailure& e) {  // thrown on every rank at once (collective decisions only)
+      last.reason = e.reason();
+      BILEVEL_PETSC_CALL(PetscFPrintf(comm_, PETSC_STDERR, "bilevel: iteration %lld: %s\n",
+                                      static_cast<long long>(k), e.what()));
+    }
     ++k;
     PetscReal xn = 0, yn = 0;
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));

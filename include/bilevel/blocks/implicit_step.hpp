@@ -20,6 +20,11 @@ struct ImplicitBatches {
   PetscInt upper = 0;
 };
 
+/// The tail every implicit-type method ends its iteration with: jv = J(x_k, y; jacobian_batch) v,
+/// h = ∇_x f − jv (in place of fx), x <- P(x − step(h)) by the upper stepper; returns ||h||. A non-finite ||h||
+/// is a NumericalFailure(DIVERGED_NAN), thrown before x moves. Collective.
+PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv);
+
 /// Per outer iteration k:
 ///   y_{k+1} = T steps of the lower update at x_k (gradient or Newton, warm start)         [sampler stream 1]
 ///   b_k = ∇_y f(x_k, y_{k+1}; D_F), and ∇_x f on the same batch                           [stream 4]
