@@ -15,24 +15,21 @@ void ImplicitStep::setup(BilevelProblem& problem, std::uint64_t seed, ImplicitBa
   fx_ = problem.create_upper_vec();
   jv_ = problem.create_upper_vec();
   BILEVEL_PETSC_CALL(VecSet(v_, 0.0));
-  inner_ = BatchSampler(seed, SamplerStream::Lower);
-  hess_ = BatchSampler(seed, SamplerStream::Hessian);
-  jac_ = BatchSampler(seed, SamplerStream::Jacobian);
-  outer_ = BatchSampler(seed, SamplerStream::Upper);
+  samplers_ = StepSamplers(seed);
 }
 
 Batch ImplicitStep::next_hessian_batch(BilevelProblem& problem) {
-  return hess_.draw(problem.dataset_sizes().lower, batches_.lower);
+  return samplers_.hessian.draw(problem.dataset_sizes().lower, batches_.lower);
 }
 
 void ImplicitStep::gradients(AlgorithmContext& ctx) {
   BilevelProblem& p = ctx.problem;
-  const Batch ub = outer_.draw(p.dataset_sizes().upper, batches_.upper);
+  const Batch ub = samplers_.upper.draw(p.dataset_sizes().upper, batches_.upper);
   p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // ∇_x f, b_k = ∇_y f at (x_k, y_{k+1}) on D_F
 }
 
 void ImplicitStep::finish(AlgorithmContext& ctx, StepResult& r) {
-  const Batch jb = jac_.draw(ctx.problem.dataset_sizes().lower, batches_.lower);
+  const Batch jb = samplers_.jacobian.draw(ctx.problem.dataset_sizes().lower, batches_.lower);
   r.hypergradient_norm = hypergradient_step(ctx, jb, v_, fx_, jv_);  // h_k = ∇_x f − J v_{k+1}, x_{k+1}
 }
 

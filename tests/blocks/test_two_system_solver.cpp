@@ -74,7 +74,7 @@ TEST(TwoSystemSolver, ConjugateGradientsSolveBothSystemsWithOnePassPerIteration)
   Systems s(100);
   VecSet(s.v[1], 0.5);  // warm start for the second system: its initial residual costs one product
   const auto rep = s.solver.cg(
-      s.p, s.x, s.y, bilevel::Batch::all(), {s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, false}, 200, 1e-12);
+      s.p, s.x, s.y, bilevel::Batch::all(), {{s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, false}}, 200, 1e-12);
   EXPECT_LT(relative_error(s.v[0], s.exact[0]), 1e-9);
   EXPECT_LT(relative_error(s.v[1], s.exact[1]), 1e-9);
   EXPECT_GT(rep.iterations, 5);
@@ -107,7 +107,7 @@ TEST(TwoSystemSolver, PreconditionedConjugateGradientsConvergeAtThePreconditione
     bilevel::TwoSystemSolver solver;
     solver.setup(y, pc);
     EXPECT_EQ(solver.preconditioned(), pc);
-    const auto rep = solver.cg(p, x, y, bilevel::Batch::all(), {b[0], b[1]}, {v[0], v[1]}, {true, true}, 14, 1e-10);
+    const auto rep = solver.cg(p, x, y, bilevel::Batch::all(), {{b[0], b[1]}, {v[0], v[1]}, {true, true}}, 14, 1e-10);
     EXPECT_EQ(p.single_calls, 0);
     EXPECT_GT(rep.iterations, 0);
     error[pc ? 0 : 1] = std::max(relative_error(v[0], exact[0]), relative_error(v[1], exact[1]));
@@ -120,14 +120,14 @@ TEST(TwoSystemSolver, GradientStepsConvergeAndSkipTheProductOfAZeroStart) {
   Systems s(10);
   VecSet(s.v[1], 0.0);
   const auto one = s.solver.gradient(
-      s.p, s.x, s.y, bilevel::Batch::all(), {s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, true}, 1, 0.1);
+      s.p, s.x, s.y, bilevel::Batch::all(), {{s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, true}}, 1, 0.1);
   EXPECT_EQ(one.passes, 0);  // v_i = η b_i without products
   VecAXPY(s.v[0], -0.1, s.b[0]);
   PetscReal n = 1;
   VecNorm(s.v[0], NORM_2, &n);
   EXPECT_LT(n, 1e-15);
   const auto rep = s.solver.gradient(
-      s.p, s.x, s.y, bilevel::Batch::all(), {s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, false}, 400, 0.1);
+      s.p, s.x, s.y, bilevel::Batch::all(), {{s.b[0], s.b[1]}, {s.v[0], s.v[1]}, {true, false}}, 400, 0.1);
   EXPECT_EQ(rep.passes, 400);  // the first step multiplies only the warm-started system
   EXPECT_EQ(s.p.single_calls, 0);
   EXPECT_LT(relative_error(s.v[0], s.exact[0]), 1e-10);

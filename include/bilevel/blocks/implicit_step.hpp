@@ -44,7 +44,7 @@ class ImplicitStep {
   template <typename VUpdate>
   StepResult run(AlgorithmContext& ctx, LowerUpdate& lower, VUpdate&& update) {
     StepResult r;
-    r.lower_residual = lower.run(ctx.problem, ctx.x, ctx.y, inner_, batches_.lower);  // y_{k+1}
+    r.lower_residual = lower.run(ctx.problem, ctx.x, ctx.y, samplers_.lower, batches_.lower);  // y_{k+1}
     gradients(ctx);                                                                   // ∇_x f, b_k = ∇_y f
     update(static_cast<Vec>(fy_), static_cast<Vec>(v_), r);                           // v_{k+1}
     finish(ctx, r);                                                                   // h_k, x_{k+1}
@@ -53,7 +53,7 @@ class ImplicitStep {
   /// The next Hessian batch (full when batches.lower is 0); valid until the next call. Not collective.
   Batch next_hessian_batch(BilevelProblem& problem);
   /// The Hessian-batch sampler, for v-updates that draw one batch per product (Neumann). Not collective.
-  BatchSampler& hessian_sampler() { return hess_; }
+  BatchSampler& hessian_sampler() { return samplers_.hessian; }
   const ImplicitBatches& batches() const { return batches_; }
   /// v_{k+1} of the last iteration. Not collective.
   Vec v() const { return v_; }
@@ -63,7 +63,7 @@ class ImplicitStep {
   void finish(AlgorithmContext& ctx, StepResult& r);
 
   ImplicitBatches batches_;
-  BatchSampler inner_, hess_, jac_, outer_;
+  StepSamplers samplers_;
   petsc::VecHandle v_, fy_, fx_, jv_;
 };
 

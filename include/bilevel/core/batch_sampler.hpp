@@ -50,4 +50,16 @@ class BatchSampler {
   std::vector<PetscInt> buffer_;
 };
 
+/// A method's samplers, one per SamplerStream of a step (lower steps, Hessian products, the Jacobian
+/// product, ∇f), seeded from the run's seed: draw k of each is the same on every rank. Not collective.
+struct StepSamplers {
+  StepSamplers() = default;
+  explicit StepSamplers(std::uint64_t seed)
+      : lower(seed, SamplerStream::Lower),
+        hessian(seed, SamplerStream::Hessian),
+        jacobian(seed, SamplerStream::Jacobian),
+        upper(seed, SamplerStream::Upper) {}
+  BatchSampler lower, hessian, jacobian, upper;
+};
+
 }  // namespace bilevel

@@ -41,6 +41,7 @@
 #include "bilevel/blocks/choices.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/lower_update.hpp"
+#include "bilevel/blocks/reductions.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -108,9 +109,7 @@ class Bome : public Algorithm {
     gx_hat_ = p.create_upper_vec();
     fx_ = p.create_upper_vec();
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
-    inner_ = BatchSampler(ctx.seed, SamplerStream::Lower);
-    lower_batches_ = BatchSampler(ctx.seed, SamplerStream::Hessian);
-    outer_ = BatchSampler(ctx.seed, SamplerStream::Upper);
+    s_ = StepSamplers(ctx.seed);  // ŷ's steps: lower; the terms of q̂: hessian; ∇f: upper
   }
 
   StepResult step(AlgorithmContext& ctx) override {
@@ -120,15 +119,15 @@ class Bome : public Algorithm {
     // ŷ: T steps ŷ <- ŷ − a ∇_y g(x_k, ŷ) (or T Newton steps, block LowerUpdate) from y_k (paper) or from
     // the previous ŷ (Alg. 1, line 3).
     if (!o_.inner_warm_start) BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
-    lower_.run(p, ctx.x, y_hat_, inner_, batch_);
+    lower_.run(p, ctx.x, y_hat_, s_.lower, batch_);
     r.inner_iterations = lower_.steps();
     // One lower batch for every term of q̂ (so its value and gradient are those of one function).
-    const Batch lb = lower_batches_.draw(n.lower, batch_);
+    const Batch lb = s_.hessian.draw(n.lower, batch_);
     p.lower_grad_x(ctx.x, y_hat_, lb, gx_hat_);  // ∇_x g(x_k, ŷ)
     p.lower_grad_x(ctx.x, ctx.y, lb, qx_);      // ∇_x g(x_k, y_k)
     BILEVEL_PETSC_CALL(VecAXPY(qx_, -1.0, gx_hat_));  // ∇_x q̂ = ∇_x g(x_k, y_k) − ∇_x g(x_k, ŷ)
     p.lower_grad_y(ctx.x, ctx.y, lb, qy_);      // ∇_y q̂ = ∇_y g(x_k, y_k)
-    const Batch ub = outer_.draw(n.upper, ctx.upper_batch_size);
+    const Batch ub = s_.upper.draw(n.upper, ctx.upper_batch_size);
     p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);   // ∇f = [∇_x f; ∇_y f] at (x_k, y_k)
     PetscReal q_value = 0;
     if (o_.barrier == BomeBarrier::Value)
@@ -144,14 +143,7 @@ class Bome : public Algorithm {
     }
     // <∇f, ∇q̂> and ||∇q̂||² in one split reduction.
     PetscReal fq_x = 0, fq_y = 0, qq_x = 0, qq_y = 0;
-    BILEVEL_PETSC_CALL(VecDotBegin(fx_, qx_, &fq_x));
-    BILEVEL_PETSC_CALL(VecDotBegin(fy_, mqy_, &fq_y));
-    BILEVEL_PETSC_CALL(VecDotBegin(qx_, qx_, &qq_x));
-    BILEVEL_PETSC_CALL(VecDotBegin(qy_, mqy_, &qq_y));
-    BILEVEL_PETSC_CALL(VecDotEnd(fx_, qx_, &fq_x));
-    BILEVEL_PETSC_CALL(VecDotEnd(fy_, mqy_, &fq_y));
-    BILEVEL_PETSC_CALL(VecDotEnd(qx_, qx_, &qq_x));
-    BILEVEL_PETSC_CALL(VecDotEnd(qy_, mqy_, &qq_y));
+    reduce_together({{fx_, qx_, &fq_x}, {fy_, mqy_, &fq_y}, {qx_, qx_, &qq_x}, {qy_, mqy_, &qq_y}});
     const PetscReal qq = qq_x + qq_y;
     const PetscReal phi = o_.barrier == BomeBarrier::Value ? o_.eta * q_value : o_.eta * qq;  // control barrier φ
     const PetscReal lambda = std::max<PetscReal>((phi - (fq_x + fq_y)) / (qq + 1e-8), 0);  // λ (Alg. 1)
@@ -160,6 +152,7 @@ class Bome : public Algorithm {
     PetscReal dx_norm = 0;
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &dx_norm));
     r.hypergradient_norm = dx_norm;
+    require_finite(dx_norm, ConvergedReason::DivergedNaN, "the norm of the step direction d_x");
     BILEVEL_PETSC_CALL(VecNorm(qy_, NORM_2, &r.lower_residual));  // ||∇_y g(x_k, y_k)||
     ctx.upper.step(ctx.x, fx_);                      // x_{k+1} = P(x_k − ξ_x d_x)
     const PetscReal xi = o_.normalize ? xi_y_ / (1 + lambda) : xi_y_;
@@ -189,7 +182,7 @@ class Bome : public Algorithm {
   bool pc_ = false;
   LowerUpdate lower_;
   petsc::VecHandle y_hat_, qy_, fy_, mqy_, mfy_, qx_, gx_hat_, fx_;
-  BatchSampler inner_, lower_batches_, outer_;
+  StepSamplers s_;
 };
 
 }  // namespace

@@ -112,10 +112,7 @@ class Nbo : public Algorithm {
     BILEVEL_PETSC_CALL(VecSet(u_, 0.0));
     u_zero_ = true;
     if (o_.warmup_newton > 0) newton_.setup(p, ctx.y, steps_);
-    lower_ = BatchSampler(ctx.seed, SamplerStream::Lower);
-    hess_ = BatchSampler(ctx.seed, SamplerStream::Hessian);
-    jac_ = BatchSampler(ctx.seed, SamplerStream::Jacobian);
-    outer_ = BatchSampler(ctx.seed, SamplerStream::Upper);
+    s_ = StepSamplers(ctx.seed);
   }
 
   StepResult step(AlgorithmContext& ctx) override {
@@ -125,36 +122,26 @@ class Nbo : public Algorithm {
     if (ctx.iteration == 0 && o_.warmup_newton > 0) {
       // Warm-up into the local Newton region (algorithms.md §2.2): y <- y − H⁻¹∇_y g by T CG iterations, W
       // times
-      const Batch wb = hess_.draw(n.lower, batch_);
+      const Batch wb = s_.hessian.draw(n.lower, batch_);
       newton_.run(p, ctx.x, ctx.y, o_.warmup_newton, wb);
     }
-    const Batch gb = lower_.draw(n.lower, batch_);
+    const Batch gb = s_.lower.draw(n.lower, batch_);
     p.lower_grad_y(ctx.x, ctx.y, gb, gy_);  // ∇_y g(x_k, y_k)
-    const Batch fb = outer_.draw(n.upper, upper_batch_);
+    const Batch fb = s_.upper.draw(n.upper, upper_batch_);
     p.upper_grad(ctx.x, ctx.y, fb, nullptr, fy_);  // ∇_y f(x_k, y_k)
 
-    const bool u_from_zero = u_zero_ || !o_.warm_start;
+    // H_k v = ∇_y g from v = 0 and H_k u = ∇_y f from u_k (or from 0)
+    const TwoSystemSolver::Systems systems{{gy_, fy_}, {v_, u_}, {true, u_zero_ || !o_.warm_start}};
     TwoSystemSolver::Report rep;
     if (o_.variant == NboVariant::Cg) {
-      // H_k v = ∇_y g from v = 0 and H_k u = ∇_y f from u_k, T CG iterations each, one pass per iteration
-      const Batch hb = hess_.draw(n.lower, batch_);
-      rep = two_.cg(p, ctx.x, ctx.y, hb, {gy_, fy_}, {v_, u_}, {true, u_from_zero}, steps_, o_.cg_rtol);
+      // T CG iterations on each system, one pass per iteration
+      rep = two_.cg(p, ctx.x, ctx.y, s_.hessian.draw(n.lower, batch_), systems, steps_, o_.cg_rtol);
     } else {
       // T+1 steps  v <- v − η (H_k v − ∇_y g),  u <- u − η (H_k u − ∇_y f)   (NBO-GD Alg. 2 step 2; NSBO-SGD
       // with a fresh batch per step)
       const bool sgd = o_.variant == NboVariant::Sgd && batch_ > 0;
-      rep = two_.gradient(p,
-                          ctx.x,
-                          ctx.y,
-                          Batch::all(),
-                          {gy_, fy_},
-                          {v_, u_},
-                          {true, u_from_zero},
-                          steps_ + 1,
-                          eta_,
-                          o_.adaptive_step,
-                          sgd ? &hess_ : nullptr,
-                          sgd ? batch_ : 0);
+      rep = two_.gradient(p, ctx.x, ctx.y, Batch::all(), systems, steps_ + 1, eta_, o_.adaptive_step,
+                          sgd ? &s_.hessian : nullptr, sgd ? batch_ : 0);
       if (rep.step < eta_) {
         eta_ = rep.step;  // the Rayleigh-quotient safeguard lowered η: keep it for the next iterations
         ++step_reductions_;
@@ -163,10 +150,10 @@ class Nbo : public Algorithm {
     u_zero_ = false;
     BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -1.0, v_));  // y_{k+1} = y_k − v  (Newton-corrected point)
 
-    const Batch xb = outer_.draw(n.upper, upper_batch_);
+    const Batch xb = s_.upper.draw(n.upper, upper_batch_);
     p.upper_grad(ctx.x, ctx.y, xb, fx_, nullptr);  // ∇_x f(x_k, y_{k+1})
     // h = ∇_x f − J(x_k, y_{k+1}) u_{k+1}, x <- P(x − α h) on the coordinator
-    r.hypergradient_norm = hypergradient_step(ctx, jac_.draw(n.lower, batch_), u_, fx_, jv_);
+    r.hypergradient_norm = hypergradient_step(ctx, s_.jacobian.draw(n.lower, batch_), u_, fx_, jv_);
 
     r.lower_residual =
         rep.residual[0];  // ||H_k v − ∇_y g(x_k, y_k)|| ≈ ||∇_y g(x_k, y_{k+1})|| to first order
@@ -226,7 +213,7 @@ class Nbo : public Algorithm {
   TwoSystemSolver two_;
   NewtonSteps newton_;
   petsc::VecHandle gy_, fy_, v_, u_, fx_, jv_;
-  BatchSampler lower_, hess_, jac_, outer_;
+  StepSamplers s_;
 };
 
 }  // namespace

@@ -118,8 +118,7 @@ class Pzobo : public Algorithm {
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
     if (!stochastic || upper_batch_ >= n.upper) upper_batch_ = 0;
     batches_.setup(n_, batch_);
-    inner_ = BatchSampler(ctx.seed, SamplerStream::Lower);
-    outer_ = BatchSampler(ctx.seed, SamplerStream::Upper);
+    s_ = StepSamplers(ctx.seed);
     const bool per_sample = has(p.capabilities(), Capability::PerSampleUpper);
     if (o_.support == Support::Batch && !per_sample)
       throw InputError(
@@ -159,8 +158,8 @@ class Pzobo : public Algorithm {
     BilevelProblem& p = ctx.problem;
     StepResult r;
     const DatasetSizes n = p.dataset_sizes();
-    batches_.draw(inner_, n.lower);  // B_1..B_N, shared by every path (PZOBO-S)
-    const Batch ub = outer_.draw(n.upper, upper_batch_);
+    batches_.draw(s_.lower, n.lower);  // B_1..B_N, shared by every path (PZOBO-S)
+    const Batch ub = s_.upper.draw(n.upper, upper_batch_);
     dirs_.draw(ctx.iteration, batches_.indices());  // u_1..u_Q on the support
     if (!u_raw_.empty()) dirs_.form(u_raw_);
     // Paths: y_N(x_k), and y_N(x_k + μ u_j) unless the differences come from one JVP.
@@ -175,6 +174,7 @@ class Pzobo : public Algorithm {
     // Estimate h_k = ∇_x f + (1/Q) Σ_j c_j u_j, and the step.
     dirs_.combine(c_, 1.0 / static_cast<PetscReal>(q_), u_raw_, fx_);
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
+    require_finite(r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
     r.inner_iterations = n_ * (projected_ ? 1 : q_ + 1);
     BILEVEL_PETSC_CALL(VecCopy(y_, ctx.y));  // y_{k+1} = y_N(x_k), warm start of the next paths
     BILEVEL_PETSC_CALL(VecCopy(y_last_, y_prev_));
@@ -234,7 +234,7 @@ class Pzobo : public Algorithm {
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
   bool derived_ = false, projected_ = false;
-  BatchSampler inner_, outer_;
+  StepSamplers s_;
   BatchSequence batches_;
   Directions dirs_;
   PerturbedPaths paths_;

@@ -49,6 +49,7 @@
 #include "bilevel/blocks/choices.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
+#include "bilevel/blocks/reductions.hpp"
 #include "bilevel/blocks/secant_pairs.hpp"
 #include "bilevel/core/line_search.hpp"
 #include "bilevel/core/upper_stepper.hpp"
@@ -166,9 +167,7 @@ class Qnbo : public Algorithm {
     BILEVEL_PETSC_CALL(VecSet(u_, 0.0));
     fx_ = p.create_upper_vec();
     jv_ = p.create_upper_vec();
-    lower_ = BatchSampler(ctx.seed, SamplerStream::Lower);
-    warm_ = BatchSampler(ctx.seed, SamplerStream::Hessian);
-    outer_ = BatchSampler(ctx.seed, SamplerStream::Upper);
+    samplers_ = StepSamplers(ctx.seed);  // the iteration's lower batch: lower; warm-up steps: hessian; ∇f: upper
     stored_ = rejected_small_ = shortened_ = 0;
     u_nonzero_ = false;
   }
@@ -179,14 +178,14 @@ class Qnbo : public Algorithm {
     StepResult r;
     PetscInt its = 0;
 
-    const Batch lb = lower_.draw(n.lower, batch_);
-    const Batch ub = outer_.draw(n.upper, upper_batch_);
+    const Batch lb = samplers_.lower.draw(n.lower, batch_);
+    const Batch ub = samplers_.upper.draw(n.upper, upper_batch_);
 
     // ---- Subroutine A: P warm-up gradient steps, then T quasi-Newton steps on g(x_k, ·).
     {
       petsc::ScopedEvent ev(petsc::events().lower_solve);
       if (o_.warmup_steps > 0)  // y <- y − β ∇_y g(x_k, y; B_t), P times
-        warmup_.run(p, ctx.x, ctx.y, o_.warmup_steps, beta_, &warm_, batch_);
+        warmup_.run(p, ctx.x, ctx.y, o_.warmup_steps, beta_, &samplers_.hessian, batch_);
       if (!o_.keep_pairs) approx_->reset();
       value_valid_ = false;                   // x (and the batch) changed
       p.lower_grad_y(ctx.x, ctx.y, lb, gy_);  // ∇_y g(x_k, y_0)
@@ -284,14 +283,7 @@ class Qnbo : public Algorithm {
     approx_->apply(gy_, d_);  // d = H ∇_y g
     PetscScalar dg = 0;
     PetscReal dn = 0, gn = 0, yn = 0;
-    BILEVEL_PETSC_CALL(VecDotBegin(d_, gy_, &dg));
-    BILEVEL_PETSC_CALL(VecNormBegin(d_, NORM_2, &dn));
-    BILEVEL_PETSC_CALL(VecNormBegin(gy_, NORM_2, &gn));
-    BILEVEL_PETSC_CALL(VecNormBegin(y, NORM_2, &yn));
-    BILEVEL_PETSC_CALL(VecDotEnd(d_, gy_, &dg));
-    BILEVEL_PETSC_CALL(VecNormEnd(d_, NORM_2, &dn));
-    BILEVEL_PETSC_CALL(VecNormEnd(gy_, NORM_2, &gn));
-    BILEVEL_PETSC_CALL(VecNormEnd(y, NORM_2, &yn));
+    reduce_together({{d_, gy_, &dg}}, {{d_, &dn}, {gy_, &gn}, {y, &yn}});
     if (!(gn > 0) || !std::isfinite(gn)) return false;
     if (!descent_or_fallback(gy_, dg, dn, gn)) return false;
     PetscReal t = o_.qn_step;
@@ -333,10 +325,7 @@ class Qnbo : public Algorithm {
       // overshoots by more than 2x (SR1 with an indefinite or badly scaled H) is redone at α s, one gradient.
       // Short steps are never extended: far along s the model of a non-quadratic g is not to be trusted.
       PetscScalar gs = 0, sdg = 0;
-      BILEVEL_PETSC_CALL(VecDotBegin(gy_, s_, &gs));
-      BILEVEL_PETSC_CALL(VecDotBegin(s_, dg_, &sdg));
-      BILEVEL_PETSC_CALL(VecDotEnd(gy_, s_, &gs));
-      BILEVEL_PETSC_CALL(VecDotEnd(s_, dg_, &sdg));
+      reduce_together({{gy_, s_, &gs}, {s_, dg_, &sdg}});
       const PetscReal alpha = sdg > 0 ? -gs / sdg : 1.0;
       if (std::isfinite(alpha) && alpha > 0 && alpha < 0.5) {
         ++shortened_;
@@ -375,10 +364,7 @@ class Qnbo : public Algorithm {
       BILEVEL_PETSC_CALL(VecWAXPY(pair_s_, -1.0, y, z_));  // exact pair (z_0 − y_{k+1}, Δ∇_y g)
       BILEVEL_PETSC_CALL(VecWAXPY(dg_, -1.0, gy_, gz_));
       PetscReal ps = 0, yn = 0;
-      BILEVEL_PETSC_CALL(VecNormBegin(pair_s_, NORM_2, &ps));
-      BILEVEL_PETSC_CALL(VecNormBegin(y, NORM_2, &yn));
-      BILEVEL_PETSC_CALL(VecNormEnd(pair_s_, NORM_2, &ps));
-      BILEVEL_PETSC_CALL(VecNormEnd(y, NORM_2, &yn));
+      reduce_together({}, {{pair_s_, &ps}, {y, &yn}});
       offer_pair(pair_s_, dg_, ps, yn);
     }
     BILEVEL_PETSC_CALL(VecCopy(z_, wp_));  // last evaluated point and its gradient
@@ -396,12 +382,7 @@ class Qnbo : public Algorithm {
       approx_->apply(r_, d_);  // d = H ∇ψ(z)
       PetscScalar dg = 0;
       PetscReal dn = 0, zn = 0;
-      BILEVEL_PETSC_CALL(VecDotBegin(d_, r_, &dg));
-      BILEVEL_PETSC_CALL(VecNormBegin(d_, NORM_2, &dn));
-      BILEVEL_PETSC_CALL(VecNormBegin(z_, NORM_2, &zn));
-      BILEVEL_PETSC_CALL(VecDotEnd(d_, r_, &dg));
-      BILEVEL_PETSC_CALL(VecNormEnd(d_, NORM_2, &dn));
-      BILEVEL_PETSC_CALL(VecNormEnd(z_, NORM_2, &zn));
+      reduce_together({{d_, r_, &dg}}, {{d_, &dn}, {z_, &zn}});
       if (!descent_or_fallback(r_, dg, dn, rn)) break;
       // A step below the rounding-meaningful size would only difference noise: ψ is solved as far as it can
       // be.
@@ -418,10 +399,7 @@ class Qnbo : public Algorithm {
       // model curvature along s: g = ∇_y g(w) − ∇_y g(z)
       BILEVEL_PETSC_CALL(VecWAXPY(dg_, -1.0, gz_, gnew_));
       PetscScalar rs = 0, sg = 0;
-      BILEVEL_PETSC_CALL(VecDotBegin(r_, s_, &rs));
-      BILEVEL_PETSC_CALL(VecDotBegin(s_, dg_, &sg));
-      BILEVEL_PETSC_CALL(VecDotEnd(r_, s_, &rs));
-      BILEVEL_PETSC_CALL(VecDotEnd(s_, dg_, &sg));
+      reduce_together({{r_, s_, &rs}, {s_, dg_, &sg}});
       // argmin_α ψ(z + α s) on the model; a value outside (0, 4] means the model is not to be trusted (e.g. a
       // gradient difference dominated by rounding): take the plain step α = 1.
       PetscReal alpha = sg > 0 ? -rs / sg : 1.0;
@@ -467,7 +445,7 @@ class Qnbo : public Algorithm {
   std::unique_ptr<InverseHessianApprox> approx_;
   GradientSteps warmup_;
   petsc::VecHandle gy_, gnew_, d_, s_, dg_, z_, gz_, r_, w_, wp_, gwp_, pair_s_, fy_, u_, fx_, jv_;
-  BatchSampler lower_, warm_, outer_;
+  StepSamplers samplers_;
   std::int64_t stored_ = 0, rejected_small_ = 0, shortened_ = 0;
   StepControl step_control_ = StepControl::Auto;
   PetscReal value_y_ = 0;  // g(x_k, y) at the current y (Armijo), valid while value_valid_
