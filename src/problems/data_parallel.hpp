@@ -148,6 +148,13 @@ inline double sigmoid(double t) {
   return e / (1.0 + e);
 }
 
+/// n as a BLAS integer (a PETSc error when it does not fit). Not collective.
+inline PetscBLASInt blas_int(PetscInt n) {
+  PetscBLASInt b = 0;
+  BILEVEL_PETSC_CALL(PetscBLASIntCast(n, &b));
+  return b;
+}
+
 /// Makes sure `v` holds at least n elements (grows only; no allocation once large enough). Not collective.
 template <typename T>
 T* ensure(std::vector<T>& v, std::size_t n) {
