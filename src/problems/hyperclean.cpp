@@ -241,26 +241,14 @@ void HypercleanProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec 
 }
 
 void HypercleanProblem::lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {
-  const Vec ws[1] = {w};
-  const Vec os[1] = {out};
-  lower_hvp_multi_impl(x, y, batch, std::span<const Vec>(ws, 1), std::span<const Vec>(os, 1));
+  lower_hvp_multi_impl(x, y, batch, std::span<const Vec>(&w, 1), std::span<const Vec>(&out, 1));
 }
 
 void HypercleanProblem::lower_hvp_multi_impl(
     Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) {
   check_layouts(x, y);
   refresh_weights(x, batch);
-  BILEVEL_ASSERT(w.size() == out.size());
-  const auto m = static_cast<PetscInt>(w.size());
-  if (m == 0) return;
-  const PetscScalar* yf = engine_->gather_model(y);
-  PetscInt n = 0;
-  const PetscScalar* acc = engine_->hvp_sums(batch, yf, weight_.data(), w, &n);
-  // out_q = (1/n) Σ ω_i a'_i ⊗ s_i + μ V_W + μ_b V_b
-  for (PetscInt q = 0; q < m; ++q) {
-    petsc::ReadView v(w[static_cast<std::size_t>(q)]);
-    engine_->write_local(out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), ridge_, v.data());
-  }
+  engine_->hvp(y, batch, weight_.data(), w, out, ridge_);  // (1/n) Σ ω_i a'_i ⊗ s_i + μ V_W + μ_b V_b
 }
 
 void HypercleanProblem::lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {

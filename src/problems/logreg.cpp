@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 
 #include "bilevel/data/libsvm.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -98,13 +99,10 @@ LogregProblem::LogregProblem(Dataset train,
   validation_ = make_side(std::move(validation), false);
   if (test) test_ = make_side(std::move(*test), false);
 
-  PetscInt local = PETSC_DECIDE, global = dy_;
-  BILEVEL_PETSC_CALL(PetscSplitOwnership(comm_, &local, &global));
-  BILEVEL_PETSC_CALL(MPI_Scan(&local, &y_end_, 1, MPIU_INT, MPI_SUM, comm_));
-  y_begin_ = y_end_ - local;
+  std::tie(y_begin_, y_end_) = detail::ownership_range(comm_, dy_);
   y_gather_ = std::make_unique<detail::Gatherer>(true);
   w_gather_ = std::make_unique<detail::Gatherer>();
-  x_gather_ = std::make_unique<detail::Gatherer>();
+  lambda_ = std::make_unique<detail::ExpRegularisers>();
   buffer_.assign(static_cast<std::size_t>(dy_ + 2), 0.0);
 }
 
@@ -129,24 +127,12 @@ petsc::VecHandle LogregProblem::create_lower_vec() const {
 }
 
 petsc::VecHandle LogregProblem::create_upper_vec() const {
-  petsc::VecHandle v;
-  int rank = 0;
-  MPI_Comm_rank(comm_, &rank);
-  if (options_.scalar) {
-    BILEVEL_PETSC_CALL(VecCreateMPI(comm_, rank == 0 ? 1 : 0, 1, v.out()));
-  } else {
-    // Same layout as the first n_features entries of y: the regulariser terms need no communication.
-    const PetscInt local = std::max<PetscInt>(0, std::min(y_end_, n_features_) - y_begin_);
-    BILEVEL_PETSC_CALL(VecCreateMPI(comm_, local, n_features_, v.out()));
-  }
-  return v;
+  // Same layout as the first n_features entries of y: the regulariser terms need no communication.
+  return detail::create_feature_vec(comm_, options_.scalar, y_begin_, y_end_, n_features_);
 }
 
 Capability LogregProblem::capabilities() const {
-  Capability c =
-      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic;
-  if (test_) c = c | Capability::TestSet;
-  return c;
+  return detail::data_capabilities(test_ != nullptr);
 }
 
 DatasetSizes LogregProblem::dataset_sizes() const {
@@ -196,16 +182,7 @@ void LogregProblem::check_layouts(Vec x, Vec y) const {
 }
 
 const PetscScalar* LogregProblem::regularisers(Vec x) {
-  if (options_.scalar) {
-    const PetscScalar* xf = x_gather_->gather(x);
-    exp_x_.assign(1, std::exp(xf[0]));
-    return exp_x_.data();
-  }
-  petsc::ReadView xv(x);
-  exp_x_.resize(static_cast<std::size_t>(xv.size()));
-  for (PetscInt j = 0; j < xv.size(); ++j)
-    exp_x_[static_cast<std::size_t>(j)] = std::exp(xv[j]);  // λ_j = e^{x_j}
-  return exp_x_.data();
+  return lambda_->of(x, options_.scalar);
 }
 
 double LogregProblem::loss_pass(Side& side,

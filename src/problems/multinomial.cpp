@@ -164,11 +164,9 @@ MultinomialEngine::MultinomialEngine(Dataset train,
 
   // Entries: PETSC_DECIDE over the dy entries; Rows: over the nf + 1 rows of [W; bᵀ], K entries each.
   const PetscInt unit = layout == ModelLayout::Rows ? classes_ : 1;
-  PetscInt local = PETSC_DECIDE, global = dy_ / unit, end = 0;
-  BILEVEL_PETSC_CALL(PetscSplitOwnership(comm_, &local, &global));
-  BILEVEL_PETSC_CALL(MPI_Scan(&local, &end, 1, MPIU_INT, MPI_SUM, comm_));
+  const auto [begin, end] = ownership_range(comm_, dy_ / unit);
+  y_begin_ = unit * begin;
   y_end_ = unit * end;
-  y_begin_ = unit * (end - local);
 }
 
 petsc::VecHandle MultinomialEngine::create_lower_vec() const {
@@ -298,6 +296,23 @@ const PetscScalar* MultinomialEngine::hvp_sums(const Batch& batch,
   });
   sum_over_ranks(comm_, std::span<PetscScalar>(acc, n_acc));
   return acc;
+}
+
+void MultinomialEngine::hvp(Vec y,
+                            const Batch& batch,
+                            const PetscReal* weights,
+                            std::span<const Vec> w,
+                            std::span<const Vec> out,
+                            std::span<const PetscScalar> ridge) {
+  BILEVEL_ASSERT(w.size() == out.size());
+  const auto m = static_cast<PetscInt>(w.size());
+  if (m == 0) return;
+  PetscInt n = 0;
+  const PetscScalar* acc = hvp_sums(batch, gather_model(y), weights, w, &n);
+  for (PetscInt q = 0; q < m; ++q) {  // out_q = (1/n) Σ ω_i a'_i ⊗ s_iq + ridge ∘ w_q
+    petsc::ReadView v(w[static_cast<std::size_t>(q)]);
+    write_local(out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), ridge, v.data());
+  }
 }
 
 void MultinomialEngine::write_local(Vec out,

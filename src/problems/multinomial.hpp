@@ -256,6 +256,14 @@ class MultinomialEngine {
                               const PetscReal* weights,
                               std::span<const Vec> w,
                               PetscInt* count);
+  /// The lower Hessian-vector products out_q = (1/n) Σ_i ω_i a'_i ⊗ s_iq + ridge ∘ w_q (hvp_sums, with the
+  /// diagonal `ridge` of the regulariser's Hessian on y's local entries) at the model y. Collective.
+  void hvp(Vec y,
+           const Batch& batch,
+           const PetscReal* weights,
+           std::span<const Vec> w,
+           std::span<const Vec> out,
+           std::span<const PetscScalar> ridge);
   /// Selects the training rows of the batch for direction_pass; returns the batch's global size. Not
   /// collective.
   PetscInt select_train(const Batch& batch);

@@ -42,7 +42,7 @@ SoftmaxProblem::SoftmaxProblem(Dataset train,
   classes_ = engine_->classes();
   row_begin_ = engine_->y_begin() / classes_;
   row_end_ = engine_->y_end() / classes_;
-  x_gather_ = std::make_unique<detail::Gatherer>();
+  lambda_ = std::make_unique<detail::ExpRegularisers>();
 }
 
 SoftmaxProblem::~SoftmaxProblem() = default;
@@ -75,23 +75,11 @@ petsc::VecHandle SoftmaxProblem::create_lower_vec() const {
 }
 
 petsc::VecHandle SoftmaxProblem::create_upper_vec() const {
-  petsc::VecHandle v;
-  int rank = 0;
-  MPI_Comm_rank(comm_, &rank);
-  if (options_.scalar) {
-    BILEVEL_PETSC_CALL(VecCreateMPI(comm_, rank == 0 ? 1 : 0, 1, v.out()));
-  } else {
-    const PetscInt local = std::max<PetscInt>(0, std::min(row_end_, n_features_) - row_begin_);
-    BILEVEL_PETSC_CALL(VecCreateMPI(comm_, local, n_features_, v.out()));
-  }
-  return v;
+  return detail::create_feature_vec(comm_, options_.scalar, row_begin_, row_end_, n_features_);
 }
 
 Capability SoftmaxProblem::capabilities() const {
-  Capability c =
-      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic;
-  if (engine_->test()) c = c | Capability::TestSet;
-  return c;
+  return detail::data_capabilities(engine_->test() != nullptr);
 }
 
 DatasetSizes SoftmaxProblem::dataset_sizes() const {
@@ -128,15 +116,7 @@ void SoftmaxProblem::check_layouts(Vec x, Vec y) const {
 }
 
 const PetscScalar* SoftmaxProblem::regularisers(Vec x) {
-  if (options_.scalar) {
-    exp_x_.assign(1, std::exp(x_gather_->gather(x)[0]));
-    return exp_x_.data();
-  }
-  petsc::ReadView xv(x);
-  exp_x_.resize(static_cast<std::size_t>(xv.size()));
-  for (PetscInt j = 0; j < xv.size(); ++j)
-    exp_x_[static_cast<std::size_t>(j)] = std::exp(xv[j]);  // λ_j = e^{x_j}
-  return exp_x_.data();
+  return lambda_->of(x, options_.scalar);
 }
 
 std::span<const PetscScalar> SoftmaxProblem::ridge(Vec x) {
@@ -217,26 +197,13 @@ void SoftmaxProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& /*batch*/, Vec
 }
 
 void SoftmaxProblem::lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {
-  const Vec ws[1] = {w};
-  const Vec os[1] = {out};
-  lower_hvp_multi_impl(x, y, batch, std::span<const Vec>(ws, 1), std::span<const Vec>(os, 1));
+  lower_hvp_multi_impl(x, y, batch, std::span<const Vec>(&w, 1), std::span<const Vec>(&out, 1));
 }
 
 void SoftmaxProblem::lower_hvp_multi_impl(
     Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) {
   check_layouts(x, y);
-  BILEVEL_ASSERT(w.size() == out.size());
-  const auto m = static_cast<PetscInt>(w.size());
-  if (m == 0) return;
-  const PetscScalar* yf = engine_->gather_model(y);
-  PetscInt n = 0;
-  const PetscScalar* acc = engine_->hvp_sums(batch, yf, nullptr, w, &n);
-  // out_q = (1/n) Σ a'_i ⊗ s_i + λ_j V_j + μ_b V_b
-  const std::span<const PetscScalar> rho = ridge(x);
-  for (PetscInt q = 0; q < m; ++q) {
-    petsc::ReadView v(w[static_cast<std::size_t>(q)]);
-    engine_->write_local(out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), rho, v.data());
-  }
+  engine_->hvp(y, batch, nullptr, w, out, ridge(x));  // (1/n) Σ a'_i ⊗ s_i + λ_j V_j + μ_b V_b
 }
 
 void SoftmaxProblem::lower_jvp_impl(Vec x, Vec y, const Batch& /*batch*/, Vec w, Vec out) {

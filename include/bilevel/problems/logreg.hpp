@@ -22,7 +22,8 @@ namespace bilevel {
 
 namespace detail {
 class Gatherer;
-}
+class ExpRegularisers;
+}  // namespace detail
 
 /// Settings of LogregProblem. Options database keys in brackets.
 struct LogregOptions {
@@ -147,9 +148,9 @@ class LogregProblem final : public BilevelProblem {
   PetscInt dy_ = 0;
   PetscInt y_begin_ = 0, y_end_ = 0;  // this rank's range of y (x per-feature: [y_begin_, min(y_end_, nf)))
   std::unique_ptr<Side> train_, validation_, test_;
-  std::unique_ptr<detail::Gatherer> y_gather_, w_gather_, x_gather_;
+  std::unique_ptr<detail::Gatherer> y_gather_, w_gather_;
+  std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
   std::vector<PetscScalar> buffer_;  // model-sized reduction buffer (+ value slots)
-  std::vector<PetscScalar> exp_x_;   // e^{x_j} for local features
   std::vector<PetscScalar> multi_;   // stacked buffers for hvp_multi
 };
 

@@ -21,7 +21,7 @@
 namespace bilevel {
 
 namespace detail {
-class Gatherer;
+class ExpRegularisers;
 class MultinomialEngine;
 }  // namespace detail
 
@@ -112,8 +112,8 @@ class SoftmaxProblem final : public BilevelProblem {
   PetscInt n_features_ = 0, classes_ = 0;
   PetscInt row_begin_ = 0,
            row_end_ = 0;  // this rank's rows of [W; bᵀ]; y holds entries [K row_begin_, K row_end_)
-  std::unique_ptr<detail::Gatherer> x_gather_;
-  std::vector<PetscScalar> exp_x_, ridge_;
+  std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
+  std::vector<PetscScalar> ridge_;
 };
 
 }  // namespace bilevel
