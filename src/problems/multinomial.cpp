@@ -298,6 +298,18 @@ const PetscScalar* MultinomialEngine::hvp_sums(const Batch& batch,
   return acc;
 }
 
+PetscReal MultinomialEngine::upper_value(Vec y, const Batch& batch) {
+  PetscInt n = 0;
+  const PetscScalar* acc = sums(*validation_, batch, gather_model(y), nullptr, false, true, &n);
+  return acc[dy_] / static_cast<PetscReal>(n);  // f = (1/m) Σ CE_i
+}
+
+void MultinomialEngine::upper_gradient(Vec y, const Batch& batch, Vec gy) {
+  PetscInt n = 0;
+  const PetscScalar* acc = sums(*validation_, batch, gather_model(y), nullptr, true, false, &n);
+  write_local(gy, acc, 1, 0, 1.0 / static_cast<PetscReal>(n));  // (1/m) Σ a'_i ⊗ (p_i − e_l)
+}
+
 void MultinomialEngine::hvp(Vec y,
                             const Batch& batch,
                             const PetscReal* weights,

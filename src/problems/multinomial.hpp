@@ -256,6 +256,10 @@ class MultinomialEngine {
                               const PetscReal* weights,
                               std::span<const Vec> w,
                               PetscInt* count);
+  /// f = (1/m) Σ_{i ∈ batch} CE_i on the validation side, the upper level of both problems. Collective.
+  PetscReal upper_value(Vec y, const Batch& batch);
+  /// ∇_y f = (1/m) Σ_{i ∈ batch} a'_i ⊗ (p_i − e_{l_i}) on the validation side into gy. Collective.
+  void upper_gradient(Vec y, const Batch& batch, Vec gy);
   /// The lower Hessian-vector products out_q = (1/n) Σ_i ω_i a'_i ⊗ s_iq + ridge ∘ w_q (hvp_sums, with the
   /// diagonal `ridge` of the regulariser's Hessian on y's local entries) at the model y. Collective.
   void hvp(Vec y,

@@ -133,20 +133,13 @@ std::span<const PetscScalar> SoftmaxProblem::ridge(Vec x) {
 
 PetscReal SoftmaxProblem::upper_value_impl(Vec x, Vec y, const Batch& batch) {
   check_layouts(x, y);
-  const PetscScalar* yf = engine_->gather_model(y);
-  PetscInt n = 0;
-  const PetscScalar* acc = engine_->sums(engine_->validation(), batch, yf, nullptr, false, true, &n);
-  return acc[engine_->dy()] / static_cast<PetscReal>(n);  // f = (1/m) Σ CE_i
+  return engine_->upper_value(y, batch);
 }
 
 void SoftmaxProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) {
   check_layouts(x, y);
   if (gx) BILEVEL_PETSC_CALL(VecSet(gx, 0.0));  // f does not depend on x
-  if (!gy) return;
-  const PetscScalar* yf = engine_->gather_model(y);
-  PetscInt n = 0;
-  const PetscScalar* acc = engine_->sums(engine_->validation(), batch, yf, nullptr, true, false, &n);
-  engine_->write_local(gy, acc, 1, 0, 1.0 / static_cast<PetscReal>(n));  // (1/m) Σ a'_i ⊗ (p_i − e_l)
+  if (gy) engine_->upper_gradient(y, batch, gy);
 }
 
 PetscReal SoftmaxProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
