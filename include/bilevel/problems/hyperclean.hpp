@@ -46,7 +46,8 @@ struct HypercleanOptions {
   std::uint64_t seed = 1;       ///< [-bilevel_hyperclean_seed] seed of the corruption
   PetscReal initial_x = 0;      ///< [-bilevel_hyperclean_initial_x] x_i at the start (σ = 1/2)
   /// [-bilevel_hyperclean_cheap_preconditioner_rank] r of the spectral truncation served for
-  /// PreconditionerKind::Cheap (0: the exact Cholesky form for that kind too); see hyperclean.cpp.
+  /// PreconditionerKind::Cheap (0: the exact Cholesky form for that kind too); see
+  /// src/problems/kron_preconditioner.hpp.
   PetscInt cheap_preconditioner_rank = 100;
   /// Reads the keys above (prefix -bilevel_hyperclean_) and validates them. Collective on comm.
   static HypercleanOptions from_options(MPI_Comm comm);
