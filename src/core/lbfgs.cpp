@@ -115,7 +115,9 @@ LbfgsResult lbfgs_minimize(const LbfgsObjective& objective,
           BILEVEL_PETSC_CALL(VecWAXPY(ynew, step, d, yv));  // y + t d
           return objective(ynew, gnew);
         },
-        f, gd, o.line_search);
+        f,
+        gd,
+        o.line_search);
     if (!ls.accepted) break;
     BILEVEL_PETSC_CALL(VecWAXPY(s, -1, yv, ynew));  // s = y_new − y
     BILEVEL_PETSC_CALL(VecWAXPY(t, -1, g, gnew));   // t = ∇φ(y_new) − ∇φ(y)

@@ -106,11 +106,13 @@ const PetscScalar* ExpRegularisers::of(Vec x, bool scalar) {
   }
   petsc::ReadView xv(x);
   lam_.resize(static_cast<std::size_t>(xv.size()));
-  for (PetscInt j = 0; j < xv.size(); ++j) lam_[static_cast<std::size_t>(j)] = std::exp(xv[j]);  // λ_j = e^{x_j}
+  for (PetscInt j = 0; j < xv.size(); ++j)
+    lam_[static_cast<std::size_t>(j)] = std::exp(xv[j]);  // λ_j = e^{x_j}
   return lam_.data();
 }
 
-petsc::VecHandle create_feature_vec(MPI_Comm comm, bool scalar, PetscInt begin, PetscInt end, PetscInt n_features) {
+petsc::VecHandle create_feature_vec(
+    MPI_Comm comm, bool scalar, PetscInt begin, PetscInt end, PetscInt n_features) {
   petsc::VecHandle v;
   if (scalar) {
     int rank = 0;
@@ -124,7 +126,8 @@ petsc::VecHandle create_feature_vec(MPI_Comm comm, bool scalar, PetscInt begin, 
 }
 
 Capability data_capabilities(bool has_test) {
-  Capability c = Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic;
+  Capability c =
+      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic;
   if (has_test) c = c | Capability::TestSet;
   return c;
 }

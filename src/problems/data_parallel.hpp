@@ -147,7 +147,8 @@ class ExpRegularisers {
 
 /// A per-feature upper Vec: one entry on rank 0 (scalar), or features [begin, min(end, n_features)) on this
 /// rank (the layout of the model rows that hold them, so the regulariser terms are local). Collective.
-petsc::VecHandle create_feature_vec(MPI_Comm comm, bool scalar, PetscInt begin, PetscInt end, PetscInt n_features);
+petsc::VecHandle create_feature_vec(
+    MPI_Comm comm, bool scalar, PetscInt begin, PetscInt end, PetscInt n_features);
 
 /// What a data-parallel problem offers: UpperValue, LowerValue, LowerGradX, Stochastic (+ TestSet). Not
 /// collective.

@@ -42,9 +42,8 @@ petsc::VecHandle HypercleanProblem::create_upper_vec() const {
 }
 
 Capability HypercleanProblem::capabilities() const {
-  Capability c =
-      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic |
-      Capability::LowerPreconditioner | Capability::PerSampleUpper;
+  Capability c = Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX |
+                 Capability::Stochastic | Capability::LowerPreconditioner | Capability::PerSampleUpper;
   if (engine_->test()) c = c | Capability::TestSet;
   return c;
 }
@@ -119,7 +118,8 @@ double HypercleanProblem::value_grad_full(const PetscScalar* yf,
                                           const PetscReal* weights,
                                           PetscScalar* grad_full) {
   PetscInt n = 0;
-  const PetscScalar* acc = engine_->sums(engine_->train(), batch, yf, weights, grad_full != nullptr, true, &n);
+  const PetscScalar* acc =
+      engine_->sums(engine_->train(), batch, yf, weights, grad_full != nullptr, true, &n);
   const PetscReal inv = 1.0 / static_cast<PetscReal>(n), mu = options_.mu, mub = options_.bias_weight();
   const PetscInt nw = n_features_ * classes_;
   // regulariser μ/2 ||W||² + μ_b/2 ||b||² from the replicated model (no reduction needed)
@@ -165,7 +165,9 @@ void HypercleanProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec 
   lower_value_grad(y, batch, weight_.data(), gy);
 }
 
-void HypercleanProblem::lower_grad_y_multi_impl(std::span<const Vec> xs, Vec y, const Batch& batch,
+void HypercleanProblem::lower_grad_y_multi_impl(std::span<const Vec> xs,
+                                                Vec y,
+                                                const Batch& batch,
                                                 std::span<const Vec> gys) {
   const auto m = static_cast<PetscInt>(xs.size());
   if (m == 1) return lower_grad_y_impl(xs[0], y, batch, gys[0]);
@@ -190,7 +192,14 @@ void HypercleanProblem::lower_grad_y_multi_impl(std::span<const Vec> xs, Vec y, 
   // One forward product z_i = Wᵀ a'_i per row, then s = [ω_0 (p_i − e_l), …, ω_{m−1} (p_i − e_l)]:
   // G (row-major (nf + 1) × m K) = Σ_i a'_i ⊗ s holds the m unscaled data gradients side by side.
   detail::row_pass(
-      side.data, side.dense, side.rows, yf, K, 0, acc, work,
+      side.data,
+      side.dense,
+      side.rows,
+      yf,
+      K,
+      0,
+      acc,
+      work,
       [&](PetscInt k, PetscInt i, const PetscScalar* z, PetscScalar* s) {
         PetscScalar* p = side.p.data() + i * K;
         detail::softmax(z, K, p);
@@ -222,7 +231,14 @@ void HypercleanProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec 
   BILEVEL_PETSC_CALL(VecSet(gx, 0.0));
   petsc::WriteView out(gx);
   // ∂g/∂x_i = (ω'_i / n) CE_i on the batch's rows, 0 elsewhere
-  detail::row_pass(side.data, side.dense, side.rows, yf, K, 0, nullptr, engine_->workspace(),
+  detail::row_pass(side.data,
+                   side.dense,
+                   side.rows,
+                   yf,
+                   K,
+                   0,
+                   nullptr,
+                   engine_->workspace(),
                    [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar*) {
                      PetscScalar* p = side.p.data() + i * K;
                      const double lse = detail::softmax(z, K, p);
@@ -255,7 +271,9 @@ void HypercleanProblem::lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, 
   const Vec ws[1] = {w};
   // (J w)_i = (ω'_i / n) u_i·(p_i − e_{l_i}),  u_i = Vᵀ a'_i
   const PetscReal inv = 1.0 / static_cast<PetscReal>(engine_->select_train(batch));
-  engine_->direction_pass(yf, std::span<const Vec>(ws, 1), nullptr,
+  engine_->direction_pass(yf,
+                          std::span<const Vec>(ws, 1),
+                          nullptr,
                           [&](PetscInt i, const PetscScalar* p, const PetscScalar* u, PetscScalar*) {
                             double dot = -u[side.data.labels[static_cast<std::size_t>(i)]];
                             for (PetscInt c = 0; c < K; ++c) dot += u[c] * p[c];

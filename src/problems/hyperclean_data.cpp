@@ -34,7 +34,8 @@ PetscInt corrupt_label(std::uint64_t seed, PetscReal p, PetscInt row, PetscInt l
 }
 
 HypercleanOptions HypercleanOptions::from_options(MPI_Comm comm) {
-  petsc::OptionsReader reader(comm, "bilevel_hyperclean_", "Problem hyperclean, data hyper-cleaning (-bilevel_hyperclean_*)");
+  petsc::OptionsReader reader(
+      comm, "bilevel_hyperclean_", "Problem hyperclean, data hyper-cleaning (-bilevel_hyperclean_*)");
   HypercleanOptions o;
   o.mu = reader.real("mu", o.mu, "l2 weight on W", 0.0);
   o.mu_bias = reader.real("mu_bias", o.mu_bias, "l2 weight on the bias (negative: same as mu)");
@@ -46,8 +47,10 @@ HypercleanOptions HypercleanOptions::from_options(MPI_Comm comm) {
       reader.integer("seed", static_cast<PetscInt>(o.seed), "seed of the label corruption", 0));
   o.initial_x = reader.real("initial_x", o.initial_x, "starting x_i (sample weight sigma(x_i))");
   o.cheap_preconditioner_rank = reader.integer(
-      "cheap_preconditioner_rank", o.cheap_preconditioner_rank,
-      "eigenpairs kept by the cheap preconditioner (for methods that apply M at every step; 0: exact)", 0);
+      "cheap_preconditioner_rank",
+      o.cheap_preconditioner_rank,
+      "eigenpairs kept by the cheap preconditioner (for methods that apply M at every step; 0: exact)",
+      0);
   return o;
 }
 
@@ -58,8 +61,12 @@ HypercleanProblem::HypercleanProblem(Dataset train,
     : comm_(train.comm), options_(options) {
   if (!(options_.mu > 0))
     throw InputError("-bilevel_hyperclean_mu must be > 0 (the lower level must be strongly convex in W)");
-  engine_ = std::make_unique<detail::MultinomialEngine>(std::move(train), std::move(validation), std::move(test),
-                                                        options_.format, detail::ModelLayout::Entries, "hyperclean");
+  engine_ = std::make_unique<detail::MultinomialEngine>(std::move(train),
+                                                        std::move(validation),
+                                                        std::move(test),
+                                                        options_.format,
+                                                        detail::ModelLayout::Entries,
+                                                        "hyperclean");
   n_features_ = engine_->n_features();
   classes_ = engine_->classes();
   dy_ = engine_->dy();
@@ -71,7 +78,8 @@ HypercleanProblem::HypercleanProblem(Dataset train,
   clean_labels_ = data.labels;
   for (PetscInt i = 0; i < data.local_rows(); ++i) {
     const auto u = static_cast<std::size_t>(i);
-    data.labels[u] = corrupt_label(options_.seed, options_.corruption, data.row_begin + i, clean_labels_[u], classes_);
+    data.labels[u] =
+        corrupt_label(options_.seed, options_.corruption, data.row_begin + i, clean_labels_[u], classes_);
   }
 
   // The regulariser's Hessian on y's local entries: μ on W, μ_b on b (the last K entries).

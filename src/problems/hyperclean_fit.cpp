@@ -49,7 +49,8 @@ FitReport HypercleanProblem::fit(Vec y, FitWeights weights, PetscReal gatol, Pet
         petsc::WriteView out(g);
         return value_grad_full(in.data(), Batch::all(), wts.data(), out.data());
       },
-      yr, o,
+      yr,
+      o,
       [&](Vec in, Vec out) {
         petsc::ReadView i(in);
         petsc::WriteView m(out);
@@ -79,7 +80,8 @@ std::optional<PetscReal> HypercleanProblem::solve_lower(Vec x, Vec y, PetscReal 
   PetscReal g0 = 0;
   BILEVEL_PETSC_CALL(VecNorm(g, NORM_2, &g0));
   // ||∇g|| <= 1e-5 already fixes the test predictions (docs/performance.md); tighter costs minutes.
-  const FitReport r = fit(y, FitWeights::Sigmoid, std::max<PetscReal>(rtol * std::max<PetscReal>(1, g0), 1e-5), 500, x);
+  const FitReport r =
+      fit(y, FitWeights::Sigmoid, std::max<PetscReal>(rtol * std::max<PetscReal>(1, g0), 1e-5), 500, x);
   return r.gradient_norm;
 }
 

@@ -102,14 +102,20 @@ void HypercleanProblem::lower_preconditioner_setup_impl(Vec x, Vec y, Preconditi
   ensure_gram();
   const bool cheap = kind == PreconditionerKind::Cheap && options_.cheap_preconditioner_rank > 0;
   std::unique_ptr<detail::KronPreconditioner>& pc = cheap ? pc_cheap_ : pc_exact_;
-  if (!pc) pc = std::make_unique<detail::KronPreconditioner>(n_features_ + 1, classes_, cheap ? options_.cheap_preconditioner_rank : 0);
+  if (!pc)
+    pc = std::make_unique<detail::KronPreconditioner>(
+        n_features_ + 1, classes_, cheap ? options_.cheap_preconditioner_rank : 0);
   // c (and for the cheap form C) from the probabilities of the last pass over the training rows (a nearby y;
   // P only has to approximate H). Refactoring costs (nf+1)³/3 flops for the Cholesky form, and for the cheap
   // form one pass over the cached probabilities for C and an eigendecomposition of order K (G's is computed
   // once), so P is kept while c moves by less than 5%.
   const double c = mean_curvature(weight_.data());
   if (pc->curvature() < 0 || std::abs(c - pc->curvature()) > 0.05 * pc->curvature())
-    pc->factor(gram_, c, options_.mu, options_.bias_weight(), cheap ? class_curvature(weight_.data()) : std::vector<PetscScalar>{});
+    pc->factor(gram_,
+               c,
+               options_.mu,
+               options_.bias_weight(),
+               cheap ? class_curvature(weight_.data()) : std::vector<PetscScalar>{});
   pc_ = pc.get();
 }
 

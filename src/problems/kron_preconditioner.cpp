@@ -15,7 +15,10 @@
 namespace bilevel::detail {
 
 KronPreconditioner::KronPreconditioner(PetscInt n1, PetscInt K, PetscInt rank)
-    : n1_(n1), K_(K), rank_(std::min(rank, n1)), bbuf_(static_cast<std::size_t>(n1 * K)),
+    : n1_(n1),
+      K_(K),
+      rank_(std::min(rank, n1)),
+      bbuf_(static_cast<std::size_t>(n1 * K)),
       xbuf_(static_cast<std::size_t>(n1 * K)) {
   BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1_, K_, bbuf_.data(), B_.out()));
   BILEVEL_PETSC_CALL(MatCreateSeqDense(PETSC_COMM_SELF, n1_, K_, xbuf_.data(), X_.out()));
@@ -90,8 +93,10 @@ void KronPreconditioner::apply_spectral(const PetscScalar* b, PetscScalar* x, Pe
   t_.resize(static_cast<std::size_t>(rank_ * vecs * K_));
   const PetscScalar one = 1, zero = 0;
   for (PetscInt v = 0; v < vecs; ++v)  // Z = B U (class basis)
-    BLASgemm_("N", "N", &n, &kk, &kk, &one, b + v * block, &n, u_.data(), &kk, &zero, z_.data() + v * block, &n);
-  BLASgemm_("T", "N", &r, &cols, &n, &one, vr_.data(), &n, z_.data(), &n, &zero, t_.data(), &r);  // T = V_rᵀ Z
+    BLASgemm_(
+        "N", "N", &n, &kk, &kk, &one, b + v * block, &n, u_.data(), &kk, &zero, z_.data() + v * block, &n);
+  BLASgemm_(
+      "T", "N", &r, &cols, &n, &one, vr_.data(), &n, z_.data(), &n, &zero, t_.data(), &r);  // T = V_rᵀ Z
   for (PetscInt col = 0; col < vecs * K_; ++col)
     for (PetscInt i = 0; i < rank_; ++i)
       t_[static_cast<std::size_t>(i + col * rank_)] *= d_[static_cast<std::size_t>(i + (col % K_) * rank_)];
@@ -102,7 +107,8 @@ void KronPreconditioner::apply_spectral(const PetscScalar* b, PetscScalar* x, Pe
   }
   BLASgemm_("N", "N", &n, &cols, &r, &one, vr_.data(), &n, t_.data(), &r, &one, z_.data(), &n);
   for (PetscInt v = 0; v < vecs; ++v)  // X = Z Uᵀ
-    BLASgemm_("N", "T", &n, &kk, &kk, &one, z_.data() + v * block, &n, u_.data(), &kk, &zero, x + v * block, &n);
+    BLASgemm_(
+        "N", "T", &n, &kk, &kk, &one, z_.data() + v * block, &n, u_.data(), &kk, &zero, x + v * block, &n);
 }
 
 void KronPreconditioner::apply(const PetscScalar* in, PetscScalar* out) {

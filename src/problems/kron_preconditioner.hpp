@@ -11,10 +11,10 @@
 ///   P_c = G ⊗ C + μ I,   C = (1/n) Σ_i ω_i (diag(p_i) − p_i p_iᵀ)   (K × K, at the cached probabilities),
 ///   M   = Σ_{i ≤ r} v_i v_iᵀ ⊗ U diag(1/(λ_i σ_k + μ)) Uᵀ + (I − V_r V_rᵀ) ⊗ U diag(1/(λ_{r+1} σ_k + μ)) Uᵀ,
 /// from G = V Λ Vᵀ (LAPACK syev once; eigenvalues descending) and C = U Σ Uᵀ (syev of order K at every
-/// refactorisation): exact on G's top-r eigenvectors, and on the rest of G's spectrum (λ ≤ λ_{r+1}) every λ is
-/// replaced by λ_{r+1}, so M is SPD and M ⪯ P_c⁻¹. (The bias weight μ_b is taken as μ here.) Applying it costs
-/// two dgemms with r columns and two of order K per vector, about 4 (nf+1) r flops per column of y, against
-/// 2 (nf+1)² for the two triangular solves.
+/// refactorisation): exact on G's top-r eigenvectors, and on the rest of G's spectrum (λ ≤ λ_{r+1}) every λ
+/// is replaced by λ_{r+1}, so M is SPD and M ⪯ P_c⁻¹. (The bias weight μ_b is taken as μ here.) Applying it
+/// costs two dgemms with r columns and two of order K per vector, about 4 (nf+1) r flops per column of y,
+/// against 2 (nf+1)² for the two triangular solves.
 #include <petscmat.h>
 
 #include <vector>
@@ -58,7 +58,9 @@ class KronPreconditioner {
   /// eigenvectors); eigenvalues ascending.
   static std::vector<PetscReal> eigen(std::vector<PetscScalar>& a, PetscInt order);
   /// The truncated Kronecker form. G's eigenpairs are computed once.
-  void factor_spectral(const std::vector<PetscScalar>& gram, const std::vector<PetscScalar>& klass, PetscReal mu);
+  void factor_spectral(const std::vector<PetscScalar>& gram,
+                       const std::vector<PetscScalar>& klass,
+                       PetscReal mu);
   /// X = M B for `vecs` column-major n1 × K blocks B side by side (truncated Kronecker form).
   void apply_spectral(const PetscScalar* b, PetscScalar* x, PetscInt vecs);
 

@@ -41,7 +41,8 @@ static inline void logistic_row(double z, double b, double* loss, double* r, dou
 }
 
 LogregOptions LogregOptions::from_options(MPI_Comm comm) {
-  petsc::OptionsReader reader(comm, "bilevel_logreg_", "Problem logreg, logistic-regression hyperparameters (-bilevel_logreg_*)");
+  petsc::OptionsReader reader(
+      comm, "bilevel_logreg_", "Problem logreg, logistic-regression hyperparameters (-bilevel_logreg_*)");
   LogregOptions o;
   o.scalar = reader.boolean("scalar", o.scalar, "one regulariser for all features (dx = 1)");
   o.intercept = reader.boolean("intercept", o.intercept, "unregularised intercept as the last entry of y");
@@ -399,7 +400,8 @@ double LogregProblem::correct_predictions(Side& side, const PetscScalar* yf) {
   }
   double correct = 0;
   for (PetscInt i = 0; i < side.data.local_rows(); ++i)
-    if ((z[static_cast<std::size_t>(i)] > 0 ? 1.0 : -1.0) == side.sign[static_cast<std::size_t>(i)]) correct += 1;
+    if ((z[static_cast<std::size_t>(i)] > 0 ? 1.0 : -1.0) == side.sign[static_cast<std::size_t>(i)])
+      correct += 1;
   return correct;
 }
 

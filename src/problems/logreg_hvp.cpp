@@ -161,7 +161,8 @@ void LogregProblem::lower_hvp_multi_impl(
       if (rows.full()) {
         // t = d ∘ (A v + v_c) / n by gemv, then acc += Aᵀ t (gemv) and acc_c += Σ t.
         const PetscBLASInt m_ = detail::blas_int(side.data.local_rows()), n_ = detail::blas_int(nf),
-                           ld = detail::blas_int(std::max<PetscInt>(lda, 1)), incv = detail::blas_int(m), one = 1;
+                           ld = detail::blas_int(std::max<PetscInt>(lda, 1)), incv = detail::blas_int(m),
+                           one = 1;
         const PetscScalar alpha = 1, beta0 = 0, beta1 = 1;
         if (m_ > 0 && n_ > 0)
           BLASgemv_("N", &m_, &n_, &alpha, A.values, &ld, V + q, &incv, &beta0, z, &one);

@@ -153,7 +153,8 @@ MultinomialEngine::MultinomialEngine(Dataset train,
     if (caches) {
       // 1/K: the probabilities at y = 0, and a neutral guess for rows no pass has reached yet (a
       // preconditioner's curvature may read them before a minibatch method has visited every row)
-      side->p.assign(static_cast<std::size_t>(side->data.local_rows() * classes_), 1.0 / static_cast<double>(classes_));
+      side->p.assign(static_cast<std::size_t>(side->data.local_rows() * classes_),
+                     1.0 / static_cast<double>(classes_));
       side->stamps.resize(side->data.local_rows());
     }
     return side;
@@ -209,7 +210,14 @@ double MultinomialEngine::loss_pass(MultinomialSide& side,
   const PetscInt* labels = side.data.labels.data();
   PetscScalar* ptmp = ensure(work_.p, static_cast<std::size_t>(K));
   double loss = 0;
-  row_pass(side.data, side.dense, side.rows, y_full, K, 0, grad, work_,
+  row_pass(side.data,
+           side.dense,
+           side.rows,
+           y_full,
+           K,
+           0,
+           grad,
+           work_,
            [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar* s) {
              PetscScalar* p = side.caches ? side.p.data() + i * K : ptmp;
              const double lse = softmax(z, K, p);  // p_i = softmax(z_i)
@@ -257,7 +265,9 @@ bool MultinomialEngine::probabilities_stale() const {
   return false;
 }
 
-const PetscScalar* MultinomialEngine::stack(const PetscScalar* y_full, std::span<const Vec> w, bool with_model) {
+const PetscScalar* MultinomialEngine::stack(const PetscScalar* y_full,
+                                            std::span<const Vec> w,
+                                            bool with_model) {
   const auto m = static_cast<PetscInt>(w.size());
   if (m == 1 && !with_model) return w_gather_.gather(w[0]);
   const PetscInt K = classes_, nf = n_features_, wb = with_model ? 1 : 0, width = (m + wb) * K;
@@ -323,7 +333,8 @@ void MultinomialEngine::hvp(Vec y,
   const PetscScalar* acc = hvp_sums(batch, gather_model(y), weights, w, &n);
   for (PetscInt q = 0; q < m; ++q) {  // out_q = (1/n) Σ ω_i a'_i ⊗ s_iq + ridge ∘ w_q
     petsc::ReadView v(w[static_cast<std::size_t>(q)]);
-    write_local(out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), ridge, v.data());
+    write_local(
+        out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), ridge, v.data());
   }
 }
 
@@ -349,7 +360,14 @@ TestMetrics MultinomialEngine::evaluate(MultinomialSide& side, Vec y) {
   const PetscInt K = classes_;
   PetscScalar* p = ensure(work_.p, static_cast<std::size_t>(K));
   PetscScalar sums[2] = {0, 0};
-  row_pass(side.data, side.dense, side.rows, yf, K, 0, nullptr, work_,
+  row_pass(side.data,
+           side.dense,
+           side.rows,
+           yf,
+           K,
+           0,
+           nullptr,
+           work_,
            [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar*) {
              const PetscInt l = side.data.labels[static_cast<std::size_t>(i)];
              sums[0] += softmax(z, K, p) - z[l];

@@ -26,15 +26,15 @@ namespace bilevel::detail {
 
 /// Work buffers of the engine, grown on demand and then reused (no allocation in steady state).
 struct MultinomialWorkspace {
-  std::vector<PetscScalar> pack;   // dense minibatch: the selected rows, row-major count × n_features
-  std::vector<PetscScalar> z;      // dense: products Z (row-major count × width), reused for S
-  std::vector<PetscScalar> row_z;  // one row's z (width)
-  std::vector<PetscScalar> row_s;  // one row's s (width, or gofs + grad_width)
-  std::vector<PetscScalar> s_wide; // dense: S when it is wider than Z (row-major count × grad_width)
-  std::vector<PetscScalar> stack;  // stacked [W | V_1 | ...] row-major (n_features + 1) × width
-  std::vector<PetscScalar> acc;    // model-sized reduction buffer(s)
-  std::vector<PetscScalar> p;      // softmax of one row of a non-caching side
-  std::vector<PetscScalar> grad;   // the whole gradient, replicated
+  std::vector<PetscScalar> pack;    // dense minibatch: the selected rows, row-major count × n_features
+  std::vector<PetscScalar> z;       // dense: products Z (row-major count × width), reused for S
+  std::vector<PetscScalar> row_z;   // one row's z (width)
+  std::vector<PetscScalar> row_s;   // one row's s (width, or gofs + grad_width)
+  std::vector<PetscScalar> s_wide;  // dense: S when it is wider than Z (row-major count × grad_width)
+  std::vector<PetscScalar> stack;   // stacked [W | V_1 | ...] row-major (n_features + 1) × width
+  std::vector<PetscScalar> acc;     // model-sized reduction buffer(s)
+  std::vector<PetscScalar> p;       // softmax of one row of a non-caching side
+  std::vector<PetscScalar> grad;    // the whole gradient, replicated
 };
 
 /// Copies a dense (column-major SeqDense) local block into `dense` row-major and releases the Mat, so one
@@ -277,8 +277,8 @@ class MultinomialEngine {
   /// along as an extra block of the forward product). Collective (gathers the directions).
   template <typename Op>
   void direction_pass(const PetscScalar* y_full, std::span<const Vec> w, PetscScalar* G, Op&& op);
-  /// out_l = scale · acc[(e / K) m K + q K + e % K] + ridge_l · src_l for this rank's entries e = y_begin + l:
-  /// block q of a row-major (nf + 1) × m K sum, plus a diagonal term (none when ridge is empty). Not
+  /// out_l = scale · acc[(e / K) m K + q K + e % K] + ridge_l · src_l for this rank's entries e = y_begin +
+  /// l: block q of a row-major (nf + 1) × m K sum, plus a diagonal term (none when ridge is empty). Not
   /// collective.
   void write_local(Vec out,
                    const PetscScalar* acc,
@@ -307,13 +307,23 @@ class MultinomialEngine {
 };
 
 template <typename Op>
-void MultinomialEngine::direction_pass(const PetscScalar* y_full, std::span<const Vec> w, PetscScalar* G, Op&& op) {
+void MultinomialEngine::direction_pass(const PetscScalar* y_full,
+                                       std::span<const Vec> w,
+                                       PetscScalar* G,
+                                       Op&& op) {
   MultinomialSide& side = *train_;
   const auto m = static_cast<PetscInt>(w.size());
   const PetscInt K = classes_;
   const PetscInt wb = probabilities_stale() ? 1 : 0, width = (m + wb) * K;
   const PetscScalar* B = stack(y_full, w, wb != 0);
-  row_pass(side.data, side.dense, side.rows, B, width, wb * K, G, work_,
+  row_pass(side.data,
+           side.dense,
+           side.rows,
+           B,
+           width,
+           wb * K,
+           G,
+           work_,
            [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar* s) {
              PetscScalar* p = side.p.data() + i * K;
              if (wb) {  // p_i = softmax(Wᵀ a'_i) from the model's block

@@ -20,7 +20,9 @@ namespace bilevel {
 
 SoftmaxOptions SoftmaxOptions::from_options(MPI_Comm comm) {
   petsc::OptionsReader reader(
-      comm, "bilevel_softmax_", "Problem softmax, multinomial logistic-regression hyperparameters (-bilevel_softmax_*)");
+      comm,
+      "bilevel_softmax_",
+      "Problem softmax, multinomial logistic-regression hyperparameters (-bilevel_softmax_*)");
   SoftmaxOptions o;
   o.scalar = reader.boolean("scalar", o.scalar, "one regulariser for all features (dx = 1)");
   o.bias_weight = reader.real("bias_weight", o.bias_weight, "l2 weight on the bias", 0.0);
@@ -36,8 +38,12 @@ SoftmaxProblem::SoftmaxProblem(Dataset train,
                                const SoftmaxOptions& options)
     : comm_(train.comm), options_(options) {
   // Whole rows of [W; bᵀ] per rank: row j's K entries and x_j live together.
-  engine_ = std::make_unique<detail::MultinomialEngine>(std::move(train), std::move(validation), std::move(test),
-                                                        options_.format, detail::ModelLayout::Rows, "softmax");
+  engine_ = std::make_unique<detail::MultinomialEngine>(std::move(train),
+                                                        std::move(validation),
+                                                        std::move(test),
+                                                        options_.format,
+                                                        detail::ModelLayout::Rows,
+                                                        "softmax");
   n_features_ = engine_->n_features();
   classes_ = engine_->classes();
   row_begin_ = engine_->y_begin() / classes_;
@@ -151,7 +157,8 @@ PetscReal SoftmaxProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
   const std::span<const PetscScalar> rho = ridge(x);
   const PetscInt lo = classes_ * row_begin_;
   double reg = 0;
-  for (std::size_t l = 0; l < rho.size(); ++l) reg += rho[l] * yf[lo + static_cast<PetscInt>(l)] * yf[lo + static_cast<PetscInt>(l)];
+  for (std::size_t l = 0; l < rho.size(); ++l)
+    reg += rho[l] * yf[lo + static_cast<PetscInt>(l)] * yf[lo + static_cast<PetscInt>(l)];
   PetscScalar sums[2] = {loss, 0.5 * reg};
   detail::sum_over_ranks(comm_, std::span<PetscScalar>(sums, 2));
   return sums[0] / static_cast<PetscReal>(n) + sums[1];

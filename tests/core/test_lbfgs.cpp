@@ -26,8 +26,12 @@ VecHandle make_vec(F&& f) {
   return v;
 }
 
-double diag(PetscInt i) { return 1.0 + static_cast<double>(i); }  // A = diag(1, …, 40): condition 40
-double rhs(PetscInt i) { return std::cos(1.0 + static_cast<double>(i)); }
+double diag(PetscInt i) {
+  return 1.0 + static_cast<double>(i);
+}  // A = diag(1, …, 40): condition 40
+double rhs(PetscInt i) {
+  return std::cos(1.0 + static_cast<double>(i));
+}
 
 /// φ(y) = 1/2 yᵀ A y − bᵀ y with A = diag(1..n); the minimiser is y*_i = b_i / A_ii.
 struct Quadratic {

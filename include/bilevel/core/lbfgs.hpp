@@ -54,14 +54,14 @@ class Lbfgs {
 
 /// Settings of lbfgs_minimize.
 struct LbfgsOptions {
-  PetscInt memory = 10;              ///< secant pairs kept
-  PetscReal gatol = 1e-5;            ///< stop when ||∇φ|| ≤ gatol
-  PetscInt max_it = 1000;            ///< iterations at most
-  PetscReal curvature_eps = 1e-14;   ///< pairs with sᵀt ≤ eps ||s|| ||t|| are skipped
+  PetscInt memory = 10;             ///< secant pairs kept
+  PetscReal gatol = 1e-5;           ///< stop when ||∇φ|| ≤ gatol
+  PetscInt max_it = 1000;           ///< iterations at most
+  PetscReal curvature_eps = 1e-14;  ///< pairs with sᵀt ≤ eps ||s|| ||t|| are skipped
   /// every `refresh_every` iterations (from iteration 0; 0: never) the `refresh` hook runs (the caller
   /// rebuilds M, e.g. from the curvature at the current point) and γ restarts at 1
   PetscInt refresh_every = 0;
-  ArmijoOptions line_search;         ///< backtracking from the unit step
+  ArmijoOptions line_search;  ///< backtracking from the unit step
 };
 
 /// Outcome of lbfgs_minimize.

@@ -169,7 +169,10 @@ class HypercleanProblem final : public BilevelProblem {
   void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) override;
   PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch) override;
   void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) override;
-  void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) override;
+  void lower_grad_y_multi_impl(std::span<const Vec> x,
+                               Vec y,
+                               const Batch& batch,
+                               std::span<const Vec> gy) override;
   void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) override;
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_hvp_multi_impl(
@@ -203,9 +206,9 @@ class HypercleanProblem final : public BilevelProblem {
   HypercleanOptions options_;
   std::unique_ptr<detail::MultinomialEngine> engine_;  // the data sets and the passes (shared with softmax)
   PetscInt n_features_ = 0, classes_ = 0, dy_ = 0, y_begin_ = 0;
-  std::vector<PetscScalar> ridge_;           // μ on y's local entries of W, μ_b on those of b
-  std::vector<PetscInt> clean_labels_;       // local training rows, as read
-  std::vector<PetscReal> weight_, dweight_;  // σ(x_i), σ'(x_i) = σ(x_i)(1 − σ(x_i))
+  std::vector<PetscScalar> ridge_;                  // μ on y's local entries of W, μ_b on those of b
+  std::vector<PetscInt> clean_labels_;              // local training rows, as read
+  std::vector<PetscReal> weight_, dweight_;         // σ(x_i), σ'(x_i) = σ(x_i)(1 − σ(x_i))
   std::unique_ptr<detail::LocalRows> weight_rows_;  // the rows a minibatch refresh_weights refreshed
   PetscObjectId weight_id_ = 0;
   PetscObjectState weight_state_ = -1;

@@ -31,7 +31,8 @@ struct LogregOptions {
   bool intercept = true;  ///< [-bilevel_logreg_intercept] unregularised intercept c as the last entry of y
   /// [-bilevel_logreg_initial_x] starting log-regulariser x_j (every j). Default log(1e-2): on ijcnn1 (see
   /// logreg.cpp) the value function is on its slope there (flat above −2 and below −11) and the lower
-  /// Hessian is well conditioned (λ_min ≥ 1e-2); the default method converges from it and diverges from x = 0.
+  /// Hessian is well conditioned (λ_min ≥ 1e-2); the default method converges from it and diverges from x =
+  /// 0.
   PetscReal initial_x = -4.605170185988091;
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
@@ -150,8 +151,8 @@ class LogregProblem final : public BilevelProblem {
   std::unique_ptr<Side> train_, validation_, test_;
   std::unique_ptr<detail::Gatherer> y_gather_, w_gather_;
   std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
-  std::vector<PetscScalar> buffer_;  // model-sized reduction buffer (+ value slots)
-  std::vector<PetscScalar> multi_;   // stacked buffers for hvp_multi
+  std::vector<PetscScalar> buffer_;                  // model-sized reduction buffer (+ value slots)
+  std::vector<PetscScalar> multi_;                   // stacked buffers for hvp_multi
 };
 
 }  // namespace bilevel

@@ -87,7 +87,6 @@ class SoftmaxProblem final : public BilevelProblem {
   /// Storage of the data blocks (dense blocks are kept row-major). Not collective.
   DataFormat format() const;
 
-
  protected:
   PetscReal upper_value_impl(Vec x, Vec y, const Batch& batch) override;
   void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) override;
@@ -108,7 +107,8 @@ class SoftmaxProblem final : public BilevelProblem {
 
   MPI_Comm comm_;
   SoftmaxOptions options_;
-  std::unique_ptr<detail::MultinomialEngine> engine_;  // the data sets and the passes (shared with hyperclean)
+  std::unique_ptr<detail::MultinomialEngine>
+      engine_;  // the data sets and the passes (shared with hyperclean)
   PetscInt n_features_ = 0, classes_ = 0;
   PetscInt row_begin_ = 0,
            row_end_ = 0;  // this rank's rows of [W; bᵀ]; y holds entries [K row_begin_, K row_end_)
