@@ -2,7 +2,11 @@
 
 #include <petsc/private/petscimpl.h>  // PetscObjectStateGet (exported, declared only here in 3.18)
 
+#include <algorithm>
+#include <cmath>
 #include <string>
+
+#include "bilevel/petsc/vec_access.hpp"
 
 namespace bilevel::detail {
 
@@ -93,6 +97,46 @@ PetscReal sum_over_ranks(MPI_Comm comm, PetscReal value) {
   PetscReal out = value;
   BILEVEL_PETSC_CALL(MPI_Allreduce(&value, &out, 1, MPIU_REAL, MPIU_SUM, comm));
   return out;
+}
+
+const PetscScalar* ExpRegularisers::of(Vec x, bool scalar) {
+  if (scalar) {
+    lam_.assign(1, std::exp(gather_.gather(x)[0]));
+    return lam_.data();
+  }
+  petsc::ReadView xv(x);
+  lam_.resize(static_cast<std::size_t>(xv.size()));
+  for (PetscInt j = 0; j < xv.size(); ++j)
+    lam_[static_cast<std::size_t>(j)] = std::exp(xv[j]);  // λ_j = e^{x_j}
+  return lam_.data();
+}
+
+petsc::VecHandle create_feature_vec(
+    MPI_Comm comm, bool scalar, PetscInt begin, PetscInt end, PetscInt n_features) {
+  petsc::VecHandle v;
+  if (scalar) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    BILEVEL_PETSC_CALL(VecCreateMPI(comm, rank == 0 ? 1 : 0, 1, v.out()));
+  } else {
+    const PetscInt local = std::max<PetscInt>(0, std::min(end, n_features) - begin);
+    BILEVEL_PETSC_CALL(VecCreateMPI(comm, local, n_features, v.out()));
+  }
+  return v;
+}
+
+Capability data_capabilities(bool has_test) {
+  Capability c =
+      Capability::UpperValue | Capability::LowerValue | Capability::LowerGradX | Capability::Stochastic;
+  if (has_test) c = c | Capability::TestSet;
+  return c;
+}
+
+std::pair<PetscInt, PetscInt> ownership_range(MPI_Comm comm, PetscInt global) {
+  PetscInt local = PETSC_DECIDE, end = 0;
+  BILEVEL_PETSC_CALL(PetscSplitOwnership(comm, &local, &global));
+  BILEVEL_PETSC_CALL(MPI_Scan(&local, &end, 1, MPIU_INT, MPI_SUM, comm));
+  return {end - local, end};
 }
 
 }  // namespace bilevel::detail

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "bilevel/core/problem.hpp"
@@ -132,6 +133,30 @@ class RowStamps {
   bool all_valid_ = false;
 };
 
+/// λ = e^x for the log-regularised problems (logreg, softmax): of the local entries of a per-feature x, or of
+/// a scalar x gathered to every rank. Collective on x's communicator (the scalar gather).
+class ExpRegularisers {
+ public:
+  /// λ_j = e^{x_j} (local entries) or λ = e^x (one replicated value), valid until the next call.
+  const PetscScalar* of(Vec x, bool scalar);
+
+ private:
+  Gatherer gather_;
+  std::vector<PetscScalar> lam_;
+};
+
+/// A per-feature upper Vec: one entry on rank 0 (scalar), or features [begin, min(end, n_features)) on this
+/// rank (the layout of the model rows that hold them, so the regulariser terms are local). Collective.
+petsc::VecHandle create_feature_vec(
+    MPI_Comm comm, bool scalar, PetscInt begin, PetscInt end, PetscInt n_features);
+
+/// What a data-parallel problem offers: UpperValue, LowerValue, LowerGradX, Stochastic (+ TestSet). Not
+/// collective.
+Capability data_capabilities(bool has_test);
+
+/// This rank's range [begin, end) of `global` items split by PETSC_DECIDE. Collective on comm.
+std::pair<PetscInt, PetscInt> ownership_range(MPI_Comm comm, PetscInt global);
+
 /// buf[i] <- Σ_ranks buf[i] (MPI_Allreduce in place). Collective on comm.
 void sum_over_ranks(MPI_Comm comm, std::span<PetscScalar> buf);
 /// Σ_ranks value. Collective on comm.
@@ -146,6 +171,13 @@ inline double sigmoid(double t) {
   if (t >= 0) return 1.0 / (1.0 + std::exp(-t));
   const double e = std::exp(t);
   return e / (1.0 + e);
+}
+
+/// n as a BLAS integer (a PETSc error when it does not fit). Not collective.
+inline PetscBLASInt blas_int(PetscInt n) {
+  PetscBLASInt b = 0;
+  BILEVEL_PETSC_CALL(PetscBLASIntCast(n, &b));
+  return b;
 }
 
 /// Makes sure `v` holds at least n elements (grows only; no allocation once large enough). Not collective.

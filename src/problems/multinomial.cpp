@@ -1,3 +1,5 @@
+/// \file The private multinomial engine (see multinomial.hpp): data-set preparation, file reading, and the
+/// passes shared by hyperclean and softmax.
 #include "multinomial.hpp"
 
 #include <dlfcn.h>
@@ -5,6 +7,10 @@
 
 #include <climits>
 #include <cstdlib>
+
+#include "bilevel/data/idx.hpp"
+#include "bilevel/data/libsvm.hpp"
+#include "bilevel/petsc/vec_access.hpp"
 
 namespace bilevel::detail {
 
@@ -94,6 +100,284 @@ PetscInt unify_classes(std::vector<Dataset*> sets) {
     d->n_classes = static_cast<PetscInt>(all.size());
   }
   return static_cast<PetscInt>(all.size());
+}
+
+Dataset read_rows(MPI_Comm comm, const std::string& path, PetscInt first, PetscInt count, DataFormat format) {
+  if (is_idx(path)) {
+    IdxReadOptions o;
+    o.first_row = first;
+    o.max_rows = count;
+    o.format = format;
+    return read_idx(comm, path, idx_labels_for(path), o);
+  }
+  LibsvmReadOptions o;
+  o.first_row = first;
+  o.max_rows = count;
+  return read_libsvm(comm, path, o);
+}
+
+PetscInt count_rows(MPI_Comm comm, const std::string& path) {
+  return is_idx(path) ? idx_records(comm, path) : read_libsvm(comm, path).n_rows;
+}
+
+MultinomialEngine::MultinomialEngine(Dataset train,
+                                     Dataset validation,
+                                     std::optional<Dataset> test,
+                                     const std::string& format,
+                                     ModelLayout layout,
+                                     const std::string& problem)
+    : comm_(train.comm), problem_(problem) {
+  std::vector<Dataset*> sets = {&train, &validation};
+  if (test) sets.push_back(&*test);
+  classes_ = unify_classes(sets);
+  if (classes_ < 2) throw InputError(train.source + ": the " + problem + " problem needs at least 2 classes");
+  n_features_ = std::max(train.n_features, validation.n_features);
+  if (test) n_features_ = std::max(n_features_, test->n_features);
+  for (Dataset* d : sets) reconcile_features(*d, n_features_);
+  dy_ = (n_features_ + 1) * classes_;
+
+  // Storage: dense when the data are dense enough and the BLAS is an optimised one.
+  DataFormat fmt = DataFormat::Sparse;
+  if (format == "dense")
+    fmt = DataFormat::Dense;
+  else if (format == "auto")
+    fmt = density(train) > 0.3 && optimized_blas() ? DataFormat::Dense : DataFormat::Sparse;
+  for (Dataset* d : sets)
+    if (d->format != fmt) convert_format(*d, fmt);
+
+  auto make_side = [this](Dataset&& data, bool caches) {
+    auto side = std::make_unique<MultinomialSide>();
+    side->data = std::move(data);
+    side->caches = caches;
+    adopt_dense(side->data, side->dense);  // one copy of the data: ours, row-major
+    if (caches) {
+      // 1/K: the probabilities at y = 0, and a neutral guess for rows no pass has reached yet (a
+      // preconditioner's curvature may read them before a minibatch method has visited every row)
+      side->p.assign(static_cast<std::size_t>(side->data.local_rows() * classes_),
+                     1.0 / static_cast<double>(classes_));
+      side->stamps.resize(side->data.local_rows());
+    }
+    return side;
+  };
+  train_ = make_side(std::move(train), true);
+  validation_ = make_side(std::move(validation), false);
+  if (test) test_ = make_side(std::move(*test), false);
+
+  // Entries: PETSC_DECIDE over the dy entries; Rows: over the nf + 1 rows of [W; bᵀ], K entries each.
+  const PetscInt unit = layout == ModelLayout::Rows ? classes_ : 1;
+  const auto [begin, end] = ownership_range(comm_, dy_ / unit);
+  y_begin_ = unit * begin;
+  y_end_ = unit * end;
+}
+
+petsc::VecHandle MultinomialEngine::create_lower_vec() const {
+  petsc::VecHandle v;
+  BILEVEL_PETSC_CALL(VecCreateMPI(comm_, y_end_ - y_begin_, dy_, v.out()));
+  return v;
+}
+
+void MultinomialEngine::check_lower(Vec y) const {
+  PetscInt n = 0;
+  BILEVEL_PETSC_CALL(VecGetSize(y, &n));
+  if (n != dy_)
+    throw InputError(problem_ + ": y has size " + std::to_string(n) + ", expected " + std::to_string(dy_));
+}
+
+void MultinomialEngine::reset_probabilities() {
+  std::fill(train_->p.begin(), train_->p.end(), 1.0 / static_cast<double>(classes_));
+  train_->stamps.invalidate();
+}
+
+const PetscScalar* MultinomialEngine::gather_model(Vec y) {
+  const PetscScalar* yf = y_gather_.gather(y);
+  train_->stamps.refresh(y_gather_.generation());
+  return yf;
+}
+
+const PetscScalar* MultinomialEngine::gather_direction(Vec w) {
+  return w_gather_.gather(w);
+}
+
+double MultinomialEngine::loss_pass(MultinomialSide& side,
+                                    const Batch& batch,
+                                    const PetscScalar* y_full,
+                                    const PetscReal* weights,
+                                    PetscScalar* grad,
+                                    PetscInt* count) {
+  side.rows.select(side.data, batch);
+  *count = side.rows.global_size();
+  const PetscInt K = classes_;
+  const PetscInt* labels = side.data.labels.data();
+  PetscScalar* ptmp = ensure(work_.p, static_cast<std::size_t>(K));
+  double loss = 0;
+  row_pass(side.data,
+           side.dense,
+           side.rows,
+           y_full,
+           K,
+           0,
+           grad,
+           work_,
+           [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar* s) {
+             PetscScalar* p = side.caches ? side.p.data() + i * K : ptmp;
+             const double lse = softmax(z, K, p);  // p_i = softmax(z_i)
+             const PetscInt l = labels[i];
+             const double w = weights ? weights[i] : 1.0;
+             loss += w * (lse - z[l]);  // ω_i CE_i
+             if (side.caches) side.stamps.mark(i);
+             if (grad) {
+               for (PetscInt c = 0; c < K; ++c) s[c] = w * p[c];  // s = ω_i (p_i − e_l)
+               s[l] -= w;
+             }
+           });
+  if (side.caches && side.rows.full()) side.stamps.mark_all();
+  return loss;
+}
+
+const PetscScalar* MultinomialEngine::sums(MultinomialSide& side,
+                                           const Batch& batch,
+                                           const PetscScalar* y_full,
+                                           const PetscReal* weights,
+                                           bool gradient,
+                                           bool value,
+                                           PetscInt* count) {
+  const std::size_t n_acc = static_cast<std::size_t>(dy_) + 1;
+  PetscScalar* acc = ensure(work_.acc, n_acc);
+  std::fill(acc, acc + n_acc, 0.0);
+  acc[dy_] = loss_pass(side, batch, y_full, weights, gradient ? acc : nullptr, count);
+  if (gradient)
+    sum_over_ranks(comm_, std::span<PetscScalar>(acc, value ? n_acc : n_acc - 1));
+  else if (value)
+    acc[dy_] = sum_over_ranks(comm_, acc[dy_]);
+  return acc;
+}
+
+PetscInt MultinomialEngine::select_train(const Batch& batch) {
+  train_->rows.select(train_->data, batch);
+  return train_->rows.global_size();
+}
+
+bool MultinomialEngine::probabilities_stale() const {
+  const LocalRows& rows = train_->rows;
+  if (rows.full()) return !train_->stamps.all_valid();
+  for (PetscInt k = 0; k < rows.count(); ++k)
+    if (!train_->stamps.valid(rows.row(k))) return true;
+  return false;
+}
+
+const PetscScalar* MultinomialEngine::stack(const PetscScalar* y_full,
+                                            std::span<const Vec> w,
+                                            bool with_model) {
+  const auto m = static_cast<PetscInt>(w.size());
+  if (m == 1 && !with_model) return w_gather_.gather(w[0]);
+  const PetscInt K = classes_, nf = n_features_, wb = with_model ? 1 : 0, width = (m + wb) * K;
+  PetscScalar* B = ensure(work_.stack, static_cast<std::size_t>((nf + 1) * width));
+  if (wb)
+    for (PetscInt j = 0; j <= nf; ++j)
+      for (PetscInt c = 0; c < K; ++c) B[j * width + c] = y_full[j * K + c];
+  for (PetscInt q = 0; q < m; ++q) {
+    const PetscScalar* v = w_gather_.gather(w[static_cast<std::size_t>(q)]);
+    for (PetscInt j = 0; j <= nf; ++j)
+      for (PetscInt c = 0; c < K; ++c) B[j * width + (wb + q) * K + c] = v[j * K + c];
+  }
+  return B;
+}
+
+const PetscScalar* MultinomialEngine::hvp_sums(const Batch& batch,
+                                               const PetscScalar* y_full,
+                                               const PetscReal* weights,
+                                               std::span<const Vec> w,
+                                               PetscInt* count) {
+  const auto m = static_cast<PetscInt>(w.size());
+  const PetscInt K = classes_;
+  const std::size_t n_acc = static_cast<std::size_t>((n_features_ + 1) * m * K);
+  PetscScalar* acc = ensure(work_.acc, n_acc);
+  std::fill(acc, acc + n_acc, 0.0);
+  *count = select_train(batch);
+  direction_pass(y_full, w, acc, [&](PetscInt i, const PetscScalar* p, const PetscScalar* u, PetscScalar* s) {
+    const double om = weights ? weights[i] : 1.0;
+    for (PetscInt q = 0; q < m; ++q) {
+      const PetscScalar* uq = u + q * K;
+      PetscScalar* sq = s + q * K;
+      double pu = 0;
+      for (PetscInt c = 0; c < K; ++c) pu += p[c] * uq[c];
+      for (PetscInt c = 0; c < K; ++c) sq[c] = om * p[c] * (uq[c] - pu);  // s = ω_i p ∘ (u − p·u)
+    }
+  });
+  sum_over_ranks(comm_, std::span<PetscScalar>(acc, n_acc));
+  return acc;
+}
+
+PetscReal MultinomialEngine::upper_value(Vec y, const Batch& batch) {
+  PetscInt n = 0;
+  const PetscScalar* acc = sums(*validation_, batch, gather_model(y), nullptr, false, true, &n);
+  return acc[dy_] / static_cast<PetscReal>(n);  // f = (1/m) Σ CE_i
+}
+
+void MultinomialEngine::upper_gradient(Vec y, const Batch& batch, Vec gy) {
+  PetscInt n = 0;
+  const PetscScalar* acc = sums(*validation_, batch, gather_model(y), nullptr, true, false, &n);
+  write_local(gy, acc, 1, 0, 1.0 / static_cast<PetscReal>(n));  // (1/m) Σ a'_i ⊗ (p_i − e_l)
+}
+
+void MultinomialEngine::hvp(Vec y,
+                            const Batch& batch,
+                            const PetscReal* weights,
+                            std::span<const Vec> w,
+                            std::span<const Vec> out,
+                            std::span<const PetscScalar> ridge) {
+  BILEVEL_ASSERT(w.size() == out.size());
+  const auto m = static_cast<PetscInt>(w.size());
+  if (m == 0) return;
+  PetscInt n = 0;
+  const PetscScalar* acc = hvp_sums(batch, gather_model(y), weights, w, &n);
+  for (PetscInt q = 0; q < m; ++q) {  // out_q = (1/n) Σ ω_i a'_i ⊗ s_iq + ridge ∘ w_q
+    petsc::ReadView v(w[static_cast<std::size_t>(q)]);
+    write_local(
+        out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), ridge, v.data());
+  }
+}
+
+void MultinomialEngine::write_local(Vec out,
+                                    const PetscScalar* acc,
+                                    PetscInt m,
+                                    PetscInt q,
+                                    PetscReal scale,
+                                    std::span<const PetscScalar> ridge,
+                                    const PetscScalar* src) const {
+  const PetscInt K = classes_, mK = m * K;
+  petsc::WriteView o(out);
+  for (PetscInt l = 0; l < o.size(); ++l) {
+    const PetscInt e = y_begin_ + l, row = e / K, c = e % K;
+    const PetscScalar sum = acc[row * mK + q * K + c];
+    o[l] = ridge.empty() ? scale * sum : scale * sum + ridge[static_cast<std::size_t>(l)] * src[l];
+  }
+}
+
+TestMetrics MultinomialEngine::evaluate(MultinomialSide& side, Vec y) {
+  const PetscScalar* yf = y_gather_.gather(y);
+  side.rows.select(side.data, Batch::all());
+  const PetscInt K = classes_;
+  PetscScalar* p = ensure(work_.p, static_cast<std::size_t>(K));
+  PetscScalar sums[2] = {0, 0};
+  row_pass(side.data,
+           side.dense,
+           side.rows,
+           yf,
+           K,
+           0,
+           nullptr,
+           work_,
+           [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar*) {
+             const PetscInt l = side.data.labels[static_cast<std::size_t>(i)];
+             sums[0] += softmax(z, K, p) - z[l];
+             if (std::max_element(z, z + K) - z == l) sums[1] += 1;
+           });
+  sum_over_ranks(comm_, std::span<PetscScalar>(sums, 2));
+  TestMetrics m;
+  m.loss = sums[0] / static_cast<PetscReal>(side.data.n_rows);
+  m.accuracy = sums[1] / static_cast<PetscReal>(side.data.n_rows);
+  return m;
 }
 
 }  // namespace bilevel::detail

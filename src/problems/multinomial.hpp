@@ -1,7 +1,9 @@
 #pragma once
-/// \file Private building blocks of the multinomial (softmax) problems, hyperclean and softmax: the model
-/// y = [W; bᵀ] row-major ((n_features + 1) × K), and one engine that forms z_i = Bᵀ a'_i for a stack of
-/// such matrices B, lets the caller turn each row's z into an s, and accumulates Σ a'_i ⊗ s_i. Not
+/// \file The private multinomial engine of the softmax-model problems (hyperclean, softmax): the model
+/// y = [W; bᵀ] row-major ((n_features + 1) × K), the kernel row_pass that forms z_i = Bᵀ a'_i for a stack
+/// of such matrices B, lets the caller turn each row's z into an s and accumulates Σ a'_i ⊗ s_i, and
+/// MultinomialEngine, which owns the data sets and runs the passes every oracle of both problems is made
+/// of (weighted cross-entropy and its gradient, Hessian products, directional passes, test metrics). Not
 /// installed; used by src/problems/*.cpp only.
 // clang-format off
 #include <petscsys.h>
@@ -10,36 +12,34 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "bilevel/data/dataset.hpp"
+#include "bilevel/petsc/handle.hpp"
 #include "data_parallel.hpp"
 
 namespace bilevel::detail {
 
 /// Work buffers of the engine, grown on demand and then reused (no allocation in steady state).
 struct MultinomialWorkspace {
-  std::vector<PetscScalar> pack;   // dense minibatch: the selected rows, row-major count × n_features
-  std::vector<PetscScalar> z;      // dense: products Z (row-major count × width), reused for S
-  std::vector<PetscScalar> row_z;  // one row's z (width)
-  std::vector<PetscScalar> row_s;  // one row's s (width, or gofs + grad_width)
-  std::vector<PetscScalar> s_wide; // dense: S when it is wider than Z (row-major count × grad_width)
-  std::vector<PetscScalar> stack;  // stacked [W | V_1 | ...] row-major (n_features + 1) × width
-  std::vector<PetscScalar> acc;    // model-sized reduction buffer(s)
-  std::vector<PetscScalar> p;      // softmax of one row of a non-caching side
-  std::vector<PetscScalar> grad;   // the whole gradient, replicated
+  std::vector<PetscScalar> pack;    // dense minibatch: the selected rows, row-major count × n_features
+  std::vector<PetscScalar> z;       // dense: products Z (row-major count × width), reused for S
+  std::vector<PetscScalar> row_z;   // one row's z (width)
+  std::vector<PetscScalar> row_s;   // one row's s (width, or gofs + grad_width)
+  std::vector<PetscScalar> s_wide;  // dense: S when it is wider than Z (row-major count × grad_width)
+  std::vector<PetscScalar> stack;   // stacked [W | V_1 | ...] row-major (n_features + 1) × width
+  std::vector<PetscScalar> acc;     // model-sized reduction buffer(s)
+  std::vector<PetscScalar> p;       // softmax of one row of a non-caching side
+  std::vector<PetscScalar> grad;    // the whole gradient, replicated
 };
 
 /// Copies a dense (column-major SeqDense) local block into `dense` row-major and releases the Mat, so one
 /// copy of the data is kept. Sparse data are left alone. Not collective.
 void adopt_dense(Dataset& data, std::vector<PetscScalar>& dense);
-
-inline PetscBLASInt blas_int(PetscInt n) {
-  PetscBLASInt b = 0;
-  BILEVEL_PETSC_CALL(PetscBLASIntCast(n, &b));
-  return b;
-}
 
 /// p = softmax(z) over K entries; returns log Σ_k e^{z_k} (shifted by max z for stability).
 inline double softmax(const PetscScalar* z, PetscInt K, PetscScalar* p) {
@@ -158,5 +158,181 @@ std::string idx_labels_for(const std::string& images);
 /// Renumbers the class indices of several sets onto the sorted union of their class values. Not
 /// collective (class values are replicated).
 PetscInt unify_classes(std::vector<Dataset*> sets);
+
+/// Rows [first, first + count) of an IDX image file (labels beside it, see idx_labels_for; read as
+/// `format`) or of a LIBSVM file (count −1: to the end). Collective on comm.
+Dataset read_rows(MPI_Comm comm, const std::string& path, PetscInt first, PetscInt count, DataFormat format);
+/// Rows of an IDX or LIBSVM file. Collective on comm.
+PetscInt count_rows(MPI_Comm comm, const std::string& path);
+
+/// One data set of a multinomial problem: its rows (sparse CSR, or our row-major copy of dense rows, when
+/// data.local is released), its labels data.labels (hyperclean's training side holds the corrupted ones),
+/// and on a caching side the probabilities p_i (K per local row) valid for the model generation of `stamps`.
+struct MultinomialSide {
+  Dataset data;
+  std::vector<PetscScalar> dense;
+  std::vector<PetscScalar> p;
+  RowStamps stamps;
+  LocalRows rows;
+  bool caches = false;
+};
+
+/// How y = [W; bᵀ] ((n_features + 1) K entries) is split over the ranks.
+enum class ModelLayout {
+  Entries,  ///< PETSC_DECIDE over the entries (hyperclean: x is per sample, nothing ties y's layout)
+  Rows,     ///< whole rows of [W; bᵀ] per rank (softmax: x_j and row j of W live together)
+};
+
+/// The data sets of a multinomial problem and the passes its oracles are made of. The model is gathered to
+/// every rank, each rank runs row_pass over its rows, model-sized results are summed over ranks. The
+/// training side caches p_i. Collective on comm() unless a method says otherwise.
+class MultinomialEngine {
+ public:
+  /// Unifies the class indices of the sets through their class values, pads the features to the widest
+  /// set, stores the blocks as `format` ("dense", "sparse", or "auto": dense above 30% nonzeros with an
+  /// optimised BLAS) and keeps one row-major copy of dense rows. Fewer than 2 classes is an InputError
+  /// naming the training file and `problem`. Collective.
+  MultinomialEngine(Dataset train,
+                    Dataset validation,
+                    std::optional<Dataset> test,
+                    const std::string& format,
+                    ModelLayout layout,
+                    const std::string& problem);
+  MultinomialEngine(const MultinomialEngine&) = delete;
+  MultinomialEngine& operator=(const MultinomialEngine&) = delete;
+
+  /// Not collective (the accessors below neither).
+  MPI_Comm comm() const { return comm_; }
+  PetscInt classes() const { return classes_; }
+  PetscInt n_features() const { return n_features_; }
+  /// (n_features + 1) K, the size of y.
+  PetscInt dy() const { return dy_; }
+  /// This rank's entries [y_begin, y_end) of y (with ModelLayout::Rows, rows y_begin/K … y_end/K of [W; bᵀ]).
+  PetscInt y_begin() const { return y_begin_; }
+  PetscInt y_end() const { return y_end_; }
+  MultinomialSide& train() { return *train_; }
+  MultinomialSide& validation() { return *validation_; }
+  MultinomialSide* test() { return test_.get(); }
+  const MultinomialSide& train() const { return *train_; }
+  const MultinomialSide& validation() const { return *validation_; }
+  const MultinomialSide* test() const { return test_.get(); }
+  MultinomialWorkspace& workspace() { return work_; }
+
+  /// A Vec with y's layout. Collective.
+  petsc::VecHandle create_lower_vec() const;
+  /// InputError unless y has dy() entries. Collective.
+  void check_lower(Vec y) const;
+  /// The training probabilities back to their value at y = 0 (1/K), every row stale. Not collective.
+  void reset_probabilities();
+
+  /// y gathered to every rank; the training cache starts a new epoch when y's content changed. Collective.
+  const PetscScalar* gather_model(Vec y);
+  /// A direction (a Vec with y's layout) gathered to every rank, valid until the next call. Collective.
+  const PetscScalar* gather_direction(Vec w);
+
+  /// Σ_i ω_i CE_i over the batch's local rows (ω_i = 1 without weights; `weights` indexed by local row);
+  /// with grad: += Σ ω_i a'_i ⊗ (p_i − e_{l_i}). *count gets the batch's global size. Refreshes the
+  /// probability cache of a caching side. Not collective.
+  double loss_pass(MultinomialSide& side,
+                   const Batch& batch,
+                   const PetscScalar* y_full,
+                   const PetscReal* weights,
+                   PetscScalar* grad,
+                   PetscInt* count);
+  /// loss_pass summed over ranks into a replicated buffer of dy + 1 entries (valid until the next pass):
+  /// [0, dy) the gradient sum when `gradient`, [dy] the loss sum when `value`. Collective.
+  const PetscScalar* sums(MultinomialSide& side,
+                          const Batch& batch,
+                          const PetscScalar* y_full,
+                          const PetscReal* weights,
+                          bool gradient,
+                          bool value,
+                          PetscInt* count);
+  /// Σ_i ω_i a'_i ⊗ s_iq, s_iq = p_i ∘ (u_iq − p_i·u_iq), u_iq = V_qᵀ a'_i, over the training rows of the
+  /// batch, for the m directions w_q side by side (row-major (nf + 1) × m K), summed over ranks
+  /// (replicated, valid until the next pass). *count gets the batch's global size. Collective.
+  const PetscScalar* hvp_sums(const Batch& batch,
+                              const PetscScalar* y_full,
+                              const PetscReal* weights,
+                              std::span<const Vec> w,
+                              PetscInt* count);
+  /// f = (1/m) Σ_{i ∈ batch} CE_i on the validation side, the upper level of both problems. Collective.
+  PetscReal upper_value(Vec y, const Batch& batch);
+  /// ∇_y f = (1/m) Σ_{i ∈ batch} a'_i ⊗ (p_i − e_{l_i}) on the validation side into gy. Collective.
+  void upper_gradient(Vec y, const Batch& batch, Vec gy);
+  /// The lower Hessian-vector products out_q = (1/n) Σ_i ω_i a'_i ⊗ s_iq + ridge ∘ w_q (hvp_sums, with the
+  /// diagonal `ridge` of the regulariser's Hessian on y's local entries) at the model y. Collective.
+  void hvp(Vec y,
+           const Batch& batch,
+           const PetscReal* weights,
+           std::span<const Vec> w,
+           std::span<const Vec> out,
+           std::span<const PetscScalar> ridge);
+  /// Selects the training rows of the batch for direction_pass; returns the batch's global size. Not
+  /// collective.
+  PetscInt select_train(const Batch& batch);
+  /// One pass over the training rows selected by select_train with the cached p_i: for each row i,
+  /// op(i, p_i, u_i, s_i) with u_i = [V_1ᵀ a'_i, …, V_mᵀ a'_i] (m K entries) and G += a'_i ⊗ s_i (G row-major
+  /// (nf + 1) × m K, when not null). A row whose p_i is stale gets it recomputed in the same pass (W rides
+  /// along as an extra block of the forward product). Collective (gathers the directions).
+  template <typename Op>
+  void direction_pass(const PetscScalar* y_full, std::span<const Vec> w, PetscScalar* G, Op&& op);
+  /// out_l = scale · acc[(e / K) m K + q K + e % K] + ridge_l · src_l for this rank's entries e = y_begin +
+  /// l: block q of a row-major (nf + 1) × m K sum, plus a diagonal term (none when ridge is empty). Not
+  /// collective.
+  void write_local(Vec out,
+                   const PetscScalar* acc,
+                   PetscInt m,
+                   PetscInt q,
+                   PetscReal scale,
+                   std::span<const PetscScalar> ridge = {},
+                   const PetscScalar* src = nullptr) const;
+  /// Mean cross-entropy and accuracy (arg max_k z_k = l) of the model y on a side. Collective.
+  TestMetrics evaluate(MultinomialSide& side, Vec y);
+
+ private:
+  /// Whether a row of the training side's selected rows has a stale p_i (decided per rank: the products are
+  /// local).
+  bool probabilities_stale() const;
+  /// B = [W | V_1 | … | V_m] (with_model) or [V_1 | … | V_m], row-major (nf + 1) × width; the gathered
+  /// direction itself for m = 1 without the model.
+  const PetscScalar* stack(const PetscScalar* y_full, std::span<const Vec> w, bool with_model);
+
+  MPI_Comm comm_;
+  std::string problem_;
+  PetscInt classes_ = 0, n_features_ = 0, dy_ = 0, y_begin_ = 0, y_end_ = 0;
+  std::unique_ptr<MultinomialSide> train_, validation_, test_;
+  MultinomialWorkspace work_;
+  Gatherer y_gather_{true}, w_gather_;
+};
+
+template <typename Op>
+void MultinomialEngine::direction_pass(const PetscScalar* y_full,
+                                       std::span<const Vec> w,
+                                       PetscScalar* G,
+                                       Op&& op) {
+  MultinomialSide& side = *train_;
+  const auto m = static_cast<PetscInt>(w.size());
+  const PetscInt K = classes_;
+  const PetscInt wb = probabilities_stale() ? 1 : 0, width = (m + wb) * K;
+  const PetscScalar* B = stack(y_full, w, wb != 0);
+  row_pass(side.data,
+           side.dense,
+           side.rows,
+           B,
+           width,
+           wb * K,
+           G,
+           work_,
+           [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar* s) {
+             PetscScalar* p = side.p.data() + i * K;
+             if (wb) {  // p_i = softmax(Wᵀ a'_i) from the model's block
+               softmax(z, K, p);
+               side.stamps.mark(i);
+             }
+             op(i, static_cast<const PetscScalar*>(p), z + wb * K, s + wb * K);
+           });
+  if (side.rows.full()) side.stamps.mark_all();
+}
 
 }  // namespace bilevel::detail

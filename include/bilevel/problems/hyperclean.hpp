@@ -25,8 +25,10 @@
 namespace bilevel {
 
 namespace detail {
-class Gatherer;
-}
+class MultinomialEngine;
+class KronPreconditioner;
+class LocalRows;
+}  // namespace detail
 
 /// Settings of HypercleanProblem. Options database keys in brackets.
 struct HypercleanOptions {
@@ -44,7 +46,8 @@ struct HypercleanOptions {
   std::uint64_t seed = 1;       ///< [-bilevel_hyperclean_seed] seed of the corruption
   PetscReal initial_x = 0;      ///< [-bilevel_hyperclean_initial_x] x_i at the start (σ = 1/2)
   /// [-bilevel_hyperclean_cheap_preconditioner_rank] r of the spectral truncation served for
-  /// PreconditionerKind::Cheap (0: the exact Cholesky form for that kind too); see hyperclean.cpp.
+  /// PreconditionerKind::Cheap (0: the exact Cholesky form for that kind too); see
+  /// src/problems/kron_preconditioner.hpp.
   PetscInt cheap_preconditioner_rank = 100;
   /// Reads the keys above (prefix -bilevel_hyperclean_) and validates them. Collective on comm.
   static HypercleanOptions from_options(MPI_Comm comm);
@@ -166,7 +169,10 @@ class HypercleanProblem final : public BilevelProblem {
   void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) override;
   PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch) override;
   void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) override;
-  void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) override;
+  void lower_grad_y_multi_impl(std::span<const Vec> x,
+                               Vec y,
+                               const Batch& batch,
+                               std::span<const Vec> gy) override;
   void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) override;
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_hvp_multi_impl(
@@ -178,18 +184,6 @@ class HypercleanProblem final : public BilevelProblem {
   void lower_precondition_multi_impl(std::span<const Vec> r, std::span<const Vec> out) override;
 
  private:
-  struct Side;                // one data set with its labels and probability cache
-  struct Workspace;           // work buffers of the kernels
-  struct KronPreconditioner;  // (c G + μ) ⊗ I_K, Cholesky-factored
-
-  /// Σ_i ω_i CE_i over the batch's local rows; with grad: += Σ ω_i [a_i; 1] ⊗ (p_i − e_{l_i}) (row-major
-  /// (n_features+1) × K). Refreshes the probability cache of a caching side.
-  double loss_pass(Side& side,
-                   const Batch& batch,
-                   const PetscScalar* y_full,
-                   const PetscReal* weights,
-                   PetscScalar* grad,
-                   PetscInt* count);
   /// g with the given weights at the replicated model y_full; with grad_full, the whole ∇_y g on every rank.
   double value_grad_full(const PetscScalar* y_full,
                          const Batch& batch,
@@ -203,29 +197,25 @@ class HypercleanProblem final : public BilevelProblem {
   double mean_curvature(const PetscReal* w);
   /// (1/n) Σ_i w_i (diag(p_i) − p_i p_iᵀ) at the cached probabilities, K × K on every rank. Collective.
   std::vector<PetscScalar> class_curvature(const PetscReal* w);
-  void hvp_multi(
-      Vec y, const Batch& batch, const PetscReal* weights, std::span<const Vec> w, std::span<const Vec> out);
-  /// σ(x_i) and σ'(x_i) for the local training rows (cached on x's state).
-  /// ω = σ(x) and ω′ on the rows of `batch` (all rows for the full batch, then cached for x). Not collective.
+  /// ω = σ(x) and ω′ = σ(x)(1 − σ(x)) on the rows of `batch` (all rows for the full batch, then cached for
+  /// x's state). Not collective.
   void refresh_weights(Vec x, const Batch& batch = Batch::all());
   void check_layouts(Vec x, Vec y) const;
-  TestMetrics evaluate(Side& side, Vec y);
 
   MPI_Comm comm_;
   HypercleanOptions options_;
-  PetscInt n_features_ = 0, classes_ = 0, dy_ = 0;
-  PetscInt y_begin_ = 0, y_end_ = 0;
-  std::unique_ptr<Side> train_, validation_, test_;
-  std::unique_ptr<Workspace> work_;
-  std::unique_ptr<detail::Gatherer> y_gather_, w_gather_;
-  std::vector<PetscInt> clean_labels_;       // local training rows, as read
-  std::vector<PetscReal> weight_, dweight_;  // σ(x_i), σ'(x_i) = σ(x_i)(1 − σ(x_i))
+  std::unique_ptr<detail::MultinomialEngine> engine_;  // the data sets and the passes (shared with softmax)
+  PetscInt n_features_ = 0, classes_ = 0, dy_ = 0, y_begin_ = 0;
+  std::vector<PetscScalar> ridge_;                  // μ on y's local entries of W, μ_b on those of b
+  std::vector<PetscInt> clean_labels_;              // local training rows, as read
+  std::vector<PetscReal> weight_, dweight_;         // σ(x_i), σ'(x_i) = σ(x_i)(1 − σ(x_i))
+  std::unique_ptr<detail::LocalRows> weight_rows_;  // the rows a minibatch refresh_weights refreshed
   PetscObjectId weight_id_ = 0;
   PetscObjectState weight_state_ = -1;
   std::optional<PetscReal> baseline_accuracy_;
   std::vector<PetscScalar> gram_;
-  std::unique_ptr<KronPreconditioner> pc_exact_, pc_cheap_;  // PreconditionerKind::Accurate / Cheap
-  KronPreconditioner* pc_ = nullptr;                         // the one the last setup built
+  std::unique_ptr<detail::KronPreconditioner> pc_exact_, pc_cheap_;  // PreconditionerKind::Accurate / Cheap
+  detail::KronPreconditioner* pc_ = nullptr;                         // the one the last setup built
 };
 
 }  // namespace bilevel

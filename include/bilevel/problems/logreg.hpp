@@ -22,7 +22,8 @@ namespace bilevel {
 
 namespace detail {
 class Gatherer;
-}
+class ExpRegularisers;
+}  // namespace detail
 
 /// Settings of LogregProblem. Options database keys in brackets.
 struct LogregOptions {
@@ -30,7 +31,8 @@ struct LogregOptions {
   bool intercept = true;  ///< [-bilevel_logreg_intercept] unregularised intercept c as the last entry of y
   /// [-bilevel_logreg_initial_x] starting log-regulariser x_j (every j). Default log(1e-2): on ijcnn1 (see
   /// logreg.cpp) the value function is on its slope there (flat above −2 and below −11) and the lower
-  /// Hessian is well conditioned (λ_min ≥ 1e-2); aidcg converges from it and diverges from x = 0.
+  /// Hessian is well conditioned (λ_min ≥ 1e-2); the default method converges from it and diverges from x =
+  /// 0.
   PetscReal initial_x = -4.605170185988091;
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
@@ -134,6 +136,8 @@ class LogregProblem final : public BilevelProblem {
                    PetscScalar* grad,
                    PetscInt* count,
                    bool want_loss);
+  /// Rows of the side whose sign(a_i·w + c) (0 counting as −1) is b_i, on this rank. Not collective.
+  double correct_predictions(Side& side, const PetscScalar* y_full);
   /// e^{x_j} for the local features (or the scalar's value replicated), from x.
   const PetscScalar* regularisers(Vec x);
   void check_layouts(Vec x, Vec y) const;
@@ -145,10 +149,10 @@ class LogregProblem final : public BilevelProblem {
   PetscInt dy_ = 0;
   PetscInt y_begin_ = 0, y_end_ = 0;  // this rank's range of y (x per-feature: [y_begin_, min(y_end_, nf)))
   std::unique_ptr<Side> train_, validation_, test_;
-  std::unique_ptr<detail::Gatherer> y_gather_, w_gather_, x_gather_;
-  std::vector<PetscScalar> buffer_;  // model-sized reduction buffer (+ value slots)
-  std::vector<PetscScalar> exp_x_;   // e^{x_j} for local features
-  std::vector<PetscScalar> multi_;   // stacked buffers for hvp_multi
+  std::unique_ptr<detail::Gatherer> y_gather_, w_gather_;
+  std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
+  std::vector<PetscScalar> buffer_;                  // model-sized reduction buffer (+ value slots)
+  std::vector<PetscScalar> multi_;                   // stacked buffers for hvp_multi
 };
 
 }  // namespace bilevel

@@ -10,6 +10,7 @@
 /// (CE is invariant under adding one constant to every b_k, so without it H would be singular).
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,8 @@
 namespace bilevel {
 
 namespace detail {
-class Gatherer;
-struct MultinomialWorkspace;
+class ExpRegularisers;
+class MultinomialEngine;
 }  // namespace detail
 
 /// Settings of SoftmaxProblem. Options database keys in brackets.
@@ -86,7 +87,6 @@ class SoftmaxProblem final : public BilevelProblem {
   /// Storage of the data blocks (dense blocks are kept row-major). Not collective.
   DataFormat format() const;
 
-
  protected:
   PetscReal upper_value_impl(Vec x, Vec y, const Batch& batch) override;
   void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) override;
@@ -99,28 +99,21 @@ class SoftmaxProblem final : public BilevelProblem {
   void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
 
  private:
-  struct Side;  // one data set with its labels and probability cache
-
-  /// Σ_i CE_i over the batch's local rows; with grad: += Σ a'_i ⊗ (p_i − e_{l_i}). Caches p on the training
-  /// side.
-  double loss_pass(
-      Side& side, const Batch& batch, const PetscScalar* y_full, PetscScalar* grad, PetscInt* count);
   /// e^{x_j} for this rank's features (or the scalar's value), from x.
   const PetscScalar* regularisers(Vec x);
-  /// The regulariser weight of y's local entry l (e^{x_j} for W_jk, μ_b for the bias).
-  PetscScalar weight_of(const PetscScalar* lam, PetscInt l) const;
+  /// The diagonal of the regulariser's Hessian on y's local entries: e^{x_j} on W_jk, μ_b on the bias.
+  std::span<const PetscScalar> ridge(Vec x);
   void check_layouts(Vec x, Vec y) const;
-  TestMetrics evaluate(Side& side, Vec y);
 
   MPI_Comm comm_;
   SoftmaxOptions options_;
-  PetscInt n_features_ = 0, classes_ = 0, dy_ = 0;
+  std::unique_ptr<detail::MultinomialEngine>
+      engine_;  // the data sets and the passes (shared with hyperclean)
+  PetscInt n_features_ = 0, classes_ = 0;
   PetscInt row_begin_ = 0,
            row_end_ = 0;  // this rank's rows of [W; bᵀ]; y holds entries [K row_begin_, K row_end_)
-  std::unique_ptr<Side> train_, validation_, test_;
-  std::unique_ptr<detail::MultinomialWorkspace> work_;
-  std::unique_ptr<detail::Gatherer> y_gather_, w_gather_, x_gather_;
-  std::vector<PetscScalar> exp_x_;
+  std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
+  std::vector<PetscScalar> ridge_;
 };
 
 }  // namespace bilevel

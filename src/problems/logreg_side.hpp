@@ -1,0 +1,32 @@
+#pragma once
+/// \file Private to `logreg`'s sources (logreg.cpp: the oracles; logreg_hvp.cpp: the Hessian-vector
+/// product): one data set of the problem and the per-row curvature of the logistic loss.
+#include <cmath>
+#include <vector>
+
+#include "bilevel/data/dataset.hpp"
+#include "bilevel/problems/logreg.hpp"
+#include "data_parallel.hpp"
+
+namespace bilevel {
+
+namespace detail {
+/// d = σ(z)(1 − σ(z)) = e / (1 + e)², e = e^{−|z|}.
+inline double logistic_curvature(double z) {
+  const double e = std::exp(-std::abs(z)), inv = 1.0 / (1.0 + e);
+  return e * inv * inv;
+}
+}  // namespace detail
+
+/// One data set: its rows, labels as ±1, the curvature cache d (training side only) and work buffers.
+struct LogregProblem::Side {
+  Dataset data;
+  std::vector<PetscReal> sign;  // b_i ∈ {−1, +1} per local row
+  std::vector<PetscReal> d;     // d_i = σ(z_i)(1 − σ(z_i)) at the y of `stamps`
+  detail::RowStamps stamps;
+  detail::LocalRows rows;
+  std::vector<PetscScalar> z;  // dense path: per-row products
+  bool caches_curvature = false;
+};
+
+}  // namespace bilevel
