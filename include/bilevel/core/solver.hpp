@@ -69,6 +69,23 @@ class BilevelSolver {
   /// did (one progress monitor at most, the same stepper settings).
   void set_from_options();
   void add_monitor(std::unique_ptr<Monitor> monitor);
+  /// Like TaoMonitorSet: `function(record, ctx)` after every monitored iteration; `destroy(&ctx)` (may be
+  /// null) when the monitor goes (monitor_cancel, the solver's destruction). Not collective.
+  void monitor_set(MonitorFunction function, void* ctx, MonitorContextDestroy destroy);
+  /// Like TaoMonitorCancel: removes every monitor (add_monitor's, monitor_set's, -bilevel_monitor's), calling
+  /// their destroy functions. -bilevel_monitor_cancel does this in set_from_options, before it reads
+  /// -bilevel_monitor. Collective.
+  void monitor_cancel();
+
+  /// Like TaoSetOptionsPrefix: every key this solver, its upper stepper, its method and the KSPs and EPS
+  /// it creates read starts with -<prefix>bilevel_ (`-a_bilevel_type` for prefix "a_"), so two solvers in
+  /// one program take different options. A prefix must not start with a dash. Not collective.
+  void set_options_prefix(const std::string& prefix);
+  /// Like TaoAppendOptionsPrefix: the prefix becomes prefix() + `prefix`. Not collective.
+  void append_options_prefix(const std::string& prefix);
+  const std::string& options_prefix() const { return prefix_; }
+  /// The reason the last solve() stopped (ITERATING before the first). Not collective.
+  ConvergedReason converged_reason() const { return last_reason_; }
   SolverOptions& options() { return options_; }
   /// x, y: initial guess in (create them with the problem's create_*_vec), solution out.
   ///
@@ -80,15 +97,26 @@ class BilevelSolver {
   /// CG to relative 1e-8) is <= gatol too. A rejected candidate waits 1, 2, 4, ... iterations before the
   /// next check, so a persistently wrong estimate costs O(log k) checks. The checks' oracle calls are not
   /// counted in the report (they are the solver's, not the method's); their time is in the wall time.
+  ///
+  /// At the end, as PETSc solvers do, the options -<prefix>bilevel_converged_reason [VIEWER] and
+  /// -<prefix>bilevel_view [VIEWER] (e.g. ascii:FILE, ascii::ascii_info_detail) print the reason and view().
   SolveReport solve(Vec x, Vec y);
-  /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm.
+  /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm. With the format
+  /// PETSC_VIEWER_ASCII_INFO_DETAIL pushed on the viewer, also the oracle counts of the last solve.
   void view(PetscViewer viewer = nullptr) const;
   Algorithm& algorithm();
 
  private:
   template <typename F>
   void for_each_monitor(F&& f);
+  /// The end of solve(): -bilevel_converged_reason and -bilevel_view through their viewers. Collective.
+  void view_from_options(const SolveReport& report);
+  /// With PETSC_VIEWER_ASCII_INFO_DETAIL: the last solve's reason, iterations and oracle counts. Collective.
+  void view_last_solve(PetscViewer viewer) const;
   MPI_Comm comm_;
+  std::string prefix_;                    // set_options_prefix's
+  ConvergedReason last_reason_ = ConvergedReason::Iterating;
+  std::optional<SolveReport> last_report_;  // for view() with ascii_info_detail
   std::shared_ptr<BilevelProblem> problem_;
   std::string type_;
   std::unique_ptr<Algorithm> algorithm_;
