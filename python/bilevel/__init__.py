@@ -19,7 +19,8 @@ Callbacks are Python callables on petsc4py Vecs, collective on the communicator 
     upper_value(x, y, batch) -> float # f (optional), also lower_value (optional), lower_grad_x(x, y, batch, gx)
 
 `batch` is None for the whole data set, else a tuple of sorted global sample indices (problems with
-dataset_sizes; minibatch methods). An exception in a callback ends the solve and is raised again by solve().
+dataset_sizes; minibatch methods). An exception in a callback ends the solve and is raised again by solve();
+an error of the library is a bilevel.Error (a petsc4py PETSc.Error) carrying the library's message.
 """
 import ctypes
 import os
@@ -30,7 +31,7 @@ from petsc4py import PETSc
 
 from . import _config
 
-__all__ = ["Solver", "ConvergedReason", "library"]
+__all__ = ["Solver", "ConvergedReason", "Error", "library"]
 
 _here = os.path.dirname(os.path.abspath(__file__))
 _path = _config.LIBRARY if os.path.isabs(_config.LIBRARY) else os.path.normpath(os.path.join(_here, _config.LIBRARY))
@@ -105,6 +106,24 @@ _vec_new = _vec_factory()
 _PETSC_ERR_USER = 83  # PETSC_ERR_USER: a Python exception in a callback
 
 
+_error_message = library.PetscErrorMessage
+_error_message.restype = _Err
+_error_message.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p)]
+
+
+class Error(PETSc.Error):
+    """A PETSc error raised by the library, with its message (PetscErrorMessage's last specific message)."""
+
+    def __init__(self, ierr):
+        super().__init__(ierr)
+        text, specific = ctypes.c_char_p(), ctypes.c_char_p()
+        _error_message(ierr, ctypes.byref(text), ctypes.byref(specific))
+        self.message = (specific.value or text.value or b"").decode(errors="replace")
+
+    def __str__(self):
+        return "error code %d: %s" % (self.ierr, self.message)
+
+
 def _vec(handle):
     return _vec_new(handle) if handle else None
 
@@ -150,7 +169,7 @@ class Solver:
             error, self._error = self._error, None
             if error is not None:
                 raise error
-            raise PETSc.Error(code)
+            raise Error(code)
 
     def _guard(self, fn):
         """Runs a Python callable inside a C callback: an exception becomes PETSC_ERR_USER, kept for later."""
