@@ -129,10 +129,10 @@ void BilevelSolver::set_from_options() {
   o.final_lower_rtol = opts.real("final_lower_rtol", o.final_lower_rtol, "relative tolerance of that solve", 0.0);
   o.test_derivatives =
       opts.boolean("test_derivatives", o.test_derivatives, "check every oracle by finite differences first");
-  // read at the end of solve() (view_from_options); listed here for -help and the known option names
-  (void)opts.string("view", "", "view the solver at the end of solve (VIEWER: ascii[:FILE[:FORMAT]]; "
-                                "ascii::ascii_info_detail adds the last solve's oracle counts)");
-  (void)opts.string("converged_reason", "", "print why the solve stopped, at its end (VIEWER)");
+  // used at the end of solve() (view_from_options); opened here, so a bad viewer fails before the solve
+  view_viewer_ = opts.viewer("view", "view the solver at the end of solve (ascii::ascii_info_detail: also the "
+                                     "last solve's oracle counts)");
+  reason_viewer_ = opts.viewer("converged_reason", "print why the solve stopped, at its end");
   if (opts.boolean("monitor_cancel", false, "remove every monitor, also those set in code (TaoMonitorCancel)"))
     monitor_cancel();
   // replaced, not appended: a second call keeps one progress monitor

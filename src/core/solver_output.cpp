@@ -4,15 +4,13 @@
 
 #include "bilevel/core/solver.hpp"
 #include "bilevel/petsc/error.hpp"
-#include "bilevel/petsc/options.hpp"
 
 namespace bilevel {
 
 void BilevelSolver::view_from_options(const SolveReport& report) {
   last_reason_ = report.reason;
   last_report_ = report;
-  petsc::OptionsReader opts(comm_, prefix_ + "bilevel_");
-  if (auto v = opts.viewer("converged_reason", "print why the solve stopped, at its end")) {
+  if (const auto& v = reason_viewer_) {
     BILEVEL_PETSC_CALL(PetscViewerPushFormat(v->viewer, v->format));
     const std::string reason(to_string(report.reason));
     const bool converged = report.reason > ConvergedReason::Iterating;
@@ -22,8 +20,7 @@ void BilevelSolver::view_from_options(const SolveReport& report) {
                                               reason.c_str(), static_cast<long long>(report.outer_iterations)));
     BILEVEL_PETSC_CALL(PetscViewerPopFormat(v->viewer));
   }
-  if (auto v = opts.viewer("view", "print the solver's settings at the end of solve (ascii_info_detail: also the "
-                                   "last solve's oracle counts)")) {
+  if (const auto& v = view_viewer_) {
     BILEVEL_PETSC_CALL(PetscViewerPushFormat(v->viewer, v->format));
     view(v->viewer);
     BILEVEL_PETSC_CALL(PetscViewerPopFormat(v->viewer));

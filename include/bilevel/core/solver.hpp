@@ -99,7 +99,8 @@ class BilevelSolver {
   /// counted in the report (they are the solver's, not the method's); their time is in the wall time.
   ///
   /// At the end, as PETSc solvers do, the options -<prefix>bilevel_converged_reason [VIEWER] and
-  /// -<prefix>bilevel_view [VIEWER] (e.g. ascii:FILE, ascii::ascii_info_detail) print the reason and view().
+  /// -<prefix>bilevel_view [VIEWER] (e.g. ascii:FILE, ascii::ascii_info_detail; read by set_from_options,
+  /// so a bad viewer is an error before the solve) print the reason and view().
   SolveReport solve(Vec x, Vec y);
   /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm. With the format
   /// PETSC_VIEWER_ASCII_INFO_DETAIL pushed on the viewer, also the oracle counts of the last solve.
@@ -109,7 +110,8 @@ class BilevelSolver {
  private:
   template <typename F>
   void for_each_monitor(F&& f);
-  /// The end of solve(): -bilevel_converged_reason and -bilevel_view through their viewers. Collective.
+  /// The end of solve(): -bilevel_converged_reason and -bilevel_view through the viewers that
+  /// set_from_options opened. Collective.
   void view_from_options(const SolveReport& report);
   /// With PETSC_VIEWER_ASCII_INFO_DETAIL: the last solve's reason, iterations and oracle counts. Collective.
   void view_last_solve(PetscViewer viewer) const;
@@ -117,6 +119,9 @@ class BilevelSolver {
   std::string prefix_;                    // set_options_prefix's
   ConvergedReason last_reason_ = ConvergedReason::Iterating;
   std::optional<SolveReport> last_report_;  // for view() with ascii_info_detail
+  // -bilevel_view and -bilevel_converged_reason, opened (so checked) by set_from_options, used at the end
+  // of solve()
+  std::optional<petsc::OptionsReader::Viewer> view_viewer_, reason_viewer_;
   std::shared_ptr<BilevelProblem> problem_;
   std::string type_;
   std::unique_ptr<Algorithm> algorithm_;
