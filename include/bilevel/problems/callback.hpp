@@ -43,8 +43,9 @@ class Oracle {
 /// The oracles of a user problem, as callables (each with or without the minibatch argument, see Oracle).
 /// Required: upper_grad, lower_grad_y, lower_hvp, lower_jvp. Optional, each enabling a capability and the
 /// methods that need it: upper_value (UpperValue; without it the run's upper objective is reported as
-/// null/NaN), lower_value (LowerValue: qnbo's Armijo steps, bome's value barrier), lower_grad_x
-/// (LowerGradX: bome). Callbacks receive the solver's distributed Vecs (layouts of dim_upper/dim_lower with
+/// null/NaN), lower_value (LowerValue: line searches and value barriers on g), lower_grad_x
+/// (LowerGradX: value-function methods); BilevelSolver::solve names the missing one and the methods that do
+/// not need it. Callbacks receive the solver's distributed Vecs (layouts of dim_upper/dim_lower with
 /// PETSC_DECIDE) and must be collective on the problem's communicator.
 struct ProblemCallbacks {
   Oracle<void, Vec, Vec> upper_grad;    ///< (x, y, [batch,] gx, gy): ∇_x f into gx, ∇_y f into gy (either may be null)
@@ -74,7 +75,7 @@ class CallbackProblem : public BilevelProblem {
   void initial_point(Vec x, Vec y) override;
   /// The samples behind the two levels: g is a mean over `sizes.lower` training samples and f over
   /// `sizes.upper` validation samples (0: f is deterministic, its batches are always full). Makes the
-  /// problem Stochastic, so minibatch methods (-bilevel_batch_size, stocbio) run on it; every oracle given
+  /// problem Stochastic, so minibatch methods (-bilevel_batch_size, the stochastic methods) run on it; every oracle given
   /// must then take the batch (InputError naming the one that does not). Not collective.
   void set_dataset_sizes(DatasetSizes sizes);
   DatasetSizes dataset_sizes() const override { return sizes_; }
