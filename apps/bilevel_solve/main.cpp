@@ -166,7 +166,6 @@ int main(int argc, char** argv) {
     problem->initial_point(x, y);
     bilevel::debug_failure_point(comm);
     const bilevel::SolveReport report = solver.solve(x, y);
-    if (option_given("-bilevel_view")) solver.view();
     const auto extras = report.reason > bilevel::ConvergedReason::Iterating
                             ? problem->summary_extras(x, y)
                             : std::vector<std::pair<std::string, PetscReal>>{};

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/logging.hpp"
 
 namespace bilevel {
@@ -42,7 +43,7 @@ void DynamicLanczos::setup(Vec y_layout, PetscInt max_dim, bool precondition) {
   MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y_layout));
   BILEVEL_PETSC_CALL(BVCreate(comm, basis_.out()));
   BILEVEL_PETSC_CALL(BVSetSizesFromVec(basis_, y_layout, max_dim));
-  BILEVEL_PETSC_CALL(BVSetOptionsPrefix(basis_, "bilevel_lanczos_bv_"));
+  BILEVEL_PETSC_CALL(BVSetOptionsPrefix(basis_, petsc::prefixed("bilevel_lanczos_bv_").c_str()));
   BILEVEL_PETSC_CALL(BVSetFromOptions(basis_));
   for (petsc::VecHandle* v : {&anchor_, &w_, &b_bar_, &q_, &m_, &m_prev_, &t_, &mt_, &d_})
     *v = petsc::duplicate(y_layout);

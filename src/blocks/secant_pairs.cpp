@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/options.hpp"
 
 namespace bilevel {
 
@@ -265,7 +266,7 @@ LmvmBfgs::LmvmBfgs(Vec layout, PetscInt memory, const std::string& prefix) : mem
   BILEVEL_PETSC_CALL(MatCreate(comm, mat_.out()));
   BILEVEL_PETSC_CALL(MatSetSizes(mat_, n, n, N, N));
   BILEVEL_PETSC_CALL(MatSetType(mat_, MATLMVMBFGS));
-  BILEVEL_PETSC_CALL(MatSetOptionsPrefix(mat_, prefix.c_str()));
+  BILEVEL_PETSC_CALL(MatSetOptionsPrefix(mat_, petsc::prefixed(prefix).c_str()));
   // Trap 2: the history size goes in before MatLMVMAllocate (not on a MatCreateLMVMBFGS matrix).
   BILEVEL_PETSC_CALL(MatLMVMSetHistorySize(mat_, memory));
   // 3.18's default J0 is a diagonal rescaling; the textbook γ = sᵀg/gᵀg is the scalar one.

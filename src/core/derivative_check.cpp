@@ -34,7 +34,7 @@ bool from_string(std::string_view name, DerivativeCheckPoint* point) {
 }
 
 DerivativeCheckOptions DerivativeCheckOptions::from_options(MPI_Comm comm) {
-  petsc::OptionsReader reader(comm, "bilevel_test_derivatives_", "Derivative checker");
+  petsc::OptionsReader reader(comm, petsc::prefixed("bilevel_test_derivatives_"), "Derivative checker");
   DerivativeCheckOptions o;
   o.seed = reader.unsigned64("seed", o.seed, "seed of the random point and directions");
   o.directions = reader.integer("directions", o.directions, "random directions per oracle", 1);

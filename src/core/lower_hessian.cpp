@@ -7,6 +7,7 @@
 
 #include "bilevel/petsc/callback.hpp"
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/vec_access.hpp"
 
 namespace bilevel {
@@ -79,7 +80,7 @@ petsc::KspHandle make_hessian_ksp(HessianShell& shell, const std::string& prefix
   shell.attach_preconditioner(ksp);  // PCG with the problem's M ≈ H⁻¹ if it has one, else plain CG
   if (warm_start) BILEVEL_PETSC_CALL(KSPSetInitialGuessNonzero(ksp, PETSC_TRUE));
   BILEVEL_PETSC_CALL(KSPSetTolerances(ksp, rtol, 1e-300, PETSC_DEFAULT, max_it));
-  BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp, prefix.c_str()));
+  BILEVEL_PETSC_CALL(KSPSetOptionsPrefix(ksp, petsc::prefixed(prefix).c_str()));  // the solver's prefix first
   BILEVEL_PETSC_CALL(KSPSetFromOptions(ksp));
   return ksp;
 }
@@ -95,7 +96,7 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
   BILEVEL_PETSC_CALL(EPSSetWhichEigenpairs(eps, EPS_LARGEST_REAL));
   BILEVEL_PETSC_CALL(EPSSetDimensions(eps, 1, 8, PETSC_DEFAULT));
   BILEVEL_PETSC_CALL(EPSSetTolerances(eps, rtol, 100));
-  BILEVEL_PETSC_CALL(EPSSetOptionsPrefix(eps, "bilevel_eig_"));
+  BILEVEL_PETSC_CALL(EPSSetOptionsPrefix(eps, petsc::prefixed("bilevel_eig_").c_str()));
   BILEVEL_PETSC_CALL(EPSSetFromOptions(eps));
   BILEVEL_PETSC_CALL_GUARDED(shell.pending(), EPSSolve(eps));
   PetscInt nconv = 0;

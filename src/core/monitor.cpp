@@ -21,18 +21,33 @@ int rank_of(MPI_Comm comm) {
 
 }  // namespace
 
+ProgressMonitor::ProgressMonitor(MPI_Comm comm, PetscInt every)
+    : viewer_(petsc::ViewerHandle::borrow(PETSC_VIEWER_STDOUT_(comm))), every_(every) {}
+
+ProgressMonitor::ProgressMonitor(PetscViewer viewer, PetscViewerFormat format, PetscInt every)
+    : viewer_(petsc::ViewerHandle::borrow(viewer)), format_(format), every_(every) {}
+
 void ProgressMonitor::on_start(const std::string& problem, const std::string& method, int ranks) {
-  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "bilevel: problem %s, method %s, %d rank%s\n", problem.c_str(),
-                                 method.c_str(), ranks, ranks == 1 ? "" : "s"));
+  if (format_ == PETSC_VIEWER_ASCII_CSV) {
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "%s\n", csv_header().c_str()));
+    return;
+  }
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "bilevel: problem %s, method %s, %d rank%s\n", problem.c_str(),
+                                            method.c_str(), ranks, ranks == 1 ? "" : "s"));
 }
 
 void ProgressMonitor::on_resume(std::int64_t iteration) {
-  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "bilevel: continuing from the checkpoint of iteration %lld\n",
-                                 static_cast<long long>(iteration)));
+  if (format_ == PETSC_VIEWER_ASCII_CSV) return;  // the rows say it
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "bilevel: continuing from the checkpoint of iteration %lld\n",
+                                            static_cast<long long>(iteration)));
 }
 
 void ProgressMonitor::on_iteration(const IterationRecord& r) {
   if (every_ > 1 && r.iteration % every_ != 0 && r.iteration != r.max_iterations) return;
+  if (format_ == PETSC_VIEWER_ASCII_CSV) {
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "%s\n", csv_row(r).c_str()));
+    return;
+  }
   // Time left: the slower of the iteration budget and the time budget.
   double left = r.max_iterations > 0 && r.iteration > 0
                     ? r.wall_time / r.iteration * static_cast<double>(r.max_iterations - r.iteration)
@@ -48,16 +63,43 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
     n += std::snprintf(extra + n, sizeof extra - n, "  lin.res %.2e", r.linear_residual);
   char h[32] = "-";  // row 0, the start point, has no estimate yet
   if (std::isfinite(r.hypergradient_norm)) std::snprintf(h, sizeof h, "%.3e", r.hypergradient_norm);
-  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "%5lld  %8.2fs  F %.6e  |h| %s%s  (%.0fs left)\n",
-                                 static_cast<long long>(r.iteration), r.wall_time, r.upper_objective, h, extra,
-                                 left));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "%5lld  %8.2fs  F %.6e  |h| %s%s  (%.0fs left)\n",
+                                            static_cast<long long>(r.iteration), r.wall_time, r.upper_objective, h,
+                                            extra, left));
+}
+
+std::string csv_header() {
+  return "iteration,wall_time_s,upper_objective,hypergradient_norm,true_hypergradient_norm,test_loss,"
+         "test_accuracy,lower_residual,linear_residual,grad_f,grad_g,hvp,jvp,samples";
+}
+
+std::string csv_row(const IterationRecord& r) {
+  auto opt = [](const std::optional<PetscReal>& v) {  // empty for none (row 0 has no estimate)
+    if (!v || !std::isfinite(*v)) return std::string();
+    char b[64];
+    std::snprintf(b, sizeof b, "%.10g", *v);
+    return std::string(b);
+  };
+  char line[512];
+  std::snprintf(line, sizeof line, "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld",
+                static_cast<long long>(r.iteration), r.wall_time, r.upper_objective,
+                opt(r.hypergradient_norm).c_str(), opt(r.true_hypergradient_norm).c_str(), opt(r.test_loss).c_str(), opt(r.test_accuracy).c_str(),
+                r.lower_residual, r.linear_residual, static_cast<long long>(r.counts.grad_f),
+                static_cast<long long>(r.counts.grad_g), static_cast<long long>(r.counts.hvp),
+                static_cast<long long>(r.counts.jvp), static_cast<long long>(r.counts.samples));
+  return line;
+}
+
+CallbackMonitor::~CallbackMonitor() {
+  if (destroy_) (void)destroy_(&ctx_);
+}
+
+void CallbackMonitor::on_iteration(const IterationRecord& record) {
+  const PetscErrorCode ierr = function_(record, ctx_);
+  if (ierr) throw petsc::Error(ierr, "a monitor set with BilevelSolver::monitor_set failed", __FILE__, __LINE__);
 }
 
 namespace {
-
-constexpr const char* kTraceHeader =
-    "iteration,wall_time_s,upper_objective,hypergradient_norm,true_hypergradient_norm,test_loss,"
-    "test_accuracy,lower_residual,linear_residual,grad_f,grad_g,hvp,jvp,samples";
 
 void agree_or_throw(MPI_Comm comm, int ok, const std::string& path) {
   MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
@@ -90,12 +132,12 @@ void CsvTraceMonitor::on_start(const std::string&, const std::string&, int) {
     if (resume_after_ >= 0) {
       std::ifstream in(path_);
       std::string line;
-      if (std::getline(in, line) && line == kTraceHeader)
+      if (std::getline(in, line) && line == csv_header())
         while (std::getline(in, line))
           if (!line.empty() && std::strtoll(line.c_str(), nullptr, 10) <= resume_after_) kept.push_back(line);
     }
     out_.open(path_, std::ios::out | std::ios::trunc);
-    out_ << kTraceHeader << '\n';
+    out_ << csv_header() << '\n';
     for (const auto& l : kept) out_ << l << '\n';
     out_.flush();
     ok = out_.good() ? 1 : 0;
@@ -106,21 +148,7 @@ void CsvTraceMonitor::on_start(const std::string&, const std::string&, int) {
 void CsvTraceMonitor::on_iteration(const IterationRecord& r) {
   if (rank_of(comm_) != 0 || !out_.is_open()) return;
   if (every_ > 1 && r.iteration % every_ != 0) return;
-  auto opt = [](const std::optional<PetscReal>& v) {
-    if (!v || !std::isfinite(*v)) return std::string();
-    char b[64];
-    std::snprintf(b, sizeof b, "%.10g", *v);
-    return std::string(b);
-  };
-  char line[512];
-  std::snprintf(line, sizeof line, "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld\n",
-                static_cast<long long>(r.iteration), r.wall_time, r.upper_objective,
-                opt(r.hypergradient_norm).c_str(), opt(r.true_hypergradient_norm).c_str(), opt(r.test_loss).c_str(),
-                opt(r.test_accuracy).c_str(), r.lower_residual, r.linear_residual,
-                static_cast<long long>(r.counts.grad_f), static_cast<long long>(r.counts.grad_g),
-                static_cast<long long>(r.counts.hvp), static_cast<long long>(r.counts.jvp),
-                static_cast<long long>(r.counts.samples));
-  out_ << line;
+  out_ << csv_row(r) << '\n';
   out_.flush();  // readable during the run
 }
 

@@ -90,6 +90,27 @@ Algorithm& BilevelSolver::algorithm() {
 
 void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) { monitors_.push_back(std::move(monitor)); }
 
+void BilevelSolver::monitor_set(MonitorFunction function, void* ctx, MonitorContextDestroy destroy) {
+  if (!function) throw Error("BilevelSolver::monitor_set: the monitor function is null");
+  monitors_.push_back(std::make_unique<CallbackMonitor>(function, ctx, destroy));
+}
+
+void BilevelSolver::monitor_cancel() {
+  monitors_.clear();
+  progress_.reset();
+}
+
+void BilevelSolver::set_options_prefix(const std::string& prefix) {
+  if (!prefix.empty() && prefix.front() == '-')
+    throw InputError("BilevelSolver::set_options_prefix: prefix '" + prefix + "' must not start with a dash");
+  prefix_ = prefix;
+  from_options_ = false;
+}
+
+void BilevelSolver::append_options_prefix(const std::string& prefix) {
+  set_options_prefix(prefix_ + prefix);
+}
+
 template <typename F>
 void BilevelSolver::for_each_monitor(F&& f) {
   for (auto& m : monitors_) f(*m);
@@ -98,7 +119,8 @@ void BilevelSolver::for_each_monitor(F&& f) {
 
 void BilevelSolver::set_from_options() {
   if (!problem_) throw Error("BilevelSolver::set_from_options: call set_problem first");
-  petsc::OptionsReader opts(comm_, "bilevel_", "Bilevel solver options (-bilevel_*)");
+  const petsc::ScopedOptionsPrefix scoped_prefix(prefix_);  // KSPs/EPS made while reading take it too
+  petsc::OptionsReader opts(comm_, prefix_ + "bilevel_", "Bilevel solver options (-" + prefix_ + "bilevel_*)");
   std::string names;
   for (const auto& n : algorithm_registry().names()) names += (names.empty() ? "" : "|") + n;
   const std::string type =
@@ -162,26 +184,34 @@ void BilevelSolver::set_from_options() {
   o.final_lower_rtol = opts.real("final_lower_rtol", o.final_lower_rtol, "relative tolerance of that solve", 0.0);
   o.test_derivatives =
       opts.boolean("test_derivatives", o.test_derivatives, "check every oracle by finite differences first");
+  // used at the end of solve() (view_from_options); opened here, so a bad viewer fails before the solve
+  view_viewer_ = opts.viewer("view", "view the solver at the end of solve (ascii::ascii_info_detail: also the "
+                                     "last solve's oracle counts)");
+  reason_viewer_ = opts.viewer("converged_reason", "print why the solve stopped, at its end");
+  if (opts.boolean("monitor_cancel", false, "remove every monitor, also those set in code (TaoMonitorCancel)"))
+    monitor_cancel();
   // replaced, not appended: a second call keeps one progress monitor
   progress_.reset();
-  if (opts.boolean("monitor", false, "print one progress line per iteration"))
-    progress_ = std::make_unique<ProgressMonitor>(comm_, o.monitor_every);
-  petsc::OptionsReader upper_opts = opts.sub("upper_", "Upper-level stepper (-bilevel_upper_*)");
+  if (auto v = opts.viewer("monitor", "one progress line per iteration (format ascii_csv: CSV rows)"))
+    progress_ = std::make_unique<ProgressMonitor>(v->viewer, v->format, o.monitor_every);
+  petsc::OptionsReader upper_opts = opts.sub("upper_", "Upper-level stepper (-" + prefix_ + "bilevel_upper_*)");
   upper_->set_from_options(upper_opts);
-  petsc::OptionsReader method_opts = opts.sub(type_ + "_", "Method " + type_ + " (-bilevel_" + type_ + "_*)");
+  petsc::OptionsReader method_opts =
+      opts.sub(type_ + "_", "Method " + type_ + " (-" + prefix_ + "bilevel_" + type_ + "_*)");
   algorithm_->set_from_options(method_opts);
   if (tuned_)  // a key no reader asked for would otherwise be ignored silently
     for (const auto& [k, v] : tuned_->values)
-      if (opts.keys_read().count("-bilevel_" + k) == 0)
-        throw InputError(tuned_->file + ": -bilevel_" + k + " is not an option of the solver, the upper stepper or method " +
-                         type_);
+      if (opts.keys_read().count("-" + prefix_ + "bilevel_" + k) == 0)
+        throw InputError(tuned_->file + ": -bilevel_" + k +
+                         " is not an option of the solver, the upper stepper or method " + type_);
   from_options_ = true;
 }
 
 void BilevelSolver::view(PetscViewer viewer) const {
   if (!viewer) viewer = PETSC_VIEWER_STDOUT_(comm_);
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "BilevelSolver: method %s on problem %s\n", type_.c_str(),
-                                            problem_ ? problem_->name().c_str() : "(none)"));
+  const std::string prefix = prefix_.empty() ? "" : " (" + prefix_ + ")";
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "BilevelSolver%s: method %s on problem %s\n", prefix.c_str(),
+                                            type_.c_str(), problem_ ? problem_->name().c_str() : "(none)"));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
       viewer, "max_it %lld, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
@@ -199,11 +229,13 @@ void BilevelSolver::view(PetscViewer viewer) const {
                                               problem_->name().c_str(), tuned_->file.c_str(),
                                               tuned_->as_options().c_str()));
   if (algorithm_) algorithm_->view(viewer);
+  view_last_solve(viewer);
   BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
 }
 
 SolveReport BilevelSolver::solve(Vec x, Vec y) {
   if (!problem_) throw Error("BilevelSolver::solve: call set_problem first");
+  const petsc::ScopedOptionsPrefix scoped_prefix(prefix_);  // the KSPs and EPS the method makes take it
   if (!from_options_) set_from_options();
   BilevelProblem& problem = *problem_;
   const Capability need = algorithm_->requirements(), have = problem.capabilities();
@@ -296,7 +328,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     facts["dimensions"] = "x " + std::to_string(nx) + ", y " + std::to_string(ny) + ", samples " +
                           std::to_string(sizes.lower) + " lower, " + std::to_string(sizes.upper) + " upper";
     for (const auto& [key, value] : facts_) facts[key] = value;
-    for (const auto& [key, value] : recorded_options("bilevel_")) facts["option " + key] = value;
+    for (const auto& [key, value] : recorded_options(prefix_ + "bilevel_")) facts["option " + key] = value;
   }
 
   if (!options_.restart.empty()) {
@@ -340,7 +372,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     petsc::ScopedEvent ev(petsc::events().evaluate);
     const double e0 = now();
     const OracleCounts saved = problem.counts();
-    record.upper_objective = problem.upper_value(x, y, Batch::all());
+    // an optional oracle: without it the objective is null (NaN), never a failure after the run
+    record.upper_objective = has(have, Capability::UpperValue) ? problem.upper_value(x, y, Batch::all()) : NAN;
     if (closed_form) {
       problem.exact_hypergradient(x, work);
       PetscReal n = 0;
@@ -497,6 +530,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   record.wall_time = report.wall_time_s;
   record.counts = counts;
   for_each_monitor([&](Monitor& m) { m.on_finish(record); });
+  view_from_options(report);
   return report;
 }
 
@@ -504,7 +538,7 @@ const std::vector<std::string>& BilevelSolver::restart_free_options() {
   static const std::vector<std::string> free = {
       "max_it", "max_time", "final_reserve", "checkpoint", "checkpoint_interval", "checkpoint_seconds", "restart",
       "monitor", "monitor_every", "monitor_test", "view", "final_lower_solve", "final_lower_rtol", "test_derivatives",
-      "test_derivatives_point", "gatol", "tuned_dir", "converged_reason"};
+      "test_derivatives_point", "gatol", "tuned_dir", "converged_reason", "monitor_cancel"};
   return free;
 }
 

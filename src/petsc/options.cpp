@@ -188,6 +188,30 @@ bool OptionsReader::boolean(std::string_view name, bool def, std::string_view he
                    ": expected true or false (also yes/no, on/off, 1/0, in any case)");
 }
 
+std::optional<OptionsReader::Viewer> OptionsReader::viewer(std::string_view name, std::string_view help) {
+  help_line(name, "false", std::string(help) + " (ascii[:FILE[:FORMAT]]; bare: stdout)");
+  const std::optional<std::string> given = value(name);
+  if (!given) return std::nullopt;
+  std::string t = *given;
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (t == "0" || t == "false" || t == "no" || t == "off") return std::nullopt;
+  Viewer v;
+  if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on") {
+    v.viewer = ViewerHandle::borrow(PETSC_VIEWER_STDOUT_(comm_));
+    return v;
+  }
+  PetscBool set = PETSC_FALSE;
+  PetscViewer raw = nullptr;
+  const std::string k = key(name);
+  const PetscErrorCode ierr = PetscOptionsGetViewer(comm_, nullptr, nullptr, k.c_str(), &raw, &v.format, &set);
+  if (ierr || !set || !raw)
+    throw InputError("bad value '" + *given + "' for option " + k +
+                     ": expected a viewer TYPE[:FILE[:FORMAT[:MODE]]] (ascii, ascii:FILE, ascii::ascii_info_detail, "
+                     "ascii:FILE.csv:ascii_csv) or true/false");
+  v.viewer = ViewerHandle(raw);
+  return v;
+}
+
 std::string OptionsReader::string(std::string_view name, std::string_view def, std::string_view help) {
   help_line(name, shown_default(name, std::string(def)), help);
   const std::optional<std::string> given = value(name);
@@ -242,5 +266,20 @@ std::string closest_known_option(std::string_view name) {
   }
   return best;
 }
+
+namespace {
+std::string& current_prefix() {
+  static std::string prefix;
+  return prefix;
+}
+}  // namespace
+
+const std::string& options_prefix() { return current_prefix(); }
+std::string prefixed(std::string_view own) { return current_prefix() + std::string(own); }
+
+ScopedOptionsPrefix::ScopedOptionsPrefix(std::string prefix) : previous_(std::move(current_prefix())) {
+  current_prefix() = std::move(prefix);
+}
+ScopedOptionsPrefix::~ScopedOptionsPrefix() { current_prefix() = std::move(previous_); }
 
 }  // namespace bilevel::petsc

@@ -45,6 +45,46 @@ PetscErrorCode finalize_slepc() {
   return SlepcFinalize();
 }
 
+/// Whether ensure_initialized() started PETSc itself (the program called neither PetscInitialize nor
+/// SlepcInitialize), and so owes SlepcFinalize, which ends the PETSc that SLEPc began.
+bool g_began_petsc = false;
+
+/// Ends the SLEPc and PETSc that begin_everything() started (and MPI when PETSc started it). Idempotent.
+void end_everything() {
+  if (!g_began_petsc) return;
+  g_began_petsc = false;
+  PetscBool on = PETSC_FALSE;
+  if (SlepcInitialized(&on) == 0 && on) (void)SlepcFinalize();  // calls PetscFinalize: SLEPc began PETSc
+  on = PETSC_FALSE;
+  if (PetscInitialized(&on) == 0 && on) (void)PetscFinalize();  // the program ended SLEPc but not PETSc
+}
+
+/// Delete callback of an attribute on MPI_COMM_SELF: MPI_Finalize deletes MPI_COMM_SELF's attributes first,
+/// while MPI still works, so a program that began MPI and ends it has PETSc ended just before.
+int end_before_mpi_finalize(MPI_Comm, int, void*, void*) {
+  end_everything();
+  return MPI_SUCCESS;
+}
+
+/// The program called neither PetscInitialize nor SlepcInitialize: start SLEPc (and with it PETSc, and MPI
+/// when the program did not) with no arguments (PETSC_OPTIONS still applies), and end them when the program
+/// ends MPI (an attribute on MPI_COMM_SELF) or else at exit. Collective on MPI_COMM_WORLD.
+void begin_everything() {
+  int mpi = 0;
+  MPI_Initialized(&mpi);
+  BILEVEL_PETSC_CALL(SlepcInitializeNoArguments());
+  g_began_petsc = true;
+  limit_blas_threads();
+  if (mpi) {  // the program owns MPI: end PETSc inside its MPI_Finalize
+    int keyval = MPI_KEYVAL_INVALID;
+    MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, end_before_mpi_finalize, &keyval, nullptr);
+    MPI_Comm_set_attr(MPI_COMM_SELF, keyval, nullptr);
+    MPI_Comm_free_keyval(&keyval);  // the attribute keeps it alive
+  }
+  static const bool registered = [] { return std::atexit(end_everything) == 0; }();
+  (void)registered;
+}
+
 /// Why `path` cannot serve as an options file, or empty when it can be read. Not collective.
 std::string unreadable_reason(const std::string& path) {
   std::error_code ec;
@@ -95,10 +135,7 @@ void screen_options_files(int* argc, char*** argv) {
 void ensure_initialized() {
   PetscBool petsc = PETSC_FALSE, slepc = PETSC_FALSE;
   BILEVEL_PETSC_CALL(PetscInitialized(&petsc));
-  if (!petsc)
-    throw ::bilevel::Error(
-        "bilevel: PETSc is not initialised: call PetscInitialize or SlepcInitialize (or create a "
-        "bilevel::petsc::Session) before using the library");
+  if (!petsc) return begin_everything();
   BILEVEL_PETSC_CALL(SlepcInitialized(&slepc));
   if (slepc) return;
   BILEVEL_PETSC_CALL(SlepcInitializeNoArguments());

@@ -31,7 +31,27 @@ Capability CallbackProblem::capabilities() const {
   if (cb_.upper_value) c = c | Capability::UpperValue;
   if (cb_.lower_value) c = c | Capability::LowerValue;
   if (cb_.lower_grad_x) c = c | Capability::LowerGradX;
+  if (sizes_.lower > 0) c = c | Capability::Stochastic;
   return c;
+}
+
+void CallbackProblem::set_dataset_sizes(DatasetSizes sizes) {
+  if (sizes.lower < 0 || sizes.upper < 0) throw InputError("CallbackProblem::set_dataset_sizes: sizes must be >= 0");
+  const std::pair<const char*, bool> batched[] = {
+      {"upper_grad", cb_.upper_grad.takes_batch()},
+      {"lower_grad_y", cb_.lower_grad_y.takes_batch()},
+      {"lower_hvp", cb_.lower_hvp.takes_batch()},
+      {"lower_jvp", cb_.lower_jvp.takes_batch()},
+      {"upper_value", !cb_.upper_value || cb_.upper_value.takes_batch()},
+      {"lower_value", !cb_.lower_value || cb_.lower_value.takes_batch()},
+      {"lower_grad_x", !cb_.lower_grad_x || cb_.lower_grad_x.takes_batch()}};
+  if (sizes.lower > 0)
+    for (const auto& [name, ok] : batched)
+      if (!ok)
+        throw InputError(std::string("CallbackProblem '") + name_ + "': the " + name +
+                         " callback does not take the minibatch (write it as (Vec x, Vec y, const bilevel::Batch& "
+                         "batch, ...)), so the problem cannot have samples");
+  sizes_ = sizes;
 }
 
 void CallbackProblem::initial_point(Vec x, Vec y) {
@@ -40,18 +60,18 @@ void CallbackProblem::initial_point(Vec x, Vec y) {
 }
 
 PetscReal CallbackProblem::upper_value_impl(Vec x, Vec y, const Batch& b) {
-  return cb_.upper_value ? cb_.upper_value(x, y) : BilevelProblem::upper_value_impl(x, y, b);
+  return cb_.upper_value ? cb_.upper_value(x, y, b) : BilevelProblem::upper_value_impl(x, y, b);
 }
-void CallbackProblem::upper_grad_impl(Vec x, Vec y, const Batch&, Vec gx, Vec gy) { cb_.upper_grad(x, y, gx, gy); }
+void CallbackProblem::upper_grad_impl(Vec x, Vec y, const Batch& b, Vec gx, Vec gy) { cb_.upper_grad(x, y, b, gx, gy); }
 PetscReal CallbackProblem::lower_value_impl(Vec x, Vec y, const Batch& b) {
-  return cb_.lower_value ? cb_.lower_value(x, y) : BilevelProblem::lower_value_impl(x, y, b);
+  return cb_.lower_value ? cb_.lower_value(x, y, b) : BilevelProblem::lower_value_impl(x, y, b);
 }
-void CallbackProblem::lower_grad_y_impl(Vec x, Vec y, const Batch&, Vec gy) { cb_.lower_grad_y(x, y, gy); }
+void CallbackProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& b, Vec gy) { cb_.lower_grad_y(x, y, b, gy); }
 void CallbackProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& b, Vec gx) {
   if (!cb_.lower_grad_x) return BilevelProblem::lower_grad_x_impl(x, y, b, gx);
-  cb_.lower_grad_x(x, y, gx);
+  cb_.lower_grad_x(x, y, b, gx);
 }
-void CallbackProblem::lower_hvp_impl(Vec x, Vec y, const Batch&, Vec w, Vec out) { cb_.lower_hvp(x, y, w, out); }
-void CallbackProblem::lower_jvp_impl(Vec x, Vec y, const Batch&, Vec w, Vec out) { cb_.lower_jvp(x, y, w, out); }
+void CallbackProblem::lower_hvp_impl(Vec x, Vec y, const Batch& b, Vec w, Vec out) { cb_.lower_hvp(x, y, b, w, out); }
+void CallbackProblem::lower_jvp_impl(Vec x, Vec y, const Batch& b, Vec w, Vec out) { cb_.lower_jvp(x, y, b, w, out); }
 
 }  // namespace bilevel

@@ -5,7 +5,8 @@
 //   initialization petsc-twice  MPI_Init by the program, then PetscInitialize/solve/PetscFinalize twice
 //   initialization slepc        SlepcInitialize: the library starts nothing and registers no finalizer
 //   initialization user-slepc   PetscInitialize, solver, then the program's own SlepcInitialize/SlepcFinalize
-//   initialization none         MPI only: creating a solver is an error that says what to call
+//   initialization none         MPI only: the solver starts SLEPc and PETSc, the program's MPI_Finalize ends them
+//   initialization nothing      no MPI either: the library starts MPI, PETSc and SLEPc and ends them at exit
 //
 // Each mode prints "initialization <mode>: ok" on rank 0 and exits 0; any other outcome exits non-zero.
 // Runs under -malloc_dump (the ctest fails on any leak report).
@@ -13,6 +14,7 @@
 #include <slepcsys.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -51,11 +53,11 @@ int fail(const char* what) {
 /// 20 iterations of the default method on the quadratic, then the largest eigenvalue of its lower Hessian
 /// with SLEPc's EPS (κ = 100 by construction): 0 when both worked, else 1. Collective.
 int solve_small_problem() {
-  return bilevel::guarded_main("initialization", [] {
-    MPI_Comm comm = PETSC_COMM_WORLD;
-    auto problem = bilevel::make_problem(comm, "quadratic", bilevel::ProblemInputs{});
-    bilevel::BilevelSolver solver(comm);
+  try {
+    MPI_Comm comm = MPI_COMM_WORLD;
+    bilevel::BilevelSolver solver(comm);  // first: it starts what the program did not
     if (!slepc_initialized()) return fail("SLEPc not initialised after the solver was created");
+    auto problem = bilevel::make_problem(comm, "quadratic", bilevel::ProblemInputs{});
     solver.set_problem(problem);
     solver.options().max_iterations = 20;
     solver.set_from_options();
@@ -65,10 +67,11 @@ int solve_small_problem() {
     if (r.outer_iterations != 20) return fail("the solve did not run 20 iterations");
     if (!(r.true_hypergradient_norm.value_or(1e300) < 1.0)) return fail("||grad F|| did not come down");
     const PetscReal lipschitz = bilevel::estimate_lower_lipschitz(*problem, x, y);
-    if (!(std::abs(lipschitz / 100.0 - 1.0) < 1e-2))
-      return fail("EPS did not find the largest eigenvalue 100");
+    if (!(std::abs(lipschitz / 100.0 - 1.0) < 1e-2)) return fail("EPS did not find the largest eigenvalue 100");
     return 0;
-  });
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
 }
 
 int run(const std::string& mode, int* argc, char*** argv) {
@@ -110,21 +113,31 @@ int run(const std::string& mode, int* argc, char*** argv) {
     if (PetscFinalize()) return fail("PetscFinalize after the program's SlepcFinalize");
     return 0;
   }
-  if (mode == "none") {
+  if (mode == "none") {  // the program owns MPI; PETSc is the library's from the first solver to MPI_Finalize
     MPI_Init(argc, argv);
     note_rank();
-    bool thrown = false;
-    try {
-      bilevel::BilevelSolver solver(MPI_COMM_WORLD);
-    } catch (const bilevel::Error& e) {
-      thrown = std::strstr(e.what(), "call PetscInitialize or SlepcInitialize") != nullptr;
-      if (!thrown) std::fprintf(stderr, "unexpected message: %s\n", e.what());
-    }
-    if (petsc_initialized()) return fail("the library initialised PETSc");
+    if (petsc_initialized()) return fail("PETSc initialised before the library was used");
+    if (solve_small_problem()) return 1;
+    if (!petsc_initialized() || !slepc_initialized()) return fail("PETSc/SLEPc not left running after the solve");
     MPI_Finalize();
-    return thrown ? 0 : fail("no error naming PetscInitialize for a solver created before PETSc");
+    PetscBool ended = PETSC_FALSE;
+    (void)PetscFinalized(&ended);
+    if (petsc_initialized() || !ended) return fail("MPI_Finalize did not end the PETSc the library began");
+    return 0;
   }
-  return fail("unknown mode (petsc | petsc-twice | slepc | user-slepc | none)");
+  if (mode == "nothing") {  // no MPI_Init: the library begins everything and ends it at exit
+    if (solve_small_problem()) return 1;
+    note_rank();
+    int mpi = 0;
+    MPI_Initialized(&mpi);
+    if (!mpi || !petsc_initialized()) return fail("the library did not start MPI and PETSc");
+    // registered after the library's atexit handler, so it runs before it: nothing is ended yet
+    std::atexit([] {
+      if (!petsc_initialized()) std::fprintf(stderr, "initialization: FAILED: PETSc ended before exit\n");
+    });
+    return 0;
+  }
+  return fail("unknown mode (petsc | petsc-twice | slepc | user-slepc | none | nothing)");
 }
 
 }  // namespace

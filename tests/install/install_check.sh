@@ -118,5 +118,20 @@ for source in "$src"/docs/examples/*.cpp "$src"/docs/examples/*.c; do
   done
 done
 [ $n -ge 4 ] || fail "only $n example runs"
+
+step "5d. two prefixed solvers in one process, and the Python example with the installed module"
+out=$(timeout 120 "$mpiexec" $pre -np 2 "$work/cmake-build/two_solvers" -a_bilevel_type qnbo -b_bilevel_type aidcg \
+      -a_bilevel_view 2>&1) || { echo "$out" | tail -20; fail "two_solvers with prefixes"; }
+grep -q "solver a_ ran qnbo" <<< "$out" && grep -q "solver b_ ran aidcg" <<< "$out" \
+  && grep -q "BilevelSolver (a_): method qnbo" <<< "$out" || { echo "$out"; fail "prefixes a_/b_ not honoured"; }
+if [ -f "$P/lib/python3/dist-packages/bilevel/__init__.py" ]; then
+  out=$(env -i PATH=/usr/bin:/bin HOME="${HOME:-/root}" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        PYTHONPATH="$P/lib/python3/dist-packages" timeout 120 "$mpiexec" $pre -np 2 /usr/bin/python3 \
+        "$src/docs/examples/python/user_problem.py" 2>&1) || { echo "$out" | tail -20; fail "the Python example"; }
+  echo "python: $(tail -n 1 <<< "$out")"
+  n=$((n + 1))
+elif [ -e "$libdir/libbilevel.so" ]; then
+  fail "no Python module under $P/lib/python3/dist-packages"
+fi
 echo
 echo "install_check: PASS ($n example runs)"

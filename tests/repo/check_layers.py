@@ -20,6 +20,7 @@ ALLOWED = {  # what each folder may include of ours, besides itself
     "blocks": {"core", "petsc"},
     "problems": {"core", "data", "petsc"},
     "algorithms": {"blocks", "core", "petsc"},
+    "capi": {"algorithms", "blocks", "core", "data", "petsc", "problems"},  # the C interface: all but apps
 }
 METHODS = ("aidcg", "stocbio", "qnbo", "nbo", "lancbio", "subbio", "pzobo", "bome", "itd", "amigo", "soba", "saba",
            "f2sa", "ttsa")

@@ -1,6 +1,6 @@
 #pragma once
-/// \file Armijo backtracking, the one line search of the library (the accurate lower solve, qnbo's lower
-/// steps and hyperclean's replicated fit use it). A numerical utility below both blocks and problems.
+/// \file Armijo backtracking, the one line search of the library (the accurate lower solve, quasi-Newton
+/// lower steps and L-BFGS use it). A numerical utility below both blocks and problems.
 #include <petscsys.h>
 
 #include <cmath>

@@ -1,6 +1,7 @@
 #pragma once
 /// \file Per-iteration records and the monitors that consume them (progress line, CSV trace).
 #include <petscsys.h>
+#include <petscviewer.h>
 
 #include <cstdint>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "bilevel/core/problem.hpp"
+#include "bilevel/petsc/handle.hpp"
 
 namespace bilevel {
 
@@ -36,17 +38,48 @@ class Monitor {
   virtual void on_finish(const IterationRecord& /*last*/) {}
 };
 
-/// -bilevel_monitor: one line per iteration on rank 0 with an estimate of the time left.
+/// -bilevel_monitor [VIEWER]: one line per iteration with an estimate of the time left, printed through a
+/// PETSc ASCII viewer (rank 0 writes); with the format ascii_csv (-bilevel_monitor ascii:FILE.csv:ascii_csv)
+/// a header and one CSV row per iteration instead, the columns of CsvTraceMonitor.
 class ProgressMonitor : public Monitor {
  public:
-  explicit ProgressMonitor(MPI_Comm comm, PetscInt every = 1) : comm_(comm), every_(every) {}
+  /// On stdout of comm.
+  explicit ProgressMonitor(MPI_Comm comm, PetscInt every = 1);
+  /// On `viewer` (shared: the monitor takes a reference) in `format`. Collective on the viewer.
+  ProgressMonitor(PetscViewer viewer, PetscViewerFormat format, PetscInt every = 1);
   void on_resume(std::int64_t iteration) override;
   void on_start(const std::string& problem, const std::string& method, int ranks) override;
   void on_iteration(const IterationRecord& record) override;
 
  private:
-  MPI_Comm comm_;
+  petsc::ViewerHandle viewer_;
+  PetscViewerFormat format_ = PETSC_VIEWER_DEFAULT;
   PetscInt every_;
+};
+
+/// The CSV header and row of an iteration record (no newline): the columns of --trace and of
+/// -bilevel_monitor ascii:FILE:ascii_csv. Not collective.
+std::string csv_header();
+std::string csv_row(const IterationRecord& record);
+
+/// A user's monitor as TaoMonitorSet takes it: a function, its context and the context's destroy function
+/// (called when the monitor goes: BilevelSolver::monitor_cancel or the solver's destruction). A non-zero
+/// return is a PETSc error that ends the solve. Collective: every rank calls it.
+using MonitorFunction = PetscErrorCode (*)(const IterationRecord& record, void* ctx);
+using MonitorContextDestroy = PetscErrorCode (*)(void** ctx);
+class CallbackMonitor : public Monitor {
+ public:
+  CallbackMonitor(MonitorFunction function, void* ctx, MonitorContextDestroy destroy)
+      : function_(function), ctx_(ctx), destroy_(destroy) {}
+  ~CallbackMonitor() override;
+  CallbackMonitor(const CallbackMonitor&) = delete;
+  CallbackMonitor& operator=(const CallbackMonitor&) = delete;
+  void on_iteration(const IterationRecord& record) override;
+
+ private:
+  MonitorFunction function_;
+  void* ctx_;
+  MonitorContextDestroy destroy_;
 };
 
 /// --trace FILE: a CSV row per monitored iteration, row 0 being the start point. Rank 0 writes and flushes each

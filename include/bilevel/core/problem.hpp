@@ -35,7 +35,7 @@ struct Batch {
 
 /// Which M lower_preconditioner_setup builds. Accurate: the problem's best M ≈ H⁻¹ (Krylov solvers apply it
 /// once per HVP). Cheap: an SPD M whose application costs about as much as a minibatch gradient, for
-/// methods that apply M at every stochastic step (pzobo's paths); problems without a cheaper form give the
+/// methods that apply M at every stochastic step (zeroth-order paths); problems without a cheaper form give the
 /// accurate one.
 enum class PreconditionerKind { Accurate, Cheap };
 
@@ -44,7 +44,7 @@ enum class Capability : unsigned {
   None = 0,
   UpperValue = 1u << 0,
   LowerValue = 1u << 1,
-  LowerGradX = 1u << 2,      ///< ∇_x g (value-function methods: BOME, F2SA)
+  LowerGradX = 1u << 2,      ///< ∇_x g (value-function and penalty methods)
   Stochastic = 1u << 3,      ///< oracles honour minibatches
   ClosedForm = 1u << 4,      ///< exact y*, ∇F, F* (quadratic)
   TestSet = 1u << 5,         ///< evaluate_test() reports a test loss / accuracy
@@ -52,7 +52,7 @@ enum class Capability : unsigned {
   LowerPreconditioner = 1u << 6,
   /// x holds one weight per lower-level training sample (x's global index i is sample i) and the minibatch
   /// oracles on B read x only at the indices of B, so ∂∇_y g(x, y; B)/∂x_i = 0 for i ∉ B (hyperclean).
-  /// Zeroth-order methods perturb only those entries (pzobo -bilevel_pzobo_support).
+  /// Zeroth-order methods may perturb only those entries.
   PerSampleUpper = 1u << 7,
 };
 constexpr Capability operator|(Capability a, Capability b) {

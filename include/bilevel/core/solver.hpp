@@ -86,6 +86,23 @@ class BilevelSolver {
   /// did (one progress monitor at most, the same stepper settings).
   void set_from_options();
   void add_monitor(std::unique_ptr<Monitor> monitor);
+  /// Like TaoMonitorSet: `function(record, ctx)` at the start point (iteration 0) and after every monitored iteration; `destroy(&ctx)` (may be
+  /// null) when the monitor goes (monitor_cancel, the solver's destruction). Not collective.
+  void monitor_set(MonitorFunction function, void* ctx, MonitorContextDestroy destroy);
+  /// Like TaoMonitorCancel: removes every monitor (add_monitor's, monitor_set's, -bilevel_monitor's), calling
+  /// their destroy functions. -bilevel_monitor_cancel does this in set_from_options, before it reads
+  /// -bilevel_monitor. Collective.
+  void monitor_cancel();
+
+  /// Like TaoSetOptionsPrefix: every key this solver, its upper stepper, its method and the KSPs and EPS
+  /// it creates read starts with -<prefix>bilevel_ (`-a_bilevel_type` for prefix "a_"), so two solvers in
+  /// one program take different options. A prefix must not start with a dash. Not collective.
+  void set_options_prefix(const std::string& prefix);
+  /// Like TaoAppendOptionsPrefix: the prefix becomes prefix() + `prefix`. Not collective.
+  void append_options_prefix(const std::string& prefix);
+  const std::string& options_prefix() const { return prefix_; }
+  /// The reason the last solve() stopped (ITERATING before the first). Not collective.
+  ConvergedReason converged_reason() const { return last_reason_; }
   SolverOptions& options() { return options_; }
   /// A fact about the run's inputs stored in checkpoints and compared at restart ("data train" ->
   /// "ijcnn1.trn.bz2, 12345 bytes"): a checkpoint of other inputs is refused. Not collective.
@@ -108,17 +125,33 @@ class BilevelSolver {
   /// method and options (those in restart_free_options() excepted). A stop signal (core/interrupt.hpp) seen by
   /// any rank ends the run after the current iteration on every rank with CANCELLED_SIGNAL (no final lower
   /// solve; checkpoint, trace and report written).
+  ///
+  /// At the end, as PETSc solvers do, the options -<prefix>bilevel_converged_reason [VIEWER] and
+  /// -<prefix>bilevel_view [VIEWER] (e.g. ascii:FILE, ascii::ascii_info_detail; read by set_from_options,
+  /// so a bad viewer is an error before the solve) print the reason and view().
   SolveReport solve(Vec x, Vec y);
   /// The -bilevel_ options (without prefix) that may differ between a checkpoint and its restart.
   static const std::vector<std::string>& restart_free_options();
-  /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm.
+  /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm. With the format
+  /// PETSC_VIEWER_ASCII_INFO_DETAIL pushed on the viewer, also the oracle counts of the last solve.
   void view(PetscViewer viewer = nullptr) const;
   Algorithm& algorithm();
 
  private:
   template <typename F>
   void for_each_monitor(F&& f);
+  /// The end of solve(): -bilevel_converged_reason and -bilevel_view through the viewers that
+  /// set_from_options opened. Collective.
+  void view_from_options(const SolveReport& report);
+  /// With PETSC_VIEWER_ASCII_INFO_DETAIL: the last solve's reason, iterations and oracle counts. Collective.
+  void view_last_solve(PetscViewer viewer) const;
   MPI_Comm comm_;
+  std::string prefix_;                    // set_options_prefix's
+  ConvergedReason last_reason_ = ConvergedReason::Iterating;
+  std::optional<SolveReport> last_report_;  // for view() with ascii_info_detail
+  // -bilevel_view and -bilevel_converged_reason, opened (so checked) by set_from_options, used at the end
+  // of solve()
+  std::optional<petsc::OptionsReader::Viewer> view_viewer_, reason_viewer_;
   std::shared_ptr<BilevelProblem> problem_;
   std::string type_;
   std::unique_ptr<Algorithm> algorithm_;

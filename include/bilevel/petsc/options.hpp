@@ -2,6 +2,7 @@
 /// \file Typed access to the PETSc options database under a prefix, with -help lines and validation
 /// messages that name the option and the allowed values.
 #include <petscsys.h>
+#include <petscviewer.h>
 
 #include <cstdint>
 #include <functional>
@@ -12,6 +13,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "bilevel/petsc/handle.hpp"
 
 namespace bilevel::petsc {
 
@@ -52,6 +55,15 @@ class OptionsReader {
                      std::string_view def,
                      const std::vector<std::string>& choices,
                      std::string_view help);
+  /// A viewer option, PETSc's -xxx_view convention: absent or a false spelling (false/no/off/0) → nullopt;
+  /// bare or a true spelling → ASCII on stdout of comm; else PetscOptionsGetViewer's TYPE[:FILE[:FORMAT[:MODE]]]
+  /// (ascii:out.txt, ascii::ascii_info_detail, ascii:trace.csv:ascii_csv). An unknown type or format is
+  /// an InputError naming the option.
+  struct Viewer {
+    ViewerHandle viewer;
+    PetscViewerFormat format = PETSC_VIEWER_DEFAULT;
+  };
+  std::optional<Viewer> viewer(std::string_view name, std::string_view help);
   /// True if the key is present in the database.
   bool has(std::string_view name) const;
   /// Defaults that replace the code's for keys absent from the database (name without prefix → value as
@@ -83,6 +95,27 @@ class OptionsReader {
   bool help_ = false;
   Defaults defaults_;
   std::shared_ptr<std::set<std::string>> keys_read_ = std::make_shared<std::set<std::string>>();  // shared by subs
+};
+
+/// The options prefix of the object being solved or configured (BilevelSolver::set_options_prefix), "" when
+/// none: objects made inside it (KSPs, EPS, BVs, Mats) and fixed-prefix readers put it before their own
+/// prefix, as PETSc's sub-objects inherit their parent's (`-a_bilevel_hyper_ksp_rtol` for prefix "a_").
+/// Set for the duration of a scope by ScopedOptionsPrefix. Not collective.
+const std::string& options_prefix();
+/// options_prefix() + own: the prefix an object made now should take. Not collective.
+std::string prefixed(std::string_view own);
+
+/// Makes `prefix` the options_prefix() until the end of the scope (then the previous one again). Not
+/// collective.
+class ScopedOptionsPrefix {
+ public:
+  explicit ScopedOptionsPrefix(std::string prefix);
+  ~ScopedOptionsPrefix();
+  ScopedOptionsPrefix(const ScopedOptionsPrefix&) = delete;
+  ScopedOptionsPrefix& operator=(const ScopedOptionsPrefix&) = delete;
+
+ private:
+  std::string previous_;
 };
 
 /// Every option name (with its leading dash) that an OptionsReader of this process has read, present in

@@ -30,11 +30,14 @@ class Session {
   bool own_mpi_ = false;  // MPI_Init was ours, so MPI_Finalize is too
 };
 
-/// Makes the library usable in a program that initialised PETSc its own way: PETSc must be initialised
-/// (PetscInitialize, SlepcInitialize or a Session); when SLEPc is not, this calls SlepcInitializeNoArguments
-/// and registers SlepcFinalize with PetscRegisterFinalize, so the program's PetscFinalize ends what the
-/// library began and nothing else. Throws bilevel::Error when PETSc is not initialised. Idempotent.
-/// Collective on PETSC_COMM_WORLD the first time.
+/// Makes the library usable whoever initialised PETSc:
+///  * PETSc and SLEPc initialised (SlepcInitialize, a Session): nothing to do;
+///  * PETSc only (PetscInitialize): calls SlepcInitializeNoArguments and registers SlepcFinalize with
+///    PetscRegisterFinalize, so the program's PetscFinalize ends what the library began and nothing else;
+///  * neither: calls SlepcInitializeNoArguments, which starts PETSc too (and MPI if the program did not;
+///    options come from PETSC_OPTIONS and .petscrc only), and ends them again when the program calls
+///    MPI_Finalize (an attribute on MPI_COMM_SELF, deleted first by MPI_Finalize) or else at exit.
+/// Idempotent. Collective on PETSC_COMM_WORLD the first time.
 void ensure_initialized();
 
 /// One-time registration of the library's classid and log events (after ensure_initialized()); undone by
