@@ -9,8 +9,10 @@
 #
 #   cluster/testing/local-slurm.sh [BUILD_DIR]      (as root; default BUILD_DIR: build in the project)
 #
-# Environment: BILEVEL_LAUNCH (force a launcher, e.g. "srun --mpi=pmix"), LOCAL_SLURM_KEEP=1 (keep the
-# temporary folder for reading the logs). Not part of ctest: it takes minutes (docs/operations.md).
+# The preempted job runs twice, under srun and under mpirun (LOCAL_SLURM_LAUNCHERS="srun mpirun"); the
+# uninterrupted one with the job script's own choice. LOCAL_SLURM_ITERS (1000) and LOCAL_SLURM_DIM (20000)
+# size the quadratic run; LOCAL_SLURM_KEEP=1 keeps the temporary folder with the logs. Not part of
+# ctest: it takes minutes (docs/operations.md).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-${BILEVEL_BUILD:-$root/build}}" 2> /dev/null && pwd) || { echo "FAIL: no build folder '${1:-build}'"; exit 1; }
@@ -131,14 +133,14 @@ else abort "node not idle after 60 s: $(sinfo -h 2>&1 | head -n1); $(tail -n1 "$
 
 # ---- the job: the same command twice, uninterrupted and preempted ----
 # aidcg on the quadratic problem, long enough to be stopped twice, a checkpoint every 5 iterations.
-iters=${LOCAL_SLURM_ITERS:-400}
+iters=${LOCAL_SLURM_ITERS:-1000}
 cat > "$tmp/submit/quadratic.opts" << EOF
 -bilevel_type aidcg
 -bilevel_quadratic_dim_lower ${LOCAL_SLURM_DIM:-20000}
 -bilevel_checkpoint_interval 5
 EOF
-submit() {  # submit NAME -> job id; from a folder outside the project, with the script's path absolute
-  (cd "$tmp/submit" && BILEVEL_RESULTS="$tmp/results" BILEVEL_SOLVE="$exe" sbatch --parsable --job-name="$1" \
+submit() {  # submit NAME [LAUNCHER] -> job id; from a folder outside the project, the script's path absolute
+  (cd "$tmp/submit" && BILEVEL_RESULTS="$tmp/results" BILEVEL_SOLVE="$exe" BILEVEL_LAUNCH="${2:-auto}" sbatch --parsable --job-name="$1" \
     --time=20 --export=ALL "$root/cluster/jobs/solve.sbatch" quadratic.opts --problem quadratic \
     --max-iter "$iters" --seed 1 --quiet)
 }
@@ -170,43 +172,54 @@ else
 fi
 ref_time=$((SECONDS - t0))
 
-job=$(submit preempted) || abort "sbatch (preempted): $job"
-res="$tmp/results/preempted-$job"; log="$tmp/submit/preempted-$job.out"
-t0=$SECONDS
-# 1) the time-limit warning (what --signal=B:USR1@120 sends): the job checkpoints and requeues itself
-wait_for 600 "first checkpoint of job $job" test -e "$res/checkpoint" || abort "no checkpoint: $(tail -n2 "$log" 2> /dev/null)"
-scancel --batch --signal=USR1 "$job"; ts=$SECONDS
-note "$((SECONDS - t0)) s: scancel --batch --signal=USR1 $job"
-if wait_for 120 "job $job requeues itself after SIGUSR1" bash -c "grep -q 'requeueing job' '$log' && [ \"\$(scontrol show job -o $job | grep -o 'Restarts=[0-9]*')\" = Restarts=1 ]"; then
-  pass "SIGUSR1 to the batch shell: ranks stopped ($(grep -o 'exit code [0-9]*' "$log" | head -n1)), job requeued itself $((SECONDS - ts)) s after the signal"
-fi
-# 2) Slurm's own requeue (preemption with PreemptMode=REQUEUE does the same): SIGTERM to every process
-wait_for 300 "job $job runs again and continues from its checkpoint" bash -c "grep -q 'start 2, continuing from' '$log' && [ \"\$(scontrol show job -o $job | grep -o 'JobState=[A-Z]*')\" = JobState=RUNNING ]" \
-  && pass "job $job started again and continued from its checkpoint ($((SECONDS - ts)) s after the signal)"
-ck_before=$(stat -c %Y "$res/checkpoint" 2> /dev/null)
-wait_for 300 "a new checkpoint after the restart" bash -c "[ \"\$(stat -c %Y '$res/checkpoint' 2>/dev/null)\" != '$ck_before' ]"
-scontrol requeue "$job"; ts=$SECONDS
-note "$((SECONDS - t0)) s: scontrol requeue $job"
-wait_for 300 "job $job runs a third time from its checkpoint" bash -c "grep -q 'start 3, continuing from' '$log'" \
-  && pass "scontrol requeue: job $job started a third time and continued from its checkpoint ($((SECONDS - ts)) s after the requeue)"
-n3=$(grep -c 'bilevel-solve ended with exit code 3' "$log")
-if [ "$n3" -ge 2 ]; then pass "SIGTERM from Slurm (scontrol requeue): the ranks stopped with exit code 3 at an iteration boundary, as after SIGUSR1"
-else failc "SIGTERM from Slurm (scontrol requeue): the ranks did not stop with exit code 3 ($n3 graceful stops in $log)"; fi
-# 3) the end
-wait_for 900 "job $job finishes" ended "$job"
-state=$(field "$job" JobState); ec=$(field "$job" ExitCode); restarts=$(field "$job" Restarts)
-if [ "$state" = COMPLETED ] && [ "$ec" = 0:0 ]; then
-  pass "preempted job $job: $state (exit $ec) after $restarts requeues, $((SECONDS - t0)) s in all (uninterrupted: $ref_time s)"
-else failc "preempted job $job: $state exit $ec after $restarts requeues: $(tail -n2 "$log" 2> /dev/null)"; fi
-same=yes
-for k in outer_iterations upper_objective hypergradient_norm converged_reason; do
-  a=$(summary_key "$ref/summary.json" $k); b=$(summary_key "$res/summary.json" $k)
-  [ -n "$a" ] && [ "$a" = "$b" ] || same="no"
-  note "$k: uninterrupted $a, preempted $b"
-done
-if [ "$same" = yes ]; then pass "the preempted job's summary equals the uninterrupted job's (outer_iterations, upper_objective, hypergradient_norm)"
-else failc "the preempted job's summary differs from the uninterrupted job's"; fi
 rows() { tail -n +2 "$1" 2> /dev/null | cut -d, -f1 | sort -n | uniq | wc -l; }
-if [ "$(rows "$res/trace.csv")" -ge "$iters" ] && [ "$(rows "$res/trace.csv")" = "$(rows "$ref/trace.csv")" ]; then pass "trace: $(rows "$res/trace.csv") distinct iterations, as many as uninterrupted"
-else failc "trace: $(rows "$res/trace.csv") distinct iterations, uninterrupted $(rows "$ref/trace.csv")"; fi
+
+preempted_job() {  # preempted_job LAUNCHER: submit, stop twice, let it finish, compare with the reference
+  local launcher=$1 res log ts ck_before n3 state ec restarts same a b k
+  job=$(submit "preempted-$launcher" "$launcher") || { failc "sbatch (preempted, $launcher): $job"; return; }
+  res="$tmp/results/preempted-$launcher-$job"; log="$tmp/submit/preempted-$launcher-$job.out"
+  t0=$SECONDS
+  note "job $job with BILEVEL_LAUNCH=$launcher"
+  # 1) the time-limit warning (what --signal=B:USR1@120 sends): the job checkpoints and requeues itself,
+  #    about a quarter into the run (the uninterrupted job's time / 4 after the start, with a checkpoint)
+  wait_for 600 "job $job starts" bash -c "grep -qs 'start 1' '$log'" || return
+  sleep $((ref_time / 4))
+  wait_for 600 "first checkpoint of job $job" test -e "$res/checkpoint" || return
+  scancel --batch --signal=USR1 "$job"; ts=$SECONDS
+  note "$((SECONDS - t0)) s: scancel --batch --signal=USR1 $job"
+  if wait_for 120 "job $job requeues itself after SIGUSR1" bash -c "grep -qs 'requeueing job' '$log' && [ \"\$(scontrol show job -o $job | grep -o 'Restarts=[0-9]*')\" = Restarts=1 ]"; then
+    pass "$launcher: SIGUSR1 to the batch shell: ranks stopped ($(grep -o 'exit code [0-9]*' "$log" | head -n1)), job requeued itself $((SECONDS - ts)) s after the signal"
+  else return; fi
+  wait_for 300 "job $job runs again and continues from its checkpoint" bash -c "grep -qs 'start 2, continuing from' '$log' && [ \"\$(scontrol show job -o $job | grep -o 'JobState=[A-Z]*')\" = JobState=RUNNING ]" \
+    && pass "$launcher: job $job started again and continued from its checkpoint ($((SECONDS - ts)) s after the signal)"
+  # 2) Slurm's own requeue (preemption with PreemptMode=REQUEUE does the same): SIGTERM to every process
+  ck_before=$(stat -c %Y.%y "$res/checkpoint" 2> /dev/null)
+  sleep $((ref_time / 4))
+  wait_for 300 "a new checkpoint after the restart" bash -c "[ \"\$(stat -c %Y.%y '$res/checkpoint' 2>/dev/null)\" != '$ck_before' ]"
+  scontrol requeue "$job"; ts=$SECONDS
+  note "$((SECONDS - t0)) s: scontrol requeue $job"
+  wait_for 300 "job $job runs a third time from its checkpoint" bash -c "grep -qs 'start 3, continuing from' '$log'" \
+    && pass "$launcher: scontrol requeue: job $job started a third time and continued from its checkpoint ($((SECONDS - ts)) s after the requeue)"
+  n3=$(grep -c 'bilevel-solve ended with exit code 3' "$log")
+  if [ "$n3" -ge 2 ]; then pass "$launcher: SIGTERM from Slurm (scontrol requeue): the ranks stopped with exit code 3 at an iteration boundary, as after SIGUSR1"
+  else failc "$launcher: SIGTERM from Slurm (scontrol requeue): the ranks did not stop with exit code 3 ($n3 graceful stops in $log)"; fi
+  # 3) the end
+  wait_for 900 "job $job finishes" ended "$job"
+  state=$(field "$job" JobState); ec=$(field "$job" ExitCode); restarts=$(field "$job" Restarts)
+  if [ "$state" = COMPLETED ] && [ "$ec" = 0:0 ]; then
+    pass "$launcher: preempted job $job: $state (exit $ec) after $restarts requeues, $((SECONDS - t0)) s in all (uninterrupted: $ref_time s)"
+  else failc "$launcher: preempted job $job: $state exit $ec after $restarts requeues: $(tail -n2 "$log" 2> /dev/null)"; fi
+  same=yes
+  for k in outer_iterations upper_objective hypergradient_norm converged_reason; do
+    a=$(summary_key "$ref/summary.json" $k); b=$(summary_key "$res/summary.json" $k)
+    [ -n "$a" ] && [ "$a" = "$b" ] || same="no"
+    note "$k: uninterrupted $a, preempted $b"
+  done
+  if [ "$same" = yes ]; then pass "$launcher: the preempted job's summary equals the uninterrupted job's (outer_iterations, upper_objective, hypergradient_norm)"
+  else failc "$launcher: the preempted job's summary differs from the uninterrupted job's"; fi
+  if [ "$(rows "$res/trace.csv")" -ge "$iters" ] && [ "$(rows "$res/trace.csv")" = "$(rows "$ref/trace.csv")" ]; then
+    pass "$launcher: trace: $(rows "$res/trace.csv") distinct iterations, as many as uninterrupted"
+  else failc "$launcher: trace: $(rows "$res/trace.csv") distinct iterations, uninterrupted $(rows "$ref/trace.csv")"; fi
+}
+for launcher in ${LOCAL_SLURM_LAUNCHERS:-srun mpirun}; do preempted_job "$launcher"; done
 finish
