@@ -8,12 +8,15 @@
 # passed. Everything it started is stopped by pid and its folder removed, also on failure or Ctrl-C.
 #
 #   cluster/testing/local-slurm.sh [BUILD_DIR]      (as root; default BUILD_DIR: build in the project)
+#   cluster/testing/local-slurm.sh --up [BUILD_DIR] only stand the cluster up, print its SLURM_CONF and
+#                                                   keep it until Ctrl-C or SIGTERM (to try jobs by hand)
 #
 # The preempted job runs twice, under srun and under mpirun (LOCAL_SLURM_LAUNCHERS="srun mpirun"); the
 # uninterrupted one with the job script's own choice. LOCAL_SLURM_ITERS (1000) and LOCAL_SLURM_DIM (20000)
 # size the quadratic run; LOCAL_SLURM_KEEP=1 keeps the temporary folder with the logs. Not part of
 # ctest: it takes minutes (docs/operations.md).
 set -uo pipefail
+hold=""; [ "${1:-}" = --up ] && { hold=1; shift; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-${BILEVEL_BUILD:-$root/build}}" 2> /dev/null && pwd) || { echo "FAIL: no build folder '${1:-build}'"; exit 1; }
 exe=${BILEVEL_SOLVE:-$build/apps/bilevel-solve}
@@ -130,6 +133,12 @@ for _ in $(seq 60); do sinfo -h -o %T 2> /dev/null | grep -q '^idle' && break; s
 if sinfo -h -o %T 2> /dev/null | grep -q '^idle'; then
   pass "Slurm $(sinfo -V | cut -d' ' -f2) up: node $host idle with $ncpu CPUs after $((SECONDS - t0)) s (ports $ctld_port/$slurmd_port)"
 else abort "node not idle after 60 s: $(sinfo -h 2>&1 | head -n1); $(tail -n1 "$tmp/log/slurmd.log" 2> /dev/null)"; fi
+
+if [ -n "$hold" ]; then
+  echo "cluster up: export SLURM_CONF=$SLURM_CONF   (Ctrl-C or kill -TERM $$ stops it)"
+  trap 'teardown; exit 0' INT TERM HUP
+  while :; do sleep 5; done
+fi
 
 # ---- the job: the same command twice, uninterrupted and preempted ----
 # aidcg on the quadratic problem, long enough to be stopped twice, a checkpoint every 5 iterations.
