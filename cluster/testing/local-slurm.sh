@@ -154,12 +154,12 @@ submit() {  # submit NAME [LAUNCHER] -> job id; from a folder outside the projec
     --max-iter "$iters" --seed 1 --quiet)
 }
 field() { scontrol show job -o "$1" 2> /dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n1; }
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: poll every second until COMMAND succeeds
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: poll twice a second until COMMAND succeeds
   local limit=$1 what=$2; shift 2
   local end=$((SECONDS + limit))
   until "$@"; do
     [ $SECONDS -lt $end ] || { failc "$what: not after $limit s (job state $(field "${job:-0}" JobState))"; return 1; }
-    sleep 1
+    sleep 0.5
   done
 }
 ended() {  # ended JOB: the job has reached a final state
@@ -184,16 +184,15 @@ ref_time=$((SECONDS - t0))
 rows() { tail -n +2 "$1" 2> /dev/null | cut -d, -f1 | sort -n | uniq | wc -l; }
 
 preempted_job() {  # preempted_job LAUNCHER: submit, stop twice, let it finish, compare with the reference
-  local launcher=$1 res log ts ck_before n3 state ec restarts same a b k
+  local launcher=$1 res log ts n3 state ec restarts same a b k
   job=$(submit "preempted-$launcher" "$launcher") || { failc "sbatch (preempted, $launcher): $job"; return; }
   res="$tmp/results/preempted-$launcher-$job"; log="$tmp/submit/preempted-$launcher-$job.out"
   t0=$SECONDS
   note "job $job with BILEVEL_LAUNCH=$launcher"
   # 1) the time-limit warning (what --signal=B:USR1@120 sends): the job checkpoints and requeues itself,
-  #    about a quarter into the run (the uninterrupted job's time / 4 after the start, with a checkpoint)
-  wait_for 600 "job $job starts" bash -c "grep -qs 'start 1' '$log'" || return
-  sleep $((ref_time / 4))
-  wait_for 600 "first checkpoint of job $job" test -e "$res/checkpoint" || return
+  #    a quarter into the run (the trace is written row by row)
+  wait_for 900 "job $job reaches iteration $((iters / 4)) with a checkpoint" \
+    bash -c "[ \$(tail -n +2 '$res/trace.csv' 2>/dev/null | cut -d, -f1 | sort -n | tail -n1 | grep . || echo 0) -ge $((iters / 4)) ] && [ -e '$res/checkpoint' ]" || return
   scancel --batch --signal=USR1 "$job"; ts=$SECONDS
   note "$((SECONDS - t0)) s: scancel --batch --signal=USR1 $job"
   if wait_for 120 "job $job requeues itself after SIGUSR1" bash -c "grep -qs 'requeueing job' '$log' && [ \"\$(scontrol show job -o $job | grep -o 'Restarts=[0-9]*')\" = Restarts=1 ]"; then
@@ -202,9 +201,8 @@ preempted_job() {  # preempted_job LAUNCHER: submit, stop twice, let it finish, 
   wait_for 300 "job $job runs again and continues from its checkpoint" bash -c "grep -qs 'start 2, continuing from' '$log' && [ \"\$(scontrol show job -o $job | grep -o 'JobState=[A-Z]*')\" = JobState=RUNNING ]" \
     && pass "$launcher: job $job started again and continued from its checkpoint ($((SECONDS - ts)) s after the signal)"
   # 2) Slurm's own requeue (preemption with PreemptMode=REQUEUE does the same): SIGTERM to every process
-  ck_before=$(stat -c %Y.%y "$res/checkpoint" 2> /dev/null)
-  sleep $((ref_time / 4))
-  wait_for 300 "a new checkpoint after the restart" bash -c "[ \"\$(stat -c %Y.%y '$res/checkpoint' 2>/dev/null)\" != '$ck_before' ]"
+  wait_for 900 "job $job reaches iteration $((iters / 2))" \
+    bash -c "[ \$(tail -n +2 '$res/trace.csv' 2>/dev/null | cut -d, -f1 | sort -n | tail -n1 | grep . || echo 0) -ge $((iters / 2)) ]"
   scontrol requeue "$job"; ts=$SECONDS
   note "$((SECONDS - t0)) s: scontrol requeue $job"
   wait_for 300 "job $job runs a third time from its checkpoint" bash -c "grep -qs 'start 3, continuing from' '$log'" \
