@@ -141,11 +141,14 @@ if [ -n "$hold" ]; then
 fi
 
 # ---- the job: the same command twice, uninterrupted and preempted ----
-# aidcg on the quadratic problem, long enough to be stopped twice, a checkpoint every 5 iterations.
+# aidcg on the quadratic problem, long enough to be stopped twice, a checkpoint every 5 iterations; the
+# condition number keeps it far from converged at the end (|h| about 1e-3), so equal results mean an
+# exact restart, not two runs that both reached the solution.
 iters=${LOCAL_SLURM_ITERS:-1000}
 cat > "$tmp/submit/quadratic.opts" << EOF
 -bilevel_type aidcg
 -bilevel_quadratic_dim_lower ${LOCAL_SLURM_DIM:-20000}
+-bilevel_quadratic_condition 10000
 -bilevel_checkpoint_interval 5
 EOF
 submit() {  # submit NAME [LAUNCHER] -> job id; from a folder outside the project, the script's path absolute
