@@ -18,7 +18,10 @@ namespace {
 
 const char* kHelp =
     "bilevel-solve: solve min_x f(x, y*(x)), y*(x) = argmin_y g(x, y), on MPI ranks.\n"
-    "Long options below; PETSc options (-bilevel_*, -ksp_*, -log_view, ...) are listed by -help.\n";
+    "Long options below; PETSc options (-bilevel_*, -ksp_*, -log_view, ...) are listed by -help.\n"
+    "Exit codes: 0 converged or budget reached; 1 bad input or error; 2 numerical failure (a DIVERGED_*\n"
+    "reason, summary written); 3 stopped by SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (CANCELLED_SIGNAL, checkpoint and\n"
+    "summary written; continue with --restart).\n";
 
 po::options_description long_options() {
   po::options_description d("bilevel-solve options");
@@ -35,6 +38,9 @@ po::options_description long_options() {
       ("seed", po::value<std::string>(), "random seed in [0, 2^64 - 1] (writes -bilevel_seed; default 0)")
       ("summary", po::value<std::string>(), "write the JSON summary to this file at the end")
       ("trace", po::value<std::string>(), "write a CSV row per outer iteration to this file")
+      ("checkpoint", po::value<std::string>(),
+       "write checkpoints to this file (writes -bilevel_checkpoint)")
+      ("restart", po::value<std::string>(), "continue the run saved in this checkpoint (writes -bilevel_restart)")
       ("quiet", "no progress line per iteration");
   return d;
 }
@@ -52,11 +58,12 @@ bool option_given(const char* key) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bilevel::mark_run_start();  // -bilevel_max_time counts from here
   const po::options_description cli = long_options();
   std::vector<std::string> long_args, petsc_args;
   bilevel::split_arguments(argc, argv,
                            {"problem", "method", "train", "validation", "test", "dataset", "max-iter", "seed",
-                            "summary", "trace"},
+                            "summary", "trace", "checkpoint", "restart"},
                            {"help", "version", "quiet"}, long_args, petsc_args);
   po::variables_map vm;
   std::string parse_error;
@@ -76,6 +83,7 @@ int main(int argc, char** argv) {
   int pargc = static_cast<int>(pargv.size()) - 1;
   char** pargv_ptr = pargv.data();
   bilevel::petsc::Session session(&pargc, &pargv_ptr, kHelp);
+  bilevel::install_stop_signal_handlers();  // after PETSc's, which they replace
 
   return bilevel::guarded_main("bilevel-solve", [&]() -> int {
     MPI_Comm comm = PETSC_COMM_WORLD;
@@ -96,6 +104,8 @@ int main(int argc, char** argv) {
     // Values go to the database as typed: the solver's readers check them (64-bit, never wrapped).
     if (vm.count("max-iter")) set_option("-bilevel_max_it", vm["max-iter"].as<std::string>());
     if (vm.count("seed")) set_option("-bilevel_seed", vm["seed"].as<std::string>());
+    if (vm.count("checkpoint")) set_option("-bilevel_checkpoint", vm["checkpoint"].as<std::string>());
+    if (vm.count("restart")) set_option("-bilevel_restart", vm["restart"].as<std::string>());
     if (!vm.count("quiet") && !option_given("-bilevel_monitor")) set_option("-bilevel_monitor", "");
 
     PetscBool help = PETSC_FALSE;
@@ -131,13 +141,26 @@ int main(int argc, char** argv) {
     }
     std::string summary_path = vm.count("summary") ? vm["summary"].as<std::string>() : "";
     std::string trace_path = vm.count("trace") ? vm["trace"].as<std::string>() : "";
+    // Outputs and the checkpoint to continue from are checked before any data is read.
+    bilevel::petsc::OptionsReader run_opts(comm, "bilevel_");
+    const std::string checkpoint_path = run_opts.string("checkpoint", "", "checkpoint file");
+    const std::string restart_path = run_opts.string("restart", "", "checkpoint to continue from");
+    if (!summary_path.empty()) bilevel::check_output_path(comm, summary_path, "--summary");
+    if (!checkpoint_path.empty()) bilevel::check_output_path(comm, checkpoint_path, "--checkpoint");
+    if (!restart_path.empty()) (void)bilevel::read_checkpoint_facts(comm, restart_path);
+    std::unique_ptr<bilevel::CsvTraceMonitor> trace;
+    if (!trace_path.empty()) trace = std::make_unique<bilevel::CsvTraceMonitor>(comm, trace_path);
 
     // the problem's generators take the run's seed: -bilevel_seed, from --seed or the options
     inputs.seed = bilevel::petsc::OptionsReader(comm, "bilevel_").unsigned64("seed", 0, "random seed");
     auto problem = bilevel::make_problem(comm, problem_name, inputs);
     bilevel::BilevelSolver solver(comm);
     solver.set_problem(problem);
-    if (!trace_path.empty()) solver.add_monitor(std::make_unique<bilevel::CsvTraceMonitor>(comm, trace_path));
+    if (trace) solver.add_monitor(std::move(trace));
+    // a checkpoint of other data is refused at restart
+    for (const auto& [role, path] : {std::pair{"train", inputs.train}, std::pair{"validation", inputs.validation},
+                                     std::pair{"test", inputs.test}, std::pair{"dataset", inputs.dataset}})
+      if (!path.empty()) solver.add_checkpoint_fact("input " + std::string(role), bilevel::file_fingerprint(path));
     solver.set_from_options();
     bilevel::petsc::VecHandle x = problem->create_upper_vec(), y = problem->create_lower_vec();
     problem->initial_point(x, y);
@@ -158,6 +181,13 @@ int main(int argc, char** argv) {
     if (!summary_path.empty())
       bilevel::write_file_atomically(comm, summary_path, bilevel::summary_json(report, extras));
     bilevel::report_unused_options("bilevel-solve", comm);
+    if (report.reason == bilevel::ConvergedReason::CancelledSignal) {
+      BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel: stopped by %s after iteration %lld%s\n",
+                                     bilevel::signal_name(report.stop_signal),
+                                     static_cast<long long>(report.outer_iterations),
+                                     checkpoint_path.empty() ? "" : (" (continue with --restart " + checkpoint_path + ")").c_str()));
+      return 3;
+    }
     return report.reason < bilevel::ConvergedReason::Iterating ? 2 : 0;
   });
 }

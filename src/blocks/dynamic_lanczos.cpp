@@ -56,6 +56,20 @@ void DynamicLanczos::setup(Vec y_layout, PetscInt max_dim, bool precondition) {
   exhausted_ = true;
 }
 
+void DynamicLanczos::declare_state(StateRegistry& state, const std::string& prefix) {
+  state.add(prefix + "basis", basis_.get());
+  state.add(prefix + "alpha", alpha_);
+  state.add(prefix + "beta", beta_);
+  for (auto [name, v] : {std::pair{"anchor", &anchor_}, std::pair{"w", &w_}, std::pair{"b_bar", &b_bar_},
+                         std::pair{"q", &q_}, std::pair{"m", &m_}, std::pair{"m_prev", &m_prev_}})
+    state.add(prefix + name, v->get());
+  state.add(prefix + "r_bar_norm", r_bar_norm_);
+  state.add(prefix + "beta_last", beta_last_);
+  state.add_text(
+      prefix + "exhausted", [this] { return std::string(exhausted_ ? "1" : "0"); },
+      [this](const std::string& t) { exhausted_ = t == "1" || precondition_; });
+}
+
 void DynamicLanczos::apply_m(Vec in, Vec out) {
   if (precondition_)
     problem_->lower_precondition(in, out);

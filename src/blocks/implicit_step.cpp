@@ -21,6 +21,14 @@ void ImplicitStep::setup(BilevelProblem& problem, std::uint64_t seed, ImplicitBa
   outer_ = BatchSampler(seed, 4);
 }
 
+void ImplicitStep::declare_state(StateRegistry& state, const std::string& prefix) {
+  state.add(prefix + "v", v_.get());
+  state.add(prefix + "sampler_inner", inner_);
+  state.add(prefix + "sampler_hessian", hess_);
+  state.add(prefix + "sampler_jacobian", jac_);
+  state.add(prefix + "sampler_outer", outer_);
+}
+
 Batch ImplicitStep::next_hessian_batch(BilevelProblem& problem) {
   return batches_.lower > 0 ? hess_.next(problem.dataset_sizes().lower, batches_.lower) : Batch::all();
 }

@@ -43,6 +43,37 @@ SecantPairs::SecantPairs(Vec layout, SecantKind kind, PetscInt memory, SecantRul
   }
 }
 
+void SecantPairs::declare_state(StateRegistry& state, const std::string& prefix) {
+  for (PetscInt j = 0; j < m_; ++j) {
+    state.add(prefix + "s" + std::to_string(j), s_[static_cast<std::size_t>(j)].get());
+    state.add(prefix + "g" + std::to_string(j), g_[static_cast<std::size_t>(j)].get());
+  }
+  state.add(prefix + "gram", gram_);
+  state.add(prefix + "gamma", gamma_);
+  state.add(prefix + "rejected", rejected_);
+  // the slot order last: loading it rebuilds the lists from the slots and the Gram matrix loaded before
+  state.add_text(
+      prefix + "order",
+      [this] {
+        std::string t;
+        for (PetscInt j : order_) t += (t.empty() ? "" : ",") + std::to_string(j);
+        return t;
+      },
+      [this](const std::string& t) {
+        order_.clear();
+        std::size_t pos = 0;
+        while (pos < t.size()) {
+          const std::size_t comma = t.find(',', pos);
+          order_.push_back(static_cast<PetscInt>(std::stol(t.substr(pos, comma - pos))));
+          pos = comma == std::string::npos ? t.size() : comma + 1;
+        }
+        for (PetscInt j : order_)
+          if (j < 0 || j >= m_) throw InputError("checkpoint: secant pair slot " + std::to_string(j) + " out of range");
+        rebuild_list();
+        sr1_stale_ = true;
+      });
+}
+
 void SecantPairs::reset() {
   order_.clear();
   rebuild_list();
@@ -252,6 +283,13 @@ void LmvmBfgs::set_scale(PetscReal gamma) {
   // δ is PETSc's σ before the first pair after a reset: without pairs, reset now so that it applies.
   BILEVEL_PETSC_CALL(MatLMVMSymBroydenSetDelta(mat_, gamma_));
   if (stored_ == 0) reset();
+}
+
+void LmvmBfgs::declare_state(StateRegistry& state, const std::string& prefix) {
+  state.add(prefix + "gamma", gamma_);
+  state.add_text(
+      prefix + "stored", [this] { return std::to_string(stored_); },
+      [this](const std::string&) { reset(); });  // the pairs are not in the checkpoint: start without them
 }
 
 void LmvmBfgs::reset() {

@@ -54,16 +54,19 @@ const char* kind_name(StateRegistry::Entry::Kind k) {
     case K::Reals: return "reals";
     case K::Ints: return "ints";
     case K::Sampler: return "sampler";
+    case K::Basis: return "basis";
+    case K::Text: return "text";
   }
   return "?";
 }
 
-/// Escapes newlines and backslashes so that a fact's value stays on one line.
+/// Escapes backslashes, newlines and spaces so that a fact's name is one field and its value stays on one line.
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     if (c == '\\') out += "\\\\";
     else if (c == '\n') out += "\\n";
+    else if (c == ' ') out += "\\s";
     else out += c;
   }
   return out;
@@ -72,7 +75,7 @@ std::string unescape(const std::string& s) {
   std::string out;
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '\\' && i + 1 < s.size()) {
-      out += s[i + 1] == 'n' ? '\n' : s[i + 1];
+      out += s[i + 1] == 'n' ? '\n' : s[i + 1] == 's' ? ' ' : s[i + 1];
       ++i;
     } else {
       out += s[i];
@@ -106,7 +109,7 @@ Metadata parse_metadata(const std::string& path, const std::string& text) {
       m.facts[name] = unescape(value);
     } else {
       m.records[name] = Record{kind, value};
-      if (kind == "vec") m.vec_order.push_back(name);
+      if (kind == "vec" || kind == "basis") m.vec_order.push_back(name);
     }
   }
   return m;
@@ -179,6 +182,12 @@ void StateRegistry::add(const std::string& name, bool& v) { add_entry(Entry::Kin
 void StateRegistry::add(const std::string& name, std::vector<PetscReal>& v) { add_entry(Entry::Kind::Reals, name, &v); }
 void StateRegistry::add(const std::string& name, std::vector<PetscInt>& v) { add_entry(Entry::Kind::Ints, name, &v); }
 void StateRegistry::add(const std::string& name, BatchSampler& s) { add_entry(Entry::Kind::Sampler, name, &s); }
+void StateRegistry::add(const std::string& name, BV basis) { add_entry(Entry::Kind::Basis, name, basis); }
+void StateRegistry::add_text(const std::string& name, std::function<std::string()> save,
+                             std::function<void(const std::string&)> load) {
+  texts_.push_back(TextHooks{std::move(save), std::move(load)});
+  add_entry(Entry::Kind::Text, name, &texts_.back());
+}
 
 std::uint64_t distribution_free_checksum(Vec v) {
   PetscInt lo = 0, hi = 0;
@@ -246,6 +255,22 @@ CheckpointWriteStats write_checkpoint(MPI_Comm comm, const std::string& path, co
         case K::Reals: meta << join(*static_cast<std::vector<PetscReal>*>(e.ref), true); break;
         case K::Ints: meta << join(*static_cast<std::vector<PetscInt>*>(e.ref), false); break;
         case K::Sampler: meta << static_cast<BatchSampler*>(e.ref)->draws(); break;
+        case K::Basis: {
+          BV bv = static_cast<BV>(e.ref);
+          PetscInt n = 0, local = 0, columns = 0;
+          BILEVEL_PETSC_CALL(BVGetSizes(bv, &local, &n, &columns));
+          meta << columns << " " << n;
+          for (PetscInt j = 0; j < columns; ++j) {
+            Vec c = nullptr;
+            BILEVEL_PETSC_CALL(BVGetColumn(bv, j, &c));
+            BILEVEL_PETSC_CALL(VecView(c, viewer));
+            meta << " " << distribution_free_checksum(c);
+            BILEVEL_PETSC_CALL(BVRestoreColumn(bv, j, &c));
+          }
+          stats.bytes += static_cast<std::int64_t>(n) * columns * static_cast<std::int64_t>(sizeof(PetscScalar));
+          break;
+        }
+        case K::Text: meta << escape(static_cast<StateRegistry::TextHooks*>(e.ref)->save()); break;
       }
       meta << "\n";
     }
@@ -302,7 +327,7 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
     if (it == m.records.end() || it->second.kind != kind_name(e.kind))
       throw InputError("checkpoint " + path + " has no " + kind_name(e.kind) + " '" + e.name +
                        "' (written by another method or version?)");
-    if (e.kind == K::Vector) vecs.push_back(e.name);
+    if (e.kind == K::Vector || e.kind == K::Basis) vecs.push_back(e.name);
   }
   if (vecs != m.vec_order)
     throw InputError("checkpoint " + path + " holds other vectors than this run needs (written by another method?)");
@@ -382,9 +407,50 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
         static_cast<BatchSampler*>(e.ref)->set_draws(draws);
         break;
       }
+      case K::Basis: {
+        BV bv = static_cast<BV>(e.ref);
+        PetscInt n = 0, local = 0, columns = 0;
+        BILEVEL_PETSC_CALL(BVGetSizes(bv, &local, &n, &columns));
+        long long file_columns = 0, file_n = 0;
+        value >> file_columns >> file_n;
+        if (file_columns != columns || file_n != n)
+          throw InputError("checkpoint " + path + ": basis '" + e.name + "' is " + std::to_string(file_n) + " x " +
+                           std::to_string(file_columns) + ", this run's is " + std::to_string(n) + " x " +
+                           std::to_string(columns) + " (other options or data?)");
+        for (PetscInt j = 0; j < columns; ++j) {
+          std::uint64_t sum = 0;
+          value >> sum;
+          Vec c = nullptr;
+          BILEVEL_PETSC_CALL(BVGetColumn(bv, j, &c));
+          bool ok = true;
+          try {
+            BILEVEL_PETSC_CALL(VecLoad(c, viewer));
+          } catch (const petsc::Error&) {
+            ok = false;
+          }
+          const bool same = ok && distribution_free_checksum(c) == sum;
+          BILEVEL_PETSC_CALL(BVRestoreColumn(bv, j, &c));
+          if (!same) throw InputError("checkpoint " + path + " is truncated or corrupted (basis '" + e.name + "')");
+        }
+        break;
+      }
+      case K::Text: {
+        std::string rest;
+        std::getline(value, rest);
+        if (!rest.empty() && rest.front() == ' ') rest.erase(0, 1);
+        static_cast<StateRegistry::TextHooks*>(e.ref)->load(unescape(rest));
+        break;
+      }
     }
     if (value.fail()) throw InputError("checkpoint " + path + " is corrupted (record '" + e.name + "')");
   }
+}
+
+std::string file_fingerprint(const std::string& path) {
+  const std::string name = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return name + " (not found)";
+  return name + ", " + std::to_string(static_cast<long long>(in.tellg())) + " bytes";
 }
 
 }  // namespace bilevel

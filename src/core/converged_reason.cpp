@@ -11,6 +11,7 @@ std::string_view to_string(ConvergedReason r) {
     case ConvergedReason::DivergedNaN: return "DIVERGED_NAN";
     case ConvergedReason::DivergedInnerSolve: return "DIVERGED_INNER_SOLVE";
     case ConvergedReason::DivergedUser: return "DIVERGED_USER";
+    case ConvergedReason::CancelledSignal: return "CANCELLED_SIGNAL";
   }
   return "UNKNOWN";
 }

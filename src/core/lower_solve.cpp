@@ -1,5 +1,7 @@
 #include "bilevel/core/lower_solve.hpp"
 
+#include "bilevel/core/run_clock.hpp"
+
 #include <petscksp.h>
 
 #include <algorithm>
@@ -27,6 +29,7 @@ PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscRea
     BILEVEL_PETSC_CALL(VecNorm(g, NORM_2, &norm));
     if (g0 < 0) g0 = norm;
     if (!std::isfinite(norm) || norm <= rtol * std::max<PetscReal>(1, g0) || it == max_newton) break;
+    if (phase_deadline_passed(problem.comm())) break;  // the run's time budget (core/run_clock.hpp)
     // Newton step d ≈ H⁻¹ ∇_y g with the forcing term min(0.5, sqrt(|g|/g0)) (Eisenstat-Walker flavour),
     // capped by the user's -bilevel_final_ksp_rtol when that is tighter.
     const PetscReal forcing = std::min<PetscReal>(0.5, std::sqrt(norm / std::max<PetscReal>(g0, 1e-300)));

@@ -1,6 +1,11 @@
 #include "bilevel/core/monitor.hpp"
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
 #include <ios>
 
 #include "bilevel/petsc/error.hpp"
@@ -21,6 +26,11 @@ void ProgressMonitor::on_start(const std::string& problem, const std::string& me
                                  method.c_str(), ranks, ranks == 1 ? "" : "s"));
 }
 
+void ProgressMonitor::on_resume(std::int64_t iteration) {
+  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "bilevel: continuing from the checkpoint of iteration %lld\n",
+                                 static_cast<long long>(iteration)));
+}
+
 void ProgressMonitor::on_iteration(const IterationRecord& r) {
   if (every_ > 1 && r.iteration % every_ != 0 && r.iteration != r.max_iterations) return;
   // Time left: the slower of the iteration budget and the time budget.
@@ -36,60 +46,91 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
   if (r.test_loss) n += std::snprintf(extra + n, sizeof extra - n, "  test loss %.5f", *r.test_loss);
   if (r.linear_residual >= 0)
     n += std::snprintf(extra + n, sizeof extra - n, "  lin.res %.2e", r.linear_residual);
-  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "%5lld  %8.2fs  F %.6e  |h| %.3e%s  (%.0fs left)\n",
-                                 static_cast<long long>(r.iteration), r.wall_time, r.upper_objective,
-                                 r.hypergradient_norm, extra, left));
+  char h[32] = "-";  // row 0, the start point, has no estimate yet
+  if (std::isfinite(r.hypergradient_norm)) std::snprintf(h, sizeof h, "%.3e", r.hypergradient_norm);
+  BILEVEL_PETSC_CALL(PetscPrintf(comm_, "%5lld  %8.2fs  F %.6e  |h| %s%s  (%.0fs left)\n",
+                                 static_cast<long long>(r.iteration), r.wall_time, r.upper_objective, h, extra,
+                                 left));
 }
+
+namespace {
+
+constexpr const char* kTraceHeader =
+    "iteration,wall_time_s,upper_objective,hypergradient_norm,true_hypergradient_norm,test_loss,"
+    "test_accuracy,lower_residual,linear_residual,grad_f,grad_g,hvp,jvp,samples";
+
+void agree_or_throw(MPI_Comm comm, int ok, const std::string& path) {
+  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+  if (!ok) throw InputError("cannot write " + path + " (option --trace)");
+}
+
+}  // namespace
 
 CsvTraceMonitor::CsvTraceMonitor(MPI_Comm comm, std::string path, PetscInt every)
-    : comm_(comm), path_(std::move(path)), tmp_(path_ + ".tmp"), every_(every) {
+    : comm_(comm), path_(std::move(path)), every_(every) {
   int ok = 1;
   if (rank_of(comm_) == 0) {
-    out_.open(tmp_, std::ios::out | std::ios::trunc);
-    ok = out_.good() ? 1 : 0;
-    if (ok)
-      out_ << "iteration,wall_time_s,upper_objective,hypergradient_norm,true_hypergradient_norm,test_loss,"
-              "test_accuracy,lower_residual,linear_residual,grad_f,grad_g,hvp,jvp,samples\n";
+    const bool existed = std::ifstream(path_).good();
+    std::ofstream probe(path_, std::ios::out | std::ios::app);
+    ok = probe.good() ? 1 : 0;
+    probe.close();
+    if (ok && !existed) std::remove(path_.c_str());
   }
-  MPI_Bcast(&ok, 1, MPI_INT, 0, comm_);
-  if (!ok) throw InputError("cannot write trace file " + path_ + " (option --trace)");
+  agree_or_throw(comm_, ok, path_);
 }
 
-CsvTraceMonitor::~CsvTraceMonitor() {
-  if (!finished_ && out_.is_open()) {
-    out_.close();
-    std::remove(tmp_.c_str());  // no half-written output
+void CsvTraceMonitor::on_resume(std::int64_t iteration) { resume_after_ = iteration; }
+
+void CsvTraceMonitor::on_start(const std::string&, const std::string&, int) {
+  int ok = 1;
+  if (rank_of(comm_) == 0) {
+    // A restart keeps the header and the rows up to its iteration (a run stopped after its last checkpoint
+    // wrote rows that the restart computes again).
+    std::vector<std::string> kept;
+    if (resume_after_ >= 0) {
+      std::ifstream in(path_);
+      std::string line;
+      if (std::getline(in, line) && line == kTraceHeader)
+        while (std::getline(in, line))
+          if (!line.empty() && std::strtoll(line.c_str(), nullptr, 10) <= resume_after_) kept.push_back(line);
+    }
+    out_.open(path_, std::ios::out | std::ios::trunc);
+    out_ << kTraceHeader << '\n';
+    for (const auto& l : kept) out_ << l << '\n';
+    out_.flush();
+    ok = out_.good() ? 1 : 0;
   }
+  agree_or_throw(comm_, ok, path_);
 }
 
 void CsvTraceMonitor::on_iteration(const IterationRecord& r) {
-  if (rank_of(comm_) != 0) return;
+  if (rank_of(comm_) != 0 || !out_.is_open()) return;
   if (every_ > 1 && r.iteration % every_ != 0) return;
   auto opt = [](const std::optional<PetscReal>& v) {
-    if (!v) return std::string();
+    if (!v || !std::isfinite(*v)) return std::string();
     char b[64];
     std::snprintf(b, sizeof b, "%.10g", *v);
     return std::string(b);
   };
   char line[512];
-  std::snprintf(line, sizeof line, "%lld,%.6f,%.12g,%.6e,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld\n",
-                static_cast<long long>(r.iteration), r.wall_time, r.upper_objective, r.hypergradient_norm,
-                opt(r.true_hypergradient_norm).c_str(), opt(r.test_loss).c_str(), opt(r.test_accuracy).c_str(),
-                r.lower_residual, r.linear_residual, static_cast<long long>(r.counts.grad_f),
-                static_cast<long long>(r.counts.grad_g), static_cast<long long>(r.counts.hvp),
-                static_cast<long long>(r.counts.jvp), static_cast<long long>(r.counts.samples));
+  std::snprintf(line, sizeof line, "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld\n",
+                static_cast<long long>(r.iteration), r.wall_time, r.upper_objective,
+                opt(r.hypergradient_norm).c_str(), opt(r.true_hypergradient_norm).c_str(), opt(r.test_loss).c_str(),
+                opt(r.test_accuracy).c_str(), r.lower_residual, r.linear_residual,
+                static_cast<long long>(r.counts.grad_f), static_cast<long long>(r.counts.grad_g),
+                static_cast<long long>(r.counts.hvp), static_cast<long long>(r.counts.jvp),
+                static_cast<long long>(r.counts.samples));
   out_ << line;
+  out_.flush();  // readable during the run
 }
 
 void CsvTraceMonitor::on_finish(const IterationRecord&) {
   int ok = 1;
-  if (rank_of(comm_) == 0) {
+  if (rank_of(comm_) == 0 && out_.is_open()) {
     out_.close();
-    ok = (!out_.fail() && std::rename(tmp_.c_str(), path_.c_str()) == 0) ? 1 : 0;
+    ok = out_.fail() ? 0 : 1;
   }
-  finished_ = true;
-  MPI_Bcast(&ok, 1, MPI_INT, 0, comm_);
-  if (!ok) throw InputError("cannot write trace file " + path_ + " (option --trace)");
+  agree_or_throw(comm_, ok, path_);
 }
 
 }  // namespace bilevel

@@ -2,9 +2,15 @@
 
 #include <petsctime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "bilevel/core/accurate_hypergradient.hpp"
+#include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/interrupt.hpp"
+#include "bilevel/core/run_clock.hpp"
 #include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_solve.hpp"
 #include "bilevel/core/tuned_settings.hpp"
@@ -16,23 +22,47 @@
 namespace bilevel {
 namespace {
 
-double now() {
-  PetscLogDouble t = 0;
-  (void)PetscTime(&t);
-  return t;
-}
+double now() { return monotonic_seconds(); }
 
 /// Missing capabilities of `have` among `need`, as names.
 std::string missing(Capability need, Capability have) {
   return to_string(static_cast<Capability>(static_cast<unsigned>(need) & ~static_cast<unsigned>(have)));
 }
 
-/// Whether the time budget is spent, decided on rank 0 and broadcast: the ranks' clocks differ, and ranks
-/// that disagreed would leave the outer loop at different iterations and deadlock. Collective.
-bool time_budget_spent(MPI_Comm comm, double elapsed, double budget) {
-  int spent = elapsed >= budget ? 1 : 0;
-  MPI_Bcast(&spent, 1, MPI_INT, 0, comm);
-  return spent != 0;
+/// The decisions taken at an iteration boundary, the same on every rank: a stop signal on any rank (its
+/// number), and rank 0's clock for the time budget and the checkpoint timer (the ranks' clocks differ, and
+/// ranks that disagreed would leave the loop at different iterations and deadlock). One reduction.
+/// Collective.
+struct BoundaryDecision {
+  int signal = 0;
+  bool budget_spent = false;
+  bool checkpoint_due = false;
+};
+
+BoundaryDecision agree_at_boundary(MPI_Comm comm, bool budget_spent, bool checkpoint_due) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  int mine[3] = {stop_signal_received(), rank == 0 && budget_spent ? 1 : 0, rank == 0 && checkpoint_due ? 1 : 0};
+  int all[3] = {0, 0, 0};
+  MPI_Allreduce(mine, all, 3, MPI_INT, MPI_MAX, comm);
+  return {all[0], all[1] != 0, all[2] != 0};
+}
+
+/// The -bilevel_ options in the database whose values a checkpoint records (every key some reader of this
+/// process read, present in the database, restart_free_options() excepted), "-bilevel_seed" -> "3".
+std::map<std::string, std::string> recorded_options(const std::string& prefix) {
+  std::map<std::string, std::string> out;
+  const auto& free = BilevelSolver::restart_free_options();
+  for (const std::string& key : petsc::known_option_names()) {
+    if (key.rfind("-" + prefix, 0) != 0) continue;
+    const std::string name = key.substr(1 + prefix.size());
+    if (std::find(free.begin(), free.end(), name) != free.end()) continue;
+    PetscBool set = PETSC_FALSE;
+    char value[1024] = "";
+    BILEVEL_PETSC_CALL(PetscOptionsGetString(nullptr, nullptr, key.c_str(), value, sizeof value, &set));
+    if (set) out[key] = value;
+  }
+  return out;
 }
 
 }  // namespace
@@ -91,7 +121,32 @@ void BilevelSolver::set_from_options() {
   if (use_tuned) tuned_ = load_tuned_settings(comm_, problem_->name(), type_, tuned_dir);
   if (tuned_) opts.set_defaults(tuned_->values);
   o.max_iterations = opts.integer64("max_it", o.max_iterations, "maximum outer iterations", 0);
-  o.max_time = opts.real("max_time", o.max_time, "time budget in seconds (0: none)", 0.0);
+  {
+    // a number of seconds, or "slurm": the job's remaining time (read when solve() starts)
+    char def[64];
+    std::snprintf(def, sizeof def, "%g", static_cast<double>(o.max_time));
+    const std::string t = opts.string(
+        "max_time", o.max_time_from_slurm ? "slurm" : def,
+        "time budget in seconds for the whole run from program start, loading and final phase included (0: "
+        "none; slurm: the job's remaining time)");
+    o.max_time_from_slurm = t == "slurm";
+    if (!o.max_time_from_slurm) {
+      char* end = nullptr;
+      const double v = std::strtod(t.c_str(), &end);
+      if (t.empty() || *end != '\0' || !(v >= 0) || !std::isfinite(v))
+        throw InputError("option -" + opts.prefix() + "max_time: '" + t +
+                         "' is not a number of seconds >= 0 or 'slurm'");
+      o.max_time = v;
+    }
+  }
+  o.final_reserve = opts.real("final_reserve", o.final_reserve,
+                              "fraction of -bilevel_max_time kept for the final phase and the outputs", 0.0, 0.9);
+  o.checkpoint = opts.string("checkpoint", o.checkpoint, "write checkpoints to this file (bilevel-solve --checkpoint)");
+  o.checkpoint_interval =
+      opts.integer64("checkpoint_interval", o.checkpoint_interval, "iterations between checkpoints", 1);
+  o.checkpoint_seconds = opts.real("checkpoint_seconds", o.checkpoint_seconds,
+                                   "also write a checkpoint when this many seconds passed since the last (0: off)", 0.0);
+  o.restart = opts.string("restart", o.restart, "continue from this checkpoint (bilevel-solve --restart)");
   o.gatol = opts.real("gatol", o.gatol,
                       "stop when the hypergradient estimate norm <= gatol and an accurate hypergradient at that "
                       "x confirms it (closed form, or accurate lower solve + CG; see docs/architecture.md)",
@@ -188,14 +243,96 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   algorithm_->setup(ctx);
   problem.reset_counts();
 
-  for_each_monitor([&](Monitor& m) { m.on_start(problem.name(), type_, ranks); });
+  // The clock: the whole run's budget counts from program start when the program marked it.
   const double t0 = now();
+  const double origin = run_start().value_or(t0);
+  double budget = options_.max_time;
+  if (options_.max_time_from_slurm) {
+    const std::optional<double> left = slurm_remaining_seconds(comm_);
+    if (!left)
+      throw InputError("option -bilevel_max_time slurm: no Slurm job time limit found (SLURM_JOB_ID unset, or "
+                       "squeue reports none)");
+    budget = *left + (t0 - origin);  // counted from the origin like a number of seconds
+  }
+  const double loop_deadline = origin + budget * (1 - options_.final_reserve);
+
+  // Everything a run carries from one iteration to the next, declared once (core/checkpoint.hpp).
+  std::int64_t k = 0;
+  double elapsed_before = 0;  // solve time of the runs this one continues
+  double elapsed_saved = 0;   // solve time up to the checkpoint's iteration, all runs
+  OracleCounts run_counts;
+  StepResult last;
+  last.hypergradient_norm = NAN;
+  std::int64_t next_gatol_check = 0, gatol_wait = 1;
+  StateRegistry state;
+  state.add("solver.x", x);
+  state.add("solver.y", y);
+  state.add("solver.iteration", k);
+  state.add("solver.elapsed", elapsed_saved);
+  state.add("solver.counts.grad_f", run_counts.grad_f);
+  state.add("solver.counts.grad_g", run_counts.grad_g);
+  state.add("solver.counts.hvp", run_counts.hvp);
+  state.add("solver.counts.jvp", run_counts.jvp);
+  state.add("solver.counts.samples", run_counts.samples);
+  state.add("solver.counts.value_f", run_counts.value_f);
+  state.add("solver.counts.value_g", run_counts.value_g);
+  state.add("solver.hypergradient_norm", last.hypergradient_norm);
+  state.add("solver.lower_residual", last.lower_residual);
+  state.add("solver.linear_residual", last.linear_residual);
+  state.add("solver.gatol_next_check", next_gatol_check);
+  state.add("solver.gatol_wait", gatol_wait);
+  state.add("solver.gatol_rejections", report.gatol_rejections);
+  upper_->declare_state(state);
+  algorithm_->declare_state(state);
+  problem.declare_state(state);
+  CheckpointFacts facts;
+  {
+    PetscInt nx = 0, ny = 0;
+    BILEVEL_PETSC_CALL(VecGetSize(x, &nx));
+    BILEVEL_PETSC_CALL(VecGetSize(y, &ny));
+    const DatasetSizes sizes = problem.dataset_sizes();
+    facts["problem"] = problem.name();
+    facts["method"] = type_;
+    facts["dimensions"] = "x " + std::to_string(nx) + ", y " + std::to_string(ny) + ", samples " +
+                          std::to_string(sizes.lower) + " lower, " + std::to_string(sizes.upper) + " upper";
+    for (const auto& [key, value] : facts_) facts[key] = value;
+    for (const auto& [key, value] : recorded_options("bilevel_")) facts["option " + key] = value;
+  }
+
+  if (!options_.restart.empty()) {
+    const CheckpointFacts saved = read_checkpoint_facts(comm_, options_.restart);
+    // what differs, in one line: the first fact that does not match, the problem and the method first
+    std::vector<std::pair<std::string, std::string>> ordered;
+    for (const char* first : {"problem", "method"}) ordered.emplace_back(first, facts.at(first));
+    for (const auto& [key, value] : facts)
+      if (key != "problem" && key != "method") ordered.emplace_back(key, value);
+    for (const auto& [key, value] : ordered) {
+      const auto it = saved.find(key);
+      const std::string theirs = it == saved.end() ? "(not set)" : it->second;
+      if (theirs != value)
+        throw InputError("checkpoint " + options_.restart + " does not match this run: " + key + " is '" + theirs +
+                         "' there and '" + value + "' here");
+    }
+    for (const auto& [key, value] : saved)
+      if (key.rfind("option ", 0) == 0 && facts.count(key) == 0)
+        throw InputError("checkpoint " + options_.restart + " does not match this run: " + key + " is '" + value +
+                         "' there and not set here");
+    read_checkpoint(comm_, options_.restart, state);
+    problem.set_counts(run_counts);
+    elapsed_before = elapsed_saved;
+    report.restarted_from_iteration = k;
+  }
+
+  const bool closed_form = has(have, Capability::ClosedForm);
+  const bool test_set = has(have, Capability::TestSet);
+  const bool monitoring = !monitors_.empty() || progress_;
+  if (report.restarted_from_iteration)
+    for_each_monitor([&](Monitor& m) { m.on_resume(k); });
+  for_each_monitor([&](Monitor& m) { m.on_start(problem.name(), type_, ranks); });
   double eval_time = 0;
   IterationRecord record;
   record.max_iterations = options_.max_iterations;
-  record.max_time = options_.max_time;
-  const bool closed_form = has(have, Capability::ClosedForm);
-  const bool test_set = has(have, Capability::TestSet);
+  record.max_time = budget;
   petsc::VecHandle work = problem.create_upper_vec();
 
   // Evaluation for monitors: not counted as oracle work, not counted in the records' wall time.
@@ -218,11 +355,19 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     problem.set_counts(saved);
     eval_time += now() - e0;
   };
+  auto emit_record = [&]() {
+    record.iteration = k;
+    record.wall_time = elapsed_before + (now() - t0 - eval_time);
+    record.hypergradient_norm = last.hypergradient_norm;
+    record.lower_residual = last.lower_residual;
+    record.linear_residual = last.linear_residual;
+    record.counts = problem.counts();
+    for_each_monitor([&](Monitor& m) { m.on_iteration(record); });
+  };
 
   // The gatol test (see solve() in solver.hpp): a candidate is confirmed by the accurate hypergradient;
   // after a rejection the next check waits `gatol_wait` iterations, doubled each time.
   constexpr PetscReal kVerifyRtol = 1e-8;
-  std::int64_t next_gatol_check = 0, gatol_wait = 1;
   auto gatol_confirmed = [&](std::int64_t iteration) {
     if (iteration < next_gatol_check) return false;
     const OracleCounts saved = problem.counts();
@@ -243,46 +388,90 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     return false;
   };
 
+  // Checkpoints: the state after iteration k (written before the final phase changes y).
+  std::int64_t checkpointed_at = report.restarted_from_iteration.value_or(-1);
+  double last_checkpoint_time = t0;
+  auto write_state = [&]() {
+    run_counts = problem.counts();
+    elapsed_saved = elapsed_before + (now() - t0 - eval_time);
+    const CheckpointWriteStats w = write_checkpoint(comm_, options_.checkpoint, state, facts);
+    eval_time += w.seconds;  // like evaluations, outside the records' wall time
+    ++report.checkpoints_written;
+    report.checkpoint_bytes = w.bytes;
+    report.checkpoint_seconds += w.seconds;
+    checkpointed_at = k;
+    last_checkpoint_time = now();
+  };
+
+  // The start point is the trace's row 0 (a restart continues the trace after its last row).
+  if (monitoring && !report.restarted_from_iteration) {
+    evaluate(options_.monitor_test);
+    emit_record();
+  }
+
   ConvergedReason reason = ConvergedReason::Iterating;
-  std::int64_t k = 0;
-  StepResult last;
+  // The loop stops when the next iteration, as long as the last one, would end past its deadline.
+  double iteration_start = now(), last_iteration_seconds = 0;
+  auto boundary = [&]() {
+    const double t = now();
+    const bool due = !options_.checkpoint.empty() &&
+                     ((k > 0 && k % options_.checkpoint_interval == 0) ||
+                      (options_.checkpoint_seconds > 0 && t - last_checkpoint_time >= options_.checkpoint_seconds));
+    return agree_at_boundary(comm_, budget > 0 && t + last_iteration_seconds >= loop_deadline, due);
+  };
+  BoundaryDecision decision = boundary();
+  if (decision.signal) reason = ConvergedReason::CancelledSignal;
   while (reason == ConvergedReason::Iterating) {
     if (k >= options_.max_iterations) {
       reason = ConvergedReason::ConvergedMaxIterations;
       break;
     }
+    if (decision.budget_spent) {
+      reason = ConvergedReason::ConvergedTime;
+      break;
+    }
     ctx.iteration = k;
+    iteration_start = now();
     last = algorithm_->step(ctx);
     ++k;
+    last_iteration_seconds = now() - iteration_start;
     PetscReal xn = 0, yn = 0;
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
     BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
+    decision = boundary();
     if (last.reason != ConvergedReason::Iterating) reason = last.reason;
     else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
       reason = ConvergedReason::DivergedNaN;
+    else if (decision.signal)
+      reason = ConvergedReason::CancelledSignal;
     else if (options_.gatol > 0 && last.hypergradient_norm <= options_.gatol && gatol_confirmed(k))
       reason = ConvergedReason::ConvergedGradientTolerance;
-    else if (options_.max_time > 0 && time_budget_spent(comm_, now() - t0, options_.max_time))
+    else if (decision.budget_spent)
       reason = ConvergedReason::ConvergedTime;
     const bool last_iteration = reason != ConvergedReason::Iterating || k >= options_.max_iterations;
-    if ((!monitors_.empty() || progress_) && (k % options_.monitor_every == 0 || last_iteration) &&
-        reason != ConvergedReason::DivergedNaN) {
+    if (monitoring && (k % options_.monitor_every == 0 || last_iteration) && reason != ConvergedReason::DivergedNaN) {
       evaluate(options_.monitor_test);
-      record.iteration = k;
-      record.wall_time = now() - t0 - eval_time;
-      record.hypergradient_norm = last.hypergradient_norm;
-      record.lower_residual = last.lower_residual;
-      record.linear_residual = last.linear_residual;
-      record.counts = problem.counts();
-      for_each_monitor([&](Monitor& m) { m.on_iteration(record); });
+      emit_record();
     }
+    if (decision.checkpoint_due && reason == ConvergedReason::Iterating) write_state();
   }
+  report.stop_signal = decision.signal;
+  // The last iteration's state, unless it is not worth continuing from (a numerical failure keeps the
+  // previous checkpoint).
+  const bool healthy = reason > ConvergedReason::Iterating || reason == ConvergedReason::CancelledSignal;
+  if (!options_.checkpoint.empty() && healthy && checkpointed_at != k) write_state();
 
   const OracleCounts counts = problem.counts();
-  if (reason > ConvergedReason::Iterating && options_.final_lower_solve)
-    // the problem's own accurate solver, else the solver's Newton-PCG
+  if (reason > ConvergedReason::Iterating && options_.final_lower_solve) {
+    // the problem's own accurate solver, else the solver's Newton-PCG; within the budget, leaving a share of
+    // the reserve for the evaluation and the outputs
+    struct PhaseDeadline {  // cleared however the phase ends
+      explicit PhaseDeadline(std::optional<double> d) { set_phase_deadline(d); }
+      ~PhaseDeadline() { set_phase_deadline(std::nullopt); }
+    } deadline(budget > 0 ? std::optional<double>(origin + budget * (1 - options_.final_reserve / 4)) : std::nullopt);
     if (!problem.solve_lower(x, y, options_.final_lower_rtol))
       solve_lower_accurately(problem, x, y, options_.final_lower_rtol);
+  }
   report.counts = counts;
   report.outer_iterations = k;
   report.reason = reason;
@@ -297,12 +486,20 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   } else {
     report.upper_objective = NAN;
   }
-  report.wall_time_s = now() - t0;
+  report.wall_time_s = elapsed_before + (now() - t0);
   record.iteration = k;
   record.wall_time = report.wall_time_s;
   record.counts = counts;
   for_each_monitor([&](Monitor& m) { m.on_finish(record); });
   return report;
+}
+
+const std::vector<std::string>& BilevelSolver::restart_free_options() {
+  static const std::vector<std::string> free = {
+      "max_it", "max_time", "final_reserve", "checkpoint", "checkpoint_interval", "checkpoint_seconds", "restart",
+      "monitor", "monitor_every", "monitor_test", "view", "final_lower_solve", "final_lower_rtol", "test_derivatives",
+      "test_derivatives_point", "gatol", "tuned_dir", "converged_reason"};
+  return free;
 }
 
 }  // namespace bilevel

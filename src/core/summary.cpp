@@ -1,6 +1,8 @@
 #include "bilevel/core/summary.hpp"
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -58,10 +60,34 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
     << ", \"hvp\": " << r.counts.hvp << ", \"jvp\": " << r.counts.jvp << ", \"samples\": " << r.counts.samples
     << ", \"value_f\": " << r.counts.value_f << ", \"value_g\": " << r.counts.value_g << "},\n";
   s << "  \"converged_reason\": " << quoted(std::string(to_string(r.reason))) << ",\n";
+  if (r.stop_signal) s << "  \"stop_signal\": " << r.stop_signal << ",\n";
+  s << "  \"checkpoints_written\": " << r.checkpoints_written << ",\n";
+  s << "  \"checkpoint_bytes\": " << r.checkpoint_bytes << ",\n";
+  s << "  \"checkpoint_seconds\": " << number(r.checkpoint_seconds) << ",\n";
+  s << "  \"restarted_from_iteration\": "
+    << (r.restarted_from_iteration ? std::to_string(*r.restarted_from_iteration) : std::string("null")) << ",\n";
   s << "  \"seed\": " << r.seed << ",\n";
   s << "  \"version\": " << quoted(version()) << "\n";
   s << "}\n";
   return s.str();
+}
+
+void check_output_path(MPI_Comm comm, const std::string& path, const std::string& option) {
+  int rank = 0, ok = 1;
+  MPI_Comm_rank(comm, &rank);
+  std::string why;
+  if (rank == 0) {
+    // The file is written as path.tmp and renamed, so path.tmp must be creatable in path's folder.
+    const std::string tmp = path + ".tmp";
+    const bool existed = std::ifstream(tmp).good();
+    std::ofstream probe(tmp, std::ios::out | std::ios::app);
+    ok = probe.good() ? 1 : 0;
+    if (!ok) why = std::strerror(errno);
+    probe.close();
+    if (ok && !existed) std::remove(tmp.c_str());
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+  if (!ok) throw InputError("cannot write " + path + " (option " + option + ")" + (why.empty() ? "" : ": " + why));
 }
 
 void write_file_atomically(MPI_Comm comm, const std::string& path, const std::string& text,

@@ -1,10 +1,10 @@
 #include "bilevel/core/upper_stepper.hpp"
 
-#include <petsctime.h>
 
 #include <algorithm>
 #include <cmath>
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 #include "bilevel/petsc/vec_access.hpp"
@@ -40,13 +40,20 @@ void UpperStepper::set_from_options(petsc::OptionsReader& opts) {
 
 void UpperStepper::setup(Vec x) {
   options_.validate();
-  BILEVEL_PETSC_CALL(VecScatterCreateToZero(x, to_zero_.out(), x_seq_.out()));
-  BILEVEL_PETSC_CALL(VecDuplicate(x_seq_, d_seq_.out()));
-  PetscInt n = 0;
-  BILEVEL_PETSC_CALL(VecGetSize(x_seq_, &n));  // N on rank 0, 0 elsewhere
-  m_.assign(static_cast<std::size_t>(n), 0.0);
-  s_.assign(static_cast<std::size_t>(n), 0.0);
+  m_.reset();
+  s_.reset();
+  BILEVEL_PETSC_CALL(VecDuplicate(x, m_.out()));
+  BILEVEL_PETSC_CALL(VecDuplicate(x, s_.out()));
+  BILEVEL_PETSC_CALL(VecZeroEntries(m_));
+  BILEVEL_PETSC_CALL(VecZeroEntries(s_));
   k_ = 0;
+}
+
+void UpperStepper::declare_state(StateRegistry& state) {
+  BILEVEL_ASSERT(m_);
+  state.add("upper.m", m_.get());
+  state.add("upper.s", s_.get());
+  state.add("upper.steps", k_);
 }
 
 PetscReal UpperStepper::current_step() const {
@@ -55,49 +62,34 @@ PetscReal UpperStepper::current_step() const {
 
 void UpperStepper::step(Vec x, Vec direction) {
   petsc::ScopedEvent ev(petsc::events().outer_step);
-  BILEVEL_ASSERT(to_zero_);
-  PetscLogDouble t0 = 0, t1 = 0;
-  (void)PetscTime(&t0);
-  BILEVEL_PETSC_CALL(VecScatterBegin(to_zero_, x, x_seq_, INSERT_VALUES, SCATTER_FORWARD));
-  BILEVEL_PETSC_CALL(VecScatterEnd(to_zero_, x, x_seq_, INSERT_VALUES, SCATTER_FORWARD));
-  BILEVEL_PETSC_CALL(VecScatterBegin(to_zero_, direction, d_seq_, INSERT_VALUES, SCATTER_FORWARD));
-  BILEVEL_PETSC_CALL(VecScatterEnd(to_zero_, direction, d_seq_, INSERT_VALUES, SCATTER_FORWARD));
-  (void)PetscTime(&t1);
-  comm_seconds_ += t1 - t0;
-  const PetscReal lr = current_step();
+  BILEVEL_ASSERT(m_);
+  const PetscReal lr = current_step();  // the decision: the same on every rank
   ++k_;
-  {
-    // The coordinator (rank 0 holds all N entries, other ranks none) applies the update rule.
-    petsc::WriteView xs(x_seq_);
-    petsc::ReadView ds(d_seq_);
-    const PetscReal b1 = options_.momentum, b2 = options_.beta2;
-    const PetscReal c1 = 1 - std::pow(b1, static_cast<PetscReal>(k_));
-    const PetscReal c2 = 1 - std::pow(b2, static_cast<PetscReal>(k_));
-    for (PetscInt i = 0; i < xs.size(); ++i) {
-      const PetscReal d = ds[i];
-      PetscReal delta = 0;
-      switch (options_.type) {
-        case UpperStepperType::Sgd:
-          delta = lr * d;  // x <- x - lr d
-          break;
-        case UpperStepperType::Momentum:
-          m_[i] = b1 * m_[i] + d;  // heavy ball: m <- beta m + d, x <- x - lr m
-          delta = lr * m_[i];
-          break;
-        case UpperStepperType::Adam:
-          m_[i] = b1 * m_[i] + (1 - b1) * d;  // Adam (Kingma & Ba 2015, Alg. 1)
-          s_[i] = b2 * s_[i] + (1 - b2) * d * d;
-          delta = lr * (m_[i] / c1) / (std::sqrt(s_[i] / c2) + options_.epsilon);
-          break;
-      }
-      xs[i] = std::clamp(xs[i] - delta, options_.lower_bound, options_.upper_bound);
+  // Each rank updates the entries of x it owns.
+  petsc::WriteView xs(x), ms(m_), ss(s_);
+  petsc::ReadView ds(direction);
+  const PetscReal b1 = options_.momentum, b2 = options_.beta2;
+  const PetscReal c1 = 1 - std::pow(b1, static_cast<PetscReal>(k_));
+  const PetscReal c2 = 1 - std::pow(b2, static_cast<PetscReal>(k_));
+  for (PetscInt i = 0; i < xs.size(); ++i) {
+    const PetscReal d = ds[i];
+    PetscReal delta = 0;
+    switch (options_.type) {
+      case UpperStepperType::Sgd:
+        delta = lr * d;  // x <- x - lr d
+        break;
+      case UpperStepperType::Momentum:
+        ms[i] = b1 * ms[i] + d;  // heavy ball: m <- beta m + d, x <- x - lr m
+        delta = lr * ms[i];
+        break;
+      case UpperStepperType::Adam:
+        ms[i] = b1 * ms[i] + (1 - b1) * d;  // Adam (Kingma & Ba 2015, Alg. 1)
+        ss[i] = b2 * ss[i] + (1 - b2) * d * d;
+        delta = lr * (ms[i] / c1) / (std::sqrt(ss[i] / c2) + options_.epsilon);
+        break;
     }
+    xs[i] = std::clamp(xs[i] - delta, options_.lower_bound, options_.upper_bound);
   }
-  (void)PetscTime(&t0);
-  BILEVEL_PETSC_CALL(VecScatterBegin(to_zero_, x_seq_, x, INSERT_VALUES, SCATTER_REVERSE));
-  BILEVEL_PETSC_CALL(VecScatterEnd(to_zero_, x_seq_, x, INSERT_VALUES, SCATTER_REVERSE));
-  (void)PetscTime(&t1);
-  comm_seconds_ += t1 - t0;
 }
 
 void UpperStepper::project(Vec x) const {

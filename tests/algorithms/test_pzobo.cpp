@@ -150,7 +150,8 @@ class EstimateRecorder : public bilevel::Monitor {
         h_(bilevel::petsc::duplicate(x)) {
     VecCopy(x, prev_);
   }
-  void on_iteration(const bilevel::IterationRecord&) override {
+  void on_iteration(const bilevel::IterationRecord& r) override {
+    if (r.iteration == 0) return;  // the start point's row: no step yet
     VecWAXPY(h_, -1.0, x_, prev_);  // s h_k = x_{k-1} − x_k
     VecScale(h_, 1.0 / step_);
     estimates.push_back(seedtest::gather(h_));

@@ -5,8 +5,10 @@
 #include <petscvec.h>
 
 #include <span>
+#include <string>
 #include <vector>
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/handle.hpp"
 
@@ -71,6 +73,10 @@ class DynamicLanczos {
   /// The tridiagonal entries of the current cycle (α: j entries, β: j − 1 entries). Not collective.
   std::span<const PetscReal> alpha() const { return alpha_; }
   std::span<const PetscReal> beta() const { return beta_; }
+  /// Registers the cycle (basis, tridiagonal, anchor, frozen w and b̄, next vector) for checkpoints. A
+  /// preconditioned process restarts its cycle after a restart from a checkpoint (M was built at the cycle's
+  /// start point, which the checkpoint does not hold). Not collective.
+  void declare_state(StateRegistry& state, const std::string& prefix = "lanczos.");
 
  private:
   PetscInt max_dim_ = 0;

@@ -4,10 +4,12 @@
 #include <petscvec.h>
 
 #include <cstdint>
+#include <string>
 
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/batch_sampler.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/handle.hpp"
 
@@ -52,6 +54,9 @@ class ImplicitStep {
   const ImplicitBatches& batches() const { return batches_; }
   /// v_{k+1} of the last iteration. Not collective.
   Vec v() const { return v_; }
+  /// Registers what carries over between iterations (v, the samplers' counters) for checkpoints. Not
+  /// collective.
+  void declare_state(StateRegistry& state, const std::string& prefix = "implicit.");
 
  private:
   void gradients(AlgorithmContext& ctx);

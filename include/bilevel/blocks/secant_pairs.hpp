@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/handle.hpp"
 
 namespace bilevel {
@@ -61,6 +62,8 @@ class InverseHessianApprox {
   virtual PetscReal scale() const = 0;
   /// Sets γ (used until the next accepted pair rescales it). Collective (LmvmBfgs may reset).
   virtual void set_scale(PetscReal gamma) = 0;
+  /// Registers the stored pairs and γ for checkpoints (names start with `prefix`). Not collective.
+  virtual void declare_state(StateRegistry& state, const std::string& prefix) = 0;
 };
 
 /// Our vector-free BFGS / SR1 (see the file comment). Collective unless noted.
@@ -77,6 +80,7 @@ class SecantPairs final : public InverseHessianApprox {
   void set_scale(PetscReal gamma) override;
   /// Pairs SR1 currently uses (after its skip rule); size() for BFGS. Not collective.
   PetscInt active() const;
+  void declare_state(StateRegistry& state, const std::string& prefix) override;
 
  private:
   PetscReal& gram(PetscInt a, PetscInt b) { return gram_[static_cast<std::size_t>(a * 2 * m_ + b)]; }
@@ -120,6 +124,9 @@ class LmvmBfgs final : public InverseHessianApprox {
   std::int64_t rejected() const override;
   PetscReal scale() const override { return gamma_; }
   void set_scale(PetscReal gamma) override;
+  /// PETSc's LMVM matrix cannot be written: a restart from a checkpoint starts with no stored pair (γ and
+  /// the counters are kept), so its iterates differ from an uninterrupted run's (docs/operations.md).
+  void declare_state(StateRegistry& state, const std::string& prefix) override;
   Mat mat() const { return mat_; }
 
  private:

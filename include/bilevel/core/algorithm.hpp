@@ -14,6 +14,7 @@
 namespace bilevel {
 
 class UpperStepper;
+class StateRegistry;
 
 /// What an algorithm sees during a solve. Owned by BilevelSolver; valid from setup() to the end of solve().
 struct AlgorithmContext {
@@ -51,6 +52,10 @@ class Algorithm {
   virtual void setup(AlgorithmContext& ctx) = 0;
   /// One outer iteration: updates ctx.x and ctx.y.
   virtual StepResult step(AlgorithmContext& ctx) = 0;
+  /// Registers everything the method carries from one step to the next (warm starts, secant pairs, Krylov
+  /// bases, momentum, sampler counters) so a checkpoint holds it and a restart continues bit for bit; called
+  /// after setup(). A method that keeps nothing between steps registers nothing. Not collective.
+  virtual void declare_state(StateRegistry& /*state*/) {}
   /// What -bilevel_view prints: method, reference, settings. Collective on the viewer.
   virtual void view(PetscViewer viewer) const = 0;
 };

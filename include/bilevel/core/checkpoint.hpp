@@ -15,8 +15,11 @@
 /// Every Vec is also summed into a checksum that does not depend on the rank count, stored in the metadata
 /// and checked after loading. A truncated or corrupted file is a one-line InputError, never a crash.
 #include <petscvec.h>
+#include <slepcbv.h>
 
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -41,9 +44,17 @@ class StateRegistry {
   void add(const std::string& name, std::vector<PetscInt>& values);
   /// A counter-based sampler: its draw counter (its seed and stream come from the options).
   void add(const std::string& name, BatchSampler& sampler);
+  /// Every column of a SLEPc basis (BV), each distributed like a Vec (all columns: the active ones are
+  /// recorded by the owner, e.g. as an Int).
+  void add(const std::string& name, BV basis);
+  /// Small replicated state that is easiest to write as text (a rank-0 string; every rank loads it), for
+  /// members that are not of the kinds above. `save` must not contain a newline-free requirement: any text
+  /// is escaped.
+  void add_text(const std::string& name, std::function<std::string()> save,
+                std::function<void(const std::string&)> load);
 
   struct Entry {
-    enum class Kind { Vector, Int64, Int, Real, Bool, Reals, Ints, Sampler } kind;
+    enum class Kind { Vector, Int64, Int, Real, Bool, Reals, Ints, Sampler, Basis, Text } kind;
     std::string name;
     void* ref;
   };
@@ -52,6 +63,15 @@ class StateRegistry {
  private:
   void add_entry(Entry::Kind kind, const std::string& name, void* ref);
   std::vector<Entry> entries_;
+
+ public:
+  struct TextHooks {
+    std::function<std::string()> save;
+    std::function<void(const std::string&)> load;
+  };
+
+ private:
+  std::deque<TextHooks> texts_;  // stable addresses for the Text entries' refs
 };
 
 /// Text facts about a run, stored in a checkpoint and compared at restart ("problem" -> "logreg",
@@ -78,6 +98,10 @@ CheckpointFacts read_checkpoint_facts(MPI_Comm comm, const std::string& path);
 /// in the file with the same kind and size (else an InputError saying which), and every Vec's checksum must
 /// match. Collective on comm.
 void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry& state);
+
+/// "NAME, SIZE bytes" of a file (its base name and size), a fact that tells data files apart without reading
+/// them; "NAME (not found)" when it cannot be read. Not collective.
+std::string file_fingerprint(const std::string& path);
 
 /// A checksum of v's entries that does not depend on how v is distributed: Σ_i mix(i, bits(v_i)) mod 2⁶⁴.
 /// Collective on v's communicator.

@@ -12,6 +12,7 @@ enum class ConvergedReason : int {
   DivergedNaN = -1,                ///< a NaN/Inf in an iterate, a gradient or an objective
   DivergedInnerSolve = -2,         ///< a lower-level or linear-system solve failed
   DivergedUser = -3,               ///< stopped by a monitor
+  CancelledSignal = -10,           ///< a stop signal (SIGTERM, SIGINT, SIGUSR1, SIGUSR2) reached a rank
 };
 
 std::string_view to_string(ConvergedReason r);

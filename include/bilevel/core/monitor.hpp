@@ -29,6 +29,8 @@ struct IterationRecord {
 class Monitor {
  public:
   virtual ~Monitor() = default;
+  /// A restarted run continues after `iteration` (called before on_start).
+  virtual void on_resume(std::int64_t /*iteration*/) {}
   virtual void on_start(const std::string& /*problem*/, const std::string& /*method*/, int /*ranks*/) {}
   virtual void on_iteration(const IterationRecord& record) = 0;
   virtual void on_finish(const IterationRecord& /*last*/) {}
@@ -38,6 +40,7 @@ class Monitor {
 class ProgressMonitor : public Monitor {
  public:
   explicit ProgressMonitor(MPI_Comm comm, PetscInt every = 1) : comm_(comm), every_(every) {}
+  void on_resume(std::int64_t iteration) override;
   void on_start(const std::string& problem, const std::string& method, int ranks) override;
   void on_iteration(const IterationRecord& record) override;
 
@@ -46,20 +49,25 @@ class ProgressMonitor : public Monitor {
   PetscInt every_;
 };
 
-/// --trace FILE: CSV row per iteration, written by rank 0 into FILE.tmp and renamed on finish.
+/// --trace FILE: a CSV row per monitored iteration, row 0 being the start point. Rank 0 writes and flushes each
+/// row as it comes, so the file can be followed during the run; a restarted run keeps the rows up to its
+/// checkpoint's iteration and appends after them. Collective where noted.
 class CsvTraceMonitor : public Monitor {
  public:
+  /// Checks that `path` can be written (an InputError naming it and option --trace otherwise) without
+  /// truncating it yet: a restart keeps its rows. Collective on comm.
   CsvTraceMonitor(MPI_Comm comm, std::string path, PetscInt every = 1);
-  ~CsvTraceMonitor() override;
+  void on_resume(std::int64_t iteration) override;
+  void on_start(const std::string& problem, const std::string& method, int ranks) override;
   void on_iteration(const IterationRecord& record) override;
   void on_finish(const IterationRecord& last) override;
 
  private:
   MPI_Comm comm_;
-  std::string path_, tmp_;
+  std::string path_;
   PetscInt every_;
+  std::int64_t resume_after_ = -1;
   std::ofstream out_;
-  bool finished_ = false;
 };
 
 }  // namespace bilevel

@@ -20,6 +20,8 @@
 
 namespace bilevel {
 
+class StateRegistry;
+
 /// A minibatch: global sample indices (sorted, replicated on every rank) into the training set (lower
 /// level) or the validation set (upper level). An empty `indices` with `full == true` is the whole set.
 /// Each rank evaluates the samples of the batch it owns; sums are reduced over the communicator and
@@ -158,6 +160,9 @@ class BilevelProblem {
   /// run independent inner paths side by side on sub-communicators. Oracle counts start at zero.
   /// Collective on `comm`.
   virtual std::shared_ptr<BilevelProblem> clone_on(MPI_Comm /*comm*/) const { return nullptr; }
+  /// Registers state the problem carries between oracle calls and that changes results (e.g. a
+  /// preconditioner refreshed every k calls) for checkpoints. Default: none. Not collective.
+  virtual void declare_state(StateRegistry& /*state*/) {}
 
   // Upper level f(x, y), on validation batches.
   PetscReal upper_value(Vec x, Vec y, const Batch& batch);                    ///< f

@@ -4,6 +4,7 @@
 #include <petscviewer.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,12 +34,28 @@ struct SolveReport {
   /// The accurate hypergradient norm that confirmed CONVERGED_GATOL (accurate_hypergradient_norm).
   std::optional<PetscReal> verified_hypergradient_norm;
   std::int64_t gatol_rejections = 0;  ///< estimates <= gatol that the accurate hypergradient contradicted
+  int stop_signal = 0;                ///< the signal that cancelled the run (CANCELLED_SIGNAL), else 0
+  std::int64_t checkpoints_written = 0;
+  std::int64_t checkpoint_bytes = 0;  ///< size of the last checkpoint written
+  double checkpoint_seconds = 0;      ///< time spent writing checkpoints (all of them)
+  std::optional<std::int64_t> restarted_from_iteration;  ///< --restart: the checkpoint's iteration
 };
 
 /// Settings of the outer loop. Options database keys in brackets.
 struct SolverOptions {
   std::int64_t max_iterations = 100;  ///< [-bilevel_max_it] 64-bit: a budget beyond PetscInt is kept
-  PetscReal max_time = 0;           ///< [-bilevel_max_time] seconds, 0 = no limit
+  /// [-bilevel_max_time] seconds for the whole run, 0 = no limit; counted from mark_run_start() (program
+  /// start: loading, the solve and the final phase) or else from the start of solve(). "slurm": the job's
+  /// remaining time (core/run_clock.hpp).
+  PetscReal max_time = 0;
+  bool max_time_from_slurm = false;
+  /// [-bilevel_final_reserve] fraction of max_time kept for the final phase (final lower solve, evaluation,
+  /// outputs): the outer loop stops when max_time * (1 - final_reserve) is spent
+  PetscReal final_reserve = 0.1;
+  std::string checkpoint;            ///< [-bilevel_checkpoint] file (bilevel-solve --checkpoint); "" = none
+  std::int64_t checkpoint_interval = 100;  ///< [-bilevel_checkpoint_interval] iterations between checkpoints
+  PetscReal checkpoint_seconds = 0;  ///< [-bilevel_checkpoint_seconds] also after this many seconds (0: off)
+  std::string restart;               ///< [-bilevel_restart] checkpoint to continue from (--restart)
   /// [-bilevel_gatol] stop when the hypergradient estimate norm is <= gatol and the accurate hypergradient
   /// at that x confirms it (BilevelSolver::solve, "the gatol test")
   PetscReal gatol = 0;
@@ -70,6 +87,9 @@ class BilevelSolver {
   void set_from_options();
   void add_monitor(std::unique_ptr<Monitor> monitor);
   SolverOptions& options() { return options_; }
+  /// A fact about the run's inputs stored in checkpoints and compared at restart ("data train" ->
+  /// "ijcnn1.trn.bz2, 12345 bytes"): a checkpoint of other inputs is refused. Not collective.
+  void add_checkpoint_fact(const std::string& key, const std::string& value) { facts_[key] = value; }
   /// x, y: initial guess in (create them with the problem's create_*_vec), solution out.
   ///
   /// Stopping tests, after every step in this order: the step's own negative reason (a numerical failure);
@@ -80,7 +100,17 @@ class BilevelSolver {
   /// CG to relative 1e-8) is <= gatol too. A rejected candidate waits 1, 2, 4, ... iterations before the
   /// next check, so a persistently wrong estimate costs O(log k) checks. The checks' oracle calls are not
   /// counted in the report (they are the solver's, not the method's); their time is in the wall time.
+  ///
+  /// Operations (docs/operations.md): with -bilevel_checkpoint the state of the run (x, y, the stepper's and
+  /// the method's state, counters, elapsed time; core/checkpoint.hpp) is written every checkpoint_interval
+  /// iterations, every checkpoint_seconds, and after the last iteration (before the final phase); with
+  /// -bilevel_restart the run continues from such a file, which must come from the same problem, inputs,
+  /// method and options (those in restart_free_options() excepted). A stop signal (core/interrupt.hpp) seen by
+  /// any rank ends the run after the current iteration on every rank with CANCELLED_SIGNAL (no final lower
+  /// solve; checkpoint, trace and report written).
   SolveReport solve(Vec x, Vec y);
+  /// The -bilevel_ options (without prefix) that may differ between a checkpoint and its restart.
+  static const std::vector<std::string>& restart_free_options();
   /// Method, settings and problem: what -bilevel_view prints. Viewer null = stdout of comm.
   void view(PetscViewer viewer = nullptr) const;
   Algorithm& algorithm();
@@ -99,6 +129,7 @@ class BilevelSolver {
   bool from_options_ = false;
   bool defaults_from_hints_ = false;
   std::optional<TunedSettings> tuned_;  // the tuned settings of (problem, method) in use, for view
+  std::map<std::string, std::string> facts_;  // add_checkpoint_fact's
 };
 
 }  // namespace bilevel

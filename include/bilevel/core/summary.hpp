@@ -16,6 +16,11 @@ std::string summary_json(const SolveReport& report, const std::vector<std::pair<
 void write_file_atomically(MPI_Comm comm, const std::string& path, const std::string& text,
                            const std::string& option = "--summary");
 
+/// Checks before any work that `path` can be written the way write_file_atomically and write_checkpoint
+/// write it (path.tmp created in its folder, then renamed): an InputError naming the path and `option`
+/// otherwise. Leaves nothing behind. Collective on comm.
+void check_output_path(MPI_Comm comm, const std::string& path, const std::string& option);
+
 /// The library version string ("0.1.0").
 const char* version();
 

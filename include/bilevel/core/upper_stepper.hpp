@@ -1,7 +1,8 @@
 #pragma once
-/// \file Upper-level steppers on the rank-0 coordinator: x <- P_box(x - step(d)), d a hypergradient estimate.
+/// \file Upper-level steppers: x <- P_box(x - step(d)), d a hypergradient estimate.
 #include <petscvec.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 #include "bilevel/petsc/options.hpp"
 
 namespace bilevel {
+
+class StateRegistry;
 
 /// Settings of the upper stepper. Options database keys in brackets (prefix -bilevel_upper_).
 struct UpperStepperOptions {
@@ -24,8 +27,11 @@ struct UpperStepperOptions {
   void validate() const;
 };
 
-/// The coordinator pattern of DESIGN.md: the direction is gathered to rank 0, which owns the optimizer
-/// state and computes the new x, then x is scattered back. All methods are collective on x's communicator.
+/// The coordinator decides, the owners compute (DESIGN.md): the step size, the step count and the update rule
+/// are the same on every rank (decided from replicated scalars), and each rank applies the element-wise
+/// update (SGD, heavy ball, Adam, box) to the entries of x it owns, with the optimizer state (m, s) stored in
+/// x's layout. Nothing of size dim(x) is gathered. The iterates do not depend on the rank count: every entry
+/// sees the same arithmetic. All methods are collective on x's communicator.
 class UpperStepper {
  public:
   /// Defaults from the problem's hints (type, step, box). Not collective.
@@ -35,25 +41,22 @@ class UpperStepper {
   void set_from_options(petsc::OptionsReader& opts);
   UpperStepperOptions& options() { return options_; }
   const UpperStepperOptions& options() const { return options_; }
-  /// Allocates the gather scatter and the state for vectors of x's layout.
+  /// Allocates the optimizer state in x's layout and zeroes it (step count 0). Collective.
   void setup(Vec x);
+  /// Registers the persistent state (m, s, step count) for checkpoints. Not collective.
+  void declare_state(StateRegistry& state);
   /// x <- P_box(x - update(direction)); the update rule is SGD, heavy-ball momentum or Adam.
   void step(Vec x, Vec direction);
   /// Projects x onto the box. Collective.
   void project(Vec x) const;
-  PetscInt steps_taken() const { return k_; }
+  std::int64_t steps_taken() const { return k_; }
   /// Current step size (after decay). Not collective.
   PetscReal current_step() const;
-  /// Seconds spent gathering and scattering (the coordinator's communication), for the performance docs.
-  double communication_seconds() const { return comm_seconds_; }
 
  private:
   UpperStepperOptions options_;
-  petsc::ScatterHandle to_zero_;
-  petsc::VecHandle x_seq_, d_seq_;
-  std::vector<PetscReal> m_, s_;  // optimizer state, rank 0 only
-  PetscInt k_ = 0;
-  double comm_seconds_ = 0;
+  petsc::VecHandle m_, s_;  // optimizer state in x's layout (first and second moments)
+  std::int64_t k_ = 0;      // steps taken
 };
 
 }  // namespace bilevel

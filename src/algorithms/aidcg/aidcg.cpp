@@ -17,6 +17,7 @@
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/registry.hpp"
 #include "bilevel/petsc/error.hpp"
 
@@ -67,6 +68,10 @@ class AidCg : public Algorithm {
       r.inner_iterations = cg_->solve(ctx.x, ctx.y, implicit_.next_hessian_batch(ctx.problem), b, v);  // v ≈ H⁻¹ b
       r.linear_residual = cg_->last_residual();
     });
+  }
+
+  void declare_state(StateRegistry& state) override {
+    implicit_.declare_state(state);
   }
 
   void view(PetscViewer viewer) const override {

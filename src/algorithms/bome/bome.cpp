@@ -42,6 +42,7 @@
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -169,6 +170,14 @@ class Bome : public Algorithm {
     BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi, mfy_));   // y_{k+1} = y_k − ξ_y d_y
     last_lambda_ = lambda;
     return r;
+  }
+
+  void declare_state(StateRegistry& state) override {
+    state.add("bome.y_hat", y_hat_.get());  // the warm start of the inner steps
+    state.add("bome.last_lambda", last_lambda_);
+    state.add("bome.sampler_inner", inner_);
+    state.add("bome.sampler_lower", lower_batches_);
+    state.add("bome.sampler_outer", outer_);
   }
 
   void view(PetscViewer viewer) const override {

@@ -26,6 +26,7 @@
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -96,6 +97,12 @@ class LancBio : public Algorithm {
         BILEVEL_PETSC_CALL(VecNorm(hv_, NORM_2, &r.linear_residual));  // ||A_k v_{k+1} − b_k||
       }
     });
+  }
+
+  void declare_state(StateRegistry& state) override {
+    implicit_.declare_state(state);
+    lanczos_.declare_state(state);
+    state.add("lancbio.dim", dim_);
   }
 
   void view(PetscViewer viewer) const override {

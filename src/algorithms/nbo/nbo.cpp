@@ -35,6 +35,7 @@
 #include "bilevel/blocks/two_system_solver.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -176,6 +177,17 @@ class Nbo : public Algorithm {
     r.linear_residual = rep.residual[1];  // ||H_k u − ∇_y f||
     r.inner_iterations = rep.iterations;
     return r;
+  }
+
+  void declare_state(StateRegistry& state) override {
+    state.add("nbo.u", u_.get());
+    state.add("nbo.u_zero", u_zero_);
+    state.add("nbo.eta", eta_);
+    state.add("nbo.step_reductions", step_reductions_);
+    state.add("nbo.sampler_lower", lower_);
+    state.add("nbo.sampler_hessian", hess_);
+    state.add("nbo.sampler_jacobian", jac_);
+    state.add("nbo.sampler_outer", outer_);
   }
 
   void view(PetscViewer viewer) const override {

@@ -35,6 +35,7 @@
 #include "bilevel/blocks/zeroth_order/directions.hpp"
 #include "bilevel/blocks/zeroth_order/paths.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
@@ -176,6 +177,12 @@ class Pzobo : public Algorithm {
     BILEVEL_PETSC_CALL(VecCopy(y_last_, y_prev_));
     ctx.upper.step(ctx.x, fx_);  // x_{k+1} = P(x_k − ξ h_k)
     return r;
+  }
+
+  void declare_state(StateRegistry& state) override {
+    state.add("pzobo.y_prev", y_prev_.get());  // the paths' momentum term
+    state.add("pzobo.sampler_inner", inner_);
+    state.add("pzobo.sampler_outer", outer_);
   }
 
   void view(PetscViewer viewer) const override {

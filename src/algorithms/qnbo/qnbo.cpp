@@ -50,6 +50,7 @@
 #include "bilevel/blocks/secant_pairs.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 
@@ -216,6 +217,18 @@ class Qnbo : public Algorithm {
     ctx.upper.step(ctx.x, fx_);  // x <- P(x − α h) on the coordinator
     r.inner_iterations = its;
     return r;
+  }
+
+  void declare_state(StateRegistry& state) override {
+    approx_->declare_state(state, "qnbo.secant.");
+    state.add("qnbo.u", u_.get());
+    state.add("qnbo.u_nonzero", u_nonzero_);
+    state.add("qnbo.sampler_lower", lower_);
+    state.add("qnbo.sampler_warmup", warm_);
+    state.add("qnbo.sampler_outer", outer_);
+    state.add("qnbo.pairs_stored", stored_);
+    state.add("qnbo.pairs_rejected_small", rejected_small_);
+    state.add("qnbo.steps_shortened", shortened_);
   }
 
   void view(PetscViewer viewer) const override {

@@ -17,6 +17,7 @@
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -77,6 +78,10 @@ class Stocbio : public Algorithm {
                      implicit_.batches().lower);
       r.inner_iterations = o_.neumann_steps;
     });
+  }
+
+  void declare_state(StateRegistry& state) override {
+    implicit_.declare_state(state);
   }
 
   void view(PetscViewer viewer) const override {

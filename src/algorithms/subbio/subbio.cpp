@@ -21,6 +21,7 @@
 #include "bilevel/blocks/subspace_2d.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -76,6 +77,10 @@ class SubBio : public Algorithm {
       r.linear_residual = s.residual;  // ||A_k v_{k+1} − b_k|| from the products A_k W
       r.inner_iterations = s.dimension;
     });
+  }
+
+  void declare_state(StateRegistry& state) override {
+    implicit_.declare_state(state);
   }
 
   void view(PetscViewer viewer) const override {
