@@ -74,6 +74,16 @@ teardown() {
   stop_pid "$tmp/run/slurmd.pid" slurmd
   stop_pid "$tmp/run/slurmctld.pid" slurmctld
   stop_pid "$tmp/run/munged.pid" munged
+  # anything left that works in our folder (a job step daemon orphaned by a job that died early, a rank)
+  local p left=""
+  for p in /proc/[0-9]*; do
+    case "$(readlink "$p/cwd" 2> /dev/null)" in "$tmp" | "$tmp"/*) left="$left ${p#/proc/}" ;; esac
+  done
+  if [ -n "$left" ]; then
+    echo "  stopping leftover processes in $tmp:$left"
+    # shellcheck disable=SC2086
+    kill -TERM $left 2> /dev/null; sleep 2; kill -KILL $left 2> /dev/null
+  fi
   if [ "${LOCAL_SLURM_KEEP:-0}" = 1 ]; then echo "  kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap 'teardown' EXIT
