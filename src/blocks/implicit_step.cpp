@@ -15,37 +15,37 @@ void ImplicitStep::setup(BilevelProblem& problem, std::uint64_t seed, ImplicitBa
   fx_ = problem.create_upper_vec();
   jv_ = problem.create_upper_vec();
   BILEVEL_PETSC_CALL(VecSet(v_, 0.0));
-  inner_ = BatchSampler(seed, 1);
-  hess_ = BatchSampler(seed, 2);
-  jac_ = BatchSampler(seed, 3);
-  outer_ = BatchSampler(seed, 4);
+  samplers_ = StepSamplers(seed);
 }
 
 void ImplicitStep::declare_state(StateRegistry& state, const std::string& prefix) {
   state.add(prefix + "v", v_.get());
-  state.add(prefix + "sampler_inner", inner_);
-  state.add(prefix + "sampler_hessian", hess_);
-  state.add(prefix + "sampler_jacobian", jac_);
-  state.add(prefix + "sampler_outer", outer_);
+  state.add(prefix, samplers_);
 }
 
 Batch ImplicitStep::next_hessian_batch(BilevelProblem& problem) {
-  return batches_.lower > 0 ? hess_.next(problem.dataset_sizes().lower, batches_.lower) : Batch::all();
+  return samplers_.hessian.draw(problem.dataset_sizes().lower, batches_.lower);
 }
 
 void ImplicitStep::gradients(AlgorithmContext& ctx) {
   BilevelProblem& p = ctx.problem;
-  const Batch ub = batches_.upper > 0 ? outer_.next(p.dataset_sizes().upper, batches_.upper) : Batch::all();
+  const Batch ub = samplers_.upper.draw(p.dataset_sizes().upper, batches_.upper);
   p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // ∇_x f, b_k = ∇_y f at (x_k, y_{k+1}) on D_F
 }
 
 void ImplicitStep::finish(AlgorithmContext& ctx, StepResult& r) {
-  BilevelProblem& p = ctx.problem;
-  const Batch jb = batches_.lower > 0 ? jac_.next(p.dataset_sizes().lower, batches_.lower) : Batch::all();
-  p.lower_jvp(ctx.x, ctx.y, jb, v_, jv_);       // J v_{k+1}
-  BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));  // h_k = ∇_x f − J v_{k+1}
-  BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-  ctx.upper.step(ctx.x, fx_);                   // x_{k+1} = P(x_k − step(h_k)) on the coordinator
+  const Batch jb = samplers_.jacobian.draw(ctx.problem.dataset_sizes().lower, batches_.lower);
+  r.hypergradient_norm = hypergradient_step(ctx, jb, v_, fx_, jv_);  // h_k = ∇_x f − J v_{k+1}, x_{k+1}
+}
+
+PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv) {
+  ctx.problem.lower_jvp(ctx.x, ctx.y, jacobian_batch, v, jv);  // J v
+  BILEVEL_PETSC_CALL(VecAXPY(fx, -1.0, jv));                  // h = ∇_x f − J v
+  PetscReal norm = 0;
+  BILEVEL_PETSC_CALL(VecNorm(fx, NORM_2, &norm));
+  require_finite(norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
+  ctx.upper.step(ctx.x, fx);  // x <- P(x − step(h)) on the coordinator
+  return norm;
 }
 
 }  // namespace bilevel

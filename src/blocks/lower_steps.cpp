@@ -1,16 +1,17 @@
 #include "bilevel/blocks/lower_steps.hpp"
 
-#include <petscksp.h>
-
-#include <algorithm>
 #include <cmath>
 
 #include "bilevel/core/lower_hessian.hpp"
-#include "bilevel/petsc/callback.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 
 namespace bilevel {
+
+PetscReal resolve_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y) {
+  const ProblemHints h = problem.hints();
+  return h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(problem, x, y);
+}
 
 void GradientSteps::setup(Vec y_layout) { g_ = petsc::duplicate(y_layout); }
 
@@ -21,39 +22,39 @@ PetscReal GradientSteps::run(BilevelProblem& problem, Vec x, Vec y, PetscInt ste
   const PetscInt n = problem.dataset_sizes().lower;
   PetscReal norm = -1;
   for (PetscInt t = 0; t < steps; ++t) {
-    const Batch batch = (sampler && batch_size > 0 && n > 0) ? sampler->next(n, batch_size) : Batch::all();
+    const Batch batch = sampler ? sampler->draw(n, batch_size) : Batch::all();
     problem.lower_grad_y(x, y, batch, g_);        // g = ∇_y g(x, y; B_t)
     BILEVEL_PETSC_CALL(VecNorm(g_, NORM_2, &norm));
+    if (!std::isfinite(norm)) break;              // diverged: the caller decides (the same on every rank)
     BILEVEL_PETSC_CALL(VecAXPY(y, -eta, g_));     // y <- y - eta g
   }
   return norm;
 }
 
 void NewtonSteps::setup(BilevelProblem& problem, Vec y_layout, PetscInt cg_its) {
-  shell_ = std::make_unique<HessianShell>(problem, y_layout);
-  ksp_ = make_hessian_ksp(*shell_, "bilevel_inner_", 1e-6, cg_its);
+  ksp_ = std::make_unique<HessianKsp>(problem, y_layout, "bilevel_inner_", 1e-6, cg_its, /*warm_start=*/false,
+                                      ConvergedReason::DivergedInnerSolve);
   g_ = petsc::duplicate(y_layout);
   d_ = petsc::duplicate(y_layout);
 }
 
 PetscReal NewtonSteps::run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, const Batch& batch) {
   petsc::ScopedEvent ev(petsc::events().lower_solve);
-  if (!shell_) throw Error("NewtonSteps::run: call setup first");
+  if (!ksp_) throw Error("NewtonSteps::run: call setup first");
   PetscReal norm = -1;
   iterations_ = 0;
   for (PetscInt t = 0; t < steps; ++t) {
     problem.lower_grad_y(x, y, batch, g_);  // g = ∇_y g(x, y)
     BILEVEL_PETSC_CALL(VecNorm(g_, NORM_2, &norm));
     if (norm == 0 || !std::isfinite(norm)) break;
-    shell_->set_point(x, y, batch);
-    BILEVEL_PETSC_CALL(VecSet(d_, 0.0));
-    BILEVEL_PETSC_CALL_GUARDED(shell_->pending(), KSPSolve(ksp_, g_, d_));  // d ≈ H⁻¹ g (truncated CG)
-    PetscInt its = 0;
-    BILEVEL_PETSC_CALL(KSPGetIterationNumber(ksp_, &its));
-    iterations_ += its;
-    BILEVEL_PETSC_CALL(VecAXPY(y, -1.0, d_));  // y <- y − d
+    iterations_ += ksp_->solve(x, y, batch, g_, d_, norm).iterations;  // d ≈ H⁻¹ g (truncated CG from 0)
+    BILEVEL_PETSC_CALL(VecAXPY(y, -1.0, d_));                          // y <- y − d
   }
   return norm;
+}
+
+void NewtonSteps::view(PetscViewer viewer) const {
+  if (ksp_) ksp_->view(viewer, "Newton steps on y");
 }
 
 }  // namespace bilevel

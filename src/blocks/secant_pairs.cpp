@@ -331,23 +331,21 @@ std::int64_t LmvmBfgs::rejected() const {
   return r;
 }
 
+const char* to_string(SecantBackend backend) { return backend == SecantBackend::Own ? "own" : "petsc"; }
+
 std::unique_ptr<InverseHessianApprox> make_inverse_hessian_approx(Vec layout,
                                                                   SecantKind kind,
                                                                   PetscInt memory,
-                                                                  const std::string& backend,
+                                                                  SecantBackend backend,
                                                                   const std::string& prefix,
                                                                   SecantRules rules) {
-  if (backend == "own") return std::make_unique<SecantPairs>(layout, kind, memory, rules);
-  if (backend == "petsc") {
-    if (kind != SecantKind::Bfgs)
-      throw InputError("option -" + prefix +
-                       "backend petsc supports kind bfgs only (PETSc 3.18's MATLMVMSR1 "
-                       "has no automatic J0 rescaling); use -" +
-                       prefix + "backend own for sr1");
-    return std::make_unique<LmvmBfgs>(layout, memory, prefix);
-  }
-  throw InputError("bad value '" + backend + "' for option -" + prefix +
-                   "backend: expected one of own|petsc");
+  if (backend == SecantBackend::Own) return std::make_unique<SecantPairs>(layout, kind, memory, rules);
+  if (kind != SecantKind::Bfgs)
+    throw InputError("option -" + prefix +
+                     "backend petsc supports kind bfgs only (PETSc 3.18's MATLMVMSR1 "
+                     "has no automatic J0 rescaling); use -" +
+                     prefix + "backend own for sr1");
+  return std::make_unique<LmvmBfgs>(layout, memory, prefix);
 }
 
 }  // namespace bilevel

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "bilevel/core/converged_reason.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 
@@ -37,7 +38,9 @@ Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, 
     PetscReal mbnorm = 0;
     BILEVEL_PETSC_CALL(VecNorm(w1_, NORM_2, &mbnorm));
     if (!(mbnorm > 0) || !std::isfinite(mbnorm))
-      throw Error("subspace step: the problem's preconditioner maps the nonzero grad_y f to " + std::to_string(mbnorm));
+      throw NumericalFailure(ConvergedReason::DivergedLinearSolve,
+                             "subspace step: the problem's preconditioner maps the nonzero grad_y f to a vector of norm " +
+                                 std::to_string(mbnorm));
     BILEVEL_PETSC_CALL(VecScale(w1_, 1.0 / mbnorm));    // w_1 = M b/||M b||
     BILEVEL_PETSC_CALL(VecDot(w1_, b, &w1b));
   } else {

@@ -39,25 +39,23 @@ void TwoSystemSolver::products(BilevelProblem& problem,
   ++report.passes;
 }
 
-TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
-                                                  Vec x,
-                                                  Vec y,
-                                                  const Batch& batch,
-                                                  std::array<Vec, 2> b,
-                                                  std::array<Vec, 2> v,
-                                                  std::array<bool, 2> zero_start,
-                                                  PetscInt steps,
-                                                  PetscReal eta,
-                                                  bool adapt_step,
-                                                  BatchSampler* sampler,
-                                                  PetscInt batch_size) {
+/// Work vectors on first use, v_i = 0 for the zero starts; returns whether v_i is nonzero on entry.
+std::array<bool, 2> TwoSystemSolver::start(const Systems& systems) {
+  if (!r_[0]) setup(systems.v[0]);
+  for (std::size_t i = 0; i < 2; ++i)
+    if (systems.zero_start[i]) BILEVEL_PETSC_CALL(VecSet(systems.v[i], 0.0));
+  return {!systems.zero_start[0], !systems.zero_start[1]};
+}
+
+TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem, Vec x, Vec y, const Batch& batch,
+                                                  const Systems& systems, PetscInt steps, PetscReal eta,
+                                                  bool adapt_step, BatchSampler* sampler, PetscInt batch_size) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
-  if (!r_[0]) setup(v[0]);
+  const std::array<Vec, 2>& b = systems.b;
+  const std::array<Vec, 2>& v = systems.v;
+  std::array<bool, 2> nonzero = start(systems);
   Report report;
   const PetscInt n = problem.dataset_sizes().lower;
-  std::array<bool, 2> nonzero{!zero_start[0], !zero_start[1]};
-  for (std::size_t i = 0; i < 2; ++i)
-    if (zero_start[i]) BILEVEL_PETSC_CALL(VecSet(v[i], 0.0));
   for (PetscInt t = 0; t < steps; ++t) {
     const Batch bt = (sampler && batch_size > 0 && n > 0) ? sampler->next(n, batch_size) : batch;
     products(problem, x, y, bt, v, nonzero, report);  // q_i = H v_i (skipped while v_i = 0)
@@ -104,21 +102,13 @@ TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
   return report;
 }
 
-TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem,
-                                            Vec x,
-                                            Vec y,
-                                            const Batch& batch,
-                                            std::array<Vec, 2> b,
-                                            std::array<Vec, 2> v,
-                                            std::array<bool, 2> zero_start,
-                                            PetscInt max_it,
-                                            PetscReal rtol) {
+TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem, Vec x, Vec y, const Batch& batch,
+                                            const Systems& systems, PetscInt max_it, PetscReal rtol) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
-  if (!r_[0]) setup(v[0]);
+  const std::array<Vec, 2>& b = systems.b;
+  const std::array<Vec, 2>& v = systems.v;
+  const std::array<bool, 2> needs = start(systems);
   Report report;
-  std::array<bool, 2> needs{!zero_start[0], !zero_start[1]};
-  for (std::size_t i = 0; i < 2; ++i)
-    if (zero_start[i]) BILEVEL_PETSC_CALL(VecSet(v[i], 0.0));
   const bool pc = precondition_;
   if (pc) problem.lower_preconditioner_setup(x, y);
   products(problem, x, y, batch, v, needs, report);  // q_i = H v_i for the warm-started systems

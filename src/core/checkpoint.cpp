@@ -182,6 +182,12 @@ void StateRegistry::add(const std::string& name, bool& v) { add_entry(Entry::Kin
 void StateRegistry::add(const std::string& name, std::vector<PetscReal>& v) { add_entry(Entry::Kind::Reals, name, &v); }
 void StateRegistry::add(const std::string& name, std::vector<PetscInt>& v) { add_entry(Entry::Kind::Ints, name, &v); }
 void StateRegistry::add(const std::string& name, BatchSampler& s) { add_entry(Entry::Kind::Sampler, name, &s); }
+void StateRegistry::add(const std::string& prefix, StepSamplers& s) {
+  add(prefix + "sampler_lower", s.lower);
+  add(prefix + "sampler_hessian", s.hessian);
+  add(prefix + "sampler_jacobian", s.jacobian);
+  add(prefix + "sampler_upper", s.upper);
+}
 void StateRegistry::add(const std::string& name, BV basis) { add_entry(Entry::Kind::Basis, name, basis); }
 void StateRegistry::add_text(const std::string& name, std::function<std::string()> save,
                              std::function<void(const std::string&)> load) {

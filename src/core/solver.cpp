@@ -432,7 +432,13 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     }
     ctx.iteration = k;
     iteration_start = now();
-    last = algorithm_->step(ctx);
+    try {
+      last = algorithm_->step(ctx);
+    } catch (const NumericalFailure& e) {  // thrown on every rank at once (collective decisions only)
+      last.reason = e.reason();
+      BILEVEL_PETSC_CALL(PetscFPrintf(comm_, PETSC_STDERR, "bilevel: iteration %lld: %s\n",
+                                      static_cast<long long>(k), e.what()));
+    }
     ++k;
     last_iteration_seconds = now() - iteration_start;
     PetscReal xn = 0, yn = 0;

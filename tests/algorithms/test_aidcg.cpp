@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "bilevel/bilevel.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 
@@ -97,6 +98,23 @@ TEST(AidCg, IteratesAreTheSameOnOneRankAndOnAllRanks) {
 
   ASSERT_EQ(x_world.size(), x_self.size());
   for (std::size_t i = 0; i < x_world.size(); ++i) EXPECT_NEAR(x_world[i], x_self[i], 1e-9 * (1 + std::abs(x_self[i])));
+}
+
+// One name per knob: the CG of the linear system is the KSP -bilevel_hyper_. The method's defaults (N = 10,
+// rtol 1e-10, warm start) are what it uses when the user says nothing; -bilevel_hyper_ksp_* win, and
+// -bilevel_view prints what the KSP really uses.
+TEST(AidCg, TheLinearSystemKspTakesTheMethodDefaultsAndTheUsersValuesWin) {
+  const std::string defaults = seedtest::view_text(PETSC_COMM_WORLD, quad(100), "aidcg");
+  EXPECT_NE(defaults.find("KSP cg"), std::string::npos) << defaults;
+  EXPECT_NE(defaults.find("rtol 1e-10, max_it 10, initial guess the previous solution"), std::string::npos) << defaults;
+  seedtest::Options o{{"-bilevel_hyper_ksp_max_it", "3"},
+                      {"-bilevel_hyper_ksp_rtol", "1e-12"},
+                      {"-bilevel_hyper_ksp_initial_guess_nonzero", "0"}};
+  const std::string user = seedtest::view_text(PETSC_COMM_WORLD, quad(100), "aidcg");
+  EXPECT_NE(user.find("rtol 1e-12, max_it 3, initial guess zero"), std::string::npos) << user;
+  // ... and the run obeys it: 3 CG iterations from zero, 3 Hessian products in the one outer iteration
+  const seedtest::Run r = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(100), "aidcg", 1);
+  EXPECT_EQ(r.report.counts.hvp, 3);
 }
 
 }  // namespace

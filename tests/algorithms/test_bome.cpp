@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "algorithms/seed_harness.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "algorithms/seed_harness.hpp"
+#include "support/seed_harness.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/problems/hyperclean.hpp"
 

@@ -22,6 +22,11 @@ struct ImplicitBatches {
   PetscInt upper = 0;
 };
 
+/// The tail every implicit-type method ends its iteration with: jv = J(x_k, y; jacobian_batch) v,
+/// h = ∇_x f − jv (in place of fx), x <- P(x − step(h)) by the upper stepper; returns ||h||. A non-finite ||h||
+/// is a NumericalFailure(DIVERGED_NAN), thrown before x moves. Collective.
+PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv);
+
 /// Per outer iteration k:
 ///   y_{k+1} = T steps of the lower update at x_k (gradient or Newton, warm start)         [sampler stream 1]
 ///   b_k = ∇_y f(x_k, y_{k+1}; D_F), and ∇_x f on the same batch                           [stream 4]
@@ -41,7 +46,7 @@ class ImplicitStep {
   template <typename VUpdate>
   StepResult run(AlgorithmContext& ctx, LowerUpdate& lower, VUpdate&& update) {
     StepResult r;
-    r.lower_residual = lower.run(ctx.problem, ctx.x, ctx.y, inner_, batches_.lower);  // y_{k+1}
+    r.lower_residual = lower.run(ctx.problem, ctx.x, ctx.y, samplers_.lower, batches_.lower);  // y_{k+1}
     gradients(ctx);                                                                   // ∇_x f, b_k = ∇_y f
     update(static_cast<Vec>(fy_), static_cast<Vec>(v_), r);                           // v_{k+1}
     finish(ctx, r);                                                                   // h_k, x_{k+1}
@@ -50,7 +55,7 @@ class ImplicitStep {
   /// The next Hessian batch (full when batches.lower is 0); valid until the next call. Not collective.
   Batch next_hessian_batch(BilevelProblem& problem);
   /// The Hessian-batch sampler, for v-updates that draw one batch per product (Neumann). Not collective.
-  BatchSampler& hessian_sampler() { return hess_; }
+  BatchSampler& hessian_sampler() { return samplers_.hessian; }
   const ImplicitBatches& batches() const { return batches_; }
   /// v_{k+1} of the last iteration. Not collective.
   Vec v() const { return v_; }
@@ -63,7 +68,7 @@ class ImplicitStep {
   void finish(AlgorithmContext& ctx, StepResult& r);
 
   ImplicitBatches batches_;
-  BatchSampler inner_, hess_, jac_, outer_;
+  StepSamplers samplers_;
   petsc::VecHandle v_, fy_, fx_, jv_;
 };
 

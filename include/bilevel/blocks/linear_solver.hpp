@@ -1,19 +1,50 @@
 #pragma once
 /// \file Linear-system solvers for v ≈ H⁻¹ b, H = ∇²_yy g(x, y), b = ∇_y f (shared by the methods).
 #include <petscksp.h>
+#include <petscviewer.h>
 
+#include <optional>
 #include <string>
 
-#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/batch_sampler.hpp"
+#include "bilevel/core/converged_reason.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/problem.hpp"
 #include "bilevel/petsc/handle.hpp"
-#include "bilevel/petsc/options.hpp"
 
 namespace bilevel {
 
+/// The one KSP on the lower Hessian every method uses: core's make_hessian_ksp under `prefix` (the
+/// method's defaults rtol and max_it go into the KSP first, then the problem's preconditioner, then
+/// KSPSetFromOptions, so -<prefix>ksp_* always win; nothing resets them later), plus the failure check:
+/// a KSP that stops for any reason but its iteration budget (breakdown, indefinite H, NaN) is a
+/// NumericalFailure with `on_failure`. Collective on the problem's communicator.
+class HessianKsp {
+ public:
+  HessianKsp(BilevelProblem& problem, Vec y_layout, std::string prefix, PetscReal rtol, PetscInt max_it,
+             bool warm_start, ConvergedReason on_failure);
+  struct Result {
+    PetscInt iterations = 0;
+    PetscReal residual = -1;  ///< ||b − H v|| KSP reports at the end
+  };
+  /// v <- ≈ H(x, y; batch)⁻¹ b, from v when the KSP warm-starts. `bnorm`, when known, saves a reduction;
+  /// b = 0 gives v = 0 without a KSP solve, a non-finite b is a NumericalFailure (DIVERGED_NAN).
+  Result solve(Vec x, Vec y, const Batch& batch, Vec b, Vec v, std::optional<PetscReal> bnorm = std::nullopt);
+  KSP ksp() const { return ksp_; }
+  /// One line: "<what>: KSP cg (prefix -<prefix>), rtol r, max_it n, initial guess ..." with the values
+  /// the KSP really uses. Collective on the viewer.
+  void view(PetscViewer viewer, const char* what) const;
+
+ private:
+  std::string prefix_;
+  ConvergedReason on_failure_;
+  HessianShell shell_;
+  petsc::KspHandle ksp_;
+};
+
 /// KSP (CG by default, prefix -bilevel_hyper_) on the HessianShell, warm-started from the v passed in,
-/// with an iteration budget and a relative tolerance. Collective.
+/// with method defaults max_it and rtol (-bilevel_hyper_ksp_max_it, -bilevel_hyper_ksp_rtol win). A failed
+/// solve is a NumericalFailure(DIVERGED_LINEAR_SOLVE). Collective.
 class CgLinearSolver {
  public:
   CgLinearSolver(BilevelProblem& problem, Vec y_layout, PetscInt max_it, PetscReal rtol);
@@ -21,11 +52,11 @@ class CgLinearSolver {
   PetscInt solve(Vec x, Vec y, const Batch& batch, Vec b, Vec v);
   /// Residual norm ||b − H v|| KSP reports at the end of the last solve.
   PetscReal last_residual() const { return residual_; }
-  KSP ksp() const { return ksp_; }
+  KSP ksp() const { return ksp_.ksp(); }
+  void view(PetscViewer viewer, const char* what) const { ksp_.view(viewer, what); }
 
  private:
-  HessianShell shell_;
-  petsc::KspHandle ksp_;
+  HessianKsp ksp_;
   PetscReal residual_ = -1;
 };
 

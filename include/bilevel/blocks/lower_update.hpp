@@ -2,21 +2,36 @@
 /// \file The y-update of methods that leave its kind to the problem (ProblemHints::lower_update): T gradient
 /// steps of size θ (the papers' update), or T truncated Newton steps for ill-conditioned lower levels where
 /// steps of 1/L crawl.
-#include <string>
+#include <petscviewer.h>
 
+#include <array>
+#include <string_view>
+
+#include "bilevel/blocks/choices.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/problem.hpp"
+#include "bilevel/petsc/options.hpp"
 
 namespace bilevel {
 
-/// Settings of a LowerUpdate (read by the method under its own prefix).
+/// How y is updated.
+enum class LowerUpdateKind { Auto, Gd, Newton };
+inline constexpr std::array<Named<LowerUpdateKind>, 3> kLowerUpdateKinds{
+    {{"auto", LowerUpdateKind::Auto}, {"gd", LowerUpdateKind::Gd}, {"newton", LowerUpdateKind::Newton}}};
+
+/// Settings of a LowerUpdate (read by the method under its own prefix). The CG of the Newton steps is the
+/// KSP -bilevel_inner_ (its iteration budget -bilevel_inner_ksp_max_it, default newton_cg_its).
 struct LowerUpdateOptions {
-  std::string kind = "auto";     ///< auto (the problem's hint) | gd | newton
+  LowerUpdateKind kind = LowerUpdateKind::Auto;  ///< auto (the problem's hint) | gd | newton
   PetscInt steps = 0;            ///< T per outer iteration; 0: the method's gd default, 1 for newton
   PetscReal step = 0;            ///< θ of the gradient steps; 0: 1/L (hints, else SLEPc)
-  PetscInt newton_cg_its = 5;    ///< CG iterations per Newton step
+  PetscInt newton_cg_its = 5;    ///< the method's default of -bilevel_inner_ksp_max_it
 };
+
+/// Reads -<prefix>lower, -<prefix>inner_steps and -<prefix>inner_step into `o` (`gd_steps` is the method's
+/// default T for gradient steps, shown in -help). Collective.
+void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps);
 
 /// Collective on the problem's communicator.
 class LowerUpdate {
@@ -27,16 +42,22 @@ class LowerUpdate {
   /// T steps on y at x (gradient steps draw a fresh batch of `batch_size` per step from `sampler`; Newton
   /// steps use one batch); returns ||∇_y g|| at the point before the last step. When θ is the default 1/L
   /// and the problem bounds L(x) (BilevelProblem::lower_lipschitz_bound), θ = 1/bound(x) is taken anew at
-  /// every call, so the steps stay stable while x raises the lower curvature.
+  /// every call, so the steps stay stable while x raises the lower curvature. A non-finite ||∇_y g|| (the
+  /// steps diverged) is a NumericalFailure(DIVERGED_INNER_SOLVE).
   PetscReal run(BilevelProblem& problem, Vec x, Vec y, BatchSampler& sampler, PetscInt batch_size);
-  const std::string& kind() const { return kind_; }
+  LowerUpdateKind kind() const { return kind_; }
+  const char* kind_name() const { return name_of(kind_, kLowerUpdateKinds); }
   PetscInt steps() const { return steps_; }
   /// θ of the gradient steps (0 for Newton). Not collective.
   PetscReal step() const { return theta_; }
+  /// One line "lower KIND, inner_steps T, inner_step θ", and the Newton KSP's settings. Collective on the viewer.
+  void view(PetscViewer viewer) const;
+  /// The Newton KSP's settings only (nothing for gradient steps). Collective on the viewer.
+  void view_ksp(PetscViewer viewer) const;
 
  private:
-  std::string kind_ = "gd";
-  PetscInt steps_ = 0, cg_its_ = 5;
+  LowerUpdateKind kind_ = LowerUpdateKind::Gd;
+  PetscInt steps_ = 0;
   PetscReal theta_ = 0;
   bool follow_bound_ = false;  // θ = 1/lower_lipschitz_bound(x) at every run
   GradientSteps gd_;

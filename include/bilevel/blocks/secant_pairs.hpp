@@ -136,12 +136,16 @@ class LmvmBfgs final : public InverseHessianApprox {
   PetscReal gamma_ = 1;
 };
 
-/// The implementation selected by name: backend "own" (SecantPairs, bfgs or sr1) or "petsc" (LmvmBfgs, bfgs
-/// only; sr1 is an InputError naming the option). Collective.
+/// Which implementation stores the pairs.
+enum class SecantBackend { Own, Petsc };
+const char* to_string(SecantBackend backend);
+
+/// The implementation selected: backend Own (SecantPairs, bfgs or sr1) or Petsc (LmvmBfgs, bfgs only; sr1 is
+/// an InputError naming the option -<prefix>backend). Collective.
 std::unique_ptr<InverseHessianApprox> make_inverse_hessian_approx(Vec layout,
                                                                   SecantKind kind,
                                                                   PetscInt memory,
-                                                                  const std::string& backend,
+                                                                  SecantBackend backend,
                                                                   const std::string& prefix,
                                                                   SecantRules rules = {});
 

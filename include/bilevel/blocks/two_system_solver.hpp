@@ -30,37 +30,27 @@ class TwoSystemSolver {
   void setup(Vec y_layout, bool precondition = false);
   bool preconditioned() const { return precondition_; }
 
-  /// `steps` gradient (Richardson) steps on both systems: v_i <- v_i − η (H v_i − b_i). zero_start[i] says
-  /// v_i is zero on entry (it is set to 0), so its first product is skipped. With adapt_step, η is lowered to
-  /// 1/ρ whenever a Rayleigh quotient ρ = v_iᵀHv_i / v_iᵀv_i of the current iterates exceeds 1/η (one extra
-  /// reduction per step); Report::step is the final η. With a sampler and batch_size > 0 every step draws a
-  /// fresh training batch of that size (the stochastic NSBO-SGD); otherwise `batch` is used for every
-  /// product.
-  Report gradient(BilevelProblem& problem,
-                  Vec x,
-                  Vec y,
-                  const Batch& batch,
-                  std::array<Vec, 2> b,
-                  std::array<Vec, 2> v,
-                  std::array<bool, 2> zero_start,
-                  PetscInt steps,
-                  PetscReal eta,
-                  bool adapt_step = false,
-                  BatchSampler* sampler = nullptr,
-                  PetscInt batch_size = 0);
+  /// The two systems H v_i = b_i: right-hand sides, iterates (updated in place), and which iterates start
+  /// at zero (set to 0 on entry, so their first product is skipped).
+  struct Systems {
+    std::array<Vec, 2> b;
+    std::array<Vec, 2> v;
+    std::array<bool, 2> zero_start{true, true};
+  };
+
+  /// `steps` gradient (Richardson) steps on both systems: v_i <- v_i − η (H v_i − b_i). With adapt_step, η is
+  /// lowered to 1/ρ whenever a Rayleigh quotient ρ = v_iᵀHv_i / v_iᵀv_i of the current iterates exceeds 1/η
+  /// (one extra reduction per step); Report::step is the final η. With a sampler and batch_size > 0 every
+  /// step draws a fresh training batch of that size (the stochastic NSBO-SGD); otherwise `batch` is used for
+  /// every product.
+  Report gradient(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, const Systems& systems, PetscInt steps,
+                  PetscReal eta, bool adapt_step = false, BatchSampler* sampler = nullptr, PetscInt batch_size = 0);
 
   /// Conjugate gradients on both systems in lockstep, at most max_it iterations; system i stops when
   /// ||r_i|| <= rtol ||b_i|| or when it meets non-positive curvature pᵀHp <= 0 (its iterate is kept).
   /// The two systems' dot products share one reduction per CG phase. Preconditioned (setup): z_i = M r_i,
   /// ρ_i = r_iᵀ z_i, p_i <- z_i + β p_i; the stopping test stays on the unpreconditioned ||r_i||.
-  Report cg(BilevelProblem& problem,
-            Vec x,
-            Vec y,
-            const Batch& batch,
-            std::array<Vec, 2> b,
-            std::array<Vec, 2> v,
-            std::array<bool, 2> zero_start,
-            PetscInt max_it,
+  Report cg(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, const Systems& systems, PetscInt max_it,
             PetscReal rtol);
 
  private:
@@ -72,6 +62,8 @@ class TwoSystemSolver {
                 const std::array<Vec, 2>& in,
                 const std::array<bool, 2>& active,
                 Report& report);
+
+  std::array<bool, 2> start(const Systems& systems);
 
   bool precondition_ = false;
   std::array<petsc::VecHandle, 2> r_, p_, q_, z_;

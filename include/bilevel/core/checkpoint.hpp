@@ -27,6 +27,7 @@
 namespace bilevel {
 
 class BatchSampler;
+struct StepSamplers;
 
 /// References to the members that make up an object's persistent state. Names are unique within a
 /// registry (prefix them with the owner: "method.v", "upper.m"). The referenced objects must outlive the
@@ -44,6 +45,8 @@ class StateRegistry {
   void add(const std::string& name, std::vector<PetscInt>& values);
   /// A counter-based sampler: its draw counter (its seed and stream come from the options).
   void add(const std::string& name, BatchSampler& sampler);
+  /// A step's four samplers (names prefix + "sampler_lower", ...).
+  void add(const std::string& prefix, StepSamplers& samplers);
   /// Every column of a SLEPc basis (BV), each distributed like a Vec (all columns: the active ones are
   /// recorded by the owner, e.g. as an Int).
   void add(const std::string& name, BV basis);

@@ -29,17 +29,19 @@
 /// 0.5 diverges, 0.2 stalls at 83.0% test accuracy, 0.1 reaches 83.5% in 150 iterations).
 /// -bilevel_bome_normalize divides the y step by 1 + λ (so it stays stable as λ grows); it did not help on
 /// hyperclean and is off by default.
-/// Options (-bilevel_bome_*): lower, inner_steps, inner_step, newton_cg_its, lower_step, precondition,
+/// Options (-bilevel_bome_*): lower, inner_steps, inner_step, lower_step, precondition,
 /// normalize, eta, barrier, inner_warm_start.
 #include <petscviewer.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
 
-#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/blocks/choices.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/lower_update.hpp"
+#include "bilevel/blocks/reductions.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
@@ -48,16 +50,20 @@
 namespace bilevel {
 namespace {
 
+/// The control barrier φ.
+enum class BomeBarrier { GradNorm, Value };
+constexpr std::array<Named<BomeBarrier>, 2> kBarriers{{{"grad_norm", BomeBarrier::GradNorm}, {"value", BomeBarrier::Value}}};
+
 /// Settings of Bome (paper / benchopt defaults except inner_warm_start). Options database keys in brackets.
 struct BomeOptions {
   /// [-bilevel_bome_lower auto|gd|newton] how ŷ is updated, [-bilevel_bome_inner_steps] T (0: 10 gd / 1
-  /// newton), [-bilevel_bome_inner_step] a of the gradient steps (0: 1/L), [-bilevel_bome_newton_cg_its]
+  /// newton), [-bilevel_bome_inner_step] a of the gradient steps (0: 1/L); Newton's CG: KSP -bilevel_inner_
   LowerUpdateOptions lower;
   PetscReal lower_step = 0;            ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2 (M: 0.1)
   bool precondition = true;            ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
   bool normalize = false;              ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ)
   PetscReal eta = 0.5;                 ///< [-bilevel_bome_eta] barrier coefficient η
-  std::string barrier = "grad_norm";   ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
+  BomeBarrier barrier = BomeBarrier::GradNorm;  ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
   bool inner_warm_start = true;        ///< [-bilevel_bome_inner_warm_start] ŷ from the previous ŷ (else y_k)
 };
 
@@ -65,21 +71,17 @@ class Bome : public Algorithm {
  public:
   std::string_view type() const override { return "bome"; }
   Capability requirements() const override {
-    return o_.barrier == "value" ? Capability::LowerGradX | Capability::LowerValue : Capability::LowerGradX;
+    return o_.barrier == BomeBarrier::Value ? Capability::LowerGradX | Capability::LowerValue : Capability::LowerGradX;
   }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.lower.kind = opts.choice("lower", o_.lower.kind, {"auto", "gd", "newton"},
-                                "update of the value-function point (auto: problem hint)");
-    o_.lower.steps = opts.integer("inner_steps", o_.lower.steps, "steps T for the value-function point (0: 10 gd / 1 newton)", 0);
-    o_.lower.step = opts.real("inner_step", o_.lower.step, "step of the gradient steps (0: 1/L estimated by SLEPc)", 0.0);
-    o_.lower.newton_cg_its = opts.integer("newton_cg_its", o_.lower.newton_cg_its, "CG iterations per Newton step", 1);
+    read_lower_update_options(opts, o_.lower, 10);
     o_.lower_step = opts.real("lower_step", o_.lower_step, "outer step on y (0: half the inner step; 0.1 with M)", 0.0);
     o_.precondition = opts.boolean("precondition", o_.precondition,
                                    "take the y-part of the step in the problem's metric M ~ inverse Hessian, if it has one");
     o_.normalize = opts.boolean("normalize", o_.normalize, "divide the y step by 1 + lambda");
     o_.eta = opts.real("eta", o_.eta, "barrier coefficient eta", 0.0);
-    o_.barrier = opts.choice("barrier", o_.barrier, {"grad_norm", "value"},
+    o_.barrier = read_choice(opts, "barrier", o_.barrier, kBarriers,
                              "control barrier: eta*|grad q|^2 (grad_norm) or eta*q (value)");
     o_.inner_warm_start = opts.boolean("inner_warm_start", o_.inner_warm_start,
                                        "start the T steps from the previous point (else from y_k, as the paper)");
@@ -96,11 +98,8 @@ class Bome : public Algorithm {
     } else if (pc_) {
       xi_y_ = 0.1;  // M ≈ H⁻¹; measured on hyperclean: 0.1 → 83.5% in 100 its, 0.2 stalls at 83.0%, 0.5 diverges
     } else {
-      PetscReal a = lower_.step();
-      if (a == 0) {  // ŷ by Newton steps: ξ_y relative to 1/L all the same
-        const ProblemHints h = p.hints();
-        a = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
-      }
+      // ŷ by Newton steps (no gradient step a): ξ_y relative to 1/L all the same
+      const PetscReal a = lower_.step() > 0 ? lower_.step() : 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
       xi_y_ = 0.5 * a;
     }
     qy_ = p.create_lower_vec();
@@ -111,9 +110,7 @@ class Bome : public Algorithm {
     gx_hat_ = p.create_upper_vec();
     fx_ = p.create_upper_vec();
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
-    inner_ = BatchSampler(ctx.seed, 1);
-    lower_batches_ = BatchSampler(ctx.seed, 2);
-    outer_ = BatchSampler(ctx.seed, 4);
+    s_ = StepSamplers(ctx.seed);  // ŷ's steps: lower; the terms of q̂: hessian; ∇f: upper
   }
 
   StepResult step(AlgorithmContext& ctx) override {
@@ -123,19 +120,18 @@ class Bome : public Algorithm {
     // ŷ: T steps ŷ <- ŷ − a ∇_y g(x_k, ŷ) (or T Newton steps, block LowerUpdate) from y_k (paper) or from
     // the previous ŷ (Alg. 1, line 3).
     if (!o_.inner_warm_start) BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
-    lower_.run(p, ctx.x, y_hat_, inner_, batch_);
+    lower_.run(p, ctx.x, y_hat_, s_.lower, batch_);
     r.inner_iterations = lower_.steps();
     // One lower batch for every term of q̂ (so its value and gradient are those of one function).
-    const Batch lb = (batch_ > 0 && n.lower > 0) ? lower_batches_.next(n.lower, batch_) : Batch::all();
+    const Batch lb = s_.hessian.draw(n.lower, batch_);
     p.lower_grad_x(ctx.x, y_hat_, lb, gx_hat_);  // ∇_x g(x_k, ŷ)
     p.lower_grad_x(ctx.x, ctx.y, lb, qx_);      // ∇_x g(x_k, y_k)
     BILEVEL_PETSC_CALL(VecAXPY(qx_, -1.0, gx_hat_));  // ∇_x q̂ = ∇_x g(x_k, y_k) − ∇_x g(x_k, ŷ)
     p.lower_grad_y(ctx.x, ctx.y, lb, qy_);      // ∇_y q̂ = ∇_y g(x_k, y_k)
-    const Batch ub = (ctx.upper_batch_size > 0 && n.upper > 0) ? outer_.next(n.upper, ctx.upper_batch_size)
-                                                               : Batch::all();
+    const Batch ub = s_.upper.draw(n.upper, ctx.upper_batch_size);
     p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);   // ∇f = [∇_x f; ∇_y f] at (x_k, y_k)
     PetscReal q_value = 0;
-    if (o_.barrier == "value")
+    if (o_.barrier == BomeBarrier::Value)
       q_value = p.lower_value(ctx.x, ctx.y, lb) - p.lower_value(ctx.x, y_hat_, lb);  // q̂(x_k, y_k)
     // The y-parts in the metric G = M⁻¹ (preconditioned) or I: <a, b>_y = a_yᵀ M b_y.
     if (pc_) {
@@ -148,22 +144,16 @@ class Bome : public Algorithm {
     }
     // <∇f, ∇q̂> and ||∇q̂||² in one split reduction.
     PetscReal fq_x = 0, fq_y = 0, qq_x = 0, qq_y = 0;
-    BILEVEL_PETSC_CALL(VecDotBegin(fx_, qx_, &fq_x));
-    BILEVEL_PETSC_CALL(VecDotBegin(fy_, mqy_, &fq_y));
-    BILEVEL_PETSC_CALL(VecDotBegin(qx_, qx_, &qq_x));
-    BILEVEL_PETSC_CALL(VecDotBegin(qy_, mqy_, &qq_y));
-    BILEVEL_PETSC_CALL(VecDotEnd(fx_, qx_, &fq_x));
-    BILEVEL_PETSC_CALL(VecDotEnd(fy_, mqy_, &fq_y));
-    BILEVEL_PETSC_CALL(VecDotEnd(qx_, qx_, &qq_x));
-    BILEVEL_PETSC_CALL(VecDotEnd(qy_, mqy_, &qq_y));
+    reduce_together({{fx_, qx_, &fq_x}, {fy_, mqy_, &fq_y}, {qx_, qx_, &qq_x}, {qy_, mqy_, &qq_y}});
     const PetscReal qq = qq_x + qq_y;
-    const PetscReal phi = o_.barrier == "value" ? o_.eta * q_value : o_.eta * qq;  // control barrier φ
+    const PetscReal phi = o_.barrier == BomeBarrier::Value ? o_.eta * q_value : o_.eta * qq;  // control barrier φ
     const PetscReal lambda = std::max<PetscReal>((phi - (fq_x + fq_y)) / (qq + 1e-8), 0);  // λ (Alg. 1)
     BILEVEL_PETSC_CALL(VecAXPY(fx_, lambda, qx_));    // d_x = ∇_x f + λ ∇_x q̂
     BILEVEL_PETSC_CALL(VecAXPY(mfy_, lambda, mqy_));  // d_y = M (∇_y f + λ ∇_y q̂)
     PetscReal dx_norm = 0;
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &dx_norm));
     r.hypergradient_norm = dx_norm;
+    require_finite(dx_norm, ConvergedReason::DivergedNaN, "the norm of the step direction d_x");
     BILEVEL_PETSC_CALL(VecNorm(qy_, NORM_2, &r.lower_residual));  // ||∇_y g(x_k, y_k)||
     ctx.upper.step(ctx.x, fx_);                      // x_{k+1} = P(x_k − ξ_x d_x)
     const PetscReal xi = o_.normalize ? xi_y_ / (1 + lambda) : xi_y_;
@@ -175,9 +165,7 @@ class Bome : public Algorithm {
   void declare_state(StateRegistry& state) override {
     state.add("bome.y_hat", y_hat_.get());  // the warm start of the inner steps
     state.add("bome.last_lambda", last_lambda_);
-    state.add("bome.sampler_inner", inner_);
-    state.add("bome.sampler_lower", lower_batches_);
-    state.add("bome.sampler_outer", outer_);
+    state.add("bome.", s_);
   }
 
   void view(PetscViewer viewer) const override {
@@ -187,10 +175,11 @@ class Bome : public Algorithm {
         "arXiv 2209.08709, Alg. 1)\n"
         "  lower %s, inner_steps %d, inner_step %g, lower_step %g%s, metric on y %s, eta %g, barrier %s,\n"
         "  inner_warm_start %s, batch %d, last lambda %g\n",
-        lower_.kind().c_str(), static_cast<int>(lower_.steps()), lower_.step(), xi_y_ > 0 ? xi_y_ : o_.lower_step,
+        lower_.kind_name(), static_cast<int>(lower_.steps()), lower_.step(), xi_y_ > 0 ? xi_y_ : o_.lower_step,
         o_.normalize ? "/(1+lambda)" : "", pc_ ? "problem's M" : "identity", o_.eta,
-        o_.barrier.c_str(), o_.inner_warm_start ? "yes" : "no (restart from y_k, as the paper)",
+        name_of(o_.barrier, kBarriers), o_.inner_warm_start ? "yes" : "no (restart from y_k, as the paper)",
         static_cast<int>(batch_), last_lambda_));
+    lower_.view_ksp(viewer);
   }
 
  private:
@@ -200,7 +189,7 @@ class Bome : public Algorithm {
   bool pc_ = false;
   LowerUpdate lower_;
   petsc::VecHandle y_hat_, qy_, fy_, mqy_, mfy_, qx_, gx_hat_, fx_;
-  BatchSampler inner_, lower_batches_, outer_;
+  StepSamplers s_;
 };
 
 }  // namespace

@@ -13,7 +13,7 @@
 /// With a problem preconditioner M ≈ H⁻¹ (Capability::LowerPreconditioner) the Lanczos process runs on
 /// Lᵀ H L (M = L Lᵀ; block DynamicLanczos, preconditioned variant), which the paper does not have: on
 /// ill-conditioned lower levels (hyperclean, κ ≈ 1e5) it is what lets a basis of a few vectors solve H v = b.
-/// Options (-bilevel_lancbio_*): lower, inner_steps, inner_step, newton_cg_its, initial_dim, dim_inc, dim_fre,
+/// Options (-bilevel_lancbio_*): lower, inner_steps, inner_step, initial_dim, dim_inc, dim_fre,
 /// max_dim, exact_residual, precondition. Minibatches follow -bilevel_batch_size / -bilevel_upper_batch_size (default full).
 #include <petscviewer.h>
 
@@ -21,7 +21,6 @@
 #include <cmath>
 
 #include "bilevel/blocks/dynamic_lanczos.hpp"
-#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/upper_stepper.hpp"
@@ -35,7 +34,7 @@ namespace {
 /// Settings of LancBio (defaults: the authors' synthetic-problem script). Options database keys in brackets.
 struct LancBioOptions {
   /// [-bilevel_lancbio_lower auto|gd|newton], [-bilevel_lancbio_inner_steps] T (0: 5 gd / 1 newton),
-  /// [-bilevel_lancbio_inner_step] θ (0: 1/L), [-bilevel_lancbio_newton_cg_its]
+  /// [-bilevel_lancbio_inner_step] θ (0: 1/L); Newton's CG: KSP -bilevel_inner_
   LowerUpdateOptions lower;
   PetscInt initial_dim = 1;     ///< [-bilevel_lancbio_initial_dim] m_0
   PetscReal dim_inc = 1.1;      ///< [-bilevel_lancbio_dim_inc] growth factor of m
@@ -50,10 +49,7 @@ class LancBio : public Algorithm {
   std::string_view type() const override { return "lancbio"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.lower.kind = opts.choice("lower", o_.lower.kind, {"auto", "gd", "newton"}, "y-update (auto: problem hint)");
-    o_.lower.steps = opts.integer("inner_steps", o_.lower.steps, "steps on y per outer iteration (0: 5 gd / 1 newton)", 0);
-    o_.lower.step = opts.real("inner_step", o_.lower.step, "gradient step on y (0: 1/L estimated by SLEPc)", 0.0);
-    o_.lower.newton_cg_its = opts.integer("newton_cg_its", o_.lower.newton_cg_its, "CG iterations per Newton step", 1);
+    read_lower_update_options(opts, o_.lower, 5);
     o_.initial_dim = opts.integer("initial_dim", o_.initial_dim, "initial subspace dimension m_0", 1);
     o_.dim_inc = opts.real("dim_inc", o_.dim_inc, "growth factor of the subspace dimension", 1.0);
     o_.dim_fre = opts.integer("dim_fre", o_.dim_fre, "grow the dimension every dim_fre outer iterations", 1);
@@ -111,11 +107,12 @@ class LancBio : public Algorithm {
         "lancbio: dynamic Lanczos hypergradient (Yang, Gao & Yuan, ICLR 2025, arXiv 2404.03331, Alg. 2/4)\n"
         "  lower %s, inner_steps %d, inner_step %g, initial_dim %d, dim_inc %g, dim_fre %d, max_dim %d (current %d),\n"
         "  basis in a SLEPc BV without re-orthogonalisation, %s, residual %s, batch %d\n",
-        lower_.kind().c_str(), static_cast<int>(lower_.steps()), lower_.step(), static_cast<int>(o_.initial_dim),
+        lower_.kind_name(), static_cast<int>(lower_.steps()), lower_.step(), static_cast<int>(o_.initial_dim),
         o_.dim_inc, static_cast<int>(o_.dim_fre), static_cast<int>(o_.max_dim), static_cast<int>(dim_),
         lanczos_.preconditioned() ? "preconditioned by the problem's M" : "unpreconditioned",
         o_.exact_residual ? "exact (1 extra HVP)" : "Lanczos estimate (M-norm when preconditioned)",
         static_cast<int>(batch_)));
+    lower_.view_ksp(viewer);
   }
 
  private:

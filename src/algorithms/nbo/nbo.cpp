@@ -28,9 +28,11 @@
 #include <petscviewer.h>
 
 #include <algorithm>
+#include <array>
 #include <string>
 
-#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/blocks/choices.hpp"
+#include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/two_system_solver.hpp"
 #include "bilevel/core/upper_stepper.hpp"
@@ -41,9 +43,14 @@
 namespace bilevel {
 namespace {
 
+/// NBO-GD, NBO-CG or NSBO-SGD.
+enum class NboVariant { Gd, Cg, Sgd };
+constexpr std::array<Named<NboVariant>, 3> kVariants{
+    {{"gd", NboVariant::Gd}, {"cg", NboVariant::Cg}, {"sgd", NboVariant::Sgd}}};
+
 /// Settings of Nbo. Options database keys in brackets.
 struct NboOptions {
-  std::string variant = "cg";  ///< [-bilevel_nbo_variant gd|cg|sgd]
+  NboVariant variant = NboVariant::Cg;  ///< [-bilevel_nbo_variant gd|cg|sgd]
   PetscInt inner_steps = 0;    ///< [-bilevel_nbo_inner_steps] T (CG its / T+1 steps); 0: 5 (cg), 1 (gd, sgd)
   PetscReal step = 0;          ///< [-bilevel_nbo_step] η of the gradient steps (gd, sgd); 0: 1/L
   PetscReal cg_rtol = 1e-10;   ///< [-bilevel_nbo_cg_rtol] CG relative tolerance (cg)
@@ -59,8 +66,7 @@ class Nbo : public Algorithm {
   std::string_view type() const override { return "nbo"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.variant =
-        opts.choice("variant", o_.variant, {"gd", "cg", "sgd"}, "NBO-GD, NBO-CG or the stochastic NSBO-SGD");
+    o_.variant = read_choice(opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG or the stochastic NSBO-SGD");
     o_.inner_steps = opts.integer("inner_steps",
                                   o_.inner_steps,
                                   "T: CG iterations (cg) or T+1 gradient steps (gd, sgd); 0: 5 cg, 1 gd/sgd",
@@ -85,21 +91,18 @@ class Nbo : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    steps_ = o_.inner_steps > 0 ? o_.inner_steps : (o_.variant == "cg" ? 5 : 1);  // paper: T = 1 for NBO-GD
+    steps_ = o_.inner_steps > 0 ? o_.inner_steps : (o_.variant == NboVariant::Cg ? 5 : 1);  // paper: T = 1 for NBO-GD
     eta_ = o_.step;
     step_reductions_ = 0;
-    if (o_.variant != "cg" && eta_ == 0) {
-      const ProblemHints h = p.hints();
-      eta_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
-    }
+    if (o_.variant != NboVariant::Cg && eta_ == 0) eta_ = 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
     const bool stochastic = has(p.capabilities(), Capability::Stochastic);
     batch_ = 0;
     if (stochastic && ctx.batch_size > 0)
       batch_ = ctx.batch_size;
-    else if (stochastic && o_.variant == "sgd")
+    else if (stochastic && o_.variant == NboVariant::Sgd)
       batch_ = o_.batch_size;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
-    two_.setup(ctx.y, o_.variant == "cg" && o_.precondition &&
+    two_.setup(ctx.y, o_.variant == NboVariant::Cg && o_.precondition &&
                           has(p.capabilities(), Capability::LowerPreconditioner));
     gy_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
@@ -110,52 +113,36 @@ class Nbo : public Algorithm {
     BILEVEL_PETSC_CALL(VecSet(u_, 0.0));
     u_zero_ = true;
     if (o_.warmup_newton > 0) newton_.setup(p, ctx.y, steps_);
-    lower_ = BatchSampler(ctx.seed, 1);
-    hess_ = BatchSampler(ctx.seed, 2);
-    jac_ = BatchSampler(ctx.seed, 3);
-    outer_ = BatchSampler(ctx.seed, 4);
+    s_ = StepSamplers(ctx.seed);
   }
 
   StepResult step(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     const DatasetSizes n = p.dataset_sizes();
     StepResult r;
-    auto draw = [&](BatchSampler& s, PetscInt size, PetscInt total) {
-      return (size > 0 && total > 0) ? s.next(total, size) : Batch::all();
-    };
     if (ctx.iteration == 0 && o_.warmup_newton > 0) {
       // Warm-up into the local Newton region (algorithms.md §2.2): y <- y − H⁻¹∇_y g by T CG iterations, W
       // times
-      const Batch wb = draw(hess_, batch_, n.lower);
+      const Batch wb = s_.hessian.draw(n.lower, batch_);
       newton_.run(p, ctx.x, ctx.y, o_.warmup_newton, wb);
     }
-    const Batch gb = draw(lower_, batch_, n.lower);
+    const Batch gb = s_.lower.draw(n.lower, batch_);
     p.lower_grad_y(ctx.x, ctx.y, gb, gy_);  // ∇_y g(x_k, y_k)
-    const Batch fb = draw(outer_, upper_batch_, n.upper);
+    const Batch fb = s_.upper.draw(n.upper, upper_batch_);
     p.upper_grad(ctx.x, ctx.y, fb, nullptr, fy_);  // ∇_y f(x_k, y_k)
 
-    const bool u_from_zero = u_zero_ || !o_.warm_start;
+    // H_k v = ∇_y g from v = 0 and H_k u = ∇_y f from u_k (or from 0)
+    const TwoSystemSolver::Systems systems{{gy_, fy_}, {v_, u_}, {true, u_zero_ || !o_.warm_start}};
     TwoSystemSolver::Report rep;
-    if (o_.variant == "cg") {
-      // H_k v = ∇_y g from v = 0 and H_k u = ∇_y f from u_k, T CG iterations each, one pass per iteration
-      const Batch hb = draw(hess_, batch_, n.lower);
-      rep = two_.cg(p, ctx.x, ctx.y, hb, {gy_, fy_}, {v_, u_}, {true, u_from_zero}, steps_, o_.cg_rtol);
+    if (o_.variant == NboVariant::Cg) {
+      // T CG iterations on each system, one pass per iteration
+      rep = two_.cg(p, ctx.x, ctx.y, s_.hessian.draw(n.lower, batch_), systems, steps_, o_.cg_rtol);
     } else {
       // T+1 steps  v <- v − η (H_k v − ∇_y g),  u <- u − η (H_k u − ∇_y f)   (NBO-GD Alg. 2 step 2; NSBO-SGD
       // with a fresh batch per step)
-      const bool sgd = o_.variant == "sgd" && batch_ > 0;
-      rep = two_.gradient(p,
-                          ctx.x,
-                          ctx.y,
-                          Batch::all(),
-                          {gy_, fy_},
-                          {v_, u_},
-                          {true, u_from_zero},
-                          steps_ + 1,
-                          eta_,
-                          o_.adaptive_step,
-                          sgd ? &hess_ : nullptr,
-                          sgd ? batch_ : 0);
+      const bool sgd = o_.variant == NboVariant::Sgd && batch_ > 0;
+      rep = two_.gradient(p, ctx.x, ctx.y, Batch::all(), systems, steps_ + 1, eta_, o_.adaptive_step,
+                          sgd ? &s_.hessian : nullptr, sgd ? batch_ : 0);
       if (rep.step < eta_) {
         eta_ = rep.step;  // the Rayleigh-quotient safeguard lowered η: keep it for the next iterations
         ++step_reductions_;
@@ -164,13 +151,10 @@ class Nbo : public Algorithm {
     u_zero_ = false;
     BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -1.0, v_));  // y_{k+1} = y_k − v  (Newton-corrected point)
 
-    const Batch xb = draw(outer_, upper_batch_, n.upper);
+    const Batch xb = s_.upper.draw(n.upper, upper_batch_);
     p.upper_grad(ctx.x, ctx.y, xb, fx_, nullptr);  // ∇_x f(x_k, y_{k+1})
-    const Batch jb = draw(jac_, batch_, n.lower);
-    p.lower_jvp(ctx.x, ctx.y, jb, u_, jv_);       // J(x_k, y_{k+1}) u_{k+1}
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));  // h = ∇_x f − J u
-    BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    ctx.upper.step(ctx.x, fx_);  // x <- P(x − α h) on the coordinator
+    // h = ∇_x f − J(x_k, y_{k+1}) u_{k+1}, x <- P(x − α h) on the coordinator
+    r.hypergradient_norm = hypergradient_step(ctx, s_.jacobian.draw(n.lower, batch_), u_, fx_, jv_);
 
     r.lower_residual =
         rep.residual[0];  // ||H_k v − ∇_y g(x_k, y_k)|| ≈ ||∇_y g(x_k, y_{k+1})|| to first order
@@ -184,20 +168,17 @@ class Nbo : public Algorithm {
     state.add("nbo.u_zero", u_zero_);
     state.add("nbo.eta", eta_);
     state.add("nbo.step_reductions", step_reductions_);
-    state.add("nbo.sampler_lower", lower_);
-    state.add("nbo.sampler_hessian", hess_);
-    state.add("nbo.sampler_jacobian", jac_);
-    state.add("nbo.sampler_outer", outer_);
+    state.add("nbo.", s_);
   }
 
   void view(PetscViewer viewer) const override {
-    const char* name = o_.variant == "cg" ? "NBO-CG" : (o_.variant == "gd" ? "NBO-GD" : "NSBO-SGD");
+    const char* name = o_.variant == NboVariant::Cg ? "NBO-CG" : (o_.variant == NboVariant::Gd ? "NBO-GD" : "NSBO-SGD");
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "nbo: %s, inexact-Newton curvature-aware hypergradient (Dong, Yang, Yao & Zhang, ICML 2025)\n",
         name));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
-    if (o_.variant == "cg")
+    if (o_.variant == NboVariant::Cg)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
                                                 "variant cg: T = %d %s iterations per system, cg_rtol %g\n",
                                                 static_cast<int>(steps_),
@@ -207,7 +188,7 @@ class Nbo : public Algorithm {
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer,
           "variant %s: T+1 = %d gradient steps per system, step eta %g%s, adaptive %s (%d reductions)\n",
-          o_.variant.c_str(),
+          name_of(o_.variant, kVariants),
           static_cast<int>(steps_ + 1),
           eta_,
           o_.step == 0 ? " (from 1/L)" : "",
@@ -223,6 +204,7 @@ class Nbo : public Algorithm {
         PetscViewerASCIIPrintf(viewer,
                                "warm-up: %d inexact Newton steps on y before the first iteration\n",
                                static_cast<int>(o_.warmup_newton)));
+    if (o_.warmup_newton > 0) newton_.view(viewer);
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
                                               "lower batch %d (0 = full), upper batch %d\n",
                                               static_cast<int>(batch_),
@@ -240,7 +222,7 @@ class Nbo : public Algorithm {
   TwoSystemSolver two_;
   NewtonSteps newton_;
   petsc::VecHandle gy_, fy_, v_, u_, fx_, jv_;
-  BatchSampler lower_, hess_, jac_, outer_;
+  StepSamplers s_;
 };
 
 }  // namespace

@@ -28,10 +28,12 @@
 #include <petscviewer.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "bilevel/blocks/choices.hpp"
 #include "bilevel/blocks/zeroth_order/directions.hpp"
 #include "bilevel/blocks/zeroth_order/paths.hpp"
 #include "bilevel/core/algorithm.hpp"
@@ -41,6 +43,11 @@
 
 namespace bilevel {
 namespace {
+
+/// Entries of x the directions perturb.
+enum class Support { Auto, Full, Batch };
+constexpr std::array<Named<Support>, 3> kSupports{
+    {{"auto", Support::Auto}, {"full", Support::Full}, {"batch", Support::Batch}}};
 
 /// Settings; option keys -bilevel_pzobo_<name> in brackets; 0 / −1: derived (file comment).
 struct PzoboOptions {
@@ -52,7 +59,7 @@ struct PzoboOptions {
   PetscReal smoothing = 0.01;                              ///< [smoothing] μ of the explicit paths
   PetscInt batch_size = 256;        ///< [batch_size] minibatch when -bilevel_batch_size is unset (0: full)
   PetscInt path_groups = 0;         ///< [path_groups] sub-communicators for the paths (0: auto)
-  std::string support = "auto";     ///< [support] auto | full | batch (the minibatches' entries of x)
+  Support support = Support::Auto;  ///< [support] auto | full | batch (the minibatches' entries of x)
   bool precondition = false;        ///< [precondition] paths step with −a M ∇_y g
   bool one_step_projection = true;  ///< [one_step_projection] N = 1: c_j from one JVP (μ → 0)
 };
@@ -92,11 +99,8 @@ class Pzobo : public Algorithm {
         "one_step_projection",
         o_.one_step_projection,
         "with N = 1, c_j = -a u_j^T J M grad_y f from one JVP (the limit mu -> 0; smoothing unused)");
-    o_.support =
-        opts.choice("support",
-                    o_.support,
-                    {"auto", "full", "batch"},
-                    "entries of x perturbed: all (paper), the minibatches' (auto: batch if allowed)");
+    o_.support = read_choice(opts, "support", o_.support, kSupports,
+                             "entries of x perturbed: all (paper), the minibatches' (auto: batch if allowed)");
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -115,14 +119,13 @@ class Pzobo : public Algorithm {
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
     if (!stochastic || upper_batch_ >= n.upper) upper_batch_ = 0;
     batches_.setup(n_, batch_);
-    inner_ = BatchSampler(ctx.seed, 1);
-    outer_ = BatchSampler(ctx.seed, 4);
+    s_ = StepSamplers(ctx.seed);
     const bool per_sample = has(p.capabilities(), Capability::PerSampleUpper);
-    if (o_.support == "batch" && !per_sample)
+    if (o_.support == Support::Batch && !per_sample)
       throw InputError(
           "option -bilevel_pzobo_support batch needs a problem whose x holds one weight per training "
           "sample (hyperclean); allowed here: auto, full");
-    const bool restricted = batch_ > 0 && per_sample && o_.support != "full";
+    const bool restricted = batch_ > 0 && per_sample && o_.support != Support::Full;
     PetscInt dx = 0;
     BILEVEL_PETSC_CALL(VecGetSize(ctx.x, &dx));
     q_ = o_.directions > 0 ? o_.directions : (restricted ? batch_ * n_ : dx);  // 0: every coordinate once
@@ -156,8 +159,8 @@ class Pzobo : public Algorithm {
     BilevelProblem& p = ctx.problem;
     StepResult r;
     const DatasetSizes n = p.dataset_sizes();
-    batches_.draw(inner_, n.lower);  // B_1..B_N, shared by every path (PZOBO-S)
-    const Batch ub = upper_batch_ > 0 ? outer_.next(n.upper, upper_batch_) : Batch::all();
+    batches_.draw(s_.lower, n.lower);  // B_1..B_N, shared by every path (PZOBO-S)
+    const Batch ub = s_.upper.draw(n.upper, upper_batch_);
     dirs_.draw(ctx.iteration, batches_.indices());  // u_1..u_Q on the support
     if (!u_raw_.empty()) dirs_.form(u_raw_);
     // Paths: y_N(x_k), and y_N(x_k + μ u_j) unless the differences come from one JVP.
@@ -172,6 +175,7 @@ class Pzobo : public Algorithm {
     // Estimate h_k = ∇_x f + (1/Q) Σ_j c_j u_j, and the step.
     dirs_.combine(c_, 1.0 / static_cast<PetscReal>(q_), u_raw_, fx_);
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
+    require_finite(r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
     r.inner_iterations = n_ * (projected_ ? 1 : q_ + 1);
     BILEVEL_PETSC_CALL(VecCopy(y_, ctx.y));  // y_{k+1} = y_N(x_k), warm start of the next paths
     BILEVEL_PETSC_CALL(VecCopy(y_last_, y_prev_));
@@ -181,8 +185,7 @@ class Pzobo : public Algorithm {
 
   void declare_state(StateRegistry& state) override {
     state.add("pzobo.y_prev", y_prev_.get());  // the paths' momentum term
-    state.add("pzobo.sampler_inner", inner_);
-    state.add("pzobo.sampler_outer", outer_);
+    state.add("pzobo.", s_);
   }
 
   void view(PetscViewer viewer) const override {
@@ -237,7 +240,7 @@ class Pzobo : public Algorithm {
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
   bool derived_ = false, projected_ = false;
-  BatchSampler inner_, outer_;
+  StepSamplers s_;
   BatchSequence batches_;
   Directions dirs_;
   PerturbedPaths paths_;

@@ -40,14 +40,18 @@
 #include <petscviewer.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <string>
 #include <utility>
 
-#include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/blocks/choices.hpp"
+#include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
+#include "bilevel/blocks/reductions.hpp"
 #include "bilevel/blocks/secant_pairs.hpp"
+#include "bilevel/core/line_search.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
@@ -57,26 +61,45 @@
 namespace bilevel {
 namespace {
 
+/// Step length of the lower quasi-Newton steps (file comment).
+enum class StepControl { Auto, Armijo, Secant, None };
+constexpr std::array<Named<StepControl>, 4> kStepControls{{{"auto", StepControl::Auto},
+                                                            {"armijo", StepControl::Armijo},
+                                                            {"secant", StepControl::Secant},
+                                                            {"none", StepControl::None}}};
+/// Subroutine B: fresh pairs or the lower solve's.
+enum class Ihvp { Fresh, Reuse };
+constexpr std::array<Named<Ihvp>, 2> kIhvps{{{"fresh", Ihvp::Fresh}, {"reuse", Ihvp::Reuse}}};
+/// Q_k = Q or min(k + 1, Q).
+enum class FreshSchedule { Constant, Linear };
+constexpr std::array<Named<FreshSchedule>, 2> kSchedules{
+    {{"constant", FreshSchedule::Constant}, {"linear", FreshSchedule::Linear}}};
+/// u from the fresh iterate or from the pairs.
+enum class FreshOutput { Iterate, Pairs };
+constexpr std::array<Named<FreshOutput>, 2> kOutputs{{{"iterate", FreshOutput::Iterate}, {"pairs", FreshOutput::Pairs}}};
+constexpr std::array<Named<SecantKind>, 2> kKinds{{{"bfgs", SecantKind::Bfgs}, {"sr1", SecantKind::Sr1}}};
+constexpr std::array<Named<SecantBackend>, 2> kBackends{{{"own", SecantBackend::Own}, {"petsc", SecantBackend::Petsc}}};
+
 /// Settings of Qnbo. Options database keys in brackets.
 struct QnboOptions {
-  std::string kind = "bfgs";          ///< [-bilevel_qnbo_kind bfgs|sr1] quasi-Newton update
+  SecantKind kind = SecantKind::Bfgs;  ///< [-bilevel_qnbo_kind bfgs|sr1] quasi-Newton update
   PetscInt warmup_steps = 0;          ///< [-bilevel_qnbo_warmup_steps] P gradient steps before the qN steps
   PetscReal warmup_step = 0;          ///< [-bilevel_qnbo_warmup_step] β; 0: 1/L
   PetscInt qn_steps = 3;              ///< [-bilevel_qnbo_qn_steps] T quasi-Newton steps on y
   PetscReal qn_step = 1;              ///< [-bilevel_qnbo_qn_step] γ, the quasi-Newton step length
-  std::string step_control = "auto";  ///< [-bilevel_qnbo_step_control auto|armijo|secant|none] lower steps
-  std::string ihvp = "fresh";         ///< [-bilevel_qnbo_ihvp fresh|reuse] subroutine B
+  StepControl step_control = StepControl::Auto;  ///< [-bilevel_qnbo_step_control auto|armijo|secant|none] lower steps
+  Ihvp ihvp = Ihvp::Fresh;            ///< [-bilevel_qnbo_ihvp fresh|reuse] subroutine B
   PetscInt fresh_steps = 3;           ///< [-bilevel_qnbo_fresh_steps] Q (constant) or its cap (linear)
-  std::string fresh_schedule = "constant";  ///< [-bilevel_qnbo_fresh_schedule constant|linear]
+  FreshSchedule fresh_schedule = FreshSchedule::Constant;  ///< [-bilevel_qnbo_fresh_schedule constant|linear]
   bool fresh_tilt = true;        ///< [-bilevel_qnbo_fresh_tilt] fresh steps on the tilted objective ψ
   PetscReal fresh_scale = 0.01;  ///< [-bilevel_qnbo_fresh_scale] ε of the tilt
   PetscReal fresh_rtol = 1e-10;  ///< [-bilevel_qnbo_fresh_rtol] stop B when ||∇ψ|| <= rtol ε ||d||
   bool fresh_warm_start = true;  ///< [-bilevel_qnbo_fresh_warm_start] start B at y_{k+1} + ε u_{k−1}
-  std::string fresh_output = "iterate";  ///< [-bilevel_qnbo_fresh_output iterate|pairs]
+  FreshOutput fresh_output = FreshOutput::Iterate;  ///< [-bilevel_qnbo_fresh_output iterate|pairs]
   PetscInt memory = 0;             ///< [-bilevel_qnbo_memory] pairs kept; 0: T + Q + 1, or 20 with keep_pairs
   bool keep_pairs = true;          ///< [-bilevel_qnbo_keep_pairs] keep pairs across iterations (bfgs: yes)
   PetscReal pair_min_step = 1e-9;  ///< [-bilevel_qnbo_pair_min_step] relative ||s|| below which pairs drop
-  std::string backend = "own";     ///< [-bilevel_qnbo_backend own|petsc]
+  SecantBackend backend = SecantBackend::Own;  ///< [-bilevel_qnbo_backend own|petsc]
 };
 
 class Qnbo : public Algorithm {
@@ -84,24 +107,17 @@ class Qnbo : public Algorithm {
   std::string_view type() const override { return "qnbo"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.kind = opts.choice("kind", o_.kind, {"bfgs", "sr1"}, "quasi-Newton update: qNBO(BFGS) or qNBO(SR1)");
+    o_.kind = read_choice(opts, "kind", o_.kind, kKinds, "quasi-Newton update: qNBO(BFGS) or qNBO(SR1)");
     o_.warmup_steps = opts.integer("warmup_steps", o_.warmup_steps, "P gradient warm-up steps on y", 0);
     o_.warmup_step = opts.real("warmup_step", o_.warmup_step, "warm-up step beta (0: 1/L)", 0.0);
     o_.qn_steps = opts.integer("qn_steps", o_.qn_steps, "T quasi-Newton steps on y per outer iteration", 0);
     o_.qn_step = opts.real("qn_step", o_.qn_step, "quasi-Newton step length gamma", 0.0);
-    o_.step_control =
-        opts.choice("step_control",
-                    o_.step_control,
-                    {"auto", "armijo", "secant", "none"},
-                    "lower qN step length: Armijo on g, secant-model overshoot check, or gamma");
-    o_.ihvp = opts.choice("ihvp",
-                          o_.ihvp,
-                          {"fresh", "reuse"},
+    o_.step_control = read_choice(opts, "step_control", o_.step_control, kStepControls,
+                                  "lower qN step length: Armijo on g, secant-model overshoot check, or gamma");
+    o_.ihvp = read_choice(opts, "ihvp", o_.ihvp, kIhvps,
                           "inverse-Hessian product from fresh pairs or from the lower solve's pairs");
     o_.fresh_steps = opts.integer("fresh_steps", o_.fresh_steps, "Q fresh qN iterations (cap if linear)", 0);
-    o_.fresh_schedule = opts.choice("fresh_schedule",
-                                    o_.fresh_schedule,
-                                    {"constant", "linear"},
+    o_.fresh_schedule = read_choice(opts, "fresh_schedule", o_.fresh_schedule, kSchedules,
                                     "Q_k = Q (constant) or min(k+1, Q) (linear)");
     o_.fresh_tilt = opts.boolean("fresh_tilt", o_.fresh_tilt, "fresh steps minimise g tilted by grad_y f");
     o_.fresh_scale = opts.real("fresh_scale", o_.fresh_scale, "epsilon of the tilt", 0.0);
@@ -109,46 +125,40 @@ class Qnbo : public Algorithm {
         "fresh_rtol", o_.fresh_rtol, "stop the fresh steps at ||grad psi|| <= rtol eps ||d||", 0.0, 1.0);
     o_.fresh_warm_start = opts.boolean(
         "fresh_warm_start", o_.fresh_warm_start, "start the fresh steps from the previous u (one gradient)");
-    o_.fresh_output = opts.choice("fresh_output",
-                                  o_.fresh_output,
-                                  {"iterate", "pairs"},
+    o_.fresh_output = read_choice(opts, "fresh_output", o_.fresh_output, kOutputs,
                                   "u = the fresh iterate's displacement / eps, or C(d, fresh pairs)");
     o_.memory = opts.integer("memory", o_.memory, "secant pairs kept (0: T+Q+1, or 20 with keep_pairs)", 0);
     // Default: kept for BFGS (positive definite whatever the pairs' age); rebuilt for SR1, whose updates from
     // pairs of earlier x (and near-redundant pairs) make the iterates chaotic in rounding.
-    o_.keep_pairs = opts.boolean("keep_pairs", o_.kind == "bfgs", "keep pairs across outer iterations");
+    o_.keep_pairs = opts.boolean("keep_pairs", o_.kind == SecantKind::Bfgs, "keep pairs across outer iterations");
     o_.pair_min_step = opts.real(
         "pair_min_step", o_.pair_min_step, "pairs with ||s|| < this * max(1, ||y||) are not stored", 0.0);
-    o_.backend = opts.choice("backend",
-                             o_.backend,
-                             {"own", "petsc"},
+    o_.backend = read_choice(opts, "backend", o_.backend, kBackends,
                              "secant pairs: own (VecMDot) or petsc (MATLMVMBFGS, bfgs only)");
     if (o_.fresh_tilt && !(o_.fresh_scale > 0))
       throw InputError("option -bilevel_qnbo_fresh_scale must be > 0 with -bilevel_qnbo_fresh_tilt");
-    if (!o_.fresh_tilt && o_.fresh_output == "iterate" && o_.ihvp == "fresh")
+    if (!o_.fresh_tilt && o_.fresh_output == FreshOutput::Iterate && o_.ihvp == Ihvp::Fresh)
       throw InputError(
           "option -bilevel_qnbo_fresh_output iterate needs -bilevel_qnbo_fresh_tilt (untilted fresh "
           "iterations minimise g, their iterate is not u): use -bilevel_qnbo_fresh_output pairs");
   }
 
   Capability requirements() const override {
-    return o_.step_control == "armijo" ? Capability::LowerValue : Capability::None;
+    return o_.step_control == StepControl::Armijo ? Capability::LowerValue : Capability::None;
   }
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    const ProblemHints h = p.hints();
-    const PetscReal L = h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y);
-    beta_ = o_.warmup_step > 0 ? o_.warmup_step : 1.0 / L;
+    beta_ = o_.warmup_step > 0 ? o_.warmup_step : 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
     step_control_ = o_.step_control;
-    if (step_control_ == "auto")
-      step_control_ = has(p.capabilities(), Capability::LowerValue) ? "armijo" : "secant";
+    if (step_control_ == StepControl::Auto)
+      step_control_ = has(p.capabilities(), Capability::LowerValue) ? StepControl::Armijo : StepControl::Secant;
     memory_ = o_.memory > 0
                   ? o_.memory
-                  : (o_.keep_pairs ? 20 : o_.qn_steps + (o_.ihvp == "fresh" ? o_.fresh_steps + 1 : 0));
+                  : (o_.keep_pairs ? 20 : o_.qn_steps + (o_.ihvp == Ihvp::Fresh ? o_.fresh_steps + 1 : 0));
     memory_ = std::max<PetscInt>(memory_, 1);
     approx_ = make_inverse_hessian_approx(
-        ctx.y, o_.kind == "bfgs" ? SecantKind::Bfgs : SecantKind::Sr1, memory_, o_.backend, "bilevel_qnbo_");
+        ctx.y, o_.kind, memory_, o_.backend, "bilevel_qnbo_");
     approx_->set_scale(beta_);  // H0 = β I until the first pair
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
@@ -158,9 +168,7 @@ class Qnbo : public Algorithm {
     BILEVEL_PETSC_CALL(VecSet(u_, 0.0));
     fx_ = p.create_upper_vec();
     jv_ = p.create_upper_vec();
-    lower_ = BatchSampler(ctx.seed, 1);
-    warm_ = BatchSampler(ctx.seed, 2);
-    outer_ = BatchSampler(ctx.seed, 4);
+    samplers_ = StepSamplers(ctx.seed);  // the iteration's lower batch: lower; warm-up steps: hessian; ∇f: upper
     stored_ = rejected_small_ = shortened_ = 0;
     u_nonzero_ = false;
   }
@@ -171,14 +179,14 @@ class Qnbo : public Algorithm {
     StepResult r;
     PetscInt its = 0;
 
-    const Batch lb = (batch_ > 0 && n.lower > 0) ? lower_.next(n.lower, batch_) : Batch::all();
-    const Batch ub = (upper_batch_ > 0 && n.upper > 0) ? outer_.next(n.upper, upper_batch_) : Batch::all();
+    const Batch lb = samplers_.lower.draw(n.lower, batch_);
+    const Batch ub = samplers_.upper.draw(n.upper, upper_batch_);
 
     // ---- Subroutine A: P warm-up gradient steps, then T quasi-Newton steps on g(x_k, ·).
     {
       petsc::ScopedEvent ev(petsc::events().lower_solve);
       if (o_.warmup_steps > 0)  // y <- y − β ∇_y g(x_k, y; B_t), P times
-        warmup_.run(p, ctx.x, ctx.y, o_.warmup_steps, beta_, &warm_, batch_);
+        warmup_.run(p, ctx.x, ctx.y, o_.warmup_steps, beta_, &samplers_.hessian, batch_);
       if (!o_.keep_pairs) approx_->reset();
       value_valid_ = false;                   // x (and the batch) changed
       p.lower_grad_y(ctx.x, ctx.y, lb, gy_);  // ∇_y g(x_k, y_0)
@@ -194,14 +202,14 @@ class Qnbo : public Algorithm {
     // ---- Subroutine B: u ≈ H⁻¹ ∇_y f from secant pairs.
     {
       petsc::ScopedEvent ev(petsc::events().hypergradient);
-      if (o_.ihvp == "fresh") {
-        const PetscInt q_k = o_.fresh_schedule == "linear"
+      if (o_.ihvp == Ihvp::Fresh) {
+        const PetscInt q_k = o_.fresh_schedule == FreshSchedule::Linear
                                  ? std::min<PetscInt>(ctx.iteration + 1, o_.fresh_steps)
                                  : o_.fresh_steps;
         if (!o_.keep_pairs) approx_->reset();  // the product uses the fresh pairs only
         its += fresh_iterations(p, ctx.x, ctx.y, lb, q_k, r.linear_residual);
       }
-      if (o_.ihvp == "fresh" && o_.fresh_output == "iterate") {
+      if (o_.ihvp == Ihvp::Fresh && o_.fresh_output == FreshOutput::Iterate) {
         // u = (z − y_{k+1}) / ε, the quasi-Newton solution of H u = d
         BILEVEL_PETSC_CALL(VecWAXPY(u_, -1.0, ctx.y, z_));
         BILEVEL_PETSC_CALL(VecScale(u_, 1.0 / o_.fresh_scale));
@@ -211,10 +219,8 @@ class Qnbo : public Algorithm {
       u_nonzero_ = true;
     }
 
-    p.lower_jvp(ctx.x, ctx.y, lb, u_, jv_);       // J(x_k, y_{k+1}) u
-    BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));  // h = ∇_x f − J u
-    BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    ctx.upper.step(ctx.x, fx_);  // x <- P(x − α h) on the coordinator
+    // h = ∇_x f − J(x_k, y_{k+1}) u, x <- P(x − α h) on the coordinator
+    r.hypergradient_norm = hypergradient_step(ctx, lb, u_, fx_, jv_);
     r.inner_iterations = its;
     return r;
   }
@@ -223,9 +229,7 @@ class Qnbo : public Algorithm {
     approx_->declare_state(state, "qnbo.secant.");
     state.add("qnbo.u", u_.get());
     state.add("qnbo.u_nonzero", u_nonzero_);
-    state.add("qnbo.sampler_lower", lower_);
-    state.add("qnbo.sampler_warmup", warm_);
-    state.add("qnbo.sampler_outer", outer_);
+    state.add("qnbo.", samplers_);
     state.add("qnbo.pairs_stored", stored_);
     state.add("qnbo.pairs_rejected_small", rejected_small_);
     state.add("qnbo.steps_shortened", shortened_);
@@ -235,7 +239,7 @@ class Qnbo : public Algorithm {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "qnbo: qNBO(%s), quasi-Newton meets bilevel optimization (Fang, Liu, Yao, Yu & Zhang, ICLR 2025)\n",
-        o_.kind == "bfgs" ? "BFGS" : "SR1"));
+        o_.kind == SecantKind::Bfgs ? "BFGS" : "SR1"));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
@@ -245,21 +249,21 @@ class Qnbo : public Algorithm {
         beta_,
         static_cast<int>(o_.qn_steps),
         o_.qn_step,
-        step_control_.c_str(),
+        name_of(step_control_, kStepControls),
         static_cast<long long>(shortened_)));
-    if (o_.ihvp == "fresh")
+    if (o_.ihvp == Ihvp::Fresh)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer,
           "inverse Hessian products: fresh pairs, Q_k = %s%d iterations on the %s (eps %g, rtol %g, warm "
           "start %s), "
           "u = %s\n",
-          o_.fresh_schedule == "linear" ? "min(k+1, Q), Q = " : "",
+          o_.fresh_schedule == FreshSchedule::Linear ? "min(k+1, Q), Q = " : "",
           static_cast<int>(o_.fresh_steps),
           o_.fresh_tilt ? "tilted lower objective" : "lower objective",
           o_.fresh_scale,
           o_.fresh_rtol,
           o_.fresh_warm_start && o_.fresh_tilt ? "yes" : "no",
-          o_.fresh_output == "iterate" ? "fresh iterate displacement / eps" : "C(d, pairs)"));
+          o_.fresh_output == FreshOutput::Iterate ? "fresh iterate displacement / eps" : "C(d, pairs)"));
     else
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer, "inverse Hessian products: u = C(d, pairs of the lower solve) (reuse)\n"));
@@ -269,7 +273,7 @@ class Qnbo : public Algorithm {
         "(step)\n",
         static_cast<int>(memory_),
         o_.keep_pairs ? "kept across outer iterations" : "rebuilt every outer iteration",
-        o_.backend.c_str(),
+        to_string(o_.backend),
         o_.pair_min_step,
         static_cast<long long>(stored_),
         static_cast<long long>(approx_ ? approx_->rejected() : 0),
@@ -290,19 +294,12 @@ class Qnbo : public Algorithm {
     approx_->apply(gy_, d_);  // d = H ∇_y g
     PetscScalar dg = 0;
     PetscReal dn = 0, gn = 0, yn = 0;
-    BILEVEL_PETSC_CALL(VecDotBegin(d_, gy_, &dg));
-    BILEVEL_PETSC_CALL(VecNormBegin(d_, NORM_2, &dn));
-    BILEVEL_PETSC_CALL(VecNormBegin(gy_, NORM_2, &gn));
-    BILEVEL_PETSC_CALL(VecNormBegin(y, NORM_2, &yn));
-    BILEVEL_PETSC_CALL(VecDotEnd(d_, gy_, &dg));
-    BILEVEL_PETSC_CALL(VecNormEnd(d_, NORM_2, &dn));
-    BILEVEL_PETSC_CALL(VecNormEnd(gy_, NORM_2, &gn));
-    BILEVEL_PETSC_CALL(VecNormEnd(y, NORM_2, &yn));
+    reduce_together({{d_, gy_, &dg}}, {{d_, &dn}, {gy_, &gn}, {y, &yn}});
     if (!(gn > 0) || !std::isfinite(gn)) return false;
     if (!descent_or_fallback(gy_, dg, dn, gn)) return false;
     PetscReal t = o_.qn_step;
-    bool secant_check = step_control_ == "secant";
-    if (step_control_ == "armijo") {
+    bool secant_check = step_control_ == StepControl::Secant;
+    if (step_control_ == StepControl::Armijo) {
       if (!value_valid_) value_y_ = p.lower_value(x, y, batch);
       if (t * dg <= 1e-9 * std::max<PetscReal>(1, std::abs(value_y_))) {
         // The predicted decrease is at the rounding level of g's value: values cannot judge the step, the
@@ -310,14 +307,16 @@ class Qnbo : public Algorithm {
         secant_check = true;
         value_valid_ = false;
       } else {
-        // Armijo: g(x, y − t d) <= g(x, y) − 1e-4 t dᵀ∇_y g, halving t (the accepted value is the next g(x,
-        // y))
-        PetscReal gt = value_y_;
-        for (int ls = 0; ls < 40; ++ls, t *= 0.5) {
-          BILEVEL_PETSC_CALL(VecWAXPY(s_, -t, d_, y));
-          gt = p.lower_value(x, s_, batch);
-          if (std::isfinite(gt) && gt <= value_y_ - 1e-4 * t * dg) break;
-        }
+        // Armijo: g(x, y − t d) <= g(x, y) − 1e-4 t dᵀ∇_y g, halving t from γ (core/line_search.hpp); the
+        // accepted value is the next g(x, y). After 40 trials, a last trial with any decrease is kept.
+        const ArmijoResult ls = armijo_backtrack(
+            [&](PetscReal trial) {
+              BILEVEL_PETSC_CALL(VecWAXPY(s_, -trial, d_, y));
+              return p.lower_value(x, s_, batch);
+            },
+            value_y_, -dg, ArmijoOptions{o_.qn_step, 0.5, 1e-4, 40});
+        t = ls.step;
+        const PetscReal gt = ls.value;
         if (!(std::isfinite(gt) && gt <= value_y_))
           return false;  // no decrease along d: stop the lower steps
         if (t < o_.qn_step) ++shortened_;
@@ -337,10 +336,7 @@ class Qnbo : public Algorithm {
       // overshoots by more than 2x (SR1 with an indefinite or badly scaled H) is redone at α s, one gradient.
       // Short steps are never extended: far along s the model of a non-quadratic g is not to be trusted.
       PetscScalar gs = 0, sdg = 0;
-      BILEVEL_PETSC_CALL(VecDotBegin(gy_, s_, &gs));
-      BILEVEL_PETSC_CALL(VecDotBegin(s_, dg_, &sdg));
-      BILEVEL_PETSC_CALL(VecDotEnd(gy_, s_, &gs));
-      BILEVEL_PETSC_CALL(VecDotEnd(s_, dg_, &sdg));
+      reduce_together({{gy_, s_, &gs}, {s_, dg_, &sdg}});
       const PetscReal alpha = sdg > 0 ? -gs / sdg : 1.0;
       if (std::isfinite(alpha) && alpha > 0 && alpha < 0.5) {
         ++shortened_;
@@ -379,10 +375,7 @@ class Qnbo : public Algorithm {
       BILEVEL_PETSC_CALL(VecWAXPY(pair_s_, -1.0, y, z_));  // exact pair (z_0 − y_{k+1}, Δ∇_y g)
       BILEVEL_PETSC_CALL(VecWAXPY(dg_, -1.0, gy_, gz_));
       PetscReal ps = 0, yn = 0;
-      BILEVEL_PETSC_CALL(VecNormBegin(pair_s_, NORM_2, &ps));
-      BILEVEL_PETSC_CALL(VecNormBegin(y, NORM_2, &yn));
-      BILEVEL_PETSC_CALL(VecNormEnd(pair_s_, NORM_2, &ps));
-      BILEVEL_PETSC_CALL(VecNormEnd(y, NORM_2, &yn));
+      reduce_together({}, {{pair_s_, &ps}, {y, &yn}});
       offer_pair(pair_s_, dg_, ps, yn);
     }
     BILEVEL_PETSC_CALL(VecCopy(z_, wp_));  // last evaluated point and its gradient
@@ -400,12 +393,7 @@ class Qnbo : public Algorithm {
       approx_->apply(r_, d_);  // d = H ∇ψ(z)
       PetscScalar dg = 0;
       PetscReal dn = 0, zn = 0;
-      BILEVEL_PETSC_CALL(VecDotBegin(d_, r_, &dg));
-      BILEVEL_PETSC_CALL(VecNormBegin(d_, NORM_2, &dn));
-      BILEVEL_PETSC_CALL(VecNormBegin(z_, NORM_2, &zn));
-      BILEVEL_PETSC_CALL(VecDotEnd(d_, r_, &dg));
-      BILEVEL_PETSC_CALL(VecNormEnd(d_, NORM_2, &dn));
-      BILEVEL_PETSC_CALL(VecNormEnd(z_, NORM_2, &zn));
+      reduce_together({{d_, r_, &dg}}, {{d_, &dn}, {z_, &zn}});
       if (!descent_or_fallback(r_, dg, dn, rn)) break;
       // A step below the rounding-meaningful size would only difference noise: ψ is solved as far as it can
       // be.
@@ -422,10 +410,7 @@ class Qnbo : public Algorithm {
       // model curvature along s: g = ∇_y g(w) − ∇_y g(z)
       BILEVEL_PETSC_CALL(VecWAXPY(dg_, -1.0, gz_, gnew_));
       PetscScalar rs = 0, sg = 0;
-      BILEVEL_PETSC_CALL(VecDotBegin(r_, s_, &rs));
-      BILEVEL_PETSC_CALL(VecDotBegin(s_, dg_, &sg));
-      BILEVEL_PETSC_CALL(VecDotEnd(r_, s_, &rs));
-      BILEVEL_PETSC_CALL(VecDotEnd(s_, dg_, &sg));
+      reduce_together({{r_, s_, &rs}, {s_, dg_, &sg}});
       // argmin_α ψ(z + α s) on the model; a value outside (0, 4] means the model is not to be trusted (e.g. a
       // gradient difference dominated by rounding): take the plain step α = 1.
       PetscReal alpha = sg > 0 ? -rs / sg : 1.0;
@@ -471,9 +456,9 @@ class Qnbo : public Algorithm {
   std::unique_ptr<InverseHessianApprox> approx_;
   GradientSteps warmup_;
   petsc::VecHandle gy_, gnew_, d_, s_, dg_, z_, gz_, r_, w_, wp_, gwp_, pair_s_, fy_, u_, fx_, jv_;
-  BatchSampler lower_, warm_, outer_;
+  StepSamplers samplers_;
   std::int64_t stored_ = 0, rejected_small_ = 0, shortened_ = 0;
-  std::string step_control_;
+  StepControl step_control_ = StepControl::Auto;
   PetscReal value_y_ = 0;  // g(x_k, y) at the current y (Armijo), valid while value_valid_
   bool value_valid_ = false;
   bool u_nonzero_ = false;

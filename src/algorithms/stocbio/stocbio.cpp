@@ -10,7 +10,6 @@
 /// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta, batch_size.
 #include <petscviewer.h>
 
-#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
@@ -48,20 +47,17 @@ class Stocbio : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    const ProblemHints h = p.hints();
     const bool need_l = o_.inner_step == 0 || o_.neumann_eta == 0;
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     const std::optional<PetscReal> bound = need_l ? p.lower_lipschitz_bound(ctx.x) : std::nullopt;
     follow_bound_ = bound.has_value();
-    const PetscReal L = !need_l ? 0
-                        : bound ? *bound
-                                : (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
+    const PetscReal L = !need_l ? 0 : bound ? *bound : resolve_lower_lipschitz(p, ctx.x, ctx.y);
     eta_y_ = o_.inner_step > 0 ? o_.inner_step : 1.0 / L;
     eta_n_ = o_.neumann_eta > 0 ? o_.neumann_eta : 1.0 / L;
     batch_ = ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size;
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
     LowerUpdateOptions lo;  // SGD on y with the step above (the paper's update, whatever the problem hints)
-    lo.kind = "gd";
+    lo.kind = LowerUpdateKind::Gd;
     lo.steps = o_.inner_steps;
     lo.step = o_.inner_step > 0 || !follow_bound_ ? eta_y_ : 0;  // 0: LowerUpdate follows the bound
     lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps);

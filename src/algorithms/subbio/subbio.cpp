@@ -11,7 +11,7 @@
 /// block LowerUpdate); -bilevel_subbio_lower overrides the hint.
 /// With a problem preconditioner M ≈ H⁻¹ (Capability::LowerPreconditioner) the subspace is
 /// span{M b, (I − η M A_k) v_k} with η = 1/λ_max(M A) from 20 power steps at setup (block SubspaceSolver2D, preconditioned; not in the paper).
-/// Options (-bilevel_subbio_*): lower, inner_steps, inner_step, newton_cg_its, subspace_step (η), precondition. Minibatches
+/// Options (-bilevel_subbio_*): lower, inner_steps, inner_step, subspace_step (η), precondition. Minibatches
 /// follow -bilevel_batch_size / -bilevel_upper_batch_size (default full).
 #include <petscviewer.h>
 
@@ -30,7 +30,7 @@ namespace {
 /// Settings of SubBio (defaults: the authors' synthetic script, η = θ). Options database keys in brackets.
 struct SubBioOptions {
   /// [-bilevel_subbio_lower auto|gd|newton], [-bilevel_subbio_inner_steps] T (0: 5 gd / 1 newton),
-  /// [-bilevel_subbio_inner_step] θ (0: 1/L), [-bilevel_subbio_newton_cg_its]
+  /// [-bilevel_subbio_inner_step] θ (0: 1/L); Newton's CG: KSP -bilevel_inner_
   LowerUpdateOptions lower;
   PetscReal subspace_step = 0;  ///< [-bilevel_subbio_subspace_step] η of (I − η A) v; 0: θ (1/L with newton)
   bool precondition = true;     ///< [-bilevel_subbio_precondition] subspace span{M b, (I − η M A) v}
@@ -41,10 +41,7 @@ class SubBio : public Algorithm {
   std::string_view type() const override { return "subbio"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.lower.kind = opts.choice("lower", o_.lower.kind, {"auto", "gd", "newton"}, "y-update (auto: problem hint)");
-    o_.lower.steps = opts.integer("inner_steps", o_.lower.steps, "steps on y per outer iteration (0: 5 gd / 1 newton)", 0);
-    o_.lower.step = opts.real("inner_step", o_.lower.step, "gradient step on y (0: 1/L estimated by SLEPc)", 0.0);
-    o_.lower.newton_cg_its = opts.integer("newton_cg_its", o_.lower.newton_cg_its, "CG iterations per Newton step", 1);
+    read_lower_update_options(opts, o_.lower, 5);
     o_.subspace_step = opts.real("subspace_step", o_.subspace_step,
                                  "eta of the second direction (I - eta H) v (0: the step on y; 1/lambda_max(M H) when preconditioned)", 0.0);
     o_.precondition = opts.boolean("precondition", o_.precondition,
@@ -59,10 +56,7 @@ class SubBio : public Algorithm {
     eta_ = o_.subspace_step > 0 ? o_.subspace_step
            : pc                ? 1.0 / estimate_preconditioned_lipschitz(p, ctx.x, ctx.y)
                                : lower_.step();
-    if (eta_ == 0) {  // Newton on y: η = 1/L
-      const ProblemHints h = p.hints();
-      eta_ = 1.0 / (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, ctx.x, ctx.y));
-    }
+    if (eta_ == 0) eta_ = 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);  // Newton on y: η = 1/L
     subspace_.setup(ctx.y, pc);
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
     implicit_.setup(p, ctx.seed, {batch_, ctx.upper_batch_size});
@@ -88,10 +82,11 @@ class SubBio : public Algorithm {
         viewer,
         "subbio: two-dimensional subspace hypergradient (Yang, Gao & Yuan, ICLR 2025, arXiv 2404.03331, Alg. 1)\n"
         "  lower %s, inner_steps %d, inner_step %g, subspace_step %g, %s, batch %d\n",
-        lower_.kind().c_str(), static_cast<int>(lower_.steps()), lower_.step(),
+        lower_.kind_name(), static_cast<int>(lower_.steps()), lower_.step(),
         eta_ > 0 ? eta_ : o_.subspace_step,
         subspace_.preconditioned() ? "subspace span{M b, (I - eta M H) v} (problem's M)" : "subspace span{b, (I - eta H) v}",
         static_cast<int>(batch_)));
+    lower_.view_ksp(viewer);
   }
 
  private:

@@ -10,8 +10,8 @@
 namespace bilevel {
 namespace {
 
-constexpr std::uint64_t kStreamDirections = 7;   // counter_normal stream of the Gaussian entries
-constexpr std::uint64_t kStreamCoordinates = 8;  // counter_uniform stream of the coordinates
+constexpr auto kStreamDirections = static_cast<std::uint64_t>(SamplerStream::Directions);
+constexpr auto kStreamCoordinates = static_cast<std::uint64_t>(SamplerStream::Coordinates);
 constexpr DirectionType kTypes[] = {
     DirectionType::Gaussian, DirectionType::Orthogonal, DirectionType::Coordinate};
 

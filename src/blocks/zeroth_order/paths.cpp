@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
@@ -39,8 +40,7 @@ PathParameters derive_path_parameters(
   }
   const ProblemHints h = p.hints();
   const bool need_l = given.a <= 0 || given.beta < 0 || given.steps <= 0;
-  const PetscReal L =
-      need_l ? (h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(p, x, y)) : 0;
+  const PetscReal L = need_l ? resolve_lower_lipschitz(p, x, y) : 0;
   const PetscReal mu_g = h.lower_strong_convexity.value_or(0);
   const bool have_mu = need_l && mu_g > 0 && mu_g < L;
   const PetscReal sqrt_kappa = have_mu ? std::sqrt(L / mu_g) : 0;
