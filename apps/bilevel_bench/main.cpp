@@ -11,9 +11,8 @@
 // Timings are printed and written to JSON; they are never test assertions.
 #include <petsctime.h>
 
-#include <boost/program_options.hpp>
-
 #include <algorithm>
+#include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -60,15 +59,16 @@ double triad_bandwidth(MPI_Comm comm, std::size_t n, int reps) {
 }
 
 struct HvpResult {
-  double seconds = 0;      ///< per HVP (best of the repetitions' means)
-  double bytes = 0;        ///< data-matrix bytes read per HVP, all ranks
+  double seconds = 0;  ///< per HVP (best of the repetitions' means)
+  double bytes = 0;    ///< data-matrix bytes read per HVP, all ranks
   double effective_gbs = 0;
 };
 
 /// Times `repeat` HVPs at a fixed point after a warm-up, in 5 rounds; keeps the fastest round. Collective.
 HvpResult time_hvp(bilevel::BilevelProblem& p, double bytes_local, PetscInt repeat) {
   MPI_Comm comm = p.comm();
-  auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(), out = p.create_lower_vec();
+  auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(),
+       out = p.create_lower_vec();
   p.initial_point(x, y);
   BILEVEL_PETSC_CALL(VecSet(w, 0.01));
   BILEVEL_PETSC_CALL(VecSet(y, 0.001));
@@ -99,14 +99,16 @@ int run_hvp(const po::variables_map& vm) {
   double bytes_local = 0;
   if (problem == "logreg") {
     if (train.empty()) throw bilevel::InputError("bilevel-bench hvp --problem logreg needs --train FILE");
-    auto lr = bilevel::LogregProblem::from_files(comm, train, train, "", bilevel::LogregOptions::from_options(comm));
+    auto lr = bilevel::LogregProblem::from_files(
+        comm, train, train, "", bilevel::LogregOptions::from_options(comm));
     bytes_local = static_cast<double>(lr->hvp_pass_bytes());
     p = std::move(lr);
   } else if (problem == "hyperclean") {
     bilevel::HypercleanOptions o = bilevel::HypercleanOptions::from_options(comm);
     auto hc = train.empty() ? bilevel::HypercleanProblem::fashion_mnist(comm, o)
                             : bilevel::HypercleanProblem::from_files(comm, train, "", "", o);
-    // Dense: the softmax HVP reads the matrix twice (Z = A V, then Aᵀ R); sparse: count the AIJ bytes the same way.
+    // Dense: the softmax HVP reads the matrix twice (Z = A V, then Aᵀ R); sparse: count the AIJ bytes the
+    // same way.
     int size = 1;
     MPI_Comm_size(comm, &size);
     const double rows = static_cast<double>(hc->dataset_sizes().lower) / size;
@@ -122,17 +124,25 @@ int run_hvp(const po::variables_map& vm) {
   const double triad_after = triad_bandwidth(comm, std::size_t{1} << 24, 10);
   const double triad_best = std::max(triad, triad_after);
   const double fraction = h.effective_gbs / triad_best;
-  BILEVEL_PETSC_CALL(PetscPrintf(comm,
-                                 "hvp %s on %d rank%s: %.3f ms per HVP, %.1f MB of data per HVP, effective %.2f GB/s; "
-                                 "triad %.2f GB/s; fraction %.3f\n",
-                                 problem.c_str(), ranks, ranks == 1 ? "" : "s", h.seconds * 1e3, h.bytes / 1e6,
-                                 h.effective_gbs, triad_best, fraction));
+  BILEVEL_PETSC_CALL(
+      PetscPrintf(comm,
+                  "hvp %s on %d rank%s: %.3f ms per HVP, %.1f MB of data per HVP, effective %.2f GB/s; "
+                  "triad %.2f GB/s; fraction %.3f\n",
+                  problem.c_str(),
+                  ranks,
+                  ranks == 1 ? "" : "s",
+                  h.seconds * 1e3,
+                  h.bytes / 1e6,
+                  h.effective_gbs,
+                  triad_best,
+                  fraction));
   if (vm.count("summary")) {
     std::ostringstream s;
     s << "{\n  \"suite\": \"hvp\",\n  \"problem\": \"" << problem << "\",\n  \"ranks\": " << ranks
       << ",\n  \"hvp_seconds\": " << h.seconds << ",\n  \"bytes_per_hvp\": " << h.bytes
-      << ",\n  \"effective_bandwidth_gbs\": " << h.effective_gbs << ",\n  \"triad_bandwidth_gbs\": " << triad_best
-      << ",\n  \"fraction\": " << fraction << ",\n  \"version\": \"" << bilevel::version() << "\"\n}\n";
+      << ",\n  \"effective_bandwidth_gbs\": " << h.effective_gbs
+      << ",\n  \"triad_bandwidth_gbs\": " << triad_best << ",\n  \"fraction\": " << fraction
+      << ",\n  \"version\": \"" << bilevel::version() << "\"\n}\n";
     bilevel::write_file_atomically(comm, vm["summary"].as<std::string>(), s.str());
   }
   return 0;
@@ -173,7 +183,9 @@ std::string format_number(double v) {
 }
 
 /// Per-run time budget in seconds when --max-time is not given.
-double default_budget(const std::string& problem) { return problem == "hyperclean" ? 60.0 : 20.0; }
+double default_budget(const std::string& problem) {
+  return problem == "hyperclean" ? 60.0 : 20.0;
+}
 
 /// What the suite needs from the command line.
 struct SuiteSettings {
@@ -199,9 +211,9 @@ struct RunRow {
   std::string key() const { return problem + "," + method + "," + std::to_string(seed); }
   std::string csv() const {
     std::ostringstream s;
-    s << key() << "," << status << "," << reason << "," << iterations << "," << format_number(wall_time_s) << ","
-      << format_number(upper_objective) << "," << (test_accuracy ? format_number(*test_accuracy) : "") << ","
-      << counts.grad_f << "," << counts.grad_g << "," << counts.hvp << "," << counts.jvp << ","
+    s << key() << "," << status << "," << reason << "," << iterations << "," << format_number(wall_time_s)
+      << "," << format_number(upper_objective) << "," << (test_accuracy ? format_number(*test_accuracy) : "")
+      << "," << counts.grad_f << "," << counts.grad_g << "," << counts.hvp << "," << counts.jvp << ","
       << (counts.grad_f + counts.grad_g + counts.hvp + counts.jvp) << "," << counts.samples << ","
       << counts.value_f << "," << counts.value_g << "\n";
     return s.str();
@@ -305,7 +317,8 @@ void remove_outputs(MPI_Comm comm, const std::string& stem) {
 /// Builds a suite problem from its defaults: quadratic with κ = 1e3 (dy 2000, dx 100), logreg on the
 /// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files. -bilevel_<problem>_* on the command line
 /// override the suite's choices. Collective.
-std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm, const std::string& name,
+std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm,
+                                                            const std::string& name,
                                                             const SuiteSettings& settings) {
   bilevel::ProblemInputs inputs;
   if (name == "quadratic") {
@@ -323,8 +336,13 @@ std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm, const
 /// One run of `method` on the (reused) problem: fresh x, y from initial_point, trace and summary into
 /// dir/<method>-seed<seed>.{csv,json}. A failure (exception thrown collectively, e.g. a missing oracle)
 /// or divergence (negative converged reason) is returned as `failure`. Collective.
-RunRow run_method(MPI_Comm comm, const std::shared_ptr<bilevel::BilevelProblem>& problem, const std::string& method,
-                  long seed, double budget, const std::string& dir, std::string& failure) {
+RunRow run_method(MPI_Comm comm,
+                  const std::shared_ptr<bilevel::BilevelProblem>& problem,
+                  const std::string& method,
+                  long seed,
+                  double budget,
+                  const std::string& dir,
+                  std::string& failure) {
   RunRow row;
   row.problem = problem->name();
   row.method = method;
@@ -335,7 +353,8 @@ RunRow run_method(MPI_Comm comm, const std::shared_ptr<bilevel::BilevelProblem>&
   set_option("-bilevel_type", method);
   set_option("-bilevel_seed", std::to_string(seed));
   set_option("-bilevel_max_time", format_number(budget));
-  set_option("-bilevel_monitor_test", has(problem->capabilities(), bilevel::Capability::TestSet) ? "true" : "false");
+  set_option("-bilevel_monitor_test",
+             has(problem->capabilities(), bilevel::Capability::TestSet) ? "true" : "false");
   try {
     problem->reset_counts();
     bilevel::BilevelSolver solver(comm);
@@ -357,7 +376,8 @@ RunRow run_method(MPI_Comm comm, const std::shared_ptr<bilevel::BilevelProblem>&
     row.counts = report.counts;
     row.status = report.reason < bilevel::ConvergedReason::Iterating ? "diverged" : "ok";
     if (row.status == "diverged")
-      failure = "diverged (" + row.reason + ") after " + std::to_string(report.outer_iterations) + " iterations";
+      failure =
+          "diverged (" + row.reason + ") after " + std::to_string(report.outer_iterations) + " iterations";
   } catch (const bilevel::Error& e) {
     failure = std::string("error: ") + e.what();
     problem->reset_counts();
@@ -372,7 +392,8 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-/// report_methods.py: the installed copy (share/bilevel/ next to this program's bin/), else the source tree's.
+/// report_methods.py: the installed copy (share/bilevel/ next to this program's bin/), else the source
+/// tree's.
 std::string report_script() {
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -396,7 +417,8 @@ int run_report(MPI_Comm comm, const std::string& dir) {
       std::fflush(stdout);
       rc = std::system(command.c_str());
     } else {
-      std::printf("bilevel-bench: no %s or no %s: run the report script by hand\n", python.c_str(), script.c_str());
+      std::printf(
+          "bilevel-bench: no %s or no %s: run the report script by hand\n", python.c_str(), script.c_str());
     }
     std::fflush(stdout);
   }
@@ -413,7 +435,8 @@ int run_methods(const SuiteSettings& settings) {
   const std::vector<std::string> known_problems{"quadratic", "logreg", "hyperclean"};
   for (const auto& p : settings.problems)
     if (std::find(known_problems.begin(), known_problems.end(), p) == known_problems.end())
-      throw bilevel::InputError("bad value '" + p + "' for --problems: expected quadratic, logreg, hyperclean");
+      throw bilevel::InputError("bad value '" + p +
+                                "' for --problems: expected quadratic, logreg, hyperclean");
   const std::vector<std::string> registered = bilevel::algorithm_registry().names();
   std::vector<std::string> methods = settings.methods.empty() ? registered : settings.methods;
   for (const auto& m : methods)
@@ -434,12 +457,21 @@ int run_methods(const SuiteSettings& settings) {
   MPI_Comm_size(comm, &ranks);
   double planned = 0;
   for (const auto& p : settings.problems)
-    planned += settings.max_time.value_or(default_budget(p)) * static_cast<double>(methods.size() * settings.seeds);
-  const std::size_t total = settings.problems.size() * methods.size() * static_cast<std::size_t>(settings.seeds);
-  BILEVEL_PETSC_CALL(PetscPrintf(comm, "methods suite: %zu problem(s) x %zu method(s) x %ld seed(s) = %zu runs on %d rank%s, "
-                                       "budgets sum to %.0f min\n",
-                                 settings.problems.size(), methods.size(), settings.seeds, total, ranks,
-                                 ranks == 1 ? "" : "s", planned / 60.0));
+    planned +=
+        settings.max_time.value_or(default_budget(p)) * static_cast<double>(methods.size() * settings.seeds);
+  const std::size_t total =
+      settings.problems.size() * methods.size() * static_cast<std::size_t>(settings.seeds);
+  BILEVEL_PETSC_CALL(
+      PetscPrintf(comm,
+                  "methods suite: %zu problem(s) x %zu method(s) x %ld seed(s) = %zu runs on %d rank%s, "
+                  "budgets sum to %.0f min\n",
+                  settings.problems.size(),
+                  methods.size(),
+                  settings.seeds,
+                  total,
+                  ranks,
+                  ranks == 1 ? "" : "s",
+                  planned / 60.0));
   std::size_t done = 0;
   for (const auto& name : settings.problems) {
     const double budget = settings.max_time.value_or(default_budget(name));
@@ -454,7 +486,8 @@ int run_methods(const SuiteSettings& settings) {
       done += methods.size() * static_cast<std::size_t>(settings.seeds);
       continue;
     }
-    BILEVEL_PETSC_CALL(PetscPrintf(comm, "problem %s built in %.1f s; %.0f s per run\n", name.c_str(), now() - t0, budget));
+    BILEVEL_PETSC_CALL(
+        PetscPrintf(comm, "problem %s built in %.1f s; %.0f s per run\n", name.c_str(), now() - t0, budget));
     const std::string dir = settings.out + "/" + name;
     make_directory(comm, dir);
     for (const auto& method : methods) {
@@ -469,15 +502,23 @@ int run_methods(const SuiteSettings& settings) {
                            format_number(row.upper_objective);
         if (row.test_accuracy) line += ", test acc " + format_number(*row.test_accuracy);
         if (!failure.empty()) line = failure;
-        BILEVEL_PETSC_CALL(PetscPrintf(comm, "  [%zu/%zu] %s %s seed %ld: %s\n", done, total, name.c_str(),
-                                       method.c_str(), seed, line.c_str()));
+        BILEVEL_PETSC_CALL(PetscPrintf(comm,
+                                       "  [%zu/%zu] %s %s seed %ld: %s\n",
+                                       done,
+                                       total,
+                                       name.c_str(),
+                                       method.c_str(),
+                                       seed,
+                                       line.c_str()));
       }
     }
   }
-  BILEVEL_PETSC_CALL(PetscPrintf(comm, "methods suite: outputs in %s (runs.csv, failures.txt)\n", settings.out.c_str()));
+  BILEVEL_PETSC_CALL(
+      PetscPrintf(comm, "methods suite: outputs in %s (runs.csv, failures.txt)\n", settings.out.c_str()));
   if (settings.report) {
     const int rc = run_report(comm, settings.out);
-    if (rc > 0) BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel-bench: the report script failed (exit %d)\n", rc));
+    if (rc > 0)
+      BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel-bench: the report script failed (exit %d)\n", rc));
   }
   return 0;
 }
@@ -486,24 +527,41 @@ int run_methods(const SuiteSettings& settings) {
 
 int main(int argc, char** argv) {
   po::options_description cli("bilevel-bench options");
-  cli.add_options()("help", "print this help")("problem", po::value<std::string>()->default_value("logreg"),
-                                                 "logreg | hyperclean")(
-      "train", po::value<std::string>(), "training data file")("validation", po::value<std::string>(),
-                                                               "validation data file")(
+  cli.add_options()("help", "print this help")(
+      "problem", po::value<std::string>()->default_value("logreg"), "logreg | hyperclean")(
+      "train", po::value<std::string>(), "training data file")(
+      "validation", po::value<std::string>(), "validation data file")(
       "test", po::value<std::string>(), "test data file")("summary", po::value<std::string>(), "JSON output")(
       "repeat", po::value<long>()->default_value(50), "HVPs per timing round")(
       "out", po::value<std::string>(), "output folder (methods suite)")(
       "seeds", po::value<long>()->default_value(3), "seeds 0..N-1 per method (methods suite)")(
-      "max-time", po::value<double>(),
+      "max-time",
+      po::value<double>(),
       "seconds per run (methods suite; default quadratic 20, logreg 20, hyperclean 60)")(
-      "problems", po::value<std::string>()->default_value("quadratic,logreg,hyperclean"),
+      "problems",
+      po::value<std::string>()->default_value("quadratic,logreg,hyperclean"),
       "comma-separated problems (methods suite)")(
-      "methods", po::value<std::string>(), "comma-separated methods (methods suite; default every registered one)")(
+      "methods",
+      po::value<std::string>(),
+      "comma-separated methods (methods suite; default every registered one)")(
       "no-report", "do not run report_methods.py at the end (methods suite)");
   std::vector<std::string> long_args, petsc_args;
-  bilevel::split_arguments(argc, argv, {"problem", "train", "validation", "test", "summary", "repeat", "out", "seeds",
-                                        "max-time", "problems", "methods"},
-                           {"help", "no-report"}, long_args, petsc_args);
+  bilevel::split_arguments(argc,
+                           argv,
+                           {"problem",
+                            "train",
+                            "validation",
+                            "test",
+                            "summary",
+                            "repeat",
+                            "out",
+                            "seeds",
+                            "max-time",
+                            "problems",
+                            "methods"},
+                           {"help", "no-report"},
+                           long_args,
+                           petsc_args);
   std::string suite, parse_error;
   if (!petsc_args.empty() && petsc_args.front().rfind("-", 0) != 0) {
     suite = petsc_args.front();

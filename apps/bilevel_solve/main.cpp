@@ -5,7 +5,6 @@
 // For tests only: the environment variable BILEVEL_DEBUG_FAIL_RANK=R (or "all") makes rank R (every rank)
 // throw just before the solve, to test that an error on one rank ends the whole job (core/app.hpp).
 #include <boost/program_options.hpp>
-
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -20,28 +19,30 @@ const char* kHelp =
     "bilevel-solve: solve min_x f(x, y*(x)), y*(x) = argmin_y g(x, y), on MPI ranks.\n"
     "Long options below; PETSc options (-bilevel_*, -ksp_*, -log_view, ...) are listed by -help.\n"
     "Exit codes: 0 converged or budget reached; 1 bad input or error; 2 numerical failure (a DIVERGED_*\n"
-    "reason, summary written); 3 stopped by SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (CANCELLED_SIGNAL, checkpoint and\n"
+    "reason, summary written); 3 stopped by SIGTERM/SIGINT/SIGUSR1/SIGUSR2 (CANCELLED_SIGNAL, checkpoint "
+    "and\n"
     "summary written; continue with --restart).\n";
 
 po::options_description long_options() {
   po::options_description d("bilevel-solve options");
-  d.add_options()
-      ("help", "print this help and exit (use -help for every PETSc/-bilevel_ option)")
-      ("version", "print the version and exit")
-      ("problem", po::value<std::string>()->default_value("hyperclean"), "quadratic | logreg | softmax | hyperclean")
-      ("method", po::value<std::string>(), "registered method (writes -bilevel_type); default aidcg")
-      ("train", po::value<std::string>(), "training data: LIBSVM (.gz/.bz2/.xz) or IDX images file")
-      ("validation", po::value<std::string>(), "validation data (upper level)")
-      ("test", po::value<std::string>(), "test data (reported, never optimised)")
-      ("dataset", po::value<std::string>(), "fashion-mnist: the Debian package's files")
-      ("max-iter", po::value<std::string>(), "outer iterations (writes -bilevel_max_it)")
-      ("seed", po::value<std::string>(), "random seed in [0, 2^64 - 1] (writes -bilevel_seed; default 0)")
-      ("summary", po::value<std::string>(), "write the JSON summary to this file at the end")
-      ("trace", po::value<std::string>(), "write a CSV row per outer iteration to this file")
-      ("checkpoint", po::value<std::string>(),
-       "write checkpoints to this file (writes -bilevel_checkpoint)")
-      ("restart", po::value<std::string>(), "continue the run saved in this checkpoint (writes -bilevel_restart)")
-      ("quiet", "no progress line per iteration");
+  d.add_options()("help", "print this help and exit (use -help for every PETSc/-bilevel_ option)")(
+      "version", "print the version and exit")("problem",
+                                               po::value<std::string>()->default_value("hyperclean"),
+                                               "quadratic | logreg | softmax | hyperclean")(
+      "method", po::value<std::string>(), "registered method (writes -bilevel_type); default aidcg")(
+      "train", po::value<std::string>(), "training data: LIBSVM (.gz/.bz2/.xz) or IDX images file")(
+      "validation", po::value<std::string>(), "validation data (upper level)")(
+      "test", po::value<std::string>(), "test data (reported, never optimised)")(
+      "dataset", po::value<std::string>(), "fashion-mnist: the Debian package's files")(
+      "max-iter", po::value<std::string>(), "outer iterations (writes -bilevel_max_it)")(
+      "seed", po::value<std::string>(), "random seed in [0, 2^64 - 1] (writes -bilevel_seed; default 0)")(
+      "summary", po::value<std::string>(), "write the JSON summary to this file at the end")(
+      "trace", po::value<std::string>(), "write a CSV row per outer iteration to this file")(
+      "checkpoint", po::value<std::string>(), "write checkpoints to this file (writes -bilevel_checkpoint)")(
+      "restart",
+      po::value<std::string>(),
+      "continue the run saved in this checkpoint (writes -bilevel_restart)")(
+      "quiet", "no progress line per iteration");
   return d;
 }
 
@@ -61,10 +62,23 @@ int main(int argc, char** argv) {
   bilevel::mark_run_start();  // -bilevel_max_time counts from here
   const po::options_description cli = long_options();
   std::vector<std::string> long_args, petsc_args;
-  bilevel::split_arguments(argc, argv,
-                           {"problem", "method", "train", "validation", "test", "dataset", "max-iter", "seed",
-                            "summary", "trace", "checkpoint", "restart"},
-                           {"help", "version", "quiet"}, long_args, petsc_args);
+  bilevel::split_arguments(argc,
+                           argv,
+                           {"problem",
+                            "method",
+                            "train",
+                            "validation",
+                            "test",
+                            "dataset",
+                            "max-iter",
+                            "seed",
+                            "summary",
+                            "trace",
+                            "checkpoint",
+                            "restart"},
+                           {"help", "version", "quiet"},
+                           long_args,
+                           petsc_args);
   po::variables_map vm;
   std::string parse_error;
   try {
@@ -87,8 +101,7 @@ int main(int argc, char** argv) {
 
   return bilevel::guarded_main("bilevel-solve", [&]() -> int {
     MPI_Comm comm = PETSC_COMM_WORLD;
-    if (!parse_error.empty())
-      throw bilevel::InputError(parse_error + " (see bilevel-solve --help)");
+    if (!parse_error.empty()) throw bilevel::InputError(parse_error + " (see bilevel-solve --help)");
     if (vm.count("help")) {
       std::ostringstream s;
       s << kHelp << cli;
@@ -127,8 +140,10 @@ int main(int argc, char** argv) {
       BILEVEL_PETSC_CALL(PetscPrintf(comm, "Registered methods:%s\n", names.c_str()));
       const std::vector<std::string> tuned_dirs = bilevel::tuned_settings_dirs();
       if (!tuned_dirs.empty()) {
-        BILEVEL_PETSC_CALL(PetscPrintf(comm, "Tuned settings (PROBLEM/METHOD.opts in %s; the user's options win):\n",
-                                       tuned_dirs.front().c_str()));
+        BILEVEL_PETSC_CALL(
+            PetscPrintf(comm,
+                        "Tuned settings (PROBLEM/METHOD.opts in %s; the user's options win):\n",
+                        tuned_dirs.front().c_str()));
         for (const auto& [name, t] : bilevel::list_tuned_settings(comm))
           BILEVEL_PETSC_CALL(PetscPrintf(comm, "  %s:%s\n", name.c_str(), t.as_options().c_str()));
       }
@@ -158,9 +173,12 @@ int main(int argc, char** argv) {
     solver.set_problem(problem);
     if (trace) solver.add_monitor(std::move(trace));
     // a checkpoint of other data is refused at restart
-    for (const auto& [role, path] : {std::pair{"train", inputs.train}, std::pair{"validation", inputs.validation},
-                                     std::pair{"test", inputs.test}, std::pair{"dataset", inputs.dataset}})
-      if (!path.empty()) solver.add_checkpoint_fact("input " + std::string(role), bilevel::file_fingerprint(path));
+    for (const auto& [role, path] : {std::pair{"train", inputs.train},
+                                     std::pair{"validation", inputs.validation},
+                                     std::pair{"test", inputs.test},
+                                     std::pair{"dataset", inputs.dataset}})
+      if (!path.empty())
+        solver.add_checkpoint_fact("input " + std::string(role), bilevel::file_fingerprint(path));
     solver.set_from_options();
     bilevel::petsc::VecHandle x = problem->create_upper_vec(), y = problem->create_lower_vec();
     problem->initial_point(x, y);
@@ -169,9 +187,11 @@ int main(int argc, char** argv) {
     const auto extras = report.reason > bilevel::ConvergedReason::Iterating
                             ? problem->summary_extras(x, y)
                             : std::vector<std::pair<std::string, PetscReal>>{};
-    BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel: %s after %lld iterations in %.2f s: upper objective %.6g",
+    BILEVEL_PETSC_CALL(PetscPrintf(comm,
+                                   "bilevel: %s after %lld iterations in %.2f s: upper objective %.6g",
                                    std::string(bilevel::to_string(report.reason)).c_str(),
-                                   static_cast<long long>(report.outer_iterations), report.wall_time_s,
+                                   static_cast<long long>(report.outer_iterations),
+                                   report.wall_time_s,
                                    report.upper_objective));
     if (report.test_accuracy)
       BILEVEL_PETSC_CALL(PetscPrintf(comm, ", test accuracy %.4f", *report.test_accuracy));
@@ -181,10 +201,12 @@ int main(int argc, char** argv) {
       bilevel::write_file_atomically(comm, summary_path, bilevel::summary_json(report, extras));
     bilevel::report_unused_options("bilevel-solve", comm);
     if (report.reason == bilevel::ConvergedReason::CancelledSignal) {
-      BILEVEL_PETSC_CALL(PetscPrintf(comm, "bilevel: stopped by %s after iteration %lld%s\n",
-                                     bilevel::signal_name(report.stop_signal),
-                                     static_cast<long long>(report.outer_iterations),
-                                     checkpoint_path.empty() ? "" : (" (continue with --restart " + checkpoint_path + ")").c_str()));
+      BILEVEL_PETSC_CALL(PetscPrintf(
+          comm,
+          "bilevel: stopped by %s after iteration %lld%s\n",
+          bilevel::signal_name(report.stop_signal),
+          static_cast<long long>(report.outer_iterations),
+          checkpoint_path.empty() ? "" : (" (continue with --restart " + checkpoint_path + ")").c_str()));
       return 3;
     }
     return report.reason < bilevel::ConvergedReason::Iterating ? 2 : 0;

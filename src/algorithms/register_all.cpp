@@ -21,7 +21,9 @@ void register_builtin_algorithms(AlgorithmRegistry& r) {
   r.add("pzobo", "zeroth-order response-Jacobian hypergradient (Sow, Ji & Liang 2022)", create_pzobo);
   r.add("bome", "value-function method with a dynamic barrier (Liu et al. 2022)", create_bome);
   r.add("qnbo", "quasi-Newton lower solve + secant inverse-Hessian products (Fang et al. 2025)", create_qnbo);
-  r.add("nbo", "inexact-Newton curvature-aware hypergradient: NBO-GD/CG, NSBO-SGD (Dong et al. 2025)", create_nbo);
+  r.add("nbo",
+        "inexact-Newton curvature-aware hypergradient: NBO-GD/CG, NSBO-SGD (Dong et al. 2025)",
+        create_nbo);
   r.set_default("aidcg");  // what -bilevel_type is when nobody chose
 }
 

@@ -40,7 +40,7 @@ void ImplicitStep::finish(AlgorithmContext& ctx, StepResult& r) {
 
 PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv) {
   ctx.problem.lower_jvp(ctx.x, ctx.y, jacobian_batch, v, jv);  // J v
-  BILEVEL_PETSC_CALL(VecAXPY(fx, -1.0, jv));                  // h = ∇_x f − J v
+  BILEVEL_PETSC_CALL(VecAXPY(fx, -1.0, jv));                   // h = ∇_x f − J v
   PetscReal norm = 0;
   BILEVEL_PETSC_CALL(VecNorm(fx, NORM_2, &norm));
   require_finite(norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");

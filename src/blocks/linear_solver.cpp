@@ -9,14 +9,20 @@
 
 namespace bilevel {
 
-HessianKsp::HessianKsp(BilevelProblem& problem, Vec y_layout, std::string prefix, PetscReal rtol, PetscInt max_it,
-                       bool warm_start, ConvergedReason on_failure)
+HessianKsp::HessianKsp(BilevelProblem& problem,
+                       Vec y_layout,
+                       std::string prefix,
+                       PetscReal rtol,
+                       PetscInt max_it,
+                       bool warm_start,
+                       ConvergedReason on_failure)
     : prefix_(std::move(prefix)),
       on_failure_(on_failure),
       shell_(problem, y_layout),
       ksp_(make_hessian_ksp(shell_, prefix_, rtol, max_it, warm_start)) {}
 
-HessianKsp::Result HessianKsp::solve(Vec x, Vec y, const Batch& batch, Vec b, Vec v, std::optional<PetscReal> bnorm) {
+HessianKsp::Result HessianKsp::solve(
+    Vec x, Vec y, const Batch& batch, Vec b, Vec v, std::optional<PetscReal> bnorm) {
   Result out;
   if (!bnorm) {
     PetscReal n = 0;
@@ -38,12 +44,14 @@ HessianKsp::Result HessianKsp::solve(Vec x, Vec y, const Batch& batch, Vec b, Ve
   if (reason < 0 && reason != KSP_DIVERGED_ITS) {
     std::string hint = "is the lower level strongly convex at this point?";
     if (reason == KSP_DIVERGED_DTOL)
-      hint = "the residual grew past -" + prefix_ + "ksp_divtol times ||b||: H or the warm start changed too much";
+      hint = "the residual grew past -" + prefix_ +
+             "ksp_divtol times ||b||: H or the warm start changed too much";
     else if (reason == KSP_DIVERGED_NANORINF)
       hint = "a NaN or Inf in a Hessian product or the right-hand side";
-    throw NumericalFailure(on_failure_, "KSP -" + prefix_ + " on the lower Hessian: " +
-                                            std::string(KSPConvergedReasons[reason]) + " after " +
-                                            std::to_string(out.iterations) + " iterations (" + hint + ")");
+    throw NumericalFailure(on_failure_,
+                           "KSP -" + prefix_ +
+                               " on the lower Hessian: " + std::string(KSPConvergedReasons[reason]) +
+                               " after " + std::to_string(out.iterations) + " iterations (" + hint + ")");
   }
   return out;
 }
@@ -61,13 +69,25 @@ void HessianKsp::view(PetscViewer viewer, const char* what) const {
   BILEVEL_PETSC_CALL(KSPGetTolerances(ksp_, &rtol, &abstol, &dtol, &max_it));
   BILEVEL_PETSC_CALL(KSPGetInitialGuessNonzero(ksp_, &guess));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
-      viewer, "%s: KSP %s, PC %s (options -%sksp_*, -%spc_*): rtol %g, max_it %d, initial guess %s\n", what,
-      type ? type : "?", pc ? pc : "none", prefix_.c_str(), prefix_.c_str(), static_cast<double>(rtol),
-      static_cast<int>(max_it), guess ? "the previous solution" : "zero"));
+      viewer,
+      "%s: KSP %s, PC %s (options -%sksp_*, -%spc_*): rtol %g, max_it %d, initial guess %s\n",
+      what,
+      type ? type : "?",
+      pc ? pc : "none",
+      prefix_.c_str(),
+      prefix_.c_str(),
+      static_cast<double>(rtol),
+      static_cast<int>(max_it),
+      guess ? "the previous solution" : "zero"));
 }
 
 CgLinearSolver::CgLinearSolver(BilevelProblem& problem, Vec y_layout, PetscInt max_it, PetscReal rtol)
-    : ksp_(problem, y_layout, "bilevel_hyper_", rtol, max_it, /*warm_start=*/true,
+    : ksp_(problem,
+           y_layout,
+           "bilevel_hyper_",
+           rtol,
+           max_it,
+           /*warm_start=*/true,
            ConvergedReason::DivergedLinearSolve) {}
 
 PetscInt CgLinearSolver::solve(Vec x, Vec y, const Batch& batch, Vec b, Vec v) {
@@ -82,8 +102,15 @@ void NeumannSolver::setup(Vec y_layout) {
   hp_ = petsc::duplicate(y_layout);
 }
 
-void NeumannSolver::solve(BilevelProblem& problem, Vec x, Vec y, Vec b, Vec v, PetscInt q_steps, PetscReal eta,
-                          BatchSampler* sampler, PetscInt batch_size) {
+void NeumannSolver::solve(BilevelProblem& problem,
+                          Vec x,
+                          Vec y,
+                          Vec b,
+                          Vec v,
+                          PetscInt q_steps,
+                          PetscReal eta,
+                          BatchSampler* sampler,
+                          PetscInt batch_size) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   if (!p_) setup(y);
   const PetscInt n = problem.dataset_sizes().lower;
@@ -91,8 +118,8 @@ void NeumannSolver::solve(BilevelProblem& problem, Vec x, Vec y, Vec b, Vec v, P
   BILEVEL_PETSC_CALL(VecCopy(b, v));   // v = Σ p_q
   for (PetscInt q = 0; q < q_steps; ++q) {
     const Batch batch = sampler ? sampler->draw(n, batch_size) : Batch::all();
-    problem.lower_hvp(x, y, batch, p_, hp_);      // H(B_q) p_q
-    BILEVEL_PETSC_CALL(VecAXPY(p_, -eta, hp_));   // p_{q+1} = p_q - eta H p_q
+    problem.lower_hvp(x, y, batch, p_, hp_);     // H(B_q) p_q
+    BILEVEL_PETSC_CALL(VecAXPY(p_, -eta, hp_));  // p_{q+1} = p_q - eta H p_q
     BILEVEL_PETSC_CALL(VecAXPY(v, 1.0, p_));
   }
   BILEVEL_PETSC_CALL(VecScale(v, eta));  // v = eta Σ_{q=0}^{Q} p_q ≈ H⁻¹ b

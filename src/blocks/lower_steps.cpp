@@ -13,26 +13,38 @@ PetscReal resolve_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y) {
   return h.lower_lipschitz ? *h.lower_lipschitz : estimate_lower_lipschitz(problem, x, y);
 }
 
-void GradientSteps::setup(Vec y_layout) { g_ = petsc::duplicate(y_layout); }
+void GradientSteps::setup(Vec y_layout) {
+  g_ = petsc::duplicate(y_layout);
+}
 
-PetscReal GradientSteps::run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, PetscReal eta,
-                             BatchSampler* sampler, PetscInt batch_size) {
+PetscReal GradientSteps::run(BilevelProblem& problem,
+                             Vec x,
+                             Vec y,
+                             PetscInt steps,
+                             PetscReal eta,
+                             BatchSampler* sampler,
+                             PetscInt batch_size) {
   petsc::ScopedEvent ev(petsc::events().lower_solve);
   if (!g_) setup(y);
   const PetscInt n = problem.dataset_sizes().lower;
   PetscReal norm = -1;
   for (PetscInt t = 0; t < steps; ++t) {
     const Batch batch = sampler ? sampler->draw(n, batch_size) : Batch::all();
-    problem.lower_grad_y(x, y, batch, g_);        // g = ∇_y g(x, y; B_t)
+    problem.lower_grad_y(x, y, batch, g_);  // g = ∇_y g(x, y; B_t)
     BILEVEL_PETSC_CALL(VecNorm(g_, NORM_2, &norm));
-    if (!std::isfinite(norm)) break;              // diverged: the caller decides (the same on every rank)
-    BILEVEL_PETSC_CALL(VecAXPY(y, -eta, g_));     // y <- y - eta g
+    if (!std::isfinite(norm)) break;           // diverged: the caller decides (the same on every rank)
+    BILEVEL_PETSC_CALL(VecAXPY(y, -eta, g_));  // y <- y - eta g
   }
   return norm;
 }
 
 void NewtonSteps::setup(BilevelProblem& problem, Vec y_layout, PetscInt cg_its) {
-  ksp_ = std::make_unique<HessianKsp>(problem, y_layout, "bilevel_inner_", 1e-6, cg_its, /*warm_start=*/false,
+  ksp_ = std::make_unique<HessianKsp>(problem,
+                                      y_layout,
+                                      "bilevel_inner_",
+                                      1e-6,
+                                      cg_its,
+                                      /*warm_start=*/false,
                                       ConvergedReason::DivergedInnerSolve);
   g_ = petsc::duplicate(y_layout);
   d_ = petsc::duplicate(y_layout);

@@ -9,19 +9,27 @@
 namespace bilevel {
 
 void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps) {
-  o.kind = read_choice(opts, "lower", o.kind, kLowerUpdateKinds, "lower-level update (auto: the problem's hint)");
-  o.steps = opts.integer("inner_steps", o.steps,
-                         "steps on y per outer iteration (0: " + std::to_string(gd_steps) + " gd / 1 newton)", 0);
+  o.kind =
+      read_choice(opts, "lower", o.kind, kLowerUpdateKinds, "lower-level update (auto: the problem's hint)");
+  o.steps = opts.integer("inner_steps",
+                         o.steps,
+                         "steps on y per outer iteration (0: " + std::to_string(gd_steps) + " gd / 1 newton)",
+                         0);
   o.step = opts.real("inner_step", o.step, "gradient step on y (0: 1/L, from the problem or SLEPc)", 0.0);
 }
 
-void LowerUpdate::setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdateOptions& options, PetscInt gd_steps) {
+void LowerUpdate::setup(
+    BilevelProblem& problem, Vec x, Vec y, const LowerUpdateOptions& options, PetscInt gd_steps) {
   const ProblemHints h = problem.hints();
   kind_ = options.kind;
   if (kind_ == LowerUpdateKind::Auto) {
-    if (h.lower_update == "gd") kind_ = LowerUpdateKind::Gd;
-    else if (h.lower_update == "newton") kind_ = LowerUpdateKind::Newton;
-    else throw Error("problem " + problem.name() + " hints lower update '" + h.lower_update + "', not gd|newton");
+    if (h.lower_update == "gd")
+      kind_ = LowerUpdateKind::Gd;
+    else if (h.lower_update == "newton")
+      kind_ = LowerUpdateKind::Newton;
+    else
+      throw Error("problem " + problem.name() + " hints lower update '" + h.lower_update +
+                  "', not gd|newton");
   }
   const bool newton = kind_ == LowerUpdateKind::Newton;
   steps_ = options.steps > 0 ? options.steps : (newton ? 1 : gd_steps);
@@ -30,14 +38,16 @@ void LowerUpdate::setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdate
   if (!newton) {
     const std::optional<PetscReal> bound = options.step > 0 ? std::nullopt : problem.lower_lipschitz_bound(x);
     follow_bound_ = bound.has_value();
-    theta_ = options.step > 0 ? options.step : 1.0 / (bound ? *bound : resolve_lower_lipschitz(problem, x, y));
+    theta_ =
+        options.step > 0 ? options.step : 1.0 / (bound ? *bound : resolve_lower_lipschitz(problem, x, y));
     gd_.setup(y);
   } else {
     newton_.setup(problem, y, options.newton_cg_its);
   }
 }
 
-PetscReal LowerUpdate::run(BilevelProblem& problem, Vec x, Vec y, BatchSampler& sampler, PetscInt batch_size) {
+PetscReal LowerUpdate::run(
+    BilevelProblem& problem, Vec x, Vec y, BatchSampler& sampler, PetscInt batch_size) {
   PetscReal norm = 0;
   if (kind_ == LowerUpdateKind::Gd) {
     if (follow_bound_) theta_ = 1.0 / *problem.lower_lipschitz_bound(x);  // θ = 1/L(x) for the current x
@@ -49,15 +59,19 @@ PetscReal LowerUpdate::run(BilevelProblem& problem, Vec x, Vec y, BatchSampler& 
   if (!std::isfinite(norm))
     throw NumericalFailure(ConvergedReason::DivergedInnerSolve,
                            std::string("the lower update (") + kind_name() + ", " + std::to_string(steps_) +
-                               " steps" + (kind_ == LowerUpdateKind::Gd ? " of " + std::to_string(theta_) : "") +
+                               " steps" +
+                               (kind_ == LowerUpdateKind::Gd ? " of " + std::to_string(theta_) : "") +
                                ") diverged: ||grad_y g|| = " + std::to_string(norm) +
                                (kind_ == LowerUpdateKind::Gd ? " (a smaller inner_step may help)" : ""));
   return norm;
 }
 
 void LowerUpdate::view(PetscViewer viewer) const {
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "lower %s, inner_steps %d, inner_step %g\n", kind_name(),
-                                            static_cast<int>(steps_), static_cast<double>(theta_)));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
+                                            "lower %s, inner_steps %d, inner_step %g\n",
+                                            kind_name(),
+                                            static_cast<int>(steps_),
+                                            static_cast<double>(theta_)));
   view_ksp(viewer);
 }
 

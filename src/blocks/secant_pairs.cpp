@@ -69,7 +69,8 @@ void SecantPairs::declare_state(StateRegistry& state, const std::string& prefix)
           pos = comma == std::string::npos ? t.size() : comma + 1;
         }
         for (PetscInt j : order_)
-          if (j < 0 || j >= m_) throw InputError("checkpoint: secant pair slot " + std::to_string(j) + " out of range");
+          if (j < 0 || j >= m_)
+            throw InputError("checkpoint: secant pair slot " + std::to_string(j) + " out of range");
         rebuild_list();
         sr1_stale_ = true;
       });
@@ -289,7 +290,8 @@ void LmvmBfgs::set_scale(PetscReal gamma) {
 void LmvmBfgs::declare_state(StateRegistry& state, const std::string& prefix) {
   state.add(prefix + "gamma", gamma_);
   state.add_text(
-      prefix + "stored", [this] { return std::to_string(stored_); },
+      prefix + "stored",
+      [this] { return std::to_string(stored_); },
       [this](const std::string&) { reset(); });  // the pairs are not in the checkpoint: start without them
 }
 
@@ -332,7 +334,9 @@ std::int64_t LmvmBfgs::rejected() const {
   return r;
 }
 
-const char* to_string(SecantBackend backend) { return backend == SecantBackend::Own ? "own" : "petsc"; }
+const char* to_string(SecantBackend backend) {
+  return backend == SecantBackend::Own ? "own" : "petsc";
+}
 
 std::unique_ptr<InverseHessianApprox> make_inverse_hessian_approx(Vec layout,
                                                                   SecantKind kind,

@@ -15,8 +15,8 @@ void SubspaceSolver2D::setup(Vec y_layout, bool precondition) {
   for (petsc::VecHandle* v : {&hv_, &w1_, &w2_, &hw1_, &hw2_, &r_}) *v = petsc::duplicate(y_layout);
 }
 
-Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec b,
-                                         PetscReal eta, Vec v) {
+Subspace2DResult SubspaceSolver2D::solve(
+    BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec b, PetscReal eta, Vec v) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   if (!hv_) setup(v, false);
   Subspace2DResult out;
@@ -27,24 +27,25 @@ Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, 
     out.residual = 0;
     return out;
   }
-  problem.lower_hvp(x, y, batch, v, hv_);               // H v_k
+  problem.lower_hvp(x, y, batch, v, hv_);  // H v_k
   ++out.hvps;
   PetscReal w1b = bnorm;  // w_1ᵀ b
   if (precondition_) {
     problem.lower_preconditioner_setup(x, y);
     problem.lower_precondition(hv_, r_);
-    BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, r_, v));     // v_1 = (I − η M H) v_k
-    problem.lower_precondition(b, w1_);                 // M b
+    BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, r_, v));  // v_1 = (I − η M H) v_k
+    problem.lower_precondition(b, w1_);              // M b
     PetscReal mbnorm = 0;
     BILEVEL_PETSC_CALL(VecNorm(w1_, NORM_2, &mbnorm));
     if (!(mbnorm > 0) || !std::isfinite(mbnorm))
-      throw NumericalFailure(ConvergedReason::DivergedLinearSolve,
-                             "subspace step: the problem's preconditioner maps the nonzero grad_y f to a vector of norm " +
-                                 std::to_string(mbnorm));
-    BILEVEL_PETSC_CALL(VecScale(w1_, 1.0 / mbnorm));    // w_1 = M b/||M b||
+      throw NumericalFailure(
+          ConvergedReason::DivergedLinearSolve,
+          "subspace step: the problem's preconditioner maps the nonzero grad_y f to a vector of norm " +
+              std::to_string(mbnorm));
+    BILEVEL_PETSC_CALL(VecScale(w1_, 1.0 / mbnorm));  // w_1 = M b/||M b||
     BILEVEL_PETSC_CALL(VecDot(w1_, b, &w1b));
   } else {
-    BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, hv_, v));      // v_1 = (I − η H) v_k   (Alg. 1, second direction)
+    BILEVEL_PETSC_CALL(VecWAXPY(w2_, -eta, hv_, v));  // v_1 = (I − η H) v_k   (Alg. 1, second direction)
     BILEVEL_PETSC_CALL(VecAXPBY(w1_, 1.0 / bnorm, 0.0, b));  // w_1 = b/||b||         (first direction)
   }
   PetscReal v1norm = 0;
@@ -63,7 +64,7 @@ Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, 
     BILEVEL_PETSC_CALL(VecScale(w2_, 1.0 / w2norm));
     const Vec w[2] = {w1_, w2_};
     const Vec hw[2] = {hw1_, hw2_};
-    problem.lower_hvp_multi(x, y, batch, w, hw);        // H W = [H w_1, H w_2] in one pass
+    problem.lower_hvp_multi(x, y, batch, w, hw);  // H W = [H w_1, H w_2] in one pass
     out.hvps += 2;
     // G = Wᵀ H W (symmetrised) and Wᵀ b, in one split reduction.
     PetscScalar g1[2], g2[2], wb[2];
@@ -83,7 +84,7 @@ Subspace2DResult SubspaceSolver2D::solve(BilevelProblem& problem, Vec x, Vec y, 
       out.dimension = 1;
     }
   } else {
-    problem.lower_hvp(x, y, batch, w1_, hw1_);           // S is one-dimensional: only H w_1
+    problem.lower_hvp(x, y, batch, w1_, hw1_);  // S is one-dimensional: only H w_1
     ++out.hvps;
     PetscReal a = 0;
     BILEVEL_PETSC_CALL(VecDot(w1_, hw1_, &a));

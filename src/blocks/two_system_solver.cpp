@@ -47,9 +47,16 @@ std::array<bool, 2> TwoSystemSolver::start(const Systems& systems) {
   return {!systems.zero_start[0], !systems.zero_start[1]};
 }
 
-TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem, Vec x, Vec y, const Batch& batch,
-                                                  const Systems& systems, PetscInt steps, PetscReal eta,
-                                                  bool adapt_step, BatchSampler* sampler, PetscInt batch_size) {
+TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
+                                                  Vec x,
+                                                  Vec y,
+                                                  const Batch& batch,
+                                                  const Systems& systems,
+                                                  PetscInt steps,
+                                                  PetscReal eta,
+                                                  bool adapt_step,
+                                                  BatchSampler* sampler,
+                                                  PetscInt batch_size) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   const std::array<Vec, 2>& b = systems.b;
   const std::array<Vec, 2>& v = systems.v;
@@ -102,8 +109,13 @@ TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem, Vec x
   return report;
 }
 
-TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem, Vec x, Vec y, const Batch& batch,
-                                            const Systems& systems, PetscInt max_it, PetscReal rtol) {
+TwoSystemSolver::Report TwoSystemSolver::cg(BilevelProblem& problem,
+                                            Vec x,
+                                            Vec y,
+                                            const Batch& batch,
+                                            const Systems& systems,
+                                            PetscInt max_it,
+                                            PetscReal rtol) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   const std::array<Vec, 2>& b = systems.b;
   const std::array<Vec, 2>& v = systems.v;

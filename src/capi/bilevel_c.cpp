@@ -1,12 +1,11 @@
 // The C interface (include/bilevel/bilevel.h) on BilevelSolver and CallbackProblem. Every function runs its
 // body inside c_call(), which turns any C++ exception into a PETSc error with the library's message.
-#include "bilevel/bilevel.h"
-
 #include <cmath>
 #include <exception>
 #include <memory>
 #include <string>
 
+#include "bilevel/bilevel.h"
 #include "bilevel/core/solver.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/problems/callback.hpp"
@@ -46,20 +45,34 @@ PetscErrorCode c_call(MPI_Comm comm, const char* function, F&& body) {
   } catch (const CallbackFailed& e) {
     return PetscError(comm, __LINE__, function, __FILE__, e.code, PETSC_ERROR_REPEAT, " ");
   } catch (const bilevel::petsc::Error& e) {
-    return PetscError(comm, __LINE__, function, __FILE__, e.code() ? e.code() : PETSC_ERR_LIB,
-                      PETSC_ERROR_INITIAL, "%s", e.what());
+    return PetscError(comm,
+                      __LINE__,
+                      function,
+                      __FILE__,
+                      e.code() ? e.code() : PETSC_ERR_LIB,
+                      PETSC_ERROR_INITIAL,
+                      "%s",
+                      e.what());
   } catch (const bilevel::InputError& e) {
-    return PetscError(comm, __LINE__, function, __FILE__, PETSC_ERR_USER_INPUT, PETSC_ERROR_INITIAL, "%s", e.what());
+    return PetscError(
+        comm, __LINE__, function, __FILE__, PETSC_ERR_USER_INPUT, PETSC_ERROR_INITIAL, "%s", e.what());
   } catch (const std::exception& e) {
     return PetscError(comm, __LINE__, function, __FILE__, PETSC_ERR_LIB, PETSC_ERROR_INITIAL, "%s", e.what());
   } catch (...) {
-    return PetscError(comm, __LINE__, function, __FILE__, PETSC_ERR_LIB, PETSC_ERROR_INITIAL, "unknown exception");
+    return PetscError(
+        comm, __LINE__, function, __FILE__, PETSC_ERR_LIB, PETSC_ERROR_INITIAL, "unknown exception");
   }
 }
 
-#define BILEVEL_C_CHECK_OBJECT(b)                                                                             \
-  if (!(b)) return PetscError(PETSC_COMM_SELF, __LINE__, PETSC_FUNCTION_NAME, __FILE__, PETSC_ERR_ARG_NULL,     \
-                              PETSC_ERROR_INITIAL, "Bilevel object is NULL (call BilevelCreate first)")
+#define BILEVEL_C_CHECK_OBJECT(b)        \
+  if (!(b))                              \
+  return PetscError(PETSC_COMM_SELF,     \
+                    __LINE__,            \
+                    PETSC_FUNCTION_NAME, \
+                    __FILE__,            \
+                    PETSC_ERR_ARG_NULL,  \
+                    PETSC_ERROR_INITIAL, \
+                    "Bilevel object is NULL (call BilevelCreate first)")
 
 BilevelBatch to_c(const bilevel::Batch& b) {
   BilevelBatch c;
@@ -84,7 +97,8 @@ struct CMonitor {
 
 PetscErrorCode call_monitor(const bilevel::IterationRecord& r, void* p) {
   auto* m = static_cast<CMonitor*>(p);
-  return m->monitor(m->bilevel, static_cast<PetscInt>(r.iteration), r.upper_objective, r.hypergradient_norm, m->ctx);
+  return m->monitor(
+      m->bilevel, static_cast<PetscInt>(r.iteration), r.upper_objective, r.hypergradient_norm, m->ctx);
 }
 
 PetscErrorCode destroy_monitor(void** p) {
@@ -101,8 +115,14 @@ PetscErrorCode destroy_monitor(void** p) {
 extern "C" {
 
 PetscErrorCode BilevelCreate(MPI_Comm comm, Bilevel* out) {
-  if (!out) return PetscError(PETSC_COMM_SELF, __LINE__, PETSC_FUNCTION_NAME, __FILE__, PETSC_ERR_ARG_NULL,
-                              PETSC_ERROR_INITIAL, "BilevelCreate: the output pointer is NULL");
+  if (!out)
+    return PetscError(PETSC_COMM_SELF,
+                      __LINE__,
+                      PETSC_FUNCTION_NAME,
+                      __FILE__,
+                      PETSC_ERR_ARG_NULL,
+                      PETSC_ERROR_INITIAL,
+                      "BilevelCreate: the output pointer is NULL");
   *out = nullptr;
   return c_call(MPI_COMM_NULL, PETSC_FUNCTION_NAME, [&] {
     auto b = std::make_unique<_p_Bilevel>();
@@ -128,7 +148,8 @@ PetscErrorCode BilevelSetOptionsPrefix(Bilevel b, const char prefix[]) {
 
 PetscErrorCode BilevelAppendOptionsPrefix(Bilevel b, const char prefix[]) {
   BILEVEL_C_CHECK_OBJECT(b);
-  return c_call(b->comm, PETSC_FUNCTION_NAME, [&] { b->solver->append_options_prefix(prefix ? prefix : ""); });
+  return c_call(
+      b->comm, PETSC_FUNCTION_NAME, [&] { b->solver->append_options_prefix(prefix ? prefix : ""); });
 }
 
 PetscErrorCode BilevelSetType(Bilevel b, const char type[]) {
@@ -144,8 +165,8 @@ PetscErrorCode BilevelGetType(Bilevel b, const char* type[]) {
   });
 }
 
-PetscErrorCode BilevelSetProblemCallbacks(Bilevel b, PetscInt dim_upper, PetscInt dim_lower,
-                                          const BilevelCallbacks* callbacks, void* ctx) {
+PetscErrorCode BilevelSetProblemCallbacks(
+    Bilevel b, PetscInt dim_upper, PetscInt dim_lower, const BilevelCallbacks* callbacks, void* ctx) {
   BILEVEL_C_CHECK_OBJECT(b);
   return c_call(b->comm, PETSC_FUNCTION_NAME, [&] {
     if (!callbacks) throw bilevel::InputError("BilevelSetProblemCallbacks: callbacks is NULL");
@@ -262,7 +283,8 @@ PetscErrorCode BilevelGetIterationNumber(Bilevel b, PetscInt* iterations) {
 
 PetscErrorCode BilevelGetObjective(Bilevel b, PetscReal* upper_objective) {
   BILEVEL_C_CHECK_OBJECT(b);
-  *upper_objective = b->report.reason == bilevel::ConvergedReason::Iterating ? NAN : b->report.upper_objective;
+  *upper_objective =
+      b->report.reason == bilevel::ConvergedReason::Iterating ? NAN : b->report.upper_objective;
   return 0;
 }
 
@@ -271,8 +293,10 @@ PetscErrorCode BilevelView(Bilevel b, PetscViewer viewer) {
   return c_call(b->comm, PETSC_FUNCTION_NAME, [&] { b->solver->view(viewer); });
 }
 
-PetscErrorCode BilevelMonitorSet(Bilevel b, PetscErrorCode (*monitor)(Bilevel, PetscInt, PetscReal, PetscReal, void*),
-                                 void* ctx, PetscErrorCode (*destroy)(void**)) {
+PetscErrorCode BilevelMonitorSet(Bilevel b,
+                                 PetscErrorCode (*monitor)(Bilevel, PetscInt, PetscReal, PetscReal, void*),
+                                 void* ctx,
+                                 PetscErrorCode (*destroy)(void**)) {
   BILEVEL_C_CHECK_OBJECT(b);
   return c_call(b->comm, PETSC_FUNCTION_NAME, [&] {
     if (!monitor) throw bilevel::InputError("BilevelMonitorSet: the monitor function is NULL");

@@ -38,7 +38,8 @@ Batch BatchSampler::next(PetscInt n, PetscInt size) {
   std::uint64_t c = 0;
   const std::uint64_t stream = stream_ * 0x100000001B3ull + draw;
   for (PetscInt j = n - size; j < n; ++j) {
-    const auto t = static_cast<PetscInt>(counter_random(seed_, stream, c++) % static_cast<std::uint64_t>(j + 1));
+    const auto t =
+        static_cast<PetscInt>(counter_random(seed_, stream, c++) % static_cast<std::uint64_t>(j + 1));
     if (!chosen.insert(t).second) chosen.insert(j);
   }
   buffer_.assign(chosen.begin(), chosen.end());

@@ -41,33 +41,50 @@ std::string hex(PetscReal v) {
   return b;
 }
 
-PetscReal parse_real(const std::string& s) { return std::strtod(s.c_str(), nullptr); }
+PetscReal parse_real(const std::string& s) {
+  return std::strtod(s.c_str(), nullptr);
+}
 
 const char* kind_name(StateRegistry::Entry::Kind k) {
   using K = StateRegistry::Entry::Kind;
   switch (k) {
-    case K::Vector: return "vec";
-    case K::Int64: return "int64";
-    case K::Int: return "int";
-    case K::Real: return "real";
-    case K::Bool: return "bool";
-    case K::Reals: return "reals";
-    case K::Ints: return "ints";
-    case K::Sampler: return "sampler";
-    case K::Basis: return "basis";
-    case K::Text: return "text";
+    case K::Vector:
+      return "vec";
+    case K::Int64:
+      return "int64";
+    case K::Int:
+      return "int";
+    case K::Real:
+      return "real";
+    case K::Bool:
+      return "bool";
+    case K::Reals:
+      return "reals";
+    case K::Ints:
+      return "ints";
+    case K::Sampler:
+      return "sampler";
+    case K::Basis:
+      return "basis";
+    case K::Text:
+      return "text";
   }
   return "?";
 }
 
-/// Escapes backslashes, newlines and spaces so that a fact's name is one field and its value stays on one line.
+/// Escapes backslashes, newlines and spaces so that a fact's name is one field and its value stays on one
+/// line.
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (c == ' ') out += "\\s";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == ' ')
+      out += "\\s";
+    else
+      out += c;
   }
   return out;
 }
@@ -102,7 +119,8 @@ Metadata parse_metadata(const std::string& path, const std::string& text) {
   while (std::getline(in, line)) {
     const auto a = line.find(' ');
     const auto b = a == std::string::npos ? std::string::npos : line.find(' ', a + 1);
-    if (b == std::string::npos) throw InputError("checkpoint " + path + " is corrupted (bad metadata record)");
+    if (b == std::string::npos)
+      throw InputError("checkpoint " + path + " is corrupted (bad metadata record)");
     const std::string kind = line.substr(0, a), name = unescape(line.substr(a + 1, b - a - 1)),
                       value = line.substr(b + 1);
     if (kind == "fact") {
@@ -137,13 +155,15 @@ std::string read_metadata_text(MPI_Comm comm, const std::string& path) {
         std::uint64_t length = 0, hash = 0;
         std::memcpy(&length, trailer, 8);
         std::memcpy(&hash, trailer + 8, 8);
-        if (std::memcmp(trailer + 16, kMagic, 8) != 0 || length > static_cast<std::uint64_t>(size) - kTrailer) {
+        if (std::memcmp(trailer + 16, kMagic, 8) != 0 ||
+            length > static_cast<std::uint64_t>(size) - kTrailer) {
           error = "checkpoint " + path + " is truncated or not a bilevel checkpoint (no end marker)";
         } else {
           text.resize(length);
           in.seekg(size - static_cast<std::int64_t>(kTrailer) - static_cast<std::int64_t>(length));
           in.read(text.data(), static_cast<std::streamsize>(length));
-          if (!in || fnv1a(text) != hash) error = "checkpoint " + path + " is corrupted (metadata checksum differs)";
+          if (!in || fnv1a(text) != hash)
+            error = "checkpoint " + path + " is corrupted (metadata checksum differs)";
         }
       }
     }
@@ -161,7 +181,8 @@ std::string read_metadata_text(MPI_Comm comm, const std::string& path) {
 template <typename T>
 std::string join(const std::vector<T>& v, bool real) {
   std::string s = std::to_string(v.size());
-  for (const T& x : v) s += " " + (real ? hex(static_cast<PetscReal>(x)) : std::to_string(static_cast<long long>(x)));
+  for (const T& x : v)
+    s += " " + (real ? hex(static_cast<PetscReal>(x)) : std::to_string(static_cast<long long>(x)));
   return s;
 }
 
@@ -174,22 +195,41 @@ void StateRegistry::add_entry(Entry::Kind kind, const std::string& name, void* r
     throw Error("StateRegistry: bad entry name '" + name + "'");
   entries_.push_back(Entry{kind, name, ref});
 }
-void StateRegistry::add(const std::string& name, Vec v) { add_entry(Entry::Kind::Vector, name, v); }
-void StateRegistry::add(const std::string& name, std::int64_t& v) { add_entry(Entry::Kind::Int64, name, &v); }
-void StateRegistry::add(const std::string& name, int& v) { add_entry(Entry::Kind::Int, name, &v); }
-void StateRegistry::add(const std::string& name, PetscReal& v) { add_entry(Entry::Kind::Real, name, &v); }
-void StateRegistry::add(const std::string& name, bool& v) { add_entry(Entry::Kind::Bool, name, &v); }
-void StateRegistry::add(const std::string& name, std::vector<PetscReal>& v) { add_entry(Entry::Kind::Reals, name, &v); }
-void StateRegistry::add(const std::string& name, std::vector<PetscInt>& v) { add_entry(Entry::Kind::Ints, name, &v); }
-void StateRegistry::add(const std::string& name, BatchSampler& s) { add_entry(Entry::Kind::Sampler, name, &s); }
+void StateRegistry::add(const std::string& name, Vec v) {
+  add_entry(Entry::Kind::Vector, name, v);
+}
+void StateRegistry::add(const std::string& name, std::int64_t& v) {
+  add_entry(Entry::Kind::Int64, name, &v);
+}
+void StateRegistry::add(const std::string& name, int& v) {
+  add_entry(Entry::Kind::Int, name, &v);
+}
+void StateRegistry::add(const std::string& name, PetscReal& v) {
+  add_entry(Entry::Kind::Real, name, &v);
+}
+void StateRegistry::add(const std::string& name, bool& v) {
+  add_entry(Entry::Kind::Bool, name, &v);
+}
+void StateRegistry::add(const std::string& name, std::vector<PetscReal>& v) {
+  add_entry(Entry::Kind::Reals, name, &v);
+}
+void StateRegistry::add(const std::string& name, std::vector<PetscInt>& v) {
+  add_entry(Entry::Kind::Ints, name, &v);
+}
+void StateRegistry::add(const std::string& name, BatchSampler& s) {
+  add_entry(Entry::Kind::Sampler, name, &s);
+}
 void StateRegistry::add(const std::string& prefix, StepSamplers& s) {
   add(prefix + "sampler_lower", s.lower);
   add(prefix + "sampler_hessian", s.hessian);
   add(prefix + "sampler_jacobian", s.jacobian);
   add(prefix + "sampler_upper", s.upper);
 }
-void StateRegistry::add(const std::string& name, BV basis) { add_entry(Entry::Kind::Basis, name, basis); }
-void StateRegistry::add_text(const std::string& name, std::function<std::string()> save,
+void StateRegistry::add(const std::string& name, BV basis) {
+  add_entry(Entry::Kind::Basis, name, basis);
+}
+void StateRegistry::add_text(const std::string& name,
+                             std::function<std::string()> save,
                              std::function<void(const std::string&)> load) {
   texts_.push_back(TextHooks{std::move(save), std::move(load)});
   add_entry(Entry::Kind::Text, name, &texts_.back());
@@ -209,13 +249,16 @@ std::uint64_t distribution_free_checksum(Vec v) {
     }
   }
   std::uint64_t global = 0;
-  BILEVEL_PETSC_CALL(MPI_Allreduce(&local, &global, 1, MPI_UINT64_T, MPI_SUM,
-                                   PetscObjectComm(reinterpret_cast<PetscObject>(v))));
+  BILEVEL_PETSC_CALL(MPI_Allreduce(
+      &local, &global, 1, MPI_UINT64_T, MPI_SUM, PetscObjectComm(reinterpret_cast<PetscObject>(v))));
   return global;
 }
 
-CheckpointWriteStats write_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry& state,
-                                      const CheckpointFacts& facts, const std::string& option) {
+CheckpointWriteStats write_checkpoint(MPI_Comm comm,
+                                      const std::string& path,
+                                      const StateRegistry& state,
+                                      const CheckpointFacts& facts,
+                                      const std::string& option) {
   using K = StateRegistry::Entry::Kind;
   CheckpointWriteStats stats;
   const double t0 = MPI_Wtime();
@@ -254,13 +297,27 @@ CheckpointWriteStats write_checkpoint(MPI_Comm comm, const std::string& path, co
           stats.bytes += static_cast<std::int64_t>(n) * static_cast<std::int64_t>(sizeof(PetscScalar));
           break;
         }
-        case K::Int64: meta << *static_cast<std::int64_t*>(e.ref); break;
-        case K::Int: meta << *static_cast<int*>(e.ref); break;
-        case K::Real: meta << hex(*static_cast<PetscReal*>(e.ref)); break;
-        case K::Bool: meta << (*static_cast<bool*>(e.ref) ? 1 : 0); break;
-        case K::Reals: meta << join(*static_cast<std::vector<PetscReal>*>(e.ref), true); break;
-        case K::Ints: meta << join(*static_cast<std::vector<PetscInt>*>(e.ref), false); break;
-        case K::Sampler: meta << static_cast<BatchSampler*>(e.ref)->draws(); break;
+        case K::Int64:
+          meta << *static_cast<std::int64_t*>(e.ref);
+          break;
+        case K::Int:
+          meta << *static_cast<int*>(e.ref);
+          break;
+        case K::Real:
+          meta << hex(*static_cast<PetscReal*>(e.ref));
+          break;
+        case K::Bool:
+          meta << (*static_cast<bool*>(e.ref) ? 1 : 0);
+          break;
+        case K::Reals:
+          meta << join(*static_cast<std::vector<PetscReal>*>(e.ref), true);
+          break;
+        case K::Ints:
+          meta << join(*static_cast<std::vector<PetscInt>*>(e.ref), false);
+          break;
+        case K::Sampler:
+          meta << static_cast<BatchSampler*>(e.ref)->draws();
+          break;
         case K::Basis: {
           BV bv = static_cast<BV>(e.ref);
           PetscInt n = 0, local = 0, columns = 0;
@@ -273,10 +330,13 @@ CheckpointWriteStats write_checkpoint(MPI_Comm comm, const std::string& path, co
             meta << " " << distribution_free_checksum(c);
             BILEVEL_PETSC_CALL(BVRestoreColumn(bv, j, &c));
           }
-          stats.bytes += static_cast<std::int64_t>(n) * columns * static_cast<std::int64_t>(sizeof(PetscScalar));
+          stats.bytes +=
+              static_cast<std::int64_t>(n) * columns * static_cast<std::int64_t>(sizeof(PetscScalar));
           break;
         }
-        case K::Text: meta << escape(static_cast<StateRegistry::TextHooks*>(e.ref)->save()); break;
+        case K::Text:
+          meta << escape(static_cast<StateRegistry::TextHooks*>(e.ref)->save());
+          break;
       }
       meta << "\n";
     }
@@ -336,7 +396,8 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
     if (e.kind == K::Vector || e.kind == K::Basis) vecs.push_back(e.name);
   }
   if (vecs != m.vec_order)
-    throw InputError("checkpoint " + path + " holds other vectors than this run needs (written by another method?)");
+    throw InputError("checkpoint " + path +
+                     " holds other vectors than this run needs (written by another method?)");
   petsc::ViewerHandle viewer;
   BILEVEL_PETSC_CALL(PetscViewerCreate(comm, viewer.out()));
   BILEVEL_PETSC_CALL(PetscViewerSetType(viewer, PETSCVIEWERBINARY));
@@ -356,17 +417,21 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
         BILEVEL_PETSC_CALL(VecGetSize(v, &size));
         if (n != size)
           throw InputError("checkpoint " + path + ": vector '" + e.name + "' has " + std::to_string(n) +
-                           " entries, this run's has " + std::to_string(size) + " (another problem or data?)");
+                           " entries, this run's has " + std::to_string(size) +
+                           " (another problem or data?)");
         try {
           BILEVEL_PETSC_CALL(VecLoad(v, viewer));
         } catch (const petsc::Error&) {
           throw InputError("checkpoint " + path + " is truncated or corrupted (vector '" + e.name + "')");
         }
         if (distribution_free_checksum(v) != sum)
-          throw InputError("checkpoint " + path + " is corrupted (checksum of vector '" + e.name + "' differs)");
+          throw InputError("checkpoint " + path + " is corrupted (checksum of vector '" + e.name +
+                           "' differs)");
         break;
       }
-      case K::Int64: value >> *static_cast<std::int64_t*>(e.ref); break;
+      case K::Int64:
+        value >> *static_cast<std::int64_t*>(e.ref);
+        break;
       case K::Int: {
         value >> *static_cast<int*>(e.ref);
         break;
@@ -420,9 +485,9 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
         long long file_columns = 0, file_n = 0;
         value >> file_columns >> file_n;
         if (file_columns != columns || file_n != n)
-          throw InputError("checkpoint " + path + ": basis '" + e.name + "' is " + std::to_string(file_n) + " x " +
-                           std::to_string(file_columns) + ", this run's is " + std::to_string(n) + " x " +
-                           std::to_string(columns) + " (other options or data?)");
+          throw InputError("checkpoint " + path + ": basis '" + e.name + "' is " + std::to_string(file_n) +
+                           " x " + std::to_string(file_columns) + ", this run's is " + std::to_string(n) +
+                           " x " + std::to_string(columns) + " (other options or data?)");
         for (PetscInt j = 0; j < columns; ++j) {
           std::uint64_t sum = 0;
           value >> sum;
@@ -436,7 +501,8 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
           }
           const bool same = ok && distribution_free_checksum(c) == sum;
           BILEVEL_PETSC_CALL(BVRestoreColumn(bv, j, &c));
-          if (!same) throw InputError("checkpoint " + path + " is truncated or corrupted (basis '" + e.name + "')");
+          if (!same)
+            throw InputError("checkpoint " + path + " is truncated or corrupted (basis '" + e.name + "')");
         }
         break;
       }
@@ -453,7 +519,8 @@ void read_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry
 }
 
 std::string file_fingerprint(const std::string& path) {
-  const std::string name = path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
+  const std::string name =
+      path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return name + " (not found)";
   return name + ", " + std::to_string(static_cast<long long>(in.tellg())) + " bytes";

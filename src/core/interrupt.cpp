@@ -34,7 +34,9 @@ void install_stop_signal_handlers() {
   for (int s : kSignals) sigaction(s, &sa, nullptr);
 }
 
-int stop_signal_received() { return static_cast<int>(g_signal); }
+int stop_signal_received() {
+  return static_cast<int>(g_signal);
+}
 
 int stop_signal_agreed(MPI_Comm comm) {
   int mine = stop_signal_received(), any = 0;
@@ -42,15 +44,22 @@ int stop_signal_agreed(MPI_Comm comm) {
   return any;
 }
 
-void clear_stop_signal() { g_signal = 0; }
+void clear_stop_signal() {
+  g_signal = 0;
+}
 
 const char* signal_name(int signum) {
   switch (signum) {
-    case SIGTERM: return "SIGTERM";
-    case SIGINT: return "SIGINT";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGUSR2: return "SIGUSR2";
-    default: return "a signal";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGUSR1:
+      return "SIGUSR1";
+    case SIGUSR2:
+      return "SIGUSR2";
+    default:
+      return "a signal";
   }
 }
 

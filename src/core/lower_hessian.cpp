@@ -70,8 +70,8 @@ void HessianShell::set_point(Vec x, Vec y, const Batch& batch) {
   if (ctx_->precondition) ctx_->problem->lower_preconditioner_setup(x, y);
 }
 
-petsc::KspHandle make_hessian_ksp(HessianShell& shell, const std::string& prefix, PetscReal rtol, PetscInt max_it,
-                                  bool warm_start) {
+petsc::KspHandle make_hessian_ksp(
+    HessianShell& shell, const std::string& prefix, PetscReal rtol, PetscInt max_it, bool warm_start) {
   petsc::KspHandle ksp;
   MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(shell.mat()));
   BILEVEL_PETSC_CALL(KSPCreate(comm, ksp.out()));
@@ -109,13 +109,14 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
     BILEVEL_PETSC_CALL(EPSGetEigenvalue(eps, 0, &lambda, &im));
     lambda *= 1.1;
   }
-  if (!(lambda > 0)) throw Error("lower Hessian is not positive definite: largest eigenvalue estimate " +
-                                 std::to_string(lambda));
+  if (!(lambda > 0))
+    throw Error("lower Hessian is not positive definite: largest eigenvalue estimate " +
+                std::to_string(lambda));
   return lambda;
 }
 
-PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations,
-                                            PreconditionerKind kind) {
+PetscReal estimate_preconditioned_lipschitz(
+    BilevelProblem& problem, Vec x, Vec y, PetscInt iterations, PreconditionerKind kind) {
   petsc::VecHandle v = petsc::duplicate(y), hv = petsc::duplicate(y);
   {
     PetscInt lo = 0, hi = 0;
@@ -128,7 +129,7 @@ PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec 
   BILEVEL_PETSC_CALL(VecNormalize(v, &norm));
   for (PetscInt k = 0; k < iterations; ++k) {
     problem.lower_hvp(x, y, Batch::all(), v, hv);  // H v
-    problem.lower_precondition(hv, v);            // v <- M H v
+    problem.lower_precondition(hv, v);             // v <- M H v
     BILEVEL_PETSC_CALL(VecNormalize(v, &lambda));  // ||M H v|| for ||v|| = 1
   }
   if (!(lambda > 0) || !std::isfinite(lambda))

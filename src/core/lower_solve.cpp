@@ -1,7 +1,5 @@
 #include "bilevel/core/lower_solve.hpp"
 
-#include "bilevel/core/run_clock.hpp"
-
 #include <petscksp.h>
 
 #include <algorithm>
@@ -9,6 +7,7 @@
 
 #include "bilevel/core/line_search.hpp"
 #include "bilevel/core/lower_hessian.hpp"
+#include "bilevel/core/run_clock.hpp"
 #include "bilevel/petsc/callback.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
@@ -33,8 +32,8 @@ PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscRea
     // Newton step d ≈ H⁻¹ ∇_y g with the forcing term min(0.5, sqrt(|g|/g0)) (Eisenstat-Walker flavour),
     // capped by the user's -bilevel_final_ksp_rtol when that is tighter.
     const PetscReal forcing = std::min<PetscReal>(0.5, std::sqrt(norm / std::max<PetscReal>(g0, 1e-300)));
-    BILEVEL_PETSC_CALL(KSPSetTolerances(ksp, std::min(forcing, configured_rtol), PETSC_DEFAULT, PETSC_DEFAULT,
-                                        PETSC_DEFAULT));
+    BILEVEL_PETSC_CALL(KSPSetTolerances(
+        ksp, std::min(forcing, configured_rtol), PETSC_DEFAULT, PETSC_DEFAULT, PETSC_DEFAULT));
     shell.set_point(x, y, Batch::all());
     BILEVEL_PETSC_CALL(VecSet(d, 0.0));
     BILEVEL_PETSC_CALL_GUARDED(shell.pending(), KSPSolve(ksp, g, d));
@@ -52,7 +51,9 @@ PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscRea
           BILEVEL_PETSC_CALL(VecWAXPY(trial, -t, d, y));
           return problem.lower_value(x, trial, Batch::all());
         },
-        f0, -gd, ArmijoOptions{.max_trials = 30});
+        f0,
+        -gd,
+        ArmijoOptions{.max_trials = 30});
     BILEVEL_PETSC_CALL(VecCopy(trial, y));
   }
   return norm;

@@ -4,9 +4,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <ios>
 #include <string>
 #include <vector>
-#include <ios>
 
 #include "bilevel/petsc/error.hpp"
 
@@ -32,13 +32,18 @@ void ProgressMonitor::on_start(const std::string& problem, const std::string& me
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "%s\n", csv_header().c_str()));
     return;
   }
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "bilevel: problem %s, method %s, %d rank%s\n", problem.c_str(),
-                                            method.c_str(), ranks, ranks == 1 ? "" : "s"));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_,
+                                            "bilevel: problem %s, method %s, %d rank%s\n",
+                                            problem.c_str(),
+                                            method.c_str(),
+                                            ranks,
+                                            ranks == 1 ? "" : "s"));
 }
 
 void ProgressMonitor::on_resume(std::int64_t iteration) {
   if (format_ == PETSC_VIEWER_ASCII_CSV) return;  // the rows say it
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "bilevel: continuing from the checkpoint of iteration %lld\n",
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_,
+                                            "bilevel: continuing from the checkpoint of iteration %lld\n",
                                             static_cast<long long>(iteration)));
 }
 
@@ -63,9 +68,14 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
     n += std::snprintf(extra + n, sizeof extra - n, "  lin.res %.2e", r.linear_residual);
   char h[32] = "-";  // row 0, the start point, has no estimate yet
   if (std::isfinite(r.hypergradient_norm)) std::snprintf(h, sizeof h, "%.3e", r.hypergradient_norm);
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_, "%5lld  %8.2fs  F %.6e  |h| %s%s  (%.0fs left)\n",
-                                            static_cast<long long>(r.iteration), r.wall_time, r.upper_objective, h,
-                                            extra, left));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_,
+                                            "%5lld  %8.2fs  F %.6e  |h| %s%s  (%.0fs left)\n",
+                                            static_cast<long long>(r.iteration),
+                                            r.wall_time,
+                                            r.upper_objective,
+                                            h,
+                                            extra,
+                                            left));
 }
 
 std::string csv_header() {
@@ -81,12 +91,23 @@ std::string csv_row(const IterationRecord& r) {
     return std::string(b);
   };
   char line[512];
-  std::snprintf(line, sizeof line, "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld",
-                static_cast<long long>(r.iteration), r.wall_time, r.upper_objective,
-                opt(r.hypergradient_norm).c_str(), opt(r.true_hypergradient_norm).c_str(), opt(r.test_loss).c_str(), opt(r.test_accuracy).c_str(),
-                r.lower_residual, r.linear_residual, static_cast<long long>(r.counts.grad_f),
-                static_cast<long long>(r.counts.grad_g), static_cast<long long>(r.counts.hvp),
-                static_cast<long long>(r.counts.jvp), static_cast<long long>(r.counts.samples));
+  std::snprintf(line,
+                sizeof line,
+                "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld",
+                static_cast<long long>(r.iteration),
+                r.wall_time,
+                r.upper_objective,
+                opt(r.hypergradient_norm).c_str(),
+                opt(r.true_hypergradient_norm).c_str(),
+                opt(r.test_loss).c_str(),
+                opt(r.test_accuracy).c_str(),
+                r.lower_residual,
+                r.linear_residual,
+                static_cast<long long>(r.counts.grad_f),
+                static_cast<long long>(r.counts.grad_g),
+                static_cast<long long>(r.counts.hvp),
+                static_cast<long long>(r.counts.jvp),
+                static_cast<long long>(r.counts.samples));
   return line;
 }
 
@@ -96,7 +117,8 @@ CallbackMonitor::~CallbackMonitor() {
 
 void CallbackMonitor::on_iteration(const IterationRecord& record) {
   const PetscErrorCode ierr = function_(record, ctx_);
-  if (ierr) throw petsc::Error(ierr, "a monitor set with BilevelSolver::monitor_set failed", __FILE__, __LINE__);
+  if (ierr)
+    throw petsc::Error(ierr, "a monitor set with BilevelSolver::monitor_set failed", __FILE__, __LINE__);
 }
 
 namespace {
@@ -121,7 +143,9 @@ CsvTraceMonitor::CsvTraceMonitor(MPI_Comm comm, std::string path, PetscInt every
   agree_or_throw(comm_, ok, path_);
 }
 
-void CsvTraceMonitor::on_resume(std::int64_t iteration) { resume_after_ = iteration; }
+void CsvTraceMonitor::on_resume(std::int64_t iteration) {
+  resume_after_ = iteration;
+}
 
 void CsvTraceMonitor::on_start(const std::string&, const std::string&, int) {
   int ok = 1;

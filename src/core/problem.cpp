@@ -7,9 +7,12 @@ namespace bilevel {
 
 std::string_view to_string(UpperStepperType type) {
   switch (type) {
-    case UpperStepperType::Sgd: return "sgd";
-    case UpperStepperType::Momentum: return "momentum";
-    case UpperStepperType::Adam: return "adam";
+    case UpperStepperType::Sgd:
+      return "sgd";
+    case UpperStepperType::Momentum:
+      return "momentum";
+    case UpperStepperType::Adam:
+      return "adam";
   }
   return "unknown";
 }
@@ -108,16 +111,23 @@ void BilevelProblem::lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy) {
   lower_grad_y_impl(x, y, batch, gy);
 }
 
-void BilevelProblem::lower_grad_y_multi(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) {
+void BilevelProblem::lower_grad_y_multi(std::span<const Vec> x,
+                                        Vec y,
+                                        const Batch& batch,
+                                        std::span<const Vec> gy) {
   if (x.size() != gy.size())
-    throw Error("lower_grad_y_multi: " + std::to_string(x.size()) + " points, " + std::to_string(gy.size()) + " outputs");
+    throw Error("lower_grad_y_multi: " + std::to_string(x.size()) + " points, " + std::to_string(gy.size()) +
+                " outputs");
   petsc::ScopedEvent ev(petsc::events().oracle_grad);
   counts_.grad_g += static_cast<std::int64_t>(x.size());
   counts_.samples += static_cast<std::int64_t>(x.size()) * batch_size(batch, false);
   lower_grad_y_multi_impl(x, y, batch, gy);
 }
 
-void BilevelProblem::lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy) {
+void BilevelProblem::lower_grad_y_multi_impl(std::span<const Vec> x,
+                                             Vec y,
+                                             const Batch& batch,
+                                             std::span<const Vec> gy) {
   for (std::size_t i = 0; i < x.size(); ++i) lower_grad_y_impl(x[i], y, batch, gy[i]);
 }
 
@@ -135,8 +145,8 @@ void BilevelProblem::lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out)
   lower_hvp_impl(x, y, batch, w, out);
 }
 
-void BilevelProblem::lower_hvp_multi(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
-                                     std::span<const Vec> out) {
+void BilevelProblem::lower_hvp_multi(
+    Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) {
   BILEVEL_ASSERT(w.size() == out.size());
   petsc::ScopedEvent ev(petsc::events().oracle_hvp);
   counts_.hvp += static_cast<std::int64_t>(w.size());
@@ -162,8 +172,9 @@ void BilevelProblem::lower_precondition(Vec r, Vec out) {
 }
 
 void BilevelProblem::lower_precondition_multi(std::span<const Vec> r, std::span<const Vec> out) {
-  if (r.size() != out.size()) throw Error("lower_precondition_multi: " + std::to_string(r.size()) + " inputs, " +
-                                          std::to_string(out.size()) + " outputs");
+  if (r.size() != out.size())
+    throw Error("lower_precondition_multi: " + std::to_string(r.size()) + " inputs, " +
+                std::to_string(out.size()) + " outputs");
   petsc::ScopedEvent ev(petsc::events().precondition);
   lower_precondition_multi_impl(r, out);
 }
@@ -181,8 +192,8 @@ PetscReal BilevelProblem::lower_value_impl(Vec, Vec, const Batch&) {
 void BilevelProblem::lower_grad_x_impl(Vec, Vec, const Batch&, Vec) {
   throw NotImplemented("problem '" + name() + "' does not provide the lower-level gradient in x");
 }
-void BilevelProblem::lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
-                                          std::span<const Vec> out) {
+void BilevelProblem::lower_hvp_multi_impl(
+    Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) {
   for (std::size_t i = 0; i < w.size(); ++i) lower_hvp_impl(x, y, batch, w[i], out[i]);
 }
 void BilevelProblem::lower_preconditioner_setup_impl(Vec, Vec, PreconditionerKind) {
@@ -194,7 +205,9 @@ void BilevelProblem::lower_precondition_impl(Vec, Vec) {
 TestMetrics BilevelProblem::evaluate_test(Vec, Vec) {
   throw NotImplemented("problem '" + name() + "' has no test set");
 }
-std::optional<PetscReal> BilevelProblem::validation_accuracy(Vec, Vec) { return std::nullopt; }
+std::optional<PetscReal> BilevelProblem::validation_accuracy(Vec, Vec) {
+  return std::nullopt;
+}
 void BilevelProblem::exact_lower_solution(Vec, Vec) {
   throw NotImplemented("problem '" + name() + "' has no closed-form lower solution");
 }

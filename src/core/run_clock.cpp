@@ -19,11 +19,17 @@ double monotonic_seconds() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-void mark_run_start() { g_run_start = monotonic_seconds(); }
+void mark_run_start() {
+  g_run_start = monotonic_seconds();
+}
 
-std::optional<double> run_start() { return g_run_start; }
+std::optional<double> run_start() {
+  return g_run_start;
+}
 
-void set_phase_deadline(std::optional<double> deadline) { g_phase_deadline = deadline; }
+void set_phase_deadline(std::optional<double> deadline) {
+  g_phase_deadline = deadline;
+}
 
 bool phase_deadline_passed(MPI_Comm comm) {
   if (!g_phase_deadline) return false;  // the same on every rank: set by the collective solve()

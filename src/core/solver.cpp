@@ -9,10 +9,10 @@
 
 #include "bilevel/core/accurate_hypergradient.hpp"
 #include "bilevel/core/checkpoint.hpp"
-#include "bilevel/core/interrupt.hpp"
-#include "bilevel/core/run_clock.hpp"
 #include "bilevel/core/derivative_check.hpp"
+#include "bilevel/core/interrupt.hpp"
 #include "bilevel/core/lower_solve.hpp"
+#include "bilevel/core/run_clock.hpp"
 #include "bilevel/core/tuned_settings.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -22,7 +22,9 @@
 namespace bilevel {
 namespace {
 
-double now() { return monotonic_seconds(); }
+double now() {
+  return monotonic_seconds();
+}
 
 /// Missing capabilities of `have` among `need`, as names.
 std::string missing(Capability need, Capability have) {
@@ -42,7 +44,8 @@ struct BoundaryDecision {
 BoundaryDecision agree_at_boundary(MPI_Comm comm, bool budget_spent, bool checkpoint_due) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  int mine[3] = {stop_signal_received(), rank == 0 && budget_spent ? 1 : 0, rank == 0 && checkpoint_due ? 1 : 0};
+  int mine[3] = {
+      stop_signal_received(), rank == 0 && budget_spent ? 1 : 0, rank == 0 && checkpoint_due ? 1 : 0};
   int all[3] = {0, 0, 0};
   MPI_Allreduce(mine, all, 3, MPI_INT, MPI_MAX, comm);
   return {all[0], all[1] != 0, all[2] != 0};
@@ -67,7 +70,9 @@ std::map<std::string, std::string> recorded_options(const std::string& prefix) {
 
 }  // namespace
 
-BilevelSolver::BilevelSolver(MPI_Comm comm) : comm_(comm) { petsc::initialize_package(); }
+BilevelSolver::BilevelSolver(MPI_Comm comm) : comm_(comm) {
+  petsc::initialize_package();
+}
 BilevelSolver::~BilevelSolver() = default;
 
 void BilevelSolver::set_problem(std::shared_ptr<BilevelProblem> problem) {
@@ -88,7 +93,9 @@ Algorithm& BilevelSolver::algorithm() {
   return *algorithm_;
 }
 
-void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) { monitors_.push_back(std::move(monitor)); }
+void BilevelSolver::add_monitor(std::unique_ptr<Monitor> monitor) {
+  monitors_.push_back(std::move(monitor));
+}
 
 void BilevelSolver::monitor_set(MonitorFunction function, void* ctx, MonitorContextDestroy destroy) {
   if (!function) throw Error("BilevelSolver::monitor_set: the monitor function is null");
@@ -117,116 +124,40 @@ void BilevelSolver::for_each_monitor(F&& f) {
   if (progress_) f(*progress_);
 }
 
-void BilevelSolver::set_from_options() {
-  if (!problem_) throw Error("BilevelSolver::set_from_options: call set_problem first");
-  const petsc::ScopedOptionsPrefix scoped_prefix(prefix_);  // KSPs/EPS made while reading take it too
-  petsc::OptionsReader opts(comm_, prefix_ + "bilevel_", "Bilevel solver options (-" + prefix_ + "bilevel_*)");
-  std::string names;
-  for (const auto& n : algorithm_registry().names()) names += (names.empty() ? "" : "|") + n;
-  const std::string type =
-      opts.string("type", type_.empty() ? algorithm_registry().default_name() : type_, "bilevel method (" + names + ")");
-  if (type != type_ || !algorithm_) set_type(type);
-  SolverOptions& o = options_;
-  const ProblemHints hints = problem_->hints();
-  if (!defaults_from_hints_) {
-    if (hints.max_iterations) o.max_iterations = *hints.max_iterations;
-    if (hints.max_time) o.max_time = *hints.max_time;
-  }
-  defaults_from_hints_ = true;
-  // The settings tuned for this (problem, method) pair, if the library ships a file of them, become the
-  // defaults of every reader below (each sub-reader takes the keys under its prefix); the user's options win.
-  const bool use_tuned = opts.boolean("tuned", true, "apply the settings tuned for this problem and method");
-  const std::string tuned_dir = opts.string(
-      "tuned_dir", "", "folder of tuned settings PROBLEM/METHOD.opts (default: share/bilevel/tuned of the installed "
-                       "library, else the source tree's cluster/tuned)");
-  tuned_.reset();
-  if (use_tuned) tuned_ = load_tuned_settings(comm_, problem_->name(), type_, tuned_dir);
-  if (tuned_) opts.set_defaults(tuned_->values);
-  o.max_iterations = opts.integer64("max_it", o.max_iterations, "maximum outer iterations", 0);
-  {
-    // a number of seconds, or "slurm": the job's remaining time (read when solve() starts)
-    char def[64];
-    std::snprintf(def, sizeof def, "%g", static_cast<double>(o.max_time));
-    const std::string t = opts.string(
-        "max_time", o.max_time_from_slurm ? "slurm" : def,
-        "time budget in seconds for the whole run from program start, loading and final phase included (0: "
-        "none; slurm: the job's remaining time)");
-    o.max_time_from_slurm = t == "slurm";
-    if (!o.max_time_from_slurm) {
-      char* end = nullptr;
-      const double v = std::strtod(t.c_str(), &end);
-      if (t.empty() || *end != '\0' || !(v >= 0) || !std::isfinite(v))
-        throw InputError("option -" + opts.prefix() + "max_time: '" + t +
-                         "' is not a number of seconds >= 0 or 'slurm'");
-      o.max_time = v;
-    }
-  }
-  o.final_reserve = opts.real("final_reserve", o.final_reserve,
-                              "fraction of -bilevel_max_time kept for the final phase and the outputs", 0.0, 0.9);
-  o.checkpoint = opts.string("checkpoint", o.checkpoint, "write checkpoints to this file (bilevel-solve --checkpoint)");
-  o.checkpoint_interval =
-      opts.integer64("checkpoint_interval", o.checkpoint_interval, "iterations between checkpoints", 1);
-  o.checkpoint_seconds = opts.real("checkpoint_seconds", o.checkpoint_seconds,
-                                   "also write a checkpoint when this many seconds passed since the last (0: off)", 0.0);
-  o.restart = opts.string("restart", o.restart, "continue from this checkpoint (bilevel-solve --restart)");
-  o.gatol = opts.real("gatol", o.gatol,
-                      "stop when the hypergradient estimate norm <= gatol and an accurate hypergradient at that "
-                      "x confirms it (closed form, or accurate lower solve + CG; see docs/architecture.md)",
-                      0.0);
-  o.seed = opts.unsigned64("seed", o.seed, "random seed");
-  o.batch_size = opts.integer("batch_size", o.batch_size, "lower-level minibatch size (0: full batch)", 0);
-  o.upper_batch_size =
-      opts.integer("upper_batch_size", o.upper_batch_size, "upper-level minibatch size (0: full)", 0);
-  o.monitor_every = opts.integer("monitor_every", o.monitor_every, "evaluate and monitor every k iterations", 1);
-  o.monitor_test = opts.boolean("monitor_test", o.monitor_test, "test metrics in every monitor record");
-  o.final_lower_solve =
-      opts.boolean("final_lower_solve", o.final_lower_solve, "solve the lower level accurately at the end");
-  o.final_lower_rtol = opts.real("final_lower_rtol", o.final_lower_rtol, "relative tolerance of that solve", 0.0);
-  o.test_derivatives =
-      opts.boolean("test_derivatives", o.test_derivatives, "check every oracle by finite differences first");
-  // used at the end of solve() (view_from_options); opened here, so a bad viewer fails before the solve
-  view_viewer_ = opts.viewer("view", "view the solver at the end of solve (ascii::ascii_info_detail: also the "
-                                     "last solve's oracle counts)");
-  reason_viewer_ = opts.viewer("converged_reason", "print why the solve stopped, at its end");
-  if (opts.boolean("monitor_cancel", false, "remove every monitor, also those set in code (TaoMonitorCancel)"))
-    monitor_cancel();
-  // replaced, not appended: a second call keeps one progress monitor
-  progress_.reset();
-  if (auto v = opts.viewer("monitor", "one progress line per iteration (format ascii_csv: CSV rows)"))
-    progress_ = std::make_unique<ProgressMonitor>(v->viewer, v->format, o.monitor_every);
-  petsc::OptionsReader upper_opts = opts.sub("upper_", "Upper-level stepper (-" + prefix_ + "bilevel_upper_*)");
-  upper_->set_from_options(upper_opts);
-  petsc::OptionsReader method_opts =
-      opts.sub(type_ + "_", "Method " + type_ + " (-" + prefix_ + "bilevel_" + type_ + "_*)");
-  algorithm_->set_from_options(method_opts);
-  if (tuned_)  // a key no reader asked for would otherwise be ignored silently
-    for (const auto& [k, v] : tuned_->values)
-      if (opts.keys_read().count("-" + prefix_ + "bilevel_" + k) == 0)
-        throw InputError(tuned_->file + ": -bilevel_" + k +
-                         " is not an option of the solver, the upper stepper or method " + type_);
-  from_options_ = true;
-}
-
 void BilevelSolver::view(PetscViewer viewer) const {
   if (!viewer) viewer = PETSC_VIEWER_STDOUT_(comm_);
   const std::string prefix = prefix_.empty() ? "" : " (" + prefix_ + ")";
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "BilevelSolver%s: method %s on problem %s\n", prefix.c_str(),
-                                            type_.c_str(), problem_ ? problem_->name().c_str() : "(none)"));
+  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
+                                            "BilevelSolver%s: method %s on problem %s\n",
+                                            prefix.c_str(),
+                                            type_.c_str(),
+                                            problem_ ? problem_->name().c_str() : "(none)"));
   BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
-  BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
-      viewer, "max_it %lld, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
-      static_cast<long long>(options_.max_iterations), options_.max_time, options_.gatol,
-      static_cast<unsigned long long>(options_.seed), static_cast<int>(options_.batch_size),
-      static_cast<int>(options_.upper_batch_size)));
+  BILEVEL_PETSC_CALL(
+      PetscViewerASCIIPrintf(viewer,
+                             "max_it %lld, max_time %g s, gatol %g, seed %llu, batch %d (upper %d)\n",
+                             static_cast<long long>(options_.max_iterations),
+                             options_.max_time,
+                             options_.gatol,
+                             static_cast<unsigned long long>(options_.seed),
+                             static_cast<int>(options_.batch_size),
+                             static_cast<int>(options_.upper_batch_size)));
   if (upper_) {
     const auto& u = upper_->options();
     const std::string type(to_string(u.type));
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
-                                              type.c_str(), u.step, u.decay, u.lower_bound, u.upper_bound));
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
+                                              "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
+                                              type.c_str(),
+                                              u.step,
+                                              u.decay,
+                                              u.lower_bound,
+                                              u.upper_bound));
   }
   if (tuned_)
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer, "defaults tuned for problem %s (%s):%s\n",
-                                              problem_->name().c_str(), tuned_->file.c_str(),
+    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
+                                              "defaults tuned for problem %s (%s):%s\n",
+                                              problem_->name().c_str(),
+                                              tuned_->file.c_str(),
                                               tuned_->as_options().c_str()));
   if (algorithm_) algorithm_->view(viewer);
   view_last_solve(viewer);
@@ -257,7 +188,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   if (options_.test_derivatives) {
     // -bilevel_test_derivatives: every oracle against central differences, at a random point near the start
     // (or at the start with -bilevel_test_derivatives_point current)
-    const DerivativeReport check = check_derivatives(problem, x, y, DerivativeCheckOptions::from_options(comm_));
+    const DerivativeReport check =
+        check_derivatives(problem, x, y, DerivativeCheckOptions::from_options(comm_));
     check.print(comm_);
     if (!check.passed()) {
       std::string wrong;
@@ -282,8 +214,9 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   if (options_.max_time_from_slurm) {
     const std::optional<double> left = slurm_remaining_seconds(comm_);
     if (!left)
-      throw InputError("option -bilevel_max_time slurm: no Slurm job time limit found (SLURM_JOB_ID unset, or "
-                       "squeue reports none)");
+      throw InputError(
+          "option -bilevel_max_time slurm: no Slurm job time limit found (SLURM_JOB_ID unset, or "
+          "squeue reports none)");
     budget = *left + (t0 - origin);  // counted from the origin like a number of seconds
   }
   const double loop_deadline = origin + budget * (1 - options_.final_reserve);
@@ -342,13 +275,13 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
       const auto it = saved.find(key);
       const std::string theirs = it == saved.end() ? "(not set)" : it->second;
       if (theirs != value)
-        throw InputError("checkpoint " + options_.restart + " does not match this run: " + key + " is '" + theirs +
-                         "' there and '" + value + "' here");
+        throw InputError("checkpoint " + options_.restart + " does not match this run: " + key + " is '" +
+                         theirs + "' there and '" + value + "' here");
     }
     for (const auto& [key, value] : saved)
       if (key.rfind("option ", 0) == 0 && facts.count(key) == 0)
-        throw InputError("checkpoint " + options_.restart + " does not match this run: " + key + " is '" + value +
-                         "' there and not set here");
+        throw InputError("checkpoint " + options_.restart + " does not match this run: " + key + " is '" +
+                         value + "' there and not set here");
     read_checkpoint(comm_, options_.restart, state);
     problem.set_counts(run_counts);
     elapsed_before = elapsed_saved;
@@ -358,8 +291,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   const bool closed_form = has(have, Capability::ClosedForm);
   const bool test_set = has(have, Capability::TestSet);
   const bool monitoring = !monitors_.empty() || progress_;
-  if (report.restarted_from_iteration)
-    for_each_monitor([&](Monitor& m) { m.on_resume(k); });
+  if (report.restarted_from_iteration) for_each_monitor([&](Monitor& m) { m.on_resume(k); });
   for_each_monitor([&](Monitor& m) { m.on_start(problem.name(), type_, ranks); });
   double eval_time = 0;
   IterationRecord record;
@@ -373,7 +305,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     const double e0 = now();
     const OracleCounts saved = problem.counts();
     // an optional oracle: without it the objective is null (NaN), never a failure after the run
-    record.upper_objective = has(have, Capability::UpperValue) ? problem.upper_value(x, y, Batch::all()) : NAN;
+    record.upper_objective =
+        has(have, Capability::UpperValue) ? problem.upper_value(x, y, Batch::all()) : NAN;
     if (closed_form) {
       problem.exact_hypergradient(x, work);
       PetscReal n = 0;
@@ -413,11 +346,13 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     ++report.gatol_rejections;
     next_gatol_check = iteration + gatol_wait;
     gatol_wait *= 2;
-    BILEVEL_PETSC_CALL(PetscInfo(nullptr,
-                                 "gatol candidate at iteration %lld rejected: accurate hypergradient norm %g (next "
-                                 "check at iteration %lld)\n",
-                                 static_cast<long long>(iteration), accurate ? static_cast<double>(*accurate) : NAN,
-                                 static_cast<long long>(next_gatol_check)));
+    BILEVEL_PETSC_CALL(
+        PetscInfo(nullptr,
+                  "gatol candidate at iteration %lld rejected: accurate hypergradient norm %g (next "
+                  "check at iteration %lld)\n",
+                  static_cast<long long>(iteration),
+                  accurate ? static_cast<double>(*accurate) : NAN,
+                  static_cast<long long>(next_gatol_check)));
     return false;
   };
 
@@ -447,9 +382,10 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   double iteration_start = now(), last_iteration_seconds = 0;
   auto boundary = [&]() {
     const double t = now();
-    const bool due = !options_.checkpoint.empty() &&
-                     ((k > 0 && k % options_.checkpoint_interval == 0) ||
-                      (options_.checkpoint_seconds > 0 && t - last_checkpoint_time >= options_.checkpoint_seconds));
+    const bool due =
+        !options_.checkpoint.empty() &&
+        ((k > 0 && k % options_.checkpoint_interval == 0) ||
+         (options_.checkpoint_seconds > 0 && t - last_checkpoint_time >= options_.checkpoint_seconds));
     return agree_at_boundary(comm_, budget > 0 && t + last_iteration_seconds >= loop_deadline, due);
   };
   BoundaryDecision decision = boundary();
@@ -469,8 +405,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
       last = algorithm_->step(ctx);
     } catch (const NumericalFailure& e) {  // thrown on every rank at once (collective decisions only)
       last.reason = e.reason();
-      BILEVEL_PETSC_CALL(PetscFPrintf(comm_, PETSC_STDERR, "bilevel: iteration %lld: %s\n",
-                                      static_cast<long long>(k), e.what()));
+      BILEVEL_PETSC_CALL(PetscFPrintf(
+          comm_, PETSC_STDERR, "bilevel: iteration %lld: %s\n", static_cast<long long>(k), e.what()));
     }
     ++k;
     last_iteration_seconds = now() - iteration_start;
@@ -478,7 +414,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
     BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
     decision = boundary();
-    if (last.reason != ConvergedReason::Iterating) reason = last.reason;
+    if (last.reason != ConvergedReason::Iterating)
+      reason = last.reason;
     else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
       reason = ConvergedReason::DivergedNaN;
     else if (decision.signal)
@@ -488,7 +425,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     else if (decision.budget_spent)
       reason = ConvergedReason::ConvergedTime;
     const bool last_iteration = reason != ConvergedReason::Iterating || k >= options_.max_iterations;
-    if (monitoring && (k % options_.monitor_every == 0 || last_iteration) && reason != ConvergedReason::DivergedNaN) {
+    if (monitoring && (k % options_.monitor_every == 0 || last_iteration) &&
+        reason != ConvergedReason::DivergedNaN) {
       evaluate(options_.monitor_test);
       emit_record();
     }
@@ -507,7 +445,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     struct PhaseDeadline {  // cleared however the phase ends
       explicit PhaseDeadline(std::optional<double> d) { set_phase_deadline(d); }
       ~PhaseDeadline() { set_phase_deadline(std::nullopt); }
-    } deadline(budget > 0 ? std::optional<double>(origin + budget * (1 - options_.final_reserve / 4)) : std::nullopt);
+    } deadline(budget > 0 ? std::optional<double>(origin + budget * (1 - options_.final_reserve / 4))
+                          : std::nullopt);
     if (!problem.solve_lower(x, y, options_.final_lower_rtol))
       solve_lower_accurately(problem, x, y, options_.final_lower_rtol);
   }
@@ -532,14 +471,6 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   for_each_monitor([&](Monitor& m) { m.on_finish(record); });
   view_from_options(report);
   return report;
-}
-
-const std::vector<std::string>& BilevelSolver::restart_free_options() {
-  static const std::vector<std::string> free = {
-      "max_it", "max_time", "final_reserve", "checkpoint", "checkpoint_interval", "checkpoint_seconds", "restart",
-      "monitor", "monitor_every", "monitor_test", "view", "final_lower_solve", "final_lower_rtol", "test_derivatives",
-      "test_derivatives_point", "gatol", "tuned_dir", "converged_reason", "monitor_cancel"};
-  return free;
 }
 
 }  // namespace bilevel

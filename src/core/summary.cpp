@@ -2,8 +2,8 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -32,11 +32,15 @@ std::string quoted(const std::string& s) {
   return out + "\"";
 }
 
-std::string optional_number(const std::optional<PetscReal>& v) { return v ? number(*v) : "null"; }
+std::string optional_number(const std::optional<PetscReal>& v) {
+  return v ? number(*v) : "null";
+}
 
 }  // namespace
 
-const char* version() { return BILEVEL_VERSION; }
+const char* version() {
+  return BILEVEL_VERSION;
+}
 
 std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::string, PetscReal>>& extras) {
   std::ostringstream s;
@@ -50,8 +54,10 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"test_loss\": " << optional_number(r.test_loss) << ",\n";
   s << "  \"test_accuracy\": " << optional_number(r.test_accuracy) << ",\n";
   s << "  \"hypergradient_norm\": " << number(r.hypergradient_norm) << ",\n";
-  if (r.true_hypergradient_norm) s << "  \"true_hypergradient_norm\": " << number(*r.true_hypergradient_norm) << ",\n";
-  if (r.optimal_upper_objective) s << "  \"optimal_upper_objective\": " << number(*r.optimal_upper_objective) << ",\n";
+  if (r.true_hypergradient_norm)
+    s << "  \"true_hypergradient_norm\": " << number(*r.true_hypergradient_norm) << ",\n";
+  if (r.optimal_upper_objective)
+    s << "  \"optimal_upper_objective\": " << number(*r.optimal_upper_objective) << ",\n";
   if (r.verified_hypergradient_norm)
     s << "  \"verified_hypergradient_norm\": " << number(*r.verified_hypergradient_norm) << ",\n";
   if (r.gatol_rejections > 0) s << "  \"gatol_rejections\": " << r.gatol_rejections << ",\n";
@@ -65,7 +71,8 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"checkpoint_bytes\": " << r.checkpoint_bytes << ",\n";
   s << "  \"checkpoint_seconds\": " << number(r.checkpoint_seconds) << ",\n";
   s << "  \"restarted_from_iteration\": "
-    << (r.restarted_from_iteration ? std::to_string(*r.restarted_from_iteration) : std::string("null")) << ",\n";
+    << (r.restarted_from_iteration ? std::to_string(*r.restarted_from_iteration) : std::string("null"))
+    << ",\n";
   s << "  \"seed\": " << r.seed << ",\n";
   s << "  \"version\": " << quoted(version()) << "\n";
   s << "}\n";
@@ -87,10 +94,13 @@ void check_output_path(MPI_Comm comm, const std::string& path, const std::string
     if (ok && !existed) std::remove(tmp.c_str());
   }
   MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
-  if (!ok) throw InputError("cannot write " + path + " (option " + option + ")" + (why.empty() ? "" : ": " + why));
+  if (!ok)
+    throw InputError("cannot write " + path + " (option " + option + ")" + (why.empty() ? "" : ": " + why));
 }
 
-void write_file_atomically(MPI_Comm comm, const std::string& path, const std::string& text,
+void write_file_atomically(MPI_Comm comm,
+                           const std::string& path,
+                           const std::string& text,
                            const std::string& option) {
   int rank = 0, ok = 1;
   MPI_Comm_rank(comm, &rank);

@@ -91,10 +91,13 @@ TunedSettings parse_tuned_settings(const std::string& file, const std::string& t
   return t;
 }
 
-std::optional<TunedSettings> load_tuned_settings(MPI_Comm comm, std::string_view problem, std::string_view method,
+std::optional<TunedSettings> load_tuned_settings(MPI_Comm comm,
+                                                 std::string_view problem,
+                                                 std::string_view method,
                                                  const std::string& override_dir) {
   for (const std::string& dir : tuned_settings_dirs(override_dir)) {
-    const std::string path = (fs::path(dir) / std::string(problem) / (std::string(method) + ".opts")).string();
+    const std::string path =
+        (fs::path(dir) / std::string(problem) / (std::string(method) + ".opts")).string();
     bool ok = false;
     const std::string text = read_on_rank0(comm, path, ok);
     if (ok) return parse_tuned_settings(path, text);

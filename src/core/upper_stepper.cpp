@@ -1,6 +1,5 @@
 #include "bilevel/core/upper_stepper.hpp"
 
-
 #include <algorithm>
 #include <cmath>
 

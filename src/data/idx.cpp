@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "bilevel/petsc/collective.hpp"
 #include "bilevel/data/stream.hpp"
+#include "bilevel/petsc/collective.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "local_csr.hpp"
 

@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "bilevel/petsc/collective.hpp"
 #include "bilevel/data/stream.hpp"
+#include "bilevel/petsc/collective.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "local_csr.hpp"
 

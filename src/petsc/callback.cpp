@@ -4,8 +4,8 @@
 
 namespace bilevel::petsc {
 
-void rethrow_pending(std::exception_ptr& pending, PetscErrorCode ierr, const char* call, const char* file,
-                     int line) {
+void rethrow_pending(
+    std::exception_ptr& pending, PetscErrorCode ierr, const char* call, const char* file, int line) {
   if (pending) {
     std::exception_ptr e = std::exchange(pending, nullptr);
     std::rethrow_exception(e);

@@ -14,8 +14,8 @@ std::string petsc_message(PetscErrorCode code, const char* call, const char* fil
   std::string where = base ? base + 1 : file;
   std::string detail = specific && *specific ? std::string(specific) : std::string(text ? text : "unknown");
   while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
-  return where + ":" + std::to_string(line) + ": " + call + " failed with PETSc error " + std::to_string(code) +
-         " (" + detail + ")";
+  return where + ":" + std::to_string(line) + ": " + call + " failed with PETSc error " +
+         std::to_string(code) + " (" + detail + ")";
 }
 
 }  // namespace

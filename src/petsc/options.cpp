@@ -203,11 +203,13 @@ std::optional<OptionsReader::Viewer> OptionsReader::viewer(std::string_view name
   PetscBool set = PETSC_FALSE;
   PetscViewer raw = nullptr;
   const std::string k = key(name);
-  const PetscErrorCode ierr = PetscOptionsGetViewer(comm_, nullptr, nullptr, k.c_str(), &raw, &v.format, &set);
+  const PetscErrorCode ierr =
+      PetscOptionsGetViewer(comm_, nullptr, nullptr, k.c_str(), &raw, &v.format, &set);
   if (ierr || !set || !raw)
-    throw InputError("bad value '" + *given + "' for option " + k +
-                     ": expected a viewer TYPE[:FILE[:FORMAT[:MODE]]] (ascii, ascii:FILE, ascii::ascii_info_detail, "
-                     "ascii:FILE.csv:ascii_csv) or true/false");
+    throw InputError(
+        "bad value '" + *given + "' for option " + k +
+        ": expected a viewer TYPE[:FILE[:FORMAT[:MODE]]] (ascii, ascii:FILE, ascii::ascii_info_detail, "
+        "ascii:FILE.csv:ascii_csv) or true/false");
   v.viewer = ViewerHandle(raw);
   return v;
 }
@@ -274,12 +276,18 @@ std::string& current_prefix() {
 }
 }  // namespace
 
-const std::string& options_prefix() { return current_prefix(); }
-std::string prefixed(std::string_view own) { return current_prefix() + std::string(own); }
+const std::string& options_prefix() {
+  return current_prefix();
+}
+std::string prefixed(std::string_view own) {
+  return current_prefix() + std::string(own);
+}
 
 ScopedOptionsPrefix::ScopedOptionsPrefix(std::string prefix) : previous_(std::move(current_prefix())) {
   current_prefix() = std::move(prefix);
 }
-ScopedOptionsPrefix::~ScopedOptionsPrefix() { current_prefix() = std::move(previous_); }
+ScopedOptionsPrefix::~ScopedOptionsPrefix() {
+  current_prefix() = std::move(previous_);
+}
 
 }  // namespace bilevel::petsc

@@ -4,8 +4,8 @@
 
 namespace bilevel {
 
-CallbackProblem::CallbackProblem(MPI_Comm comm, PetscInt dim_upper, PetscInt dim_lower, ProblemCallbacks callbacks,
-                                 std::string name)
+CallbackProblem::CallbackProblem(
+    MPI_Comm comm, PetscInt dim_upper, PetscInt dim_lower, ProblemCallbacks callbacks, std::string name)
     : comm_(comm), dx_(dim_upper), dy_(dim_lower), cb_(std::move(callbacks)), name_(std::move(name)) {
   if (dx_ < 1 || dy_ < 1) throw InputError("CallbackProblem: dimensions must be >= 1");
   if (!cb_.upper_grad) throw InputError("CallbackProblem: the upper_grad callback is required");
@@ -36,7 +36,8 @@ Capability CallbackProblem::capabilities() const {
 }
 
 void CallbackProblem::set_dataset_sizes(DatasetSizes sizes) {
-  if (sizes.lower < 0 || sizes.upper < 0) throw InputError("CallbackProblem::set_dataset_sizes: sizes must be >= 0");
+  if (sizes.lower < 0 || sizes.upper < 0)
+    throw InputError("CallbackProblem::set_dataset_sizes: sizes must be >= 0");
   const std::pair<const char*, bool> batched[] = {
       {"upper_grad", cb_.upper_grad.takes_batch()},
       {"lower_grad_y", cb_.lower_grad_y.takes_batch()},
@@ -48,9 +49,10 @@ void CallbackProblem::set_dataset_sizes(DatasetSizes sizes) {
   if (sizes.lower > 0)
     for (const auto& [name, ok] : batched)
       if (!ok)
-        throw InputError(std::string("CallbackProblem '") + name_ + "': the " + name +
-                         " callback does not take the minibatch (write it as (Vec x, Vec y, const bilevel::Batch& "
-                         "batch, ...)), so the problem cannot have samples");
+        throw InputError(
+            std::string("CallbackProblem '") + name_ + "': the " + name +
+            " callback does not take the minibatch (write it as (Vec x, Vec y, const bilevel::Batch& "
+            "batch, ...)), so the problem cannot have samples");
   sizes_ = sizes;
 }
 
@@ -62,16 +64,24 @@ void CallbackProblem::initial_point(Vec x, Vec y) {
 PetscReal CallbackProblem::upper_value_impl(Vec x, Vec y, const Batch& b) {
   return cb_.upper_value ? cb_.upper_value(x, y, b) : BilevelProblem::upper_value_impl(x, y, b);
 }
-void CallbackProblem::upper_grad_impl(Vec x, Vec y, const Batch& b, Vec gx, Vec gy) { cb_.upper_grad(x, y, b, gx, gy); }
+void CallbackProblem::upper_grad_impl(Vec x, Vec y, const Batch& b, Vec gx, Vec gy) {
+  cb_.upper_grad(x, y, b, gx, gy);
+}
 PetscReal CallbackProblem::lower_value_impl(Vec x, Vec y, const Batch& b) {
   return cb_.lower_value ? cb_.lower_value(x, y, b) : BilevelProblem::lower_value_impl(x, y, b);
 }
-void CallbackProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& b, Vec gy) { cb_.lower_grad_y(x, y, b, gy); }
+void CallbackProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& b, Vec gy) {
+  cb_.lower_grad_y(x, y, b, gy);
+}
 void CallbackProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& b, Vec gx) {
   if (!cb_.lower_grad_x) return BilevelProblem::lower_grad_x_impl(x, y, b, gx);
   cb_.lower_grad_x(x, y, b, gx);
 }
-void CallbackProblem::lower_hvp_impl(Vec x, Vec y, const Batch& b, Vec w, Vec out) { cb_.lower_hvp(x, y, b, w, out); }
-void CallbackProblem::lower_jvp_impl(Vec x, Vec y, const Batch& b, Vec w, Vec out) { cb_.lower_jvp(x, y, b, w, out); }
+void CallbackProblem::lower_hvp_impl(Vec x, Vec y, const Batch& b, Vec w, Vec out) {
+  cb_.lower_hvp(x, y, b, w, out);
+}
+void CallbackProblem::lower_jvp_impl(Vec x, Vec y, const Batch& b, Vec w, Vec out) {
+  cb_.lower_jvp(x, y, b, w, out);
+}
 
 }  // namespace bilevel

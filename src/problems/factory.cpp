@@ -11,24 +11,31 @@
 
 namespace bilevel {
 
-std::vector<std::string> problem_names() { return {"quadratic", "logreg", "softmax", "hyperclean"}; }
+std::vector<std::string> problem_names() {
+  return {"quadratic", "logreg", "softmax", "hyperclean"};
+}
 
-std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm, const std::string& name, const ProblemInputs& in) {
+std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm,
+                                             const std::string& name,
+                                             const ProblemInputs& in) {
   if (name == "quadratic") {
     petsc::OptionsReader opts(comm, "bilevel_quadratic_", "Problem quadratic (-bilevel_quadratic_*)");
     return std::make_shared<QuadraticProblem>(comm, QuadraticOptions::from(opts, in.seed));
   }
   if (name == "logreg") {
     if (in.train.empty()) throw InputError("problem logreg needs --train FILE (LIBSVM, binary labels)");
-    if (in.validation.empty()) throw InputError("problem logreg needs --validation FILE (LIBSVM, binary labels)");
+    if (in.validation.empty())
+      throw InputError("problem logreg needs --validation FILE (LIBSVM, binary labels)");
     petsc::ScopedEvent ev(petsc::events().load_data);
-    return LogregProblem::from_files(comm, in.train, in.validation, in.test, LogregOptions::from_options(comm));
+    return LogregProblem::from_files(
+        comm, in.train, in.validation, in.test, LogregOptions::from_options(comm));
   }
   if (name == "softmax") {
     if (in.train.empty()) throw InputError("problem softmax needs --train FILE (LIBSVM or IDX)");
     if (in.validation.empty()) throw InputError("problem softmax needs --validation FILE");
     petsc::ScopedEvent ev(petsc::events().load_data);
-    return SoftmaxProblem::from_files(comm, in.train, in.validation, in.test, SoftmaxOptions::from_options(comm));
+    return SoftmaxProblem::from_files(
+        comm, in.train, in.validation, in.test, SoftmaxOptions::from_options(comm));
   }
   if (name == "hyperclean") {
     HypercleanOptions o = HypercleanOptions::from_options(comm);

@@ -17,7 +17,8 @@ void fill_normal(Vec v, std::uint64_t seed, std::uint64_t stream) {
   PetscInt begin = 0, end = 0;
   BILEVEL_PETSC_CALL(VecGetOwnershipRange(v, &begin, &end));
   petsc::WriteView a(v);
-  for (PetscInt i = begin; i < end; ++i) a[i - begin] = counter_normal(seed, stream, static_cast<std::uint64_t>(i));
+  for (PetscInt i = begin; i < end; ++i)
+    a[i - begin] = counter_normal(seed, stream, static_cast<std::uint64_t>(i));
 }
 
 }  // namespace
@@ -37,8 +38,10 @@ QuadraticOptions QuadraticOptions::from(petsc::OptionsReader& opts, std::uint64_
   o.dim_upper = opts.integer("dim_upper", o.dim_upper, "dimension of x", 1);
   o.condition = opts.real("condition", o.condition, "condition number of the lower Hessian", 1.0);
   o.upper_reg = opts.real("upper_reg", o.upper_reg, "r in f = 1/2|y-t|^2 + r/2|x|^2", 0.0);
-  o.preconditioner_error = opts.real("preconditioner_error", o.preconditioner_error,
-                                     "offer M = inexact inverse of A with relative error eps in [0,1) (negative: none)");
+  o.preconditioner_error =
+      opts.real("preconditioner_error",
+                o.preconditioner_error,
+                "offer M = inexact inverse of A with relative error eps in [0,1) (negative: none)");
   o.seed = seed;
   o.validate();
   return o;
@@ -96,7 +99,9 @@ petsc::VecHandle QuadraticProblem::create_upper_vec() const {
   return v;
 }
 
-petsc::VecHandle QuadraticProblem::create_lower_vec() const { return petsc::duplicate(u1_); }
+petsc::VecHandle QuadraticProblem::create_lower_vec() const {
+  return petsc::duplicate(u1_);
+}
 
 Capability QuadraticProblem::capabilities() const {
   const Capability c =
@@ -105,11 +110,13 @@ Capability QuadraticProblem::capabilities() const {
 }
 
 void QuadraticProblem::lower_preconditioner_setup_impl(Vec, Vec, PreconditionerKind) {
-  if (!lambda_pc_) throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
+  if (!lambda_pc_)
+    throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
 }
 
 void QuadraticProblem::lower_precondition_impl(Vec r, Vec out) {
-  if (!lambda_pc_) throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
+  if (!lambda_pc_)
+    throw NotImplemented("quadratic: no preconditioner (set -bilevel_quadratic_preconditioner_error)");
   apply_spectral(r, out, lambda_pc_, -1);  // out = H₁ H₂ Λ̃⁻¹ H₂ H₁ r
 }
 
@@ -137,20 +144,26 @@ void QuadraticProblem::reflect(Vec u, Vec w) {
   BILEVEL_PETSC_CALL(VecAXPY(w, -2.0 * d, u));  // w <- w − 2 u (uᵀw)
 }
 
-void QuadraticProblem::apply_a(Vec w, Vec out, int diag_power) { apply_spectral(w, out, lambda_, diag_power); }
+void QuadraticProblem::apply_a(Vec w, Vec out, int diag_power) {
+  apply_spectral(w, out, lambda_, diag_power);
+}
 
 void QuadraticProblem::apply_spectral(Vec w, Vec out, Vec diag, int diag_power) {
   // out = H₁ H₂ D^p H₂ H₁ w  (p = ±1)
   BILEVEL_PETSC_CALL(VecCopy(w, out));
   reflect(u1_, out);
   reflect(u2_, out);
-  if (diag_power > 0) BILEVEL_PETSC_CALL(VecPointwiseMult(out, out, diag));
-  else BILEVEL_PETSC_CALL(VecPointwiseDivide(out, out, diag));
+  if (diag_power > 0)
+    BILEVEL_PETSC_CALL(VecPointwiseMult(out, out, diag));
+  else
+    BILEVEL_PETSC_CALL(VecPointwiseDivide(out, out, diag));
   reflect(u2_, out);
   reflect(u1_, out);
 }
 
-void QuadraticProblem::apply_inverse(Vec w, Vec out) { apply_a(w, out, -1); }
+void QuadraticProblem::apply_inverse(Vec w, Vec out) {
+  apply_a(w, out, -1);
+}
 
 void QuadraticProblem::b_times(Vec x, Vec out) {
   BILEVEL_PETSC_CALL(VecScatterBegin(x_to_all_, x, x_all_, INSERT_VALUES, SCATTER_FORWARD));
@@ -214,7 +227,9 @@ void QuadraticProblem::lower_grad_x_impl(Vec, Vec y, const Batch&, Vec gx) {
   BILEVEL_PETSC_CALL(VecScale(gx, -1.0));  // ∇_x g = −Bᵀ y
 }
 
-void QuadraticProblem::lower_hvp_impl(Vec, Vec, const Batch&, Vec w, Vec out) { apply_a(w, out, 1); }
+void QuadraticProblem::lower_hvp_impl(Vec, Vec, const Batch&, Vec w, Vec out) {
+  apply_a(w, out, 1);
+}
 
 void QuadraticProblem::lower_jvp_impl(Vec, Vec, const Batch&, Vec w, Vec out) {
   bt_times(w, out);
@@ -228,9 +243,9 @@ void QuadraticProblem::exact_lower_solution(Vec x, Vec y_star) {
 
 void QuadraticProblem::exact_hypergradient(Vec x, Vec grad) {
   exact_lower_solution(x, work_);
-  BILEVEL_PETSC_CALL(VecAXPY(work_, -1.0, target_));  // y* − t
-  apply_a(work_, work2_, -1);                          // v* = A⁻¹ (y* − t)
-  bt_times(work2_, grad);                              // Bᵀ v*
+  BILEVEL_PETSC_CALL(VecAXPY(work_, -1.0, target_));         // y* − t
+  apply_a(work_, work2_, -1);                                // v* = A⁻¹ (y* − t)
+  bt_times(work2_, grad);                                    // Bᵀ v*
   BILEVEL_PETSC_CALL(VecAXPY(grad, options_.upper_reg, x));  // ∇F = r x + Bᵀ v*
 }
 

@@ -24,8 +24,9 @@ bilevel::QuadraticOptions quad(PetscReal kappa) {
 
 TEST(AidCg, HypergradientMatchesClosedFormOnQuadratic) {
   bilevel::QuadraticProblem p(PETSC_COMM_WORLD, quad(100));
-  auto x = p.create_upper_vec(), y = p.create_lower_vec(), v = p.create_lower_vec(), fy = p.create_lower_vec(),
-       fx = p.create_upper_vec(), jv = p.create_upper_vec(), exact = p.create_upper_vec();
+  auto x = p.create_upper_vec(), y = p.create_lower_vec(), v = p.create_lower_vec(),
+       fy = p.create_lower_vec(), fx = p.create_upper_vec(), jv = p.create_upper_vec(),
+       exact = p.create_upper_vec();
   VecSet(x, 0.4);
   VecSet(v, 0.0);
   bilevel::CgLinearSolver lower(p, y, 200, 1e-13), hyper(p, y, 200, 1e-13);
@@ -37,7 +38,7 @@ TEST(AidCg, HypergradientMatchesClosedFormOnQuadratic) {
 
   const PetscInt lower_its = lower.solve(x, y, bilevel::Batch::all(), rhs, y);  // y* = A⁻¹ B x
   p.upper_grad(x, y, bilevel::Batch::all(), fx, fy);
-  const PetscInt its = hyper.solve(x, y, bilevel::Batch::all(), fy, v);       // v = A⁻¹ ∇_y f
+  const PetscInt its = hyper.solve(x, y, bilevel::Batch::all(), fy, v);  // v = A⁻¹ ∇_y f
   p.lower_jvp(x, y, bilevel::Batch::all(), v, jv);
   VecAXPY(fx, -1.0, jv);
   p.exact_hypergradient(x, exact);
@@ -86,8 +87,9 @@ TEST(AidCg, DrivesTheTrueHypergradientDownAndReachesTheOptimumOnQuadratic) {
   ASSERT_TRUE(r.true_hypergradient_norm && r0.true_hypergradient_norm && r.optimal_upper_objective);
   EXPECT_GT(r.counts.hvp, 0);
   EXPECT_LT(*r.true_hypergradient_norm, 1e-3 * *r0.true_hypergradient_norm);
-  EXPECT_LE((r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, *r.optimal_upper_objective),
-            1e-6);
+  EXPECT_LE(
+      (r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, *r.optimal_upper_objective),
+      1e-6);
   EXPECT_EQ(r.reason, bilevel::ConvergedReason::ConvergedMaxIterations);
 }
 
@@ -97,7 +99,8 @@ TEST(AidCg, IteratesAreTheSameOnOneRankAndOnAllRanks) {
   run_aidcg(PETSC_COMM_SELF, 20, x_self);
 
   ASSERT_EQ(x_world.size(), x_self.size());
-  for (std::size_t i = 0; i < x_world.size(); ++i) EXPECT_NEAR(x_world[i], x_self[i], 1e-9 * (1 + std::abs(x_self[i])));
+  for (std::size_t i = 0; i < x_world.size(); ++i)
+    EXPECT_NEAR(x_world[i], x_self[i], 1e-9 * (1 + std::abs(x_self[i])));
 }
 
 // One name per knob: the CG of the linear system is the KSP -bilevel_hyper_. The method's defaults (N = 10,
@@ -106,7 +109,8 @@ TEST(AidCg, IteratesAreTheSameOnOneRankAndOnAllRanks) {
 TEST(AidCg, TheLinearSystemKspTakesTheMethodDefaultsAndTheUsersValuesWin) {
   const std::string defaults = seedtest::view_text(PETSC_COMM_WORLD, quad(100), "aidcg");
   EXPECT_NE(defaults.find("KSP cg"), std::string::npos) << defaults;
-  EXPECT_NE(defaults.find("rtol 1e-10, max_it 10, initial guess the previous solution"), std::string::npos) << defaults;
+  EXPECT_NE(defaults.find("rtol 1e-10, max_it 10, initial guess the previous solution"), std::string::npos)
+      << defaults;
   seedtest::Options o{{"-bilevel_hyper_ksp_max_it", "3"},
                       {"-bilevel_hyper_ksp_rtol", "1e-12"},
                       {"-bilevel_hyper_ksp_initial_guess_nonzero", "0"}};

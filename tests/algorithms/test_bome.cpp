@@ -71,7 +71,7 @@ TEST(Bome, PreconditionedMetricReachesASmallGapOnAnIllConditionedQuadratic) {
     gap.push_back(seedtest::relative_gap(r.report));
     EXPECT_GT(r.report.counts.grad_g, 0);
   }
-  EXPECT_LT(gap[0], 1e-3);  // measured 3.5e-5
+  EXPECT_LT(gap[0], 1e-3);          // measured 3.5e-5
   EXPECT_LT(gap[0], 0.1 * gap[1]);  // plain: measured 1.2e-2
 }
 

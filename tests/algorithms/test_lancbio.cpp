@@ -1,4 +1,5 @@
-// LancBiO (Yang, Gao & Yuan 2025) on the closed-form quadratic (its block: tests/blocks/test_dynamic_lanczos.cpp).
+// LancBiO (Yang, Gao & Yuan 2025) on the closed-form quadratic (its block:
+// tests/blocks/test_dynamic_lanczos.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,10 +23,12 @@ TEST(LancBio, PreconditionedEstimateApproachesTheClosedFormWithASmallBasis) {
 }
 
 TEST(LancBio, HypergradientEstimateApproachesTheClosedFormAsTheSubspaceGrows) {
-  std::vector<PetscReal> last;  // relative error after 48 iterations at a fixed x (measured 0.14, 6e-3, 7e-5, 1.4e-6)
+  std::vector<PetscReal>
+      last;  // relative error after 48 iterations at a fixed x (measured 0.14, 6e-3, 7e-5, 1.4e-6)
   for (const char* m : {"1", "4", "16", "48"}) {
     Options o{{"-bilevel_lancbio_initial_dim", m}, {"-bilevel_lancbio_max_dim", m}};
-    const std::vector<PetscReal> e = seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "lancbio", 48);
+    const std::vector<PetscReal> e =
+        seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "lancbio", 48);
     ASSERT_EQ(e.size(), 48u);
     last.push_back(e.back());
   }
@@ -38,7 +41,8 @@ TEST(LancBio, HypergradientEstimateApproachesTheClosedFormAsTheSubspaceGrows) {
 TEST(LancBio, DrivesTheTrueHypergradientDownAndReachesTheOptimumOnQuadratic) {
   const auto q = seedtest::quad(1000);
   const seedtest::Run r0 = seedtest::run_quadratic(PETSC_COMM_WORLD, q, "lancbio", 0);
-  const seedtest::Run r = seedtest::run_quadratic(PETSC_COMM_WORLD, q, "lancbio", 1000);  // ratio 5e-5 measured
+  const seedtest::Run r =
+      seedtest::run_quadratic(PETSC_COMM_WORLD, q, "lancbio", 1000);  // ratio 5e-5 measured
   ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
   EXPECT_LT(*r.report.true_hypergradient_norm, 1e-3 * *r0.report.true_hypergradient_norm);
   EXPECT_LE(seedtest::relative_gap(r.report), 1e-4);

@@ -14,8 +14,8 @@
 #include "bilevel/bilevel.hpp"
 #include "bilevel/blocks/two_system_solver.hpp"
 #include "bilevel/problems/logreg.hpp"
-#include "support/seed_harness.hpp"
 #include "problems/synthetic.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 

@@ -9,9 +9,9 @@
 #include <utility>
 #include <vector>
 
-#include "support/seed_harness.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/problems/hyperclean.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 
@@ -151,7 +151,7 @@ class EstimateRecorder : public bilevel::Monitor {
     VecCopy(x, prev_);
   }
   void on_iteration(const bilevel::IterationRecord& r) override {
-    if (r.iteration == 0) return;  // the start point's row: no step yet
+    if (r.iteration == 0) return;   // the start point's row: no step yet
     VecWAXPY(h_, -1.0, x_, prev_);  // s h_k = x_{k-1} − x_k
     VecScale(h_, 1.0 / step_);
     estimates.push_back(seedtest::gather(h_));

@@ -13,8 +13,8 @@
 #include "bilevel/bilevel.hpp"
 #include "bilevel/blocks/secant_pairs.hpp"
 #include "bilevel/problems/logreg.hpp"
-#include "support/seed_harness.hpp"
 #include "problems/synthetic.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 

@@ -58,8 +58,9 @@ TEST(Stocbio, ConvergesOnQuadraticToTheKnownOptimum) {
 
   EXPECT_GT(r.counts.hvp, 0);
   ASSERT_TRUE(r.optimal_upper_objective);
-  EXPECT_LE((r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, *r.optimal_upper_objective),
-            1e-4);
+  EXPECT_LE(
+      (r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, *r.optimal_upper_objective),
+      1e-4);
 }
 
 }  // namespace

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
-#include "support/seed_harness.hpp"
 #include "bilevel/core/lower_hessian.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 
@@ -14,7 +14,8 @@ using seedtest::Options;
 // SubBiO's v improves by one subspace step per outer iteration: at a fixed x the estimate approaches ∇F
 // as the iterations accumulate.
 TEST(SubBio, HypergradientEstimateApproachesTheClosedFormAsIterationsAccumulate) {
-  const std::vector<PetscReal> e = seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "subbio", 400);
+  const std::vector<PetscReal> e =
+      seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "subbio", 400);
   ASSERT_EQ(e.size(), 400u);
   EXPECT_LT(e[39], 0.5 * e[0]);
   EXPECT_LT(e[399], 1e-2 * e[39]);

@@ -129,7 +129,8 @@ TEST(SecantPairs, Sr1AfterDroppingPairsEqualsARebuildFromTheKeptPairs) {
 TEST(SecantPairs, PetscBackendRefusesSr1NamingTheOption) {
   PairSource src(10);
   try {
-    bilevel::make_inverse_hessian_approx(src.y, bilevel::SecantKind::Sr1, 3, bilevel::SecantBackend::Petsc, "bilevel_qnbo_");
+    bilevel::make_inverse_hessian_approx(
+        src.y, bilevel::SecantKind::Sr1, 3, bilevel::SecantBackend::Petsc, "bilevel_qnbo_");
     FAIL() << "expected InputError";
   } catch (const bilevel::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("-bilevel_qnbo_backend"), std::string::npos) << e.what();

@@ -63,8 +63,8 @@ TEST(SubspaceSolver2D, PreconditionedStepIsExactWithTheExactInverseAndFastWithAn
     bilevel::QuadraticOptions o = seedtest::quad(1e4);
     o.preconditioner_error = eps;
     bilevel::QuadraticProblem p(PETSC_COMM_WORLD, o);
-    auto x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(), v = p.create_lower_vec(),
-         exact = p.create_lower_vec(), zero = p.create_lower_vec();
+    auto x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(),
+         v = p.create_lower_vec(), exact = p.create_lower_vec(), zero = p.create_lower_vec();
     p.initial_point(x, y);
     p.upper_grad(x, y, bilevel::Batch::all(), nullptr, b);
     p.apply_inverse(b, exact);

@@ -107,7 +107,8 @@ TEST(TwoSystemSolver, PreconditionedConjugateGradientsConvergeAtThePreconditione
     bilevel::TwoSystemSolver solver;
     solver.setup(y, pc);
     EXPECT_EQ(solver.preconditioned(), pc);
-    const auto rep = solver.cg(p, x, y, bilevel::Batch::all(), {{b[0], b[1]}, {v[0], v[1]}, {true, true}}, 14, 1e-10);
+    const auto rep =
+        solver.cg(p, x, y, bilevel::Batch::all(), {{b[0], b[1]}, {v[0], v[1]}, {true, true}}, 14, 1e-10);
     EXPECT_EQ(p.single_calls, 0);
     EXPECT_GT(rep.iterations, 0);
     error[pc ? 0 : 1] = std::max(relative_error(v[0], exact[0]), relative_error(v[1], exact[1]));

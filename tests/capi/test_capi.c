@@ -8,33 +8,37 @@
 
 static char g_message[1024]; /* the last error message PETSc's handler saw */
 
-static PetscErrorCode Record(MPI_Comm comm, int line, const char *fun, const char *file, PetscErrorCode n,
-                             PetscErrorType p, const char *mess, void *ctx)
-{
+static PetscErrorCode Record(MPI_Comm comm,
+                             int line,
+                             const char* fun,
+                             const char* file,
+                             PetscErrorCode n,
+                             PetscErrorType p,
+                             const char* mess,
+                             void* ctx) {
   (void)comm, (void)line, (void)fun, (void)file, (void)p, (void)ctx;
   if (p == PETSC_ERROR_INITIAL && mess) strncpy(g_message, mess, sizeof g_message - 1);
   return n;
 }
 
-static PetscErrorCode Identity(Vec x, Vec y, const BilevelBatch *b, Vec w, Vec out, void *ctx)
-{
+static PetscErrorCode Identity(Vec x, Vec y, const BilevelBatch* b, Vec w, Vec out, void* ctx) {
   (void)x, (void)y, (void)b, (void)ctx;
   return VecCopy(w, out);
 }
-static PetscErrorCode MinusIdentity(Vec x, Vec y, const BilevelBatch *b, Vec w, Vec out, void *ctx)
-{
+static PetscErrorCode MinusIdentity(Vec x, Vec y, const BilevelBatch* b, Vec w, Vec out, void* ctx) {
   PetscFunctionBeginUser;
   (void)x, (void)y, (void)b, (void)ctx;
   PetscCall(VecCopy(w, out));
   PetscCall(VecScale(out, -1.0));
   PetscFunctionReturn(0);
 }
-static PetscErrorCode GradY(Vec x, Vec y, const BilevelBatch *b, Vec gy, void *ctx) /* g = 1/2|y|² − xᵀy */
+static PetscErrorCode GradY(Vec x, Vec y, const BilevelBatch* b, Vec gy, void* ctx) /* g = 1/2|y|² − xᵀy */
 {
   (void)b, (void)ctx;
   return VecWAXPY(gy, -1.0, x, y);
 }
-static PetscErrorCode UpperGrad(Vec x, Vec y, const BilevelBatch *b, Vec gx, Vec gy, void *ctx) /* f = 1/2|y − 1|² */
+static PetscErrorCode UpperGrad(
+    Vec x, Vec y, const BilevelBatch* b, Vec gx, Vec gy, void* ctx) /* f = 1/2|y − 1|² */
 {
   PetscFunctionBeginUser;
   (void)x, (void)b, (void)ctx;
@@ -46,44 +50,40 @@ static PetscErrorCode UpperGrad(Vec x, Vec y, const BilevelBatch *b, Vec gx, Vec
   PetscFunctionReturn(0);
 }
 static int g_grad_calls = 0;
-static PetscErrorCode FailingGradY(Vec x, Vec y, const BilevelBatch *b, Vec gy, void *ctx)
-{
+static PetscErrorCode FailingGradY(Vec x, Vec y, const BilevelBatch* b, Vec gy, void* ctx) {
   (void)x, (void)y, (void)b, (void)gy, (void)ctx;
   if (++g_grad_calls == 3) SETERRQ(PETSC_COMM_SELF, PETSC_ERR_USER, "planted failure in lower_grad_y");
   return VecWAXPY(gy, -1.0, x, y);
 }
 static int g_destroyed = 0;
-static PetscErrorCode Monitor(Bilevel b, PetscInt it, PetscReal f, PetscReal h, void *ctx)
-{
+static PetscErrorCode Monitor(Bilevel b, PetscInt it, PetscReal f, PetscReal h, void* ctx) {
   (void)b, (void)f, (void)h;
-  *(PetscInt *)ctx = it;
+  *(PetscInt*)ctx = it;
   return 0;
 }
-static PetscErrorCode DestroyCtx(void **ctx)
-{
+static PetscErrorCode DestroyCtx(void** ctx) {
   (void)ctx;
   ++g_destroyed;
   return 0;
 }
 
-#define EXPECT(cond, what) \
-  do { \
-    if (!(cond)) { \
+#define EXPECT(cond, what)                                            \
+  do {                                                                \
+    if (!(cond)) {                                                    \
       PetscPrintf(PETSC_COMM_WORLD, "test_capi: FAILED: %s\n", what); \
-      failures++; \
-    } \
+      failures++;                                                     \
+    }                                                                 \
   } while (0)
 
-int main(int argc, char **argv)
-{
-  Bilevel                b = NULL;
-  BilevelCallbacks       cb = {0};
+int main(int argc, char** argv) {
+  Bilevel b = NULL;
+  BilevelCallbacks cb = {0};
   BilevelConvergedReason reason = BILEVEL_ITERATING;
-  PetscErrorCode         ierr;
-  PetscInt               seen = 0, its = 0;
-  PetscReal              f = 0;
-  const char            *type;
-  int                    failures = 0;
+  PetscErrorCode ierr;
+  PetscInt seen = 0, its = 0;
+  PetscReal f = 0;
+  const char* type;
+  int failures = 0;
 
   PetscCall(PetscInitialize(&argc, &argv, NULL, NULL));
   PetscCall(PetscPushErrorHandler(Record, NULL));
@@ -100,7 +100,8 @@ int main(int argc, char **argv)
   cb.lower_jvp = MinusIdentity;
   PetscCall(BilevelSetProblemCallbacks(b, 5, 5, &cb, NULL));
   ierr = BilevelSetType(b, "nosuchmethod");
-  EXPECT(ierr != 0 && strstr(g_message, "nosuchmethod") && strstr(g_message, "aidcg"), "an unknown type lists the methods");
+  EXPECT(ierr != 0 && strstr(g_message, "nosuchmethod") && strstr(g_message, "aidcg"),
+         "an unknown type lists the methods");
 
   /* a prefix and PETSc's boolean spellings: -c_bilevel_type qnbo, -c_bilevel_final_lower_solve FALSE */
   PetscCall(PetscOptionsSetValue(NULL, "-c_bilevel_type", "qnbo"));
@@ -141,7 +142,8 @@ int main(int argc, char **argv)
   PetscCall(BilevelSetFromOptions(b));
   g_message[0] = 0;
   ierr = BilevelSolve(b);
-  EXPECT(ierr == PETSC_ERR_USER && strstr(g_message, "planted failure"), "a callback's error is the solve's error");
+  EXPECT(ierr == PETSC_ERR_USER && strstr(g_message, "planted failure"),
+         "a callback's error is the solve's error");
   PetscCall(BilevelDestroy(&b));
 
   PetscCall(PetscPopErrorHandler());

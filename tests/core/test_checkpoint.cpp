@@ -95,7 +95,9 @@ TEST(Checkpoint, WhatIsWrittenIsReadBackBitForBit) {
   out.reals = {0.1, -2.5e-300, 1e300};
   out.ints = {4, 8, 15};
   for (int i = 0; i < 3; ++i) out.sampler.next(100, 10);
-  const auto stats = bilevel::write_checkpoint(PETSC_COMM_WORLD, tmp.file("c.ckpt"), out.registry(),
+  const auto stats = bilevel::write_checkpoint(PETSC_COMM_WORLD,
+                                               tmp.file("c.ckpt"),
+                                               out.registry(),
                                                {{"problem", "quadratic"}, {"note", "two\nlines"}});
   EXPECT_GT(stats.bytes, 42 * 8);
 

@@ -47,7 +47,9 @@ class TempFile {
     char name[256] = "";
     int rank = 0;
     MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
-    if (rank == 0) std::snprintf(name, sizeof name, "/tmp/bilevel_restart_%d_%s", static_cast<int>(getpid()), stem.c_str());
+    if (rank == 0)
+      std::snprintf(
+          name, sizeof name, "/tmp/bilevel_restart_%d_%s", static_cast<int>(getpid()), stem.c_str());
     MPI_Bcast(name, sizeof name, MPI_CHAR, 0, PETSC_COMM_WORLD);
     path_ = name;
   }
@@ -77,7 +79,8 @@ std::shared_ptr<bilevel::BilevelProblem> small_logreg() {
   const auto tr = testdata::make_global(61, 6, 2, 21), va = testdata::make_global(33, 6, 2, 22);
   return std::make_shared<bilevel::LogregProblem>(
       testdata::to_dataset(PETSC_COMM_WORLD, tr, bilevel::DataFormat::Sparse),
-      testdata::to_dataset(PETSC_COMM_WORLD, va, bilevel::DataFormat::Sparse), std::nullopt,
+      testdata::to_dataset(PETSC_COMM_WORLD, va, bilevel::DataFormat::Sparse),
+      std::nullopt,
       bilevel::LogregOptions{});
 }
 
@@ -87,8 +90,9 @@ struct RunResult {
 };
 
 /// One solve of `method` with the options in force, from the problem's start point.
-RunResult solve(const std::shared_ptr<bilevel::BilevelProblem>& problem, const std::string& method,
-          std::vector<std::unique_ptr<bilevel::Monitor>> monitors = {}) {
+RunResult solve(const std::shared_ptr<bilevel::BilevelProblem>& problem,
+                const std::string& method,
+                std::vector<std::unique_ptr<bilevel::Monitor>> monitors = {}) {
   bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
   solver.set_problem(problem);
   solver.set_type(method);
@@ -109,7 +113,8 @@ bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
 
 /// Full run of `n` iterations against n/2 with a checkpoint plus a restart to n.
 void expect_restart_equals_uninterrupted(const std::shared_ptr<bilevel::BilevelProblem>& problem,
-                                         const std::string& method, std::int64_t n,
+                                         const std::string& method,
+                                         std::int64_t n,
                                          std::vector<std::pair<std::string, std::string>> extra = {}) {
   TempFile ckpt(method + ".ckpt");
   extra.push_back({"-bilevel_seed", "7"});
@@ -132,9 +137,12 @@ void expect_restart_equals_uninterrupted(const std::shared_ptr<bilevel::BilevelP
   ASSERT_TRUE(rest.report.restarted_from_iteration.has_value());
   EXPECT_EQ(*rest.report.restarted_from_iteration, n / 2);
   EXPECT_EQ(rest.report.outer_iterations, n);
-  EXPECT_FALSE(same_bits(half.x, full.x)) << "the halfway point must differ from the end (else the test proves nothing)";
-  EXPECT_TRUE(same_bits(rest.x, full.x)) << method << ": x after the restart differs from the uninterrupted run";
-  EXPECT_TRUE(same_bits(rest.y, full.y)) << method << ": y after the restart differs from the uninterrupted run";
+  EXPECT_FALSE(same_bits(half.x, full.x))
+      << "the halfway point must differ from the end (else the test proves nothing)";
+  EXPECT_TRUE(same_bits(rest.x, full.x))
+      << method << ": x after the restart differs from the uninterrupted run";
+  EXPECT_TRUE(same_bits(rest.y, full.y))
+      << method << ": y after the restart differs from the uninterrupted run";
   EXPECT_EQ(rest.report.hypergradient_norm, full.report.hypergradient_norm);
   EXPECT_EQ(rest.report.counts.grad_g, full.report.counts.grad_g);
   EXPECT_EQ(rest.report.counts.hvp, full.report.counts.hvp);
@@ -148,11 +156,13 @@ TEST_P(RestartEveryMethod, OnTheQuadraticContinuesBitForBit) {
 
 TEST_P(RestartEveryMethod, OnAStochasticLogregContinuesBitForBit) {
   // minibatches of 16 of the 61 training samples: the samplers' counters are part of the state
-  expect_restart_equals_uninterrupted(small_logreg(), GetParam(), 10,
-                                      {{"-bilevel_batch_size", "16"}, {"-bilevel_upper_batch_size", "8"}});
+  expect_restart_equals_uninterrupted(
+      small_logreg(), GetParam(), 10, {{"-bilevel_batch_size", "16"}, {"-bilevel_upper_batch_size", "8"}});
 }
 
-INSTANTIATE_TEST_SUITE_P(Registered, RestartEveryMethod, ::testing::ValuesIn(bilevel::algorithm_registry().names()));
+INSTANTIATE_TEST_SUITE_P(Registered,
+                         RestartEveryMethod,
+                         ::testing::ValuesIn(bilevel::algorithm_registry().names()));
 
 /// Raises SIGTERM in the last rank only, after iteration `at`.
 class SignalAt : public bilevel::Monitor {
@@ -199,7 +209,8 @@ TEST(StopSignal, OnOneRankStopsEveryRankAfterTheNextIterationWithACheckpointToCo
 }
 
 /// The InputError message of a restart from `ckpt` with the options in force.
-std::string restart_error(const std::string& method, const std::string& ckpt,
+std::string restart_error(const std::string& method,
+                          const std::string& ckpt,
                           std::shared_ptr<bilevel::BilevelProblem> problem = quadratic()) {
   Options o{{"-bilevel_max_it", "4"}, {"-bilevel_restart", ckpt}};
   try {
@@ -218,15 +229,18 @@ TEST(RestartRefuses, ACheckpointOfAnotherMethodSeedOrProblemSayingWhatDiffers) {
   }
   {
     Options o{{"-bilevel_seed", "3"}};
-    EXPECT_NE(restart_error("aidcg", ckpt.path()).find("method is 'stocbio' there and 'aidcg' here"), std::string::npos);
+    EXPECT_NE(restart_error("aidcg", ckpt.path()).find("method is 'stocbio' there and 'aidcg' here"),
+              std::string::npos);
   }
   {
     Options o{{"-bilevel_seed", "4"}};
-    EXPECT_NE(restart_error("stocbio", ckpt.path()).find("-bilevel_seed is '3' there and '4' here"), std::string::npos);
+    EXPECT_NE(restart_error("stocbio", ckpt.path()).find("-bilevel_seed is '3' there and '4' here"),
+              std::string::npos);
   }
   {
     Options o{{"-bilevel_seed", "3"}};
-    EXPECT_NE(restart_error("stocbio", ckpt.path(), small_logreg()).find("problem is 'quadratic' there and 'logreg' here"),
+    EXPECT_NE(restart_error("stocbio", ckpt.path(), small_logreg())
+                  .find("problem is 'quadratic' there and 'logreg' here"),
               std::string::npos);
   }
   {

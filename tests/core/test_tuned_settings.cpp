@@ -90,8 +90,9 @@ std::string view_text(const bilevel::BilevelSolver& solver, const TempDir& dir) 
 
 TEST(TunedSettings, ParsesOneOptionPerLineWithComments) {
   const bilevel::TunedSettings t = bilevel::parse_tuned_settings(
-      "f.opts", "# a comment\n\n-bilevel_max_it 7   # trailing comment\n-bilevel_pzobo_precondition\n"
-                "-bilevel_upper_step -0.5\n");
+      "f.opts",
+      "# a comment\n\n-bilevel_max_it 7   # trailing comment\n-bilevel_pzobo_precondition\n"
+      "-bilevel_upper_step -0.5\n");
   ASSERT_EQ(t.values.size(), 3u);
   EXPECT_EQ(t.values.at("max_it"), "7");
   EXPECT_EQ(t.values.at("pzobo_precondition"), "");
@@ -100,7 +101,9 @@ TEST(TunedSettings, ParsesOneOptionPerLineWithComments) {
 }
 
 TEST(TunedSettings, ABadLineIsAnInputErrorNamingFileAndLine) {
-  for (const char* text : {"-bilevel_max_it 7\nmax_it 3\n", "-bilevel_a 1 -bilevel_b 2\n", "-ksp_rtol 1\n",
+  for (const char* text : {"-bilevel_max_it 7\nmax_it 3\n",
+                           "-bilevel_a 1 -bilevel_b 2\n",
+                           "-ksp_rtol 1\n",
                            "-bilevel_max_it 1\n-bilevel_max_it 2\n"}) {
     try {
       bilevel::parse_tuned_settings("dir/f.opts", text);
@@ -131,7 +134,8 @@ TEST(TunedSettings, TheProblemsFileGivesDefaultsAndTheUsersOptionsWin) {
   const auto [tuned_its, tuned_view] = run({});
   EXPECT_EQ(tuned_its, 3);
   EXPECT_NE(tuned_view.find("step 0.25"), std::string::npos) << tuned_view;
-  EXPECT_NE(tuned_view.find("quadratic/aidcg.opts): -bilevel_max_it 3 -bilevel_upper_step 0.25"), std::string::npos)
+  EXPECT_NE(tuned_view.find("quadratic/aidcg.opts): -bilevel_max_it 3 -bilevel_upper_step 0.25"),
+            std::string::npos)
       << tuned_view;
   const auto [user_its, user_view] = run({{"-bilevel_max_it", "2"}, {"-bilevel_upper_step", "0.125"}});
   EXPECT_EQ(user_its, 2);

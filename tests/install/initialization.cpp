@@ -5,8 +5,9 @@
 //   initialization petsc-twice  MPI_Init by the program, then PetscInitialize/solve/PetscFinalize twice
 //   initialization slepc        SlepcInitialize: the library starts nothing and registers no finalizer
 //   initialization user-slepc   PetscInitialize, solver, then the program's own SlepcInitialize/SlepcFinalize
-//   initialization none         MPI only: the solver starts SLEPc and PETSc, the program's MPI_Finalize ends them
-//   initialization nothing      no MPI either: the library starts MPI, PETSc and SLEPc and ends them at exit
+//   initialization none         MPI only: the solver starts SLEPc and PETSc, the program's MPI_Finalize ends
+//   them initialization nothing      no MPI either: the library starts MPI, PETSc and SLEPc and ends them at
+//   exit
 //
 // Each mode prints "initialization <mode>: ok" on rank 0 and exits 0; any other outcome exits non-zero.
 // Runs under -malloc_dump (the ctest fails on any leak report).
@@ -14,8 +15,8 @@
 #include <slepcsys.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -67,7 +68,8 @@ int solve_small_problem() {
     if (r.outer_iterations != 20) return fail("the solve did not run 20 iterations");
     if (!(r.true_hypergradient_norm.value_or(1e300) < 1.0)) return fail("||grad F|| did not come down");
     const PetscReal lipschitz = bilevel::estimate_lower_lipschitz(*problem, x, y);
-    if (!(std::abs(lipschitz / 100.0 - 1.0) < 1e-2)) return fail("EPS did not find the largest eigenvalue 100");
+    if (!(std::abs(lipschitz / 100.0 - 1.0) < 1e-2))
+      return fail("EPS did not find the largest eigenvalue 100");
     return 0;
   } catch (const std::exception& e) {
     return fail(e.what());
@@ -118,7 +120,8 @@ int run(const std::string& mode, int* argc, char*** argv) {
     note_rank();
     if (petsc_initialized()) return fail("PETSc initialised before the library was used");
     if (solve_small_problem()) return 1;
-    if (!petsc_initialized() || !slepc_initialized()) return fail("PETSc/SLEPc not left running after the solve");
+    if (!petsc_initialized() || !slepc_initialized())
+      return fail("PETSc/SLEPc not left running after the solve");
     MPI_Finalize();
     PetscBool ended = PETSC_FALSE;
     (void)PetscFinalized(&ended);

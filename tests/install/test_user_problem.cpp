@@ -21,7 +21,9 @@ namespace {
 
 constexpr PetscInt kDim = 12, kSamples = 64;
 
-double shift(PetscInt i) { return i % 2 == 0 ? -0.5 : 0.5; }
+double shift(PetscInt i) {
+  return i % 2 == 0 ? -0.5 : 0.5;
+}
 
 struct Recorder {
   std::vector<std::size_t> batch_sizes;  // of the lower oracles' non-full batches
@@ -40,7 +42,8 @@ struct Recorder {
 };
 
 /// The problem above; `with_upper_value` adds the optional f.
-std::shared_ptr<bilevel::CallbackProblem> make(MPI_Comm comm, Vec c, Vec work, Recorder& rec, bool with_upper_value) {
+std::shared_ptr<bilevel::CallbackProblem> make(
+    MPI_Comm comm, Vec c, Vec work, Recorder& rec, bool with_upper_value) {
   bilevel::ProblemCallbacks cb;
   cb.lower_grad_y = [c, work, &rec](Vec x, Vec y, const bilevel::Batch& batch, Vec gy) {
     rec.see(batch);
@@ -213,7 +216,8 @@ TEST_F(UserProblem, MethodNeedingAMissingOracleIsRefusedBeforeSolvingWithTheAlte
 TEST_F(UserProblem, PrefixedMonitorWritesCsvRowsThroughAViewer) {
   auto p = make(comm, c, work, rec, true);
   const std::string file = "user_problem_monitor.csv";
-  BILEVEL_PETSC_CALL(PetscOptionsSetValue(nullptr, "-m_bilevel_monitor", ("ascii:" + file + ":ascii_csv").c_str()));
+  BILEVEL_PETSC_CALL(
+      PetscOptionsSetValue(nullptr, "-m_bilevel_monitor", ("ascii:" + file + ":ascii_csv").c_str()));
   BILEVEL_PETSC_CALL(PetscOptionsSetValue(nullptr, "-m_bilevel_max_it", "5"));
   BILEVEL_PETSC_CALL(PetscOptionsSetValue(nullptr, "-m_bilevel_final_lower_solve", "No"));
   {

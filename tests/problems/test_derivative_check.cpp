@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "bilevel/core/derivative_check.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/vec_access.hpp"
-#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
-#include "bilevel/problems/hyperclean.hpp"
+#include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/derivative_check.hpp"
+#include "bilevel/problems/hyperclean.hpp"
 #include "synthetic.hpp"
 
 namespace {
@@ -381,8 +381,9 @@ TEST_P(HypercleanTest, FitWithSigmoidWeightsSolvesTheLowerLevelAtX) {
 TEST_P(HypercleanTest, PreconditionerIsSpdAndPcgSolvesTheHessianSystem) {
   auto& p = *problem_;
   ASSERT_TRUE(bilevel::has(p.capabilities(), bilevel::Capability::LowerPreconditioner));
-  auto u = p.create_lower_vec(), w = p.create_lower_vec(), mu = p.create_lower_vec(), mw = p.create_lower_vec(),
-       b = p.create_lower_vec(), v_pc = p.create_lower_vec(), v_plain = p.create_lower_vec();
+  auto u = p.create_lower_vec(), w = p.create_lower_vec(), mu = p.create_lower_vec(),
+       mw = p.create_lower_vec(), b = p.create_lower_vec(), v_pc = p.create_lower_vec(),
+       v_plain = p.create_lower_vec();
   testdata::fill(u, [](PetscInt j) { return std::sin(0.7 * j + 0.1); });
   testdata::fill(w, [](PetscInt j) { return std::cos(0.3 * j * j + 0.5); });
   p.lower_grad_y(x_, y_, Batch::all(), b);  // also caches the probabilities at y_
@@ -434,7 +435,9 @@ TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndS
     o.cheap_preconditioner_rank = rank;
     return std::make_unique<bilevel::HypercleanProblem>(
         testdata::to_dataset(PETSC_COMM_WORLD, tr_, DataFormat::Sparse),
-        testdata::to_dataset(PETSC_COMM_WORLD, va_, DataFormat::Sparse), std::nullopt, o);
+        testdata::to_dataset(PETSC_COMM_WORLD, va_, DataFormat::Sparse),
+        std::nullopt,
+        o);
   };
   const PetscInt nf = tr_.cols, n1 = nf + 1, K = kClasses, n = tr_.rows;
   auto full = make(n1), truncated = make(2);
@@ -446,7 +449,8 @@ TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndS
     PetscReal umu = 0, wmu = 0, umw = 0;
   };
   auto apply = [&](bilevel::HypercleanProblem& p, bilevel::PreconditionerKind kind) {
-    auto mu = p.create_lower_vec(), mw = p.create_lower_vec(), m2u = p.create_lower_vec(), m2w = p.create_lower_vec();
+    auto mu = p.create_lower_vec(), mw = p.create_lower_vec(), m2u = p.create_lower_vec(),
+         m2w = p.create_lower_vec();
     p.lower_grad_y(x_, y_, Batch::all(), g);  // caches the probabilities at y_
     p.lower_preconditioner_setup(x_, y_, kind);
     p.lower_precondition(u, mu);
@@ -474,13 +478,17 @@ TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndS
     std::vector<double> ai(static_cast<std::size_t>(n1), 1.0);
     for (PetscInt j = 0; j < nf; ++j) ai[static_cast<std::size_t>(j)] = tr_.at(i, j);
     for (PetscInt j = 0; j < n1; ++j)
-      for (PetscInt l = 0; l < n1; ++l) G[static_cast<std::size_t>(j * n1 + l)] += ai[static_cast<std::size_t>(j)] * ai[static_cast<std::size_t>(l)] / n;
+      for (PetscInt l = 0; l < n1; ++l)
+        G[static_cast<std::size_t>(j * n1 + l)] +=
+            ai[static_cast<std::size_t>(j)] * ai[static_cast<std::size_t>(l)] / n;
     double lse = 0;
     const auto p = r.softmax(r.z(tr_, i, y), &lse);
     const double wi = Reference::sig(x[static_cast<std::size_t>(i)]) / n;
     for (PetscInt a = 0; a < K; ++a) {
       C[static_cast<std::size_t>(a * K + a)] += wi * p[static_cast<std::size_t>(a)];
-      for (PetscInt b = 0; b < K; ++b) C[static_cast<std::size_t>(a * K + b)] -= wi * p[static_cast<std::size_t>(a)] * p[static_cast<std::size_t>(b)];
+      for (PetscInt b = 0; b < K; ++b)
+        C[static_cast<std::size_t>(a * K + b)] -=
+            wi * p[static_cast<std::size_t>(a)] * p[static_cast<std::size_t>(b)];
     }
   }
   const auto uu = gather(u);
@@ -490,7 +498,8 @@ TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndS
       double v = o.mu * kron.mu[static_cast<std::size_t>(j * K + k)];
       for (PetscInt l = 0; l < n1; ++l)
         for (PetscInt m = 0; m < K; ++m)
-          v += G[static_cast<std::size_t>(j * n1 + l)] * C[static_cast<std::size_t>(k * K + m)] * kron.mu[static_cast<std::size_t>(l * K + m)];
+          v += G[static_cast<std::size_t>(j * n1 + l)] * C[static_cast<std::size_t>(k * K + m)] *
+               kron.mu[static_cast<std::size_t>(l * K + m)];
       back[static_cast<std::size_t>(j * K + k)] = v;
     }
   EXPECT_LT(rel_diff(back, uu), 1e-9);
@@ -501,12 +510,14 @@ TEST_P(HypercleanTest, CheapPreconditionerInvertsTheKroneckerModelAtFullRankAndS
 }
 
 // initial_point starts a new run: a problem that has already run (its probability cache and preconditioners
-// filled at another y) then builds the same M at the initial point as a fresh problem. bilevel-bench reuses one
-// problem for every run; before this reset, pzobo's runs there depended on the run before them.
+// filled at another y) then builds the same M at the initial point as a fresh problem. bilevel-bench reuses
+// one problem for every run; before this reset, pzobo's runs there depended on the run before them.
 TEST_P(HypercleanTest, InitialPointResetsTheRunStateSoAReusedProblemBuildsTheFreshPreconditioner) {
   auto fresh = std::make_unique<bilevel::HypercleanProblem>(
       testdata::to_dataset(PETSC_COMM_WORLD, tr_, DataFormat::Sparse),
-      testdata::to_dataset(PETSC_COMM_WORLD, va_, DataFormat::Sparse), std::nullopt, opts_);
+      testdata::to_dataset(PETSC_COMM_WORLD, va_, DataFormat::Sparse),
+      std::nullopt,
+      opts_);
   auto u = problem_->create_lower_vec(), g = problem_->create_lower_vec();
   testdata::fill(u, [](PetscInt j) { return std::sin(0.7 * j + 0.1); });
   for (auto kind : {bilevel::PreconditionerKind::Cheap, bilevel::PreconditionerKind::Accurate}) {

@@ -9,10 +9,10 @@
 #include <tuple>
 #include <vector>
 
+#include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/problems/logreg.hpp"
-#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {
@@ -314,7 +314,7 @@ TEST_P(LogregTest, LipschitzBoundHoldsAtEveryYAndFollowsTheRegularisers) {
   for (Vec y : {static_cast<Vec>(y0), static_cast<Vec>(y_)})
     EXPECT_LE(bilevel::estimate_lower_lipschitz(p, x_, y, 1e-8), *b0);
   EXPECT_GE(*b0, 0.98 * bilevel::estimate_lower_lipschitz(p, x_, y0, 1e-8));  // tight at y = 0 (1% pad)
-  VecShift(x_, 3.0);  // e^{x} grows 20-fold
+  VecShift(x_, 3.0);                                                          // e^{x} grows 20-fold
   const PetscReal b1 = *p.lower_lipschitz_bound(x_);
   PetscReal xmax = 0;
   VecMax(x_, nullptr, &xmax);

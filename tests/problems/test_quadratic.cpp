@@ -32,7 +32,8 @@ TEST(QuadraticProblem, ClosedFormLowerSolutionZeroesTheLowerGradient) {
 
 TEST(QuadraticProblem, ExactHypergradientMatchesCentralDifferencesOfTheReducedObjective) {
   bilevel::QuadraticProblem p(PETSC_COMM_WORLD, small());
-  auto x = p.create_upper_vec(), d = p.create_upper_vec(), g = p.create_upper_vec(), xp = p.create_upper_vec();
+  auto x = p.create_upper_vec(), d = p.create_upper_vec(), g = p.create_upper_vec(),
+       xp = p.create_upper_vec();
   VecSet(x, 0.3);
   PetscInt lo = 0, hi = 0;
   VecGetOwnershipRange(d, &lo, &hi);
@@ -69,9 +70,10 @@ TEST(QuadraticProblem, OptimalPointHasZeroHypergradientAndTheLowestObjective) {
 
 TEST(QuadraticProblem, OraclesMatchFiniteDifferences) {
   bilevel::QuadraticProblem p(PETSC_COMM_WORLD, small());
-  auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(), hw = p.create_lower_vec(),
-       g1 = p.create_lower_vec(), g2 = p.create_lower_vec(), yp = p.create_lower_vec(), jw = p.create_upper_vec(),
-       gx = p.create_upper_vec(), xp = p.create_upper_vec(), e = p.create_upper_vec();
+  auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(),
+       hw = p.create_lower_vec(), g1 = p.create_lower_vec(), g2 = p.create_lower_vec(),
+       yp = p.create_lower_vec(), jw = p.create_upper_vec(), gx = p.create_upper_vec(),
+       xp = p.create_upper_vec(), e = p.create_upper_vec();
   VecSet(x, 0.5);
   VecSet(y, 0.2);
   VecSet(w, 1.0);

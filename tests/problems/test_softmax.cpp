@@ -5,9 +5,9 @@
 #include <tuple>
 #include <vector>
 
+#include "bilevel/core/derivative_check.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/problems/softmax.hpp"
-#include "bilevel/core/derivative_check.hpp"
 #include "synthetic.hpp"
 
 namespace {

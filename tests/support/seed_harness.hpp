@@ -4,7 +4,6 @@
 // run's duration, the final x gathered on every rank, and a monitor that recovers the method's
 // hypergradient estimate from two consecutive SGD iterates.
 #include <petscvec.h>
-
 #include <unistd.h>
 
 #include <cmath>
@@ -95,7 +94,9 @@ inline bilevel::SolveReport solve_from_initial_point(bilevel::BilevelSolver& sol
 
 /// Runs `method` for `iterations` outer iterations on the quadratic `q` on `comm`, from the problem's
 /// initial point, with the options currently set. Collective on comm.
-inline Run run_quadratic(MPI_Comm comm, const bilevel::QuadraticOptions& q, const std::string& method,
+inline Run run_quadratic(MPI_Comm comm,
+                         const bilevel::QuadraticOptions& q,
+                         const std::string& method,
                          PetscInt iterations) {
   Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(iterations)}};
   bilevel::BilevelSolver solver(comm);
@@ -144,7 +145,8 @@ inline std::string view_text(MPI_Comm comm, const bilevel::QuadraticOptions& q, 
 
 /// Relative gap (F(x) − F*)/max(1, |F*|) of a finished run on a closed-form problem.
 inline PetscReal relative_gap(const bilevel::SolveReport& r) {
-  return (r.upper_objective - *r.optimal_upper_objective) / std::max<PetscReal>(1, std::abs(*r.optimal_upper_objective));
+  return (r.upper_objective - *r.optimal_upper_objective) /
+         std::max<PetscReal>(1, std::abs(*r.optimal_upper_objective));
 }
 
 /// With the upper stepper set to plain SGD of step s, the direction the method used at iteration k is
@@ -153,14 +155,18 @@ inline PetscReal relative_gap(const bilevel::SolveReport& r) {
 class EstimateProbe : public bilevel::Monitor {
  public:
   EstimateProbe(bilevel::QuadraticProblem& p, Vec x, PetscReal step)
-      : p_(p), x_(x), step_(step), prev_(bilevel::petsc::duplicate(x)), exact_(bilevel::petsc::duplicate(x)),
+      : p_(p),
+        x_(x),
+        step_(step),
+        prev_(bilevel::petsc::duplicate(x)),
+        exact_(bilevel::petsc::duplicate(x)),
         h_(bilevel::petsc::duplicate(x)) {
     VecCopy(x, prev_);
   }
   void on_iteration(const bilevel::IterationRecord& r) override {
-    if (r.iteration == 0) return;  // the start point's row: no step yet
-    p_.exact_hypergradient(prev_, exact_);               // ∇F(x_{k-1})
-    VecWAXPY(h_, -1.0, x_, prev_);                       // s h_k = x_{k-1} − x_k
+    if (r.iteration == 0) return;           // the start point's row: no step yet
+    p_.exact_hypergradient(prev_, exact_);  // ∇F(x_{k-1})
+    VecWAXPY(h_, -1.0, x_, prev_);          // s h_k = x_{k-1} − x_k
     VecScale(h_, 1.0 / step_);
     VecAXPY(h_, -1.0, exact_);
     PetscReal err = 0, ref = 0;
@@ -182,8 +188,10 @@ class EstimateProbe : public bilevel::Monitor {
 /// Runs `method` for `iterations` iterations at an (almost) fixed x: SGD with the tiny step 2^-26, y
 /// started at y*(x_0). Returns the relative error of the hypergradient estimate at every iteration.
 /// Collective on comm.
-inline std::vector<PetscReal> estimate_errors(MPI_Comm comm, const bilevel::QuadraticOptions& q,
-                                              const std::string& method, PetscInt iterations) {
+inline std::vector<PetscReal> estimate_errors(MPI_Comm comm,
+                                              const bilevel::QuadraticOptions& q,
+                                              const std::string& method,
+                                              PetscInt iterations) {
   const PetscReal step = std::ldexp(1.0, -26);
   Options o{{"-bilevel_type", method},
             {"-bilevel_max_it", std::to_string(iterations)},
@@ -219,14 +227,18 @@ namespace seedtest {
 /// (aidcg included) first lowers F, then drives the regularisers e^x towards 0 after ~20 iterations,
 /// where the nearly unregularised fit overfits and F explodes; the suites use 10 iterations.
 /// Collective on comm.
-inline std::pair<PetscReal, PetscReal> logreg_losses(MPI_Comm comm, const std::string& method, PetscInt iterations) {
+inline std::pair<PetscReal, PetscReal> logreg_losses(MPI_Comm comm,
+                                                     const std::string& method,
+                                                     PetscInt iterations) {
   const auto tr = testdata::make_global(240, 12, 2, 11), va = testdata::make_global(120, 12, 2, 12);
   PetscReal out[2] = {0, 0};
   for (int run = 0; run < 2; ++run) {
     Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(run == 0 ? 0 : iterations)}};
-    auto p = std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Sparse),
-                                                      testdata::to_dataset(comm, va, bilevel::DataFormat::Sparse),
-                                                      std::nullopt, bilevel::LogregOptions{});
+    auto p =
+        std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Sparse),
+                                                 testdata::to_dataset(comm, va, bilevel::DataFormat::Sparse),
+                                                 std::nullopt,
+                                                 bilevel::LogregOptions{});
     bilevel::BilevelSolver solver(comm);
     solver.set_problem(p);
     solver.set_from_options();

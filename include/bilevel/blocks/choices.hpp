@@ -29,7 +29,10 @@ const char* name_of(E value, const std::array<Named<E>, N>& table) {
 /// Reads -<prefix><key> as one of the names of `table` (anything else is an InputError listing them) and
 /// returns its enumerator; `def` is the default. Collective (as OptionsReader).
 template <typename E, std::size_t N>
-E read_choice(petsc::OptionsReader& opts, std::string_view key, E def, const std::array<Named<E>, N>& table,
+E read_choice(petsc::OptionsReader& opts,
+              std::string_view key,
+              E def,
+              const std::array<Named<E>, N>& table,
               std::string_view help) {
   std::vector<std::string> names;
   for (const auto& c : table) names.emplace_back(c.name);

@@ -19,8 +19,11 @@ namespace bilevel {
 /// pivots that were positive (relative to the largest |alpha|): n on success; a smaller value k means T is
 /// not numerically positive definite and `s` holds the solution of the leading k x k system instead.
 /// `pivot` is work space of n entries. Not collective (replicated on every rank).
-PetscInt solve_spd_tridiagonal(std::span<const PetscReal> alpha, std::span<const PetscReal> beta,
-                               std::span<const PetscReal> rhs, std::span<PetscReal> s, std::span<PetscReal> pivot);
+PetscInt solve_spd_tridiagonal(std::span<const PetscReal> alpha,
+                               std::span<const PetscReal> beta,
+                               std::span<const PetscReal> rhs,
+                               std::span<PetscReal> s,
+                               std::span<PetscReal> pivot);
 
 /// State of one restart cycle: anchor v̄, frozen w = H v̄ and b̄ (the right-hand side at the restart),
 /// basis Q_j = [q_1 … q_j] in a SLEPc BV, tridiagonal T_j (α on the diagonal, β off it) and the next
@@ -67,7 +70,8 @@ class DynamicLanczos {
 
   /// Number of basis vectors j. Not collective.
   PetscInt dimension() const { return static_cast<PetscInt>(alpha_.size()); }
-  /// True when the next step needs a restart (breakdown, indefinite T_j, empty or full basis). Not collective.
+  /// True when the next step needs a restart (breakdown, indefinite T_j, empty or full basis). Not
+  /// collective.
   bool exhausted() const { return exhausted_; }
   PetscInt max_dimension() const { return max_dim_; }
   /// The tridiagonal entries of the current cycle (α: j entries, β: j − 1 entries). Not collective.

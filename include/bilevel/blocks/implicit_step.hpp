@@ -23,16 +23,16 @@ struct ImplicitBatches {
 };
 
 /// The tail every implicit-type method ends its iteration with: jv = J(x_k, y; jacobian_batch) v,
-/// h = ∇_x f − jv (in place of fx), x <- P(x − step(h)) by the upper stepper; returns ||h||. A non-finite ||h||
-/// is a NumericalFailure(DIVERGED_NAN), thrown before x moves. Collective.
+/// h = ∇_x f − jv (in place of fx), x <- P(x − step(h)) by the upper stepper; returns ||h||. A non-finite
+/// ||h|| is a NumericalFailure(DIVERGED_NAN), thrown before x moves. Collective.
 PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv);
 
 /// Per outer iteration k:
 ///   y_{k+1} = T steps of the lower update at x_k (gradient or Newton, warm start)         [sampler stream 1]
 ///   b_k = ∇_y f(x_k, y_{k+1}; D_F), and ∇_x f on the same batch                           [stream 4]
-///   v_{k+1} = the method's v-update ≈ H(x_k, y_{k+1})⁻¹ b_k (CG, Neumann, subspace, Lanczos) [Hessian batches: stream 2]
-///   h_k = ∇_x f − J(x_k, y_{k+1}; B_J) v_{k+1}                                               [stream 3]
-///   x_{k+1} = P(x_k − step(h_k)) by the upper stepper on the coordinator.
+///   v_{k+1} = the method's v-update ≈ H(x_k, y_{k+1})⁻¹ b_k (CG, Neumann, subspace, Lanczos) [Hessian
+///   batches: stream 2] h_k = ∇_x f − J(x_k, y_{k+1}; B_J) v_{k+1} [stream 3] x_{k+1} = P(x_k − step(h_k)) by
+///   the upper stepper on the coordinator.
 /// v persists between iterations (the methods warm-start from it). Work vectors are allocated once in
 /// setup(). Every method is collective on the problem's communicator.
 class ImplicitStep {
@@ -47,9 +47,9 @@ class ImplicitStep {
   StepResult run(AlgorithmContext& ctx, LowerUpdate& lower, VUpdate&& update) {
     StepResult r;
     r.lower_residual = lower.run(ctx.problem, ctx.x, ctx.y, samplers_.lower, batches_.lower);  // y_{k+1}
-    gradients(ctx);                                                                   // ∇_x f, b_k = ∇_y f
-    update(static_cast<Vec>(fy_), static_cast<Vec>(v_), r);                           // v_{k+1}
-    finish(ctx, r);                                                                   // h_k, x_{k+1}
+    gradients(ctx);                                          // ∇_x f, b_k = ∇_y f
+    update(static_cast<Vec>(fy_), static_cast<Vec>(v_), r);  // v_{k+1}
+    finish(ctx, r);                                          // h_k, x_{k+1}
     return r;
   }
   /// The next Hessian batch (full when batches.lower is 0); valid until the next call. Not collective.

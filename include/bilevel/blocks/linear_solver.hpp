@@ -21,8 +21,13 @@ namespace bilevel {
 /// NumericalFailure with `on_failure`. Collective on the problem's communicator.
 class HessianKsp {
  public:
-  HessianKsp(BilevelProblem& problem, Vec y_layout, std::string prefix, PetscReal rtol, PetscInt max_it,
-             bool warm_start, ConvergedReason on_failure);
+  HessianKsp(BilevelProblem& problem,
+             Vec y_layout,
+             std::string prefix,
+             PetscReal rtol,
+             PetscInt max_it,
+             bool warm_start,
+             ConvergedReason on_failure);
   struct Result {
     PetscInt iterations = 0;
     PetscReal residual = -1;  ///< ||b − H v|| KSP reports at the end
@@ -60,13 +65,20 @@ class CgLinearSolver {
   PetscReal residual_ = -1;
 };
 
-/// Neumann series (stocBiO, algorithms.md §3.3): p_0 = b, p_{q+1} = p_q − eta H(B_q) p_q, v = eta Σ_{q=0}^{Q} p_q,
-/// with a fresh batch B_q per product (size batch_size, 0 = full). Collective.
+/// Neumann series (stocBiO, algorithms.md §3.3): p_0 = b, p_{q+1} = p_q − eta H(B_q) p_q, v = eta Σ_{q=0}^{Q}
+/// p_q, with a fresh batch B_q per product (size batch_size, 0 = full). Collective.
 class NeumannSolver {
  public:
   void setup(Vec y_layout);
-  void solve(BilevelProblem& problem, Vec x, Vec y, Vec b, Vec v, PetscInt q_steps, PetscReal eta,
-             BatchSampler* sampler, PetscInt batch_size);
+  void solve(BilevelProblem& problem,
+             Vec x,
+             Vec y,
+             Vec b,
+             Vec v,
+             PetscInt q_steps,
+             PetscReal eta,
+             BatchSampler* sampler,
+             PetscInt batch_size);
 
  private:
   petsc::VecHandle p_, hp_;

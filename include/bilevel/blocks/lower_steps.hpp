@@ -25,7 +25,12 @@ class GradientSteps {
   void setup(Vec y_layout);
   /// Runs `steps` steps; returns ||∇_y g|| of the last gradient evaluated (at the point before the last
   /// step), or -1 for no step. A non-finite ||∇_y g|| ends the steps and is returned.
-  PetscReal run(BilevelProblem& problem, Vec x, Vec y, PetscInt steps, PetscReal eta, BatchSampler* sampler,
+  PetscReal run(BilevelProblem& problem,
+                Vec x,
+                Vec y,
+                PetscInt steps,
+                PetscReal eta,
+                BatchSampler* sampler,
                 PetscInt batch_size);
 
  private:

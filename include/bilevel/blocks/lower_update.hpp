@@ -24,9 +24,9 @@ inline constexpr std::array<Named<LowerUpdateKind>, 3> kLowerUpdateKinds{
 /// KSP -bilevel_inner_ (its iteration budget -bilevel_inner_ksp_max_it, default newton_cg_its).
 struct LowerUpdateOptions {
   LowerUpdateKind kind = LowerUpdateKind::Auto;  ///< auto (the problem's hint) | gd | newton
-  PetscInt steps = 0;            ///< T per outer iteration; 0: the method's gd default, 1 for newton
-  PetscReal step = 0;            ///< θ of the gradient steps; 0: 1/L (hints, else SLEPc)
-  PetscInt newton_cg_its = 5;    ///< the method's default of -bilevel_inner_ksp_max_it
+  PetscInt steps = 0;          ///< T per outer iteration; 0: the method's gd default, 1 for newton
+  PetscReal step = 0;          ///< θ of the gradient steps; 0: 1/L (hints, else SLEPc)
+  PetscInt newton_cg_its = 5;  ///< the method's default of -bilevel_inner_ksp_max_it
 };
 
 /// Reads -<prefix>lower, -<prefix>inner_steps and -<prefix>inner_step into `o` (`gd_steps` is the method's
@@ -50,7 +50,8 @@ class LowerUpdate {
   PetscInt steps() const { return steps_; }
   /// θ of the gradient steps (0 for Newton). Not collective.
   PetscReal step() const { return theta_; }
-  /// One line "lower KIND, inner_steps T, inner_step θ", and the Newton KSP's settings. Collective on the viewer.
+  /// One line "lower KIND, inner_steps T, inner_step θ", and the Newton KSP's settings. Collective on the
+  /// viewer.
   void view(PetscViewer viewer) const;
   /// The Newton KSP's settings only (nothing for gradient steps). Collective on the viewer.
   void view_ksp(PetscViewer viewer) const;

@@ -31,7 +31,8 @@ class SubspaceSolver2D {
   /// With H = H(x, y; batch): v_1 = v − η H v (1 HVP), W = [w_1, w_2] = Gram-Schmidt of [b, v_1] (twice, for
   /// orthogonality), H W (2 HVPs in one lower_hvp_multi pass), s = (Wᵀ H W)⁻¹ Wᵀ b, v <- W s.
   /// An indefinite 2 x 2 Galerkin matrix falls back to the one-dimensional solve on w_1.
-  Subspace2DResult solve(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec b, PetscReal eta, Vec v);
+  Subspace2DResult solve(
+      BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec b, PetscReal eta, Vec v);
 
  private:
   bool precondition_ = false;

@@ -43,14 +43,27 @@ class TwoSystemSolver {
   /// (one extra reduction per step); Report::step is the final η. With a sampler and batch_size > 0 every
   /// step draws a fresh training batch of that size (the stochastic NSBO-SGD); otherwise `batch` is used for
   /// every product.
-  Report gradient(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, const Systems& systems, PetscInt steps,
-                  PetscReal eta, bool adapt_step = false, BatchSampler* sampler = nullptr, PetscInt batch_size = 0);
+  Report gradient(BilevelProblem& problem,
+                  Vec x,
+                  Vec y,
+                  const Batch& batch,
+                  const Systems& systems,
+                  PetscInt steps,
+                  PetscReal eta,
+                  bool adapt_step = false,
+                  BatchSampler* sampler = nullptr,
+                  PetscInt batch_size = 0);
 
   /// Conjugate gradients on both systems in lockstep, at most max_it iterations; system i stops when
   /// ||r_i|| <= rtol ||b_i|| or when it meets non-positive curvature pᵀHp <= 0 (its iterate is kept).
   /// The two systems' dot products share one reduction per CG phase. Preconditioned (setup): z_i = M r_i,
   /// ρ_i = r_iᵀ z_i, p_i <- z_i + β p_i; the stopping test stays on the unpreconditioned ||r_i||.
-  Report cg(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, const Systems& systems, PetscInt max_it,
+  Report cg(BilevelProblem& problem,
+            Vec x,
+            Vec y,
+            const Batch& batch,
+            const Systems& systems,
+            PetscInt max_it,
             PetscReal rtol);
 
  private:

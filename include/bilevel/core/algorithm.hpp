@@ -20,12 +20,12 @@ class StateRegistry;
 struct AlgorithmContext {
   BilevelProblem& problem;
   MPI_Comm comm;
-  Vec x;                      ///< current upper iterate (the algorithm updates it, usually via `upper`)
-  Vec y;                      ///< current lower iterate (the algorithm updates it)
-  UpperStepper& upper;        ///< upper-level stepper on the rank-0 coordinator (SGD/momentum/Adam + box)
-  std::uint64_t seed;         ///< -bilevel_seed / --seed
-  std::int64_t iteration = 0;  ///< outer iteration about to run (0-based)
-  PetscInt batch_size = 0;    ///< -bilevel_batch_size: 0 = full batch (deterministic)
+  Vec x;                          ///< current upper iterate (the algorithm updates it, usually via `upper`)
+  Vec y;                          ///< current lower iterate (the algorithm updates it)
+  UpperStepper& upper;            ///< upper-level stepper on the rank-0 coordinator (SGD/momentum/Adam + box)
+  std::uint64_t seed;             ///< -bilevel_seed / --seed
+  std::int64_t iteration = 0;     ///< outer iteration about to run (0-based)
+  PetscInt batch_size = 0;        ///< -bilevel_batch_size: 0 = full batch (deterministic)
   PetscInt upper_batch_size = 0;  ///< -bilevel_upper_batch_size: 0 = full validation set
 };
 

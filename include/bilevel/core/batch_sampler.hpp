@@ -35,7 +35,8 @@ class BatchSampler {
  public:
   BatchSampler() = default;
   BatchSampler(std::uint64_t seed, std::uint64_t stream) : seed_(seed), stream_(stream) {}
-  BatchSampler(std::uint64_t seed, SamplerStream stream) : BatchSampler(seed, static_cast<std::uint64_t>(stream)) {}
+  BatchSampler(std::uint64_t seed, SamplerStream stream)
+      : BatchSampler(seed, static_cast<std::uint64_t>(stream)) {}
   /// Next batch of `size` distinct indices in [0, n), sorted. size >= n gives the full batch.
   Batch next(PetscInt n, PetscInt size);
   /// The batch a method asks for: the next one of `size` when size > 0 and the problem has n > 0 samples,

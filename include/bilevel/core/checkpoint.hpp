@@ -53,7 +53,8 @@ class StateRegistry {
   /// Small replicated state that is easiest to write as text (a rank-0 string; every rank loads it), for
   /// members that are not of the kinds above. `save` must not contain a newline-free requirement: any text
   /// is escaped.
-  void add_text(const std::string& name, std::function<std::string()> save,
+  void add_text(const std::string& name,
+                std::function<std::string()> save,
                 std::function<void(const std::string&)> load);
 
   struct Entry {
@@ -90,8 +91,11 @@ struct CheckpointWriteStats {
 /// Writes every registered entry and the facts to `path` atomically: into path.tmp, fsync'ed, then renamed
 /// over path by rank 0, so the previous checkpoint stays valid until the new one is complete. An unwritable
 /// path is an InputError naming it and `option`. Collective on comm.
-CheckpointWriteStats write_checkpoint(MPI_Comm comm, const std::string& path, const StateRegistry& state,
-                                      const CheckpointFacts& facts, const std::string& option = "--checkpoint");
+CheckpointWriteStats write_checkpoint(MPI_Comm comm,
+                                      const std::string& path,
+                                      const StateRegistry& state,
+                                      const CheckpointFacts& facts,
+                                      const std::string& option = "--checkpoint");
 
 /// Reads the facts of a checkpoint (the metadata only), checking that the file is complete. A missing,
 /// truncated or corrupted file is an InputError naming it. Collective on comm.

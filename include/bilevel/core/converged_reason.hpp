@@ -13,10 +13,10 @@ enum class ConvergedReason : int {
   ConvergedTime = 3,               ///< -bilevel_max_time reached (a budget, counted as success)
   ConvergedMaxIterations = 4,      ///< -bilevel_max_it reached
   DivergedNaN = -1,                ///< a NaN/Inf in an iterate, a gradient, an estimate or an objective
-  DivergedInnerSolve = -2,         ///< the lower-level update diverged (||∇_y g|| not finite, Newton's KSP failed)
-  DivergedUser = -3,               ///< stopped by a monitor
-  DivergedLinearSolve = -4,        ///< a Krylov solve for H v = ∇_y f failed (breakdown, indefinite H, NaN)
-  CancelledSignal = -10,           ///< a stop signal (SIGTERM, SIGINT, SIGUSR1, SIGUSR2) reached a rank
+  DivergedInnerSolve = -2,  ///< the lower-level update diverged (||∇_y g|| not finite, Newton's KSP failed)
+  DivergedUser = -3,        ///< stopped by a monitor
+  DivergedLinearSolve = -4,  ///< a Krylov solve for H v = ∇_y f failed (breakdown, indefinite H, NaN)
+  CancelledSignal = -10,     ///< a stop signal (SIGTERM, SIGINT, SIGUSR1, SIGUSR2) reached a rank
 };
 
 /// PETSc-style name: CONVERGED_GATOL, DIVERGED_LINEAR_SOLVE, ... Not collective.

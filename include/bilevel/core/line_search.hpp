@@ -9,16 +9,16 @@ namespace bilevel {
 
 /// Settings of armijo_backtrack.
 struct ArmijoOptions {
-  PetscReal initial_step = 1;     ///< t₀
-  PetscReal shrink = 0.5;         ///< t ← shrink · t after a rejected trial
-  PetscReal sufficient = 1e-4;    ///< c₁ of the Armijo condition
-  int max_trials = 40;            ///< trials before giving up
+  PetscReal initial_step = 1;   ///< t₀
+  PetscReal shrink = 0.5;       ///< t ← shrink · t after a rejected trial
+  PetscReal sufficient = 1e-4;  ///< c₁ of the Armijo condition
+  int max_trials = 40;          ///< trials before giving up
 };
 
 /// Outcome of armijo_backtrack: the accepted step and φ there, or accepted == false after max_trials.
 struct ArmijoResult {
   PetscReal step = 0;
-  PetscReal value = 0;   ///< φ(step) of the last trial
+  PetscReal value = 0;  ///< φ(step) of the last trial
   bool accepted = false;
   int trials = 0;
 };

@@ -25,8 +25,8 @@ class HessianShell {
   void set_point(Vec x, Vec y, const Batch& batch);
   /// Makes `ksp`'s PC a PCSHELL applying the problem's M ≈ H⁻¹ (Capability::LowerPreconditioner), rebuilt
   /// by every later set_point, and makes KSP test the unpreconditioned residual ||b − H v|| (so tolerances
-  /// mean the same with and without M). Call before KSPSetFromOptions, so -<prefix>pc_type still overrides it.
-  /// Returns false (and sets PCNONE) when the problem has no preconditioner. Not collective.
+  /// mean the same with and without M). Call before KSPSetFromOptions, so -<prefix>pc_type still overrides
+  /// it. Returns false (and sets PCNONE) when the problem has no preconditioner. Not collective.
   bool attach_preconditioner(KSP ksp);
   Mat mat() const { return mat_; }
   std::exception_ptr& pending() { return ctx_->pending; }
@@ -49,8 +49,8 @@ class HessianShell {
 /// iteration budget, absolute tolerance 1e-300, warm start) go in first, then the problem's M as the PC
 /// (HessianShell::attach_preconditioner), then KSPSetFromOptions under `prefix`, so the user's
 /// -<prefix>ksp_* and -<prefix>pc_type always win over the defaults. Collective.
-petsc::KspHandle make_hessian_ksp(HessianShell& shell, const std::string& prefix, PetscReal rtol, PetscInt max_it,
-                                  bool warm_start = false);
+petsc::KspHandle make_hessian_ksp(
+    HessianShell& shell, const std::string& prefix, PetscReal rtol, PetscInt max_it, bool warm_start = false);
 
 /// Largest eigenvalue of H(x, y) (full batch), estimated with SLEPc's Krylov-Schur (prefix
 /// -bilevel_eig_), used to set step sizes 1/L. Collective.
@@ -61,7 +61,10 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
 /// (v_i = cos(1 + i), i the global index, so the estimate does not depend on the rank count), padded by 10%
 /// because the power method approaches it from below. M H is similar to the SPD Lᵀ H L, so the eigenvalue
 /// is real and positive. Costs `iterations` HVPs. `kind` selects the M (PreconditionerKind). Collective.
-PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscInt iterations = 20,
+PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem,
+                                            Vec x,
+                                            Vec y,
+                                            PetscInt iterations = 20,
                                             PreconditionerKind kind = PreconditionerKind::Accurate);
 
 }  // namespace bilevel

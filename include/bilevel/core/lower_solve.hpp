@@ -12,6 +12,7 @@ namespace bilevel {
 /// min(0.5, sqrt(‖∇_y g‖/‖∇_y g(x, y₀)‖)), Armijo backtracking on g when the problem provides its values.
 /// Stops when ‖∇_y g‖ ≤ rtol · max(1, ‖∇_y g(x, y₀)‖) or after max_newton steps. Returns the final
 /// gradient norm (non-finite when the iteration broke down). Collective on problem.comm().
-PetscReal solve_lower_accurately(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, PetscInt max_newton = 50);
+PetscReal solve_lower_accurately(
+    BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, PetscInt max_newton = 50);
 
 }  // namespace bilevel

@@ -15,14 +15,14 @@ namespace bilevel {
 
 /// What the solver knows after an outer iteration.
 struct IterationRecord {
-  std::int64_t iteration = 0;        ///< 1-based count of completed outer iterations
+  std::int64_t iteration = 0;  ///< 1-based count of completed outer iterations
   std::int64_t max_iterations = 0;
-  double wall_time = 0;              ///< seconds since solve() started
-  double max_time = 0;               ///< -bilevel_max_time (0 = none)
-  PetscReal upper_objective = 0;     ///< f(x, y) on the full validation set
-  PetscReal hypergradient_norm = 0;  ///< of the estimate used by the step
-  std::optional<PetscReal> true_hypergradient_norm;  ///< closed-form problems
-  std::optional<PetscReal> test_loss, test_accuracy;   ///< when requested
+  double wall_time = 0;                               ///< seconds since solve() started
+  double max_time = 0;                                ///< -bilevel_max_time (0 = none)
+  PetscReal upper_objective = 0;                      ///< f(x, y) on the full validation set
+  PetscReal hypergradient_norm = 0;                   ///< of the estimate used by the step
+  std::optional<PetscReal> true_hypergradient_norm;   ///< closed-form problems
+  std::optional<PetscReal> test_loss, test_accuracy;  ///< when requested
   PetscReal lower_residual = -1, linear_residual = -1;
   OracleCounts counts;
 };
@@ -82,8 +82,8 @@ class CallbackMonitor : public Monitor {
   MonitorContextDestroy destroy_;
 };
 
-/// --trace FILE: a CSV row per monitored iteration, row 0 being the start point. Rank 0 writes and flushes each
-/// row as it comes, so the file can be followed during the run; a restarted run keeps the rows up to its
+/// --trace FILE: a CSV row per monitored iteration, row 0 being the start point. Rank 0 writes and flushes
+/// each row as it comes, so the file can be followed during the run; a restarted run keeps the rows up to its
 /// checkpoint's iteration and appends after them. Collective where noted.
 class CsvTraceMonitor : public Monitor {
  public:

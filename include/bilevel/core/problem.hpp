@@ -35,8 +35,8 @@ struct Batch {
 
 /// Which M lower_preconditioner_setup builds. Accurate: the problem's best M ≈ H⁻¹ (Krylov solvers apply it
 /// once per HVP). Cheap: an SPD M whose application costs about as much as a minibatch gradient, for
-/// methods that apply M at every stochastic step (zeroth-order paths); problems without a cheaper form give the
-/// accurate one.
+/// methods that apply M at every stochastic step (zeroth-order paths); problems without a cheaper form give
+/// the accurate one.
 enum class PreconditionerKind { Accurate, Cheap };
 
 /// Bit set of optional oracles and properties a problem provides.
@@ -44,10 +44,10 @@ enum class Capability : unsigned {
   None = 0,
   UpperValue = 1u << 0,
   LowerValue = 1u << 1,
-  LowerGradX = 1u << 2,      ///< ∇_x g (value-function and penalty methods)
-  Stochastic = 1u << 3,      ///< oracles honour minibatches
-  ClosedForm = 1u << 4,      ///< exact y*, ∇F, F* (quadratic)
-  TestSet = 1u << 5,         ///< evaluate_test() reports a test loss / accuracy
+  LowerGradX = 1u << 2,  ///< ∇_x g (value-function and penalty methods)
+  Stochastic = 1u << 3,  ///< oracles honour minibatches
+  ClosedForm = 1u << 4,  ///< exact y*, ∇F, F* (quadratic)
+  TestSet = 1u << 5,     ///< evaluate_test() reports a test loss / accuracy
   /// lower_precondition(): a fixed SPD M ≈ H⁻¹, far cheaper than an HVP (Krylov methods, Newton-CG)
   LowerPreconditioner = 1u << 6,
   /// x holds one weight per lower-level training sample (x's global index i is sample i) and the minibatch
@@ -106,9 +106,9 @@ bool from_string(std::string_view name, UpperStepperType* type);
 struct UpperStepperHint {
   UpperStepperType type = UpperStepperType::Adam;
   constexpr UpperStepperHint() = default;
-  constexpr UpperStepperHint(UpperStepperType t) : type(t) {}  // NOLINT: implicit on purpose
+  constexpr UpperStepperHint(UpperStepperType t) : type(t) {}          // NOLINT: implicit on purpose
   consteval UpperStepperHint(const char* name) : type(parse(name)) {}  // NOLINT
-  constexpr operator UpperStepperType() const { return type; }  // NOLINT
+  constexpr operator UpperStepperType() const { return type; }         // NOLINT
 
  private:
   static consteval bool same(const char* a, const char* b) {
@@ -128,9 +128,9 @@ struct UpperStepperHint {
 struct ProblemHints {
   std::optional<PetscReal> lower_lipschitz;  ///< L of ∇_y g if known a priori
   std::optional<PetscReal> lower_strong_convexity;
-  PetscReal upper_step = 0.1;                ///< a reasonable step for the upper stepper
+  PetscReal upper_step = 0.1;                               ///< a reasonable step for the upper stepper
   UpperStepperHint upper_stepper = UpperStepperType::Adam;  ///< the stepper's update rule
-  std::optional<PetscReal> x_lower_bound, x_upper_bound;  ///< box for x
+  std::optional<PetscReal> x_lower_bound, x_upper_bound;    ///< box for x
   /// How methods with a choice should update y: "gd" (steps 1/L) or "newton" (truncated Newton-CG) for
   /// ill-conditioned lower levels where steps of 1/L crawl.
   std::string lower_update = "gd";
@@ -165,26 +165,26 @@ class BilevelProblem {
   virtual void declare_state(StateRegistry& /*state*/) {}
 
   // Upper level f(x, y), on validation batches.
-  PetscReal upper_value(Vec x, Vec y, const Batch& batch);                    ///< f
+  PetscReal upper_value(Vec x, Vec y, const Batch& batch);  ///< f
   /// ∇_x f into gx and ∇_y f into gy; either may be null. Counts one grad_f.
   void upper_grad(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy);
 
   // Lower level g(x, y), on training batches.
-  PetscReal lower_value(Vec x, Vec y, const Batch& batch);                    ///< g
-  void lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy);                ///< ∇_y g
+  PetscReal lower_value(Vec x, Vec y, const Batch& batch);      ///< g
+  void lower_grad_y(Vec x, Vec y, const Batch& batch, Vec gy);  ///< ∇_y g
   /// ∇_y g(x_i, y; batch) into gy_i for several x at one y (one pass over the batch's rows where the
   /// problem can, e.g. the forward product shared; default: one call each). Counts one grad_g per x.
   void lower_grad_y_multi(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
-  void lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx);                ///< ∇_x g
-  void lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< H w (lower → lower)
+  void lower_grad_x(Vec x, Vec y, const Batch& batch, Vec gx);       ///< ∇_x g
+  void lower_hvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);  ///< H w (lower → lower)
   /// H w_i for several w at the same point in one pass over the data (default: one call each).
   void lower_hvp_multi(Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out);
-  void lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);           ///< J w (lower → upper)
+  void lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out);  ///< J w (lower → upper)
 
   // Lower-level preconditioner (Capability::LowerPreconditioner). Not counted as oracle calls: M is built
   // from quantities the oracles already computed and applying it touches no data rows.
-  /// Builds a symmetric positive definite M ≈ H(x, y)⁻¹ (full batch) for the point (x, y); it stays fixed until the next setup, so Krylov
-  /// solvers may use it as a preconditioner. Collective.
+  /// Builds a symmetric positive definite M ≈ H(x, y)⁻¹ (full batch) for the point (x, y); it stays fixed
+  /// until the next setup, so Krylov solvers may use it as a preconditioner. Collective.
   void lower_preconditioner_setup(Vec x, Vec y, PreconditionerKind kind = PreconditionerKind::Accurate);
   /// out = M r with the M of the last setup (r and out in y's layout, distinct). Collective.
   void lower_precondition(Vec r, Vec out);
@@ -200,7 +200,9 @@ class BilevelProblem {
   /// The problem's own accurate solver of min_y g(x, y) (full batch) from y, until ||∇_y g|| <= rtol max(1,
   /// ||∇_y g(x, y0)||), for the final model of a run; returns the final gradient norm. Default: nullopt, "no
   /// solver of its own": BilevelSolver then runs its Newton-PCG (core/lower_solve.hpp). Collective.
-  virtual std::optional<PetscReal> solve_lower(Vec /*x*/, Vec /*y*/, PetscReal /*rtol*/) { return std::nullopt; }
+  virtual std::optional<PetscReal> solve_lower(Vec /*x*/, Vec /*y*/, PetscReal /*rtol*/) {
+    return std::nullopt;
+  }
 
   // Evaluation (not counted as oracles).
   virtual TestMetrics evaluate_test(Vec x, Vec y);
@@ -213,8 +215,8 @@ class BilevelProblem {
   // Closed form (Capability::ClosedForm).
   virtual void exact_lower_solution(Vec x, Vec y_star);
   virtual void exact_hypergradient(Vec x, Vec grad);
-  virtual PetscReal exact_upper_objective(Vec x);   ///< F(x) = f(x, y*(x))
-  virtual PetscReal optimal_upper_objective();      ///< F* = min_x F
+  virtual PetscReal exact_upper_objective(Vec x);  ///< F(x) = f(x, y*(x))
+  virtual PetscReal optimal_upper_objective();     ///< F* = min_x F
 
   const OracleCounts& counts() const { return counts_; }
   void reset_counts() { counts_ = {}; }
@@ -228,11 +230,14 @@ class BilevelProblem {
   virtual void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) = 0;
   virtual PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch);
   virtual void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) = 0;
-  virtual void lower_grad_y_multi_impl(std::span<const Vec> x, Vec y, const Batch& batch, std::span<const Vec> gy);
+  virtual void lower_grad_y_multi_impl(std::span<const Vec> x,
+                                       Vec y,
+                                       const Batch& batch,
+                                       std::span<const Vec> gy);
   virtual void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx);
   virtual void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
-  virtual void lower_hvp_multi_impl(Vec x, Vec y, const Batch& batch, std::span<const Vec> w,
-                                    std::span<const Vec> out);
+  virtual void lower_hvp_multi_impl(
+      Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out);
   virtual void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) = 0;
   /// Default: throws (the problem has no preconditioner).
   virtual void lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind kind);

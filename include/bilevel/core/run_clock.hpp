@@ -28,7 +28,8 @@ void set_phase_deadline(std::optional<double> deadline);
 /// Collective on comm.
 bool phase_deadline_passed(MPI_Comm comm);
 
-/// The job's remaining time in seconds as the scheduler reports it: Slurm's `squeue -h -j $SLURM_JOB_ID -o %L`
+/// The job's remaining time in seconds as the scheduler reports it: Slurm's `squeue -h -j $SLURM_JOB_ID -o
+/// %L`
 /// ("[days-]hours:minutes:seconds", "minutes:seconds"), read on rank 0 and broadcast. nullopt outside a
 /// Slurm job or when the job has no limit ("UNLIMITED"). Collective on comm.
 std::optional<double> slurm_remaining_seconds(MPI_Comm comm);

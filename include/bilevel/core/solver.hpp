@@ -24,7 +24,7 @@ struct SolveReport {
   int ranks = 1;
   std::int64_t outer_iterations = 0;
   double wall_time_s = 0;
-  PetscReal upper_objective = 0;   ///< f(x, y) at the end (mean validation loss for data problems)
+  PetscReal upper_objective = 0;  ///< f(x, y) at the end (mean validation loss for data problems)
   PetscReal hypergradient_norm = 0;
   std::optional<PetscReal> true_hypergradient_norm, optimal_upper_objective;
   std::optional<PetscReal> test_loss, test_accuracy;
@@ -36,8 +36,8 @@ struct SolveReport {
   std::int64_t gatol_rejections = 0;  ///< estimates <= gatol that the accurate hypergradient contradicted
   int stop_signal = 0;                ///< the signal that cancelled the run (CANCELLED_SIGNAL), else 0
   std::int64_t checkpoints_written = 0;
-  std::int64_t checkpoint_bytes = 0;  ///< size of the last checkpoint written
-  double checkpoint_seconds = 0;      ///< time spent writing checkpoints (all of them)
+  std::int64_t checkpoint_bytes = 0;                     ///< size of the last checkpoint written
+  double checkpoint_seconds = 0;                         ///< time spent writing checkpoints (all of them)
   std::optional<std::int64_t> restarted_from_iteration;  ///< --restart: the checkpoint's iteration
 };
 
@@ -52,21 +52,22 @@ struct SolverOptions {
   /// [-bilevel_final_reserve] fraction of max_time kept for the final phase (final lower solve, evaluation,
   /// outputs): the outer loop stops when max_time * (1 - final_reserve) is spent
   PetscReal final_reserve = 0.1;
-  std::string checkpoint;            ///< [-bilevel_checkpoint] file (bilevel-solve --checkpoint); "" = none
+  std::string checkpoint;  ///< [-bilevel_checkpoint] file (bilevel-solve --checkpoint); "" = none
   std::int64_t checkpoint_interval = 100;  ///< [-bilevel_checkpoint_interval] iterations between checkpoints
   PetscReal checkpoint_seconds = 0;  ///< [-bilevel_checkpoint_seconds] also after this many seconds (0: off)
   std::string restart;               ///< [-bilevel_restart] checkpoint to continue from (--restart)
   /// [-bilevel_gatol] stop when the hypergradient estimate norm is <= gatol and the accurate hypergradient
   /// at that x confirms it (BilevelSolver::solve, "the gatol test")
   PetscReal gatol = 0;
-  std::uint64_t seed = 0;           ///< [-bilevel_seed] any value in [0, 2^64 − 1]
-  PetscInt batch_size = 0;          ///< [-bilevel_batch_size] lower minibatch, 0 = full
-  PetscInt upper_batch_size = 0;    ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
-  PetscInt monitor_every = 1;       ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
-  bool monitor_test = false;        ///< [-bilevel_monitor_test] test metrics in each record
-  bool final_lower_solve = true;    ///< [-bilevel_final_lower_solve] solve the lower level accurately at the end
+  std::uint64_t seed = 0;         ///< [-bilevel_seed] any value in [0, 2^64 − 1]
+  PetscInt batch_size = 0;        ///< [-bilevel_batch_size] lower minibatch, 0 = full
+  PetscInt upper_batch_size = 0;  ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
+  PetscInt monitor_every = 1;     ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
+  bool monitor_test = false;      ///< [-bilevel_monitor_test] test metrics in each record
+  bool final_lower_solve =
+      true;  ///< [-bilevel_final_lower_solve] solve the lower level accurately at the end
   PetscReal final_lower_rtol = 1e-6;  ///< [-bilevel_final_lower_rtol]
-  bool test_derivatives = false;    ///< [-bilevel_test_derivatives] run the derivative checker before solving
+  bool test_derivatives = false;  ///< [-bilevel_test_derivatives] run the derivative checker before solving
 };
 
 /// Collective on the communicator given at construction, like every method below.
@@ -86,8 +87,9 @@ class BilevelSolver {
   /// did (one progress monitor at most, the same stepper settings).
   void set_from_options();
   void add_monitor(std::unique_ptr<Monitor> monitor);
-  /// Like TaoMonitorSet: `function(record, ctx)` at the start point (iteration 0) and after every monitored iteration; `destroy(&ctx)` (may be
-  /// null) when the monitor goes (monitor_cancel, the solver's destruction). Not collective.
+  /// Like TaoMonitorSet: `function(record, ctx)` at the start point (iteration 0) and after every monitored
+  /// iteration; `destroy(&ctx)` (may be null) when the monitor goes (monitor_cancel, the solver's
+  /// destruction). Not collective.
   void monitor_set(MonitorFunction function, void* ctx, MonitorContextDestroy destroy);
   /// Like TaoMonitorCancel: removes every monitor (add_monitor's, monitor_set's, -bilevel_monitor's), calling
   /// their destroy functions. -bilevel_monitor_cancel does this in set_from_options, before it reads
@@ -113,8 +115,8 @@ class BilevelSolver {
   /// DIVERGED_NAN for a non-finite x, y or estimate; the gatol test; the time budget; max_it before the next
   /// step. The gatol test does not trust the step's estimate alone (an inexact lower or linear solve can
   /// make it small far from a stationary point): an estimate <= gatol is a candidate, and the run stops with
-  /// CONVERGED_GATOL only when accurate_hypergradient_norm at that x (closed form, or accurate lower solve and
-  /// CG to relative 1e-8) is <= gatol too. A rejected candidate waits 1, 2, 4, ... iterations before the
+  /// CONVERGED_GATOL only when accurate_hypergradient_norm at that x (closed form, or accurate lower solve
+  /// and CG to relative 1e-8) is <= gatol too. A rejected candidate waits 1, 2, 4, ... iterations before the
   /// next check, so a persistently wrong estimate costs O(log k) checks. The checks' oracle calls are not
   /// counted in the report (they are the solver's, not the method's); their time is in the wall time.
   ///
@@ -122,8 +124,8 @@ class BilevelSolver {
   /// the method's state, counters, elapsed time; core/checkpoint.hpp) is written every checkpoint_interval
   /// iterations, every checkpoint_seconds, and after the last iteration (before the final phase); with
   /// -bilevel_restart the run continues from such a file, which must come from the same problem, inputs,
-  /// method and options (those in restart_free_options() excepted). A stop signal (core/interrupt.hpp) seen by
-  /// any rank ends the run after the current iteration on every rank with CANCELLED_SIGNAL (no final lower
+  /// method and options (those in restart_free_options() excepted). A stop signal (core/interrupt.hpp) seen
+  /// by any rank ends the run after the current iteration on every rank with CANCELLED_SIGNAL (no final lower
   /// solve; checkpoint, trace and report written).
   ///
   /// At the end, as PETSc solvers do, the options -<prefix>bilevel_converged_reason [VIEWER] and
@@ -146,7 +148,7 @@ class BilevelSolver {
   /// With PETSC_VIEWER_ASCII_INFO_DETAIL: the last solve's reason, iterations and oracle counts. Collective.
   void view_last_solve(PetscViewer viewer) const;
   MPI_Comm comm_;
-  std::string prefix_;                    // set_options_prefix's
+  std::string prefix_;  // set_options_prefix's
   ConvergedReason last_reason_ = ConvergedReason::Iterating;
   std::optional<SolveReport> last_report_;  // for view() with ascii_info_detail
   // -bilevel_view and -bilevel_converged_reason, opened (so checked) by set_from_options, used at the end
@@ -161,7 +163,7 @@ class BilevelSolver {
   SolverOptions options_;
   bool from_options_ = false;
   bool defaults_from_hints_ = false;
-  std::optional<TunedSettings> tuned_;  // the tuned settings of (problem, method) in use, for view
+  std::optional<TunedSettings> tuned_;        // the tuned settings of (problem, method) in use, for view
   std::map<std::string, std::string> facts_;  // add_checkpoint_fact's
 };
 

@@ -9,11 +9,14 @@
 namespace bilevel {
 
 /// The JSON object of a report plus extra keys. Not collective.
-std::string summary_json(const SolveReport& report, const std::vector<std::pair<std::string, PetscReal>>& extras);
+std::string summary_json(const SolveReport& report,
+                         const std::vector<std::pair<std::string, PetscReal>>& extras);
 
 /// Rank 0 writes `text` to path.tmp and renames it to path, so no half-written file is ever left; an
 /// unwritable path is an InputError naming it on every rank. Collective on comm.
-void write_file_atomically(MPI_Comm comm, const std::string& path, const std::string& text,
+void write_file_atomically(MPI_Comm comm,
+                           const std::string& path,
+                           const std::string& text,
                            const std::string& option = "--summary");
 
 /// Checks before any work that `path` can be written the way write_file_atomically and write_checkpoint

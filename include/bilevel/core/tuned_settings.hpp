@@ -17,7 +17,7 @@ namespace bilevel {
 
 /// One tuned-settings file, parsed.
 struct TunedSettings {
-  std::string file;                      ///< the file it came from
+  std::string file;                       ///< the file it came from
   petsc::OptionsReader::Defaults values;  ///< option names after "-bilevel_" -> value as typed
   /// The settings as they would be typed: " -bilevel_k1 v1 -bilevel_k2 v2" (for -help and -bilevel_view).
   std::string as_options() const;
@@ -37,7 +37,9 @@ TunedSettings parse_tuned_settings(const std::string& file, const std::string& t
 /// tuned_settings_dirs(override_dir) that has it, read on rank 0 and broadcast (every rank parses the same
 /// text), or nullopt when no folder has one. A file that cannot be parsed is an InputError on every rank.
 /// Collective on comm.
-std::optional<TunedSettings> load_tuned_settings(MPI_Comm comm, std::string_view problem, std::string_view method,
+std::optional<TunedSettings> load_tuned_settings(MPI_Comm comm,
+                                                 std::string_view problem,
+                                                 std::string_view method,
                                                  const std::string& override_dir = "");
 
 /// Every tuned-settings file of the first folder that exists, as "problem/method" -> settings, for -help.

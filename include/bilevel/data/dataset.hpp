@@ -20,8 +20,8 @@ enum class DataFormat { Sparse, Dense };
 /// Labels are class indices 0..n_classes-1; `class_values` maps them back to the file's label values.
 struct Dataset {
   MPI_Comm comm = MPI_COMM_NULL;
-  std::string source;            ///< file name(s), for messages
-  PetscInt n_rows = 0;           ///< global rows
+  std::string source;   ///< file name(s), for messages
+  PetscInt n_rows = 0;  ///< global rows
   PetscInt n_features = 0;
   PetscInt row_begin = 0, row_end = 0;  ///< this rank's rows
   DataFormat format = DataFormat::Sparse;

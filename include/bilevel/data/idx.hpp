@@ -17,7 +17,9 @@ struct IdxReadOptions {
 /// row-sharded Dataset with one row per image (pixels flattened). Each rank streams the file and keeps only
 /// its own rows. Wrong magic, truncated data, or label/image count mismatch is an InputError naming the
 /// file (and the record). Collective on comm.
-Dataset read_idx(MPI_Comm comm, const std::string& images, const std::string& labels,
+Dataset read_idx(MPI_Comm comm,
+                 const std::string& images,
+                 const std::string& labels,
                  const IdxReadOptions& options = {});
 
 /// The Debian package dataset-fashion-mnist's folder (/usr/share/datasets/fashion-mnist).

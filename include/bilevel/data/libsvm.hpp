@@ -7,9 +7,9 @@
 namespace bilevel {
 
 struct LibsvmReadOptions {
-  PetscInt n_features = 0;       ///< 0: the largest index found; larger: pad
-  PetscInt first_row = 0;        ///< skip this many rows of the file
-  PetscInt max_rows = -1;        ///< read at most this many rows (-1: all)
+  PetscInt n_features = 0;  ///< 0: the largest index found; larger: pad
+  PetscInt first_row = 0;   ///< skip this many rows of the file
+  PetscInt max_rows = -1;   ///< read at most this many rows (-1: all)
   /// Index base: -1 detect (0-based if any index 0 appears, else 1-based), 0 or 1 to force.
   int index_base = -1;
 };

@@ -23,8 +23,8 @@ PetscErrorCode guarded(std::exception_ptr& pending, F&& f) noexcept {
 
 /// After the PETSc call returns: rethrows what a callback parked, else throws petsc::Error for a non-zero
 /// code. Not collective.
-void rethrow_pending(std::exception_ptr& pending, PetscErrorCode ierr, const char* call, const char* file,
-                     int line);
+void rethrow_pending(
+    std::exception_ptr& pending, PetscErrorCode ierr, const char* call, const char* file, int line);
 
 }  // namespace bilevel::petsc
 

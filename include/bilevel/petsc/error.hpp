@@ -36,7 +36,8 @@ class NotImplemented : public Error {
 
 namespace petsc {
 
-/// Thrown when a PETSc call returns a non-zero PetscErrorCode; what() has file:line, the call and PETSc's text.
+/// Thrown when a PETSc call returns a non-zero PetscErrorCode; what() has file:line, the call and PETSc's
+/// text.
 class Error : public ::bilevel::Error {
  public:
   Error(PetscErrorCode code, const char* call, const char* file, int line);
@@ -56,15 +57,15 @@ class Error : public ::bilevel::Error {
 
 /// Calls a PETSc function and throws bilevel::petsc::Error if it fails. Not collective by itself: PETSc
 /// calls that are collective fail on every rank of their communicator.
-#define BILEVEL_PETSC_CALL(...)                                                        \
-  do {                                                                                 \
-    const PetscErrorCode bilevel_ierr_ = (__VA_ARGS__);                                \
-    if (PetscUnlikely(bilevel_ierr_))                                                  \
-      throw ::bilevel::petsc::Error(bilevel_ierr_, #__VA_ARGS__, __FILE__, __LINE__);  \
+#define BILEVEL_PETSC_CALL(...)                                                       \
+  do {                                                                                \
+    const PetscErrorCode bilevel_ierr_ = (__VA_ARGS__);                               \
+    if (PetscUnlikely(bilevel_ierr_))                                                 \
+      throw ::bilevel::petsc::Error(bilevel_ierr_, #__VA_ARGS__, __FILE__, __LINE__); \
   } while (0)
 
 /// Internal invariant: throws bilevel::Error("file:line: invariant failed: cond") when cond is false.
-#define BILEVEL_ASSERT(cond)                                                                 \
-  do {                                                                                       \
+#define BILEVEL_ASSERT(cond)                                                               \
+  do {                                                                                     \
     if (!(cond)) ::bilevel::throw_located(__FILE__, __LINE__, "invariant failed: " #cond); \
   } while (0)

@@ -6,15 +6,15 @@ namespace bilevel::petsc {
 
 /// The events, registered once by initialize_package().
 struct Events {
-  PetscLogEvent load_data = 0;       ///< BilevelLoadData
-  PetscLogEvent lower_solve = 0;     ///< BilevelInnerSolve
-  PetscLogEvent hypergradient = 0;   ///< BilevelHyperGrad (linear system + JVP)
-  PetscLogEvent outer_step = 0;      ///< BilevelOuterStep (upper-level step on the coordinator)
-  PetscLogEvent oracle_grad = 0;     ///< BilevelOracleGrad (grad_f, grad_g)
-  PetscLogEvent oracle_hvp = 0;      ///< BilevelOracleHVP
-  PetscLogEvent oracle_jvp = 0;      ///< BilevelOracleJVP
-  PetscLogEvent evaluate = 0;        ///< BilevelEvaluate (monitors, test metrics)
-  PetscLogEvent precondition = 0;    ///< BilevelPrecond (setup and application of the problem's M ≈ H⁻¹)
+  PetscLogEvent load_data = 0;      ///< BilevelLoadData
+  PetscLogEvent lower_solve = 0;    ///< BilevelInnerSolve
+  PetscLogEvent hypergradient = 0;  ///< BilevelHyperGrad (linear system + JVP)
+  PetscLogEvent outer_step = 0;     ///< BilevelOuterStep (upper-level step on the coordinator)
+  PetscLogEvent oracle_grad = 0;    ///< BilevelOracleGrad (grad_f, grad_g)
+  PetscLogEvent oracle_hvp = 0;     ///< BilevelOracleHVP
+  PetscLogEvent oracle_jvp = 0;     ///< BilevelOracleJVP
+  PetscLogEvent evaluate = 0;       ///< BilevelEvaluate (monitors, test metrics)
+  PetscLogEvent precondition = 0;   ///< BilevelPrecond (setup and application of the problem's M ≈ H⁻¹)
 };
 const Events& events();
 

@@ -56,9 +56,9 @@ class OptionsReader {
                      const std::vector<std::string>& choices,
                      std::string_view help);
   /// A viewer option, PETSc's -xxx_view convention: absent or a false spelling (false/no/off/0) → nullopt;
-  /// bare or a true spelling → ASCII on stdout of comm; else PetscOptionsGetViewer's TYPE[:FILE[:FORMAT[:MODE]]]
-  /// (ascii:out.txt, ascii::ascii_info_detail, ascii:trace.csv:ascii_csv). An unknown type or format is
-  /// an InputError naming the option.
+  /// bare or a true spelling → ASCII on stdout of comm; else PetscOptionsGetViewer's
+  /// TYPE[:FILE[:FORMAT[:MODE]]] (ascii:out.txt, ascii::ascii_info_detail, ascii:trace.csv:ascii_csv). An
+  /// unknown type or format is an InputError naming the option.
   struct Viewer {
     ViewerHandle viewer;
     PetscViewerFormat format = PETSC_VIEWER_DEFAULT;
@@ -76,7 +76,8 @@ class OptionsReader {
   /// Every key this reader and the readers made from it by sub() have read so far ("-bilevel_max_it"), so a
   /// caller can tell which of its defaults no reader asked for. Not collective.
   const std::set<std::string>& keys_read() const { return *keys_read_; }
-  /// Another reader on prefix + sub (e.g. "bilevel_" + "qnbo_"), with the defaults whose names start with sub.
+  /// Another reader on prefix + sub (e.g. "bilevel_" + "qnbo_"), with the defaults whose names start with
+  /// sub.
   OptionsReader sub(std::string_view sub, std::string title = "") const;
 
  private:
@@ -94,7 +95,8 @@ class OptionsReader {
   std::string title_;
   bool help_ = false;
   Defaults defaults_;
-  std::shared_ptr<std::set<std::string>> keys_read_ = std::make_shared<std::set<std::string>>();  // shared by subs
+  std::shared_ptr<std::set<std::string>> keys_read_ =
+      std::make_shared<std::set<std::string>>();  // shared by subs
 };
 
 /// The options prefix of the object being solved or configured (BilevelSolver::set_options_prefix), "" when

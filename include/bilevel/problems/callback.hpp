@@ -22,12 +22,11 @@ class Oracle {
   Oracle() = default;
   Oracle(std::nullptr_t) {}  // NOLINT: "no oracle"
   template <typename F>
-    requires std::is_invocable_r_v<R, F&, Vec, Vec, const Batch&, Out...>
-  Oracle(F f) : f_(std::move(f)), takes_batch_(true) {}  // NOLINT: implicit, as std::function
+  requires std::is_invocable_r_v<R, F&, Vec, Vec, const Batch&, Out...> Oracle(F f)
+      : f_(std::move(f)), takes_batch_(true) {}  // NOLINT: implicit, as std::function
   template <typename F>
-    requires(!std::is_invocable_r_v<R, F&, Vec, Vec, const Batch&, Out...> &&
-             std::is_invocable_r_v<R, F&, Vec, Vec, Out...>)
-  Oracle(F f)  // NOLINT
+  requires(!std::is_invocable_r_v<R, F&, Vec, Vec, const Batch&, Out...> &&
+           std::is_invocable_r_v<R, F&, Vec, Vec, Out...>) Oracle(F f)  // NOLINT
       : f_([g = std::move(f)](Vec x, Vec y, const Batch&, Out... out) -> R { return g(x, y, out...); }) {}
 
   explicit operator bool() const { return static_cast<bool>(f_); }
@@ -48,13 +47,14 @@ class Oracle {
 /// not need it. Callbacks receive the solver's distributed Vecs (layouts of dim_upper/dim_lower with
 /// PETSC_DECIDE) and must be collective on the problem's communicator.
 struct ProblemCallbacks {
-  Oracle<void, Vec, Vec> upper_grad;    ///< (x, y, [batch,] gx, gy): ∇_x f into gx, ∇_y f into gy (either may be null)
-  Oracle<void, Vec> lower_grad_y;       ///< (x, y, [batch,] gy): ∇_y g
-  Oracle<void, Vec, Vec> lower_hvp;     ///< (x, y, [batch,] w, out): H w, H = ∇²_yy g
-  Oracle<void, Vec, Vec> lower_jvp;     ///< (x, y, [batch,] w, out): J w = ∇_x <∇_y g, w>
-  Oracle<PetscReal> upper_value;        ///< (x, y, [batch]): f (optional)
-  Oracle<PetscReal> lower_value;        ///< (x, y, [batch]): g (optional)
-  Oracle<void, Vec> lower_grad_x;       ///< (x, y, [batch,] gx): ∇_x g (optional)
+  Oracle<void, Vec, Vec>
+      upper_grad;  ///< (x, y, [batch,] gx, gy): ∇_x f into gx, ∇_y f into gy (either may be null)
+  Oracle<void, Vec> lower_grad_y;                   ///< (x, y, [batch,] gy): ∇_y g
+  Oracle<void, Vec, Vec> lower_hvp;                 ///< (x, y, [batch,] w, out): H w, H = ∇²_yy g
+  Oracle<void, Vec, Vec> lower_jvp;                 ///< (x, y, [batch,] w, out): J w = ∇_x <∇_y g, w>
+  Oracle<PetscReal> upper_value;                    ///< (x, y, [batch]): f (optional)
+  Oracle<PetscReal> lower_value;                    ///< (x, y, [batch]): g (optional)
+  Oracle<void, Vec> lower_grad_x;                   ///< (x, y, [batch,] gx): ∇_x g (optional)
   std::function<void(Vec x, Vec y)> initial_point;  ///< default: zeros
 };
 
@@ -62,7 +62,10 @@ struct ProblemCallbacks {
 class CallbackProblem : public BilevelProblem {
  public:
   /// Throws InputError naming a missing required callback.
-  CallbackProblem(MPI_Comm comm, PetscInt dim_upper, PetscInt dim_lower, ProblemCallbacks callbacks,
+  CallbackProblem(MPI_Comm comm,
+                  PetscInt dim_upper,
+                  PetscInt dim_lower,
+                  ProblemCallbacks callbacks,
                   std::string name = "user");
   MPI_Comm comm() const override { return comm_; }
   std::string name() const override { return name_; }
@@ -75,8 +78,8 @@ class CallbackProblem : public BilevelProblem {
   void initial_point(Vec x, Vec y) override;
   /// The samples behind the two levels: g is a mean over `sizes.lower` training samples and f over
   /// `sizes.upper` validation samples (0: f is deterministic, its batches are always full). Makes the
-  /// problem Stochastic, so minibatch methods (-bilevel_batch_size, the stochastic methods) run on it; every oracle given
-  /// must then take the batch (InputError naming the one that does not). Not collective.
+  /// problem Stochastic, so minibatch methods (-bilevel_batch_size, the stochastic methods) run on it; every
+  /// oracle given must then take the batch (InputError naming the one that does not). Not collective.
   void set_dataset_sizes(DatasetSizes sizes);
   DatasetSizes dataset_sizes() const override { return sizes_; }
 

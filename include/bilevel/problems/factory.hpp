@@ -17,7 +17,9 @@ struct ProblemInputs {
 
 /// Creates problem `name` (quadratic | logreg | hyperclean) from the inputs and its -bilevel_<name>_*
 /// options. Bad names or missing files are InputErrors naming the flag. Collective on comm.
-std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm, const std::string& name, const ProblemInputs& inputs);
+std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm,
+                                             const std::string& name,
+                                             const ProblemInputs& inputs);
 std::vector<std::string> problem_names();
 /// Reads the -bilevel_<name>_* options of the problems that load data (logreg, softmax, hyperclean) without
 /// loading any, so that -help lists them; their values are validated as when a run reads them. Collective.

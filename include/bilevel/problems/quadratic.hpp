@@ -15,15 +15,15 @@ namespace bilevel {
 
 /// Settings (-bilevel_quadratic_*).
 struct QuadraticOptions {
-  PetscInt dim_lower = 100;     ///< [-bilevel_quadratic_dim_lower] dy
-  PetscInt dim_upper = 10;      ///< [-bilevel_quadratic_dim_upper] dx
-  PetscReal condition = 100;    ///< [-bilevel_quadratic_condition] κ of the lower Hessian A
-  PetscReal upper_reg = 0.1;    ///< [-bilevel_quadratic_upper_reg] r
+  PetscInt dim_lower = 100;   ///< [-bilevel_quadratic_dim_lower] dy
+  PetscInt dim_upper = 10;    ///< [-bilevel_quadratic_dim_upper] dx
+  PetscReal condition = 100;  ///< [-bilevel_quadratic_condition] κ of the lower Hessian A
+  PetscReal upper_reg = 0.1;  ///< [-bilevel_quadratic_upper_reg] r
   /// [-bilevel_quadratic_preconditioner_error] ε in [0, 1): offer the preconditioner
   /// M = U diag(1/(Λ_i (1 + ε cos i))) Uᵀ (an inexact A⁻¹ with κ(M A) <= (1 + ε)/(1 − ε), i the global
   /// index); negative: no preconditioner (the default)
   PetscReal preconditioner_error = -1;
-  std::uint64_t seed = 0;       ///< generator seed (the run's --seed)
+  std::uint64_t seed = 0;  ///< generator seed (the run's --seed)
   void validate() const;
   static QuadraticOptions from(petsc::OptionsReader& opts, std::uint64_t seed);
 };
@@ -71,17 +71,17 @@ class QuadraticProblem : public BilevelProblem {
   void apply_a(Vec w, Vec out, int diag_power);
   /// out = U D^p Uᵀ w (U = H₁H₂, D a diagonal in y's layout, p = ±1). Collective.
   void apply_spectral(Vec w, Vec out, Vec diag, int diag_power);
-  void reflect(Vec u, Vec w);          // w <- (I − 2uuᵀ) w
-  void b_times(Vec x, Vec out);        // out = B x (lower layout)
-  void bt_times(Vec w, Vec out);       // out = Bᵀ w (upper layout)
+  void reflect(Vec u, Vec w);     // w <- (I − 2uuᵀ) w
+  void b_times(Vec x, Vec out);   // out = B x (lower layout)
+  void bt_times(Vec w, Vec out);  // out = Bᵀ w (upper layout)
 
   MPI_Comm comm_;
   QuadraticOptions options_;
   PetscInt y_begin_ = 0, y_local_ = 0;
   petsc::VecHandle u1_, u2_, lambda_, lambda_pc_, target_, work_, work2_;
-  petsc::VecHandle x_all_;              // x gathered on every rank
+  petsc::VecHandle x_all_;  // x gathered on every rank
   petsc::ScatterHandle x_to_all_;
-  std::vector<PetscReal> b_local_;      // rows y_begin_.. of B, row-major y_local_ x dx
+  std::vector<PetscReal> b_local_;           // rows y_begin_.. of B, row-major y_local_ x dx
   std::vector<PetscReal> reduce_, partial_;  // dx buffers
   std::optional<PetscReal> f_star_;
 };

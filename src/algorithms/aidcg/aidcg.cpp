@@ -14,10 +14,10 @@
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/blocks/lower_update.hpp"
-#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/registry.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -28,15 +28,17 @@ struct AidCgOptions {
   /// [-bilevel_aidcg_lower auto|gd|newton], [-bilevel_aidcg_inner_steps] T (0: 10 gd / 1 newton),
   /// [-bilevel_aidcg_inner_step] θ (0: 1/L)
   LowerUpdateOptions lower;
-  PetscInt cg_max_it = 10;      ///< N, the default of -bilevel_hyper_ksp_max_it
-  PetscReal cg_rtol = 1e-10;    ///< the default of -bilevel_hyper_ksp_rtol
+  PetscInt cg_max_it = 10;    ///< N, the default of -bilevel_hyper_ksp_max_it
+  PetscReal cg_rtol = 1e-10;  ///< the default of -bilevel_hyper_ksp_rtol
 };
 
 class AidCg : public Algorithm {
  public:
   std::string_view type() const override { return "aidcg"; }
 
-  void set_from_options(petsc::OptionsReader& opts) override { read_lower_update_options(opts, o_.lower, 10); }
+  void set_from_options(petsc::OptionsReader& opts) override {
+    read_lower_update_options(opts, o_.lower, 10);
+  }
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
@@ -48,14 +50,13 @@ class AidCg : public Algorithm {
   StepResult step(AlgorithmContext& ctx) override {
     // y-update (T steps, warm start), ∇f, v ≈ H⁻¹ ∇_y f by CG, x <- P(x − β (∇_x f − J v))
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
-      r.inner_iterations = cg_->solve(ctx.x, ctx.y, implicit_.next_hessian_batch(ctx.problem), b, v);  // v ≈ H⁻¹ b
+      r.inner_iterations =
+          cg_->solve(ctx.x, ctx.y, implicit_.next_hessian_batch(ctx.problem), b, v);  // v ≈ H⁻¹ b
       r.linear_residual = cg_->last_residual();
     });
   }
 
-  void declare_state(StateRegistry& state) override {
-    implicit_.declare_state(state);
-  }
+  void declare_state(StateRegistry& state) override { implicit_.declare_state(state); }
 
   void view(PetscViewer viewer) const override {
     BILEVEL_PETSC_CALL(
@@ -66,8 +67,10 @@ class AidCg : public Algorithm {
       cg_->view(viewer, "linear system H v = grad_y f");
     else
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
-          viewer, "linear system H v = grad_y f: KSP -bilevel_hyper_ made at setup (defaults rtol %g, max_it %d)\n",
-          o_.cg_rtol, static_cast<int>(o_.cg_max_it)));
+          viewer,
+          "linear system H v = grad_y f: KSP -bilevel_hyper_ made at setup (defaults rtol %g, max_it %d)\n",
+          o_.cg_rtol,
+          static_cast<int>(o_.cg_max_it)));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
   }
 
@@ -80,6 +83,8 @@ class AidCg : public Algorithm {
 
 }  // namespace
 
-std::unique_ptr<Algorithm> create_aidcg() { return std::make_unique<AidCg>(); }
+std::unique_ptr<Algorithm> create_aidcg() {
+  return std::make_unique<AidCg>();
+}
 
 }  // namespace bilevel

@@ -42,9 +42,9 @@
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/reductions.hpp"
-#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -52,39 +52,50 @@ namespace {
 
 /// The control barrier φ.
 enum class BomeBarrier { GradNorm, Value };
-constexpr std::array<Named<BomeBarrier>, 2> kBarriers{{{"grad_norm", BomeBarrier::GradNorm}, {"value", BomeBarrier::Value}}};
+constexpr std::array<Named<BomeBarrier>, 2> kBarriers{
+    {{"grad_norm", BomeBarrier::GradNorm}, {"value", BomeBarrier::Value}}};
 
 /// Settings of Bome (paper / benchopt defaults except inner_warm_start). Options database keys in brackets.
 struct BomeOptions {
   /// [-bilevel_bome_lower auto|gd|newton] how ŷ is updated, [-bilevel_bome_inner_steps] T (0: 10 gd / 1
   /// newton), [-bilevel_bome_inner_step] a of the gradient steps (0: 1/L); Newton's CG: KSP -bilevel_inner_
   LowerUpdateOptions lower;
-  PetscReal lower_step = 0;            ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2 (M: 0.1)
-  bool precondition = true;            ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
-  bool normalize = false;              ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ)
-  PetscReal eta = 0.5;                 ///< [-bilevel_bome_eta] barrier coefficient η
-  BomeBarrier barrier = BomeBarrier::GradNorm;  ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
-  bool inner_warm_start = true;        ///< [-bilevel_bome_inner_warm_start] ŷ from the previous ŷ (else y_k)
+  PetscReal lower_step = 0;  ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2 (M: 0.1)
+  bool precondition = true;  ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
+  bool normalize = false;    ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ)
+  PetscReal eta = 0.5;       ///< [-bilevel_bome_eta] barrier coefficient η
+  BomeBarrier barrier =
+      BomeBarrier::GradNorm;     ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
+  bool inner_warm_start = true;  ///< [-bilevel_bome_inner_warm_start] ŷ from the previous ŷ (else y_k)
 };
 
 class Bome : public Algorithm {
  public:
   std::string_view type() const override { return "bome"; }
   Capability requirements() const override {
-    return o_.barrier == BomeBarrier::Value ? Capability::LowerGradX | Capability::LowerValue : Capability::LowerGradX;
+    return o_.barrier == BomeBarrier::Value ? Capability::LowerGradX | Capability::LowerValue
+                                            : Capability::LowerGradX;
   }
 
   void set_from_options(petsc::OptionsReader& opts) override {
     read_lower_update_options(opts, o_.lower, 10);
-    o_.lower_step = opts.real("lower_step", o_.lower_step, "outer step on y (0: half the inner step; 0.1 with M)", 0.0);
-    o_.precondition = opts.boolean("precondition", o_.precondition,
-                                   "take the y-part of the step in the problem's metric M ~ inverse Hessian, if it has one");
+    o_.lower_step =
+        opts.real("lower_step", o_.lower_step, "outer step on y (0: half the inner step; 0.1 with M)", 0.0);
+    o_.precondition = opts.boolean(
+        "precondition",
+        o_.precondition,
+        "take the y-part of the step in the problem's metric M ~ inverse Hessian, if it has one");
     o_.normalize = opts.boolean("normalize", o_.normalize, "divide the y step by 1 + lambda");
     o_.eta = opts.real("eta", o_.eta, "barrier coefficient eta", 0.0);
-    o_.barrier = read_choice(opts, "barrier", o_.barrier, kBarriers,
+    o_.barrier = read_choice(opts,
+                             "barrier",
+                             o_.barrier,
+                             kBarriers,
                              "control barrier: eta*|grad q|^2 (grad_norm) or eta*q (value)");
-    o_.inner_warm_start = opts.boolean("inner_warm_start", o_.inner_warm_start,
-                                       "start the T steps from the previous point (else from y_k, as the paper)");
+    o_.inner_warm_start =
+        opts.boolean("inner_warm_start",
+                     o_.inner_warm_start,
+                     "start the T steps from the previous point (else from y_k, as the paper)");
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -96,7 +107,8 @@ class Bome : public Algorithm {
     if (o_.lower_step > 0) {
       xi_y_ = o_.lower_step;
     } else if (pc_) {
-      xi_y_ = 0.1;  // M ≈ H⁻¹; measured on hyperclean: 0.1 → 83.5% in 100 its, 0.2 stalls at 83.0%, 0.5 diverges
+      xi_y_ =
+          0.1;  // M ≈ H⁻¹; measured on hyperclean: 0.1 → 83.5% in 100 its, 0.2 stalls at 83.0%, 0.5 diverges
     } else {
       // ŷ by Newton steps (no gradient step a): ξ_y relative to 1/L all the same
       const PetscReal a = lower_.step() > 0 ? lower_.step() : 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
@@ -124,12 +136,12 @@ class Bome : public Algorithm {
     r.inner_iterations = lower_.steps();
     // One lower batch for every term of q̂ (so its value and gradient are those of one function).
     const Batch lb = s_.hessian.draw(n.lower, batch_);
-    p.lower_grad_x(ctx.x, y_hat_, lb, gx_hat_);  // ∇_x g(x_k, ŷ)
-    p.lower_grad_x(ctx.x, ctx.y, lb, qx_);      // ∇_x g(x_k, y_k)
+    p.lower_grad_x(ctx.x, y_hat_, lb, gx_hat_);       // ∇_x g(x_k, ŷ)
+    p.lower_grad_x(ctx.x, ctx.y, lb, qx_);            // ∇_x g(x_k, y_k)
     BILEVEL_PETSC_CALL(VecAXPY(qx_, -1.0, gx_hat_));  // ∇_x q̂ = ∇_x g(x_k, y_k) − ∇_x g(x_k, ŷ)
-    p.lower_grad_y(ctx.x, ctx.y, lb, qy_);      // ∇_y q̂ = ∇_y g(x_k, y_k)
+    p.lower_grad_y(ctx.x, ctx.y, lb, qy_);            // ∇_y q̂ = ∇_y g(x_k, y_k)
     const Batch ub = s_.upper.draw(n.upper, ctx.upper_batch_size);
-    p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);   // ∇f = [∇_x f; ∇_y f] at (x_k, y_k)
+    p.upper_grad(ctx.x, ctx.y, ub, fx_, fy_);  // ∇f = [∇_x f; ∇_y f] at (x_k, y_k)
     PetscReal q_value = 0;
     if (o_.barrier == BomeBarrier::Value)
       q_value = p.lower_value(ctx.x, ctx.y, lb) - p.lower_value(ctx.x, y_hat_, lb);  // q̂(x_k, y_k)
@@ -146,7 +158,8 @@ class Bome : public Algorithm {
     PetscReal fq_x = 0, fq_y = 0, qq_x = 0, qq_y = 0;
     reduce_together({{fx_, qx_, &fq_x}, {fy_, mqy_, &fq_y}, {qx_, qx_, &qq_x}, {qy_, mqy_, &qq_y}});
     const PetscReal qq = qq_x + qq_y;
-    const PetscReal phi = o_.barrier == BomeBarrier::Value ? o_.eta * q_value : o_.eta * qq;  // control barrier φ
+    const PetscReal phi =
+        o_.barrier == BomeBarrier::Value ? o_.eta * q_value : o_.eta * qq;  // control barrier φ
     const PetscReal lambda = std::max<PetscReal>((phi - (fq_x + fq_y)) / (qq + 1e-8), 0);  // λ (Alg. 1)
     BILEVEL_PETSC_CALL(VecAXPY(fx_, lambda, qx_));    // d_x = ∇_x f + λ ∇_x q̂
     BILEVEL_PETSC_CALL(VecAXPY(mfy_, lambda, mqy_));  // d_y = M (∇_y f + λ ∇_y q̂)
@@ -155,9 +168,9 @@ class Bome : public Algorithm {
     r.hypergradient_norm = dx_norm;
     require_finite(dx_norm, ConvergedReason::DivergedNaN, "the norm of the step direction d_x");
     BILEVEL_PETSC_CALL(VecNorm(qy_, NORM_2, &r.lower_residual));  // ||∇_y g(x_k, y_k)||
-    ctx.upper.step(ctx.x, fx_);                      // x_{k+1} = P(x_k − ξ_x d_x)
+    ctx.upper.step(ctx.x, fx_);                                   // x_{k+1} = P(x_k − ξ_x d_x)
     const PetscReal xi = o_.normalize ? xi_y_ / (1 + lambda) : xi_y_;
-    BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi, mfy_));   // y_{k+1} = y_k − ξ_y d_y
+    BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi, mfy_));  // y_{k+1} = y_k − ξ_y d_y
     last_lambda_ = lambda;
     return r;
   }
@@ -175,10 +188,17 @@ class Bome : public Algorithm {
         "arXiv 2209.08709, Alg. 1)\n"
         "  lower %s, inner_steps %d, inner_step %g, lower_step %g%s, metric on y %s, eta %g, barrier %s,\n"
         "  inner_warm_start %s, batch %d, last lambda %g\n",
-        lower_.kind_name(), static_cast<int>(lower_.steps()), lower_.step(), xi_y_ > 0 ? xi_y_ : o_.lower_step,
-        o_.normalize ? "/(1+lambda)" : "", pc_ ? "problem's M" : "identity", o_.eta,
-        name_of(o_.barrier, kBarriers), o_.inner_warm_start ? "yes" : "no (restart from y_k, as the paper)",
-        static_cast<int>(batch_), last_lambda_));
+        lower_.kind_name(),
+        static_cast<int>(lower_.steps()),
+        lower_.step(),
+        xi_y_ > 0 ? xi_y_ : o_.lower_step,
+        o_.normalize ? "/(1+lambda)" : "",
+        pc_ ? "problem's M" : "identity",
+        o_.eta,
+        name_of(o_.barrier, kBarriers),
+        o_.inner_warm_start ? "yes" : "no (restart from y_k, as the paper)",
+        static_cast<int>(batch_),
+        last_lambda_));
     lower_.view_ksp(viewer);
   }
 
@@ -194,6 +214,8 @@ class Bome : public Algorithm {
 
 }  // namespace
 
-std::unique_ptr<Algorithm> create_bome() { return std::make_unique<Bome>(); }
+std::unique_ptr<Algorithm> create_bome() {
+  return std::make_unique<Bome>();
+}
 
 }  // namespace bilevel

@@ -8,13 +8,14 @@
 /// the current Hessian; v_{k+1} = v̄ + Q_j T_j⁻¹ Q_jᵀ(b_k − w) (Thomas algorithm on every rank); then
 /// x <- x − λ (∇_x f − J v_{k+1}). Basis in a SLEPc BV (block DynamicLanczos), no re-orthogonalisation.
 /// Average cost (1 + 1/m) HVP + T ∇_y g + 1 ∇f + 1 JVP per iteration.
-/// The y-update is the paper's T gradient steps unless the problem hints "newton" (ProblemHints::lower_update,
-/// for ill-conditioned lower levels; block LowerUpdate); -bilevel_lancbio_lower overrides the hint.
-/// With a problem preconditioner M ≈ H⁻¹ (Capability::LowerPreconditioner) the Lanczos process runs on
-/// Lᵀ H L (M = L Lᵀ; block DynamicLanczos, preconditioned variant), which the paper does not have: on
-/// ill-conditioned lower levels (hyperclean, κ ≈ 1e5) it is what lets a basis of a few vectors solve H v = b.
-/// Options (-bilevel_lancbio_*): lower, inner_steps, inner_step, initial_dim, dim_inc, dim_fre,
-/// max_dim, exact_residual, precondition. Minibatches follow -bilevel_batch_size / -bilevel_upper_batch_size (default full).
+/// The y-update is the paper's T gradient steps unless the problem hints "newton"
+/// (ProblemHints::lower_update, for ill-conditioned lower levels; block LowerUpdate); -bilevel_lancbio_lower
+/// overrides the hint. With a problem preconditioner M ≈ H⁻¹ (Capability::LowerPreconditioner) the Lanczos
+/// process runs on Lᵀ H L (M = L Lᵀ; block DynamicLanczos, preconditioned variant), which the paper does not
+/// have: on ill-conditioned lower levels (hyperclean, κ ≈ 1e5) it is what lets a basis of a few vectors solve
+/// H v = b. Options (-bilevel_lancbio_*): lower, inner_steps, inner_step, initial_dim, dim_inc, dim_fre,
+/// max_dim, exact_residual, precondition. Minibatches follow -bilevel_batch_size / -bilevel_upper_batch_size
+/// (default full).
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -23,9 +24,9 @@
 #include "bilevel/blocks/dynamic_lanczos.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_update.hpp"
-#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -54,10 +55,13 @@ class LancBio : public Algorithm {
     o_.dim_inc = opts.real("dim_inc", o_.dim_inc, "growth factor of the subspace dimension", 1.0);
     o_.dim_fre = opts.integer("dim_fre", o_.dim_fre, "grow the dimension every dim_fre outer iterations", 1);
     o_.max_dim = opts.integer("max_dim", o_.max_dim, "largest subspace dimension m_max", 1);
-    o_.exact_residual = opts.boolean("exact_residual", o_.exact_residual,
+    o_.exact_residual = opts.boolean("exact_residual",
+                                     o_.exact_residual,
                                      "compute ||H v - grad_y f|| exactly (one more HVP per iteration)");
-    o_.precondition = opts.boolean("precondition", o_.precondition,
-                                   "precondition the Lanczos process with the problem's M ~ inverse Hessian, if it has one");
+    o_.precondition = opts.boolean(
+        "precondition",
+        o_.precondition,
+        "precondition the Lanczos process with the problem's M ~ inverse Hessian, if it has one");
     if (o_.initial_dim > o_.max_dim)
       throw InputError("option -bilevel_lancbio_initial_dim must be <= -bilevel_lancbio_max_dim");
   }
@@ -66,8 +70,8 @@ class LancBio : public Algorithm {
     BilevelProblem& p = ctx.problem;
     lower_.setup(p, ctx.x, ctx.y, o_.lower, 5);
     dim_ = o_.initial_dim;
-    lanczos_.setup(ctx.y, o_.max_dim,
-                   o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner));
+    lanczos_.setup(
+        ctx.y, o_.max_dim, o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner));
     hv_ = p.create_lower_vec();
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
     implicit_.setup(p, ctx.seed, {batch_, ctx.upper_batch_size});
@@ -75,16 +79,18 @@ class LancBio : public Algorithm {
 
   StepResult step(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    // y-update (T steps, warm start), b_k = ∇_y f, the v-update below, x <- x − λ (∇_x f − J v_{k+1}) (Alg. 2)
+    // y-update (T steps, warm start), b_k = ∇_y f, the v-update below, x <- x − λ (∇_x f − J v_{k+1}) (Alg.
+    // 2)
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
       // Dimension schedule (Alg. 2): m <- min(⌈m · dim_inc⌉, m_max) every dim_fre iterations.
       if (ctx.iteration > 0 && ctx.iteration % o_.dim_fre == 0)
-        dim_ = std::min<PetscInt>(o_.max_dim, static_cast<PetscInt>(std::ceil(static_cast<PetscReal>(dim_) * o_.dim_inc)));
+        dim_ = std::min<PetscInt>(
+            o_.max_dim, static_cast<PetscInt>(std::ceil(static_cast<PetscReal>(dim_) * o_.dim_inc)));
       const Batch hb = implicit_.next_hessian_batch(p);
       // Restart when the basis holds m vectors (or the recurrence broke down): v̄ = v_k, w = A_k v̄ (Alg. 4).
       if (lanczos_.dimension() == 0 || lanczos_.dimension() >= dim_ || lanczos_.exhausted())
         lanczos_.restart(p, ctx.x, ctx.y, hb, v, b);
-      lanczos_.extend(p, ctx.x, ctx.y, hb);     // one Lanczos step with A_k = H(x_k, y_{k+1})
+      lanczos_.extend(p, ctx.x, ctx.y, hb);      // one Lanczos step with A_k = H(x_k, y_{k+1})
       r.linear_residual = lanczos_.solve(b, v);  // v_{k+1} = v̄ + Q_j T_j⁻¹ Q_jᵀ(b_k − w)
       r.inner_iterations = lanczos_.dimension();
       if (o_.exact_residual) {
@@ -105,10 +111,17 @@ class LancBio : public Algorithm {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "lancbio: dynamic Lanczos hypergradient (Yang, Gao & Yuan, ICLR 2025, arXiv 2404.03331, Alg. 2/4)\n"
-        "  lower %s, inner_steps %d, inner_step %g, initial_dim %d, dim_inc %g, dim_fre %d, max_dim %d (current %d),\n"
+        "  lower %s, inner_steps %d, inner_step %g, initial_dim %d, dim_inc %g, dim_fre %d, max_dim %d "
+        "(current %d),\n"
         "  basis in a SLEPc BV without re-orthogonalisation, %s, residual %s, batch %d\n",
-        lower_.kind_name(), static_cast<int>(lower_.steps()), lower_.step(), static_cast<int>(o_.initial_dim),
-        o_.dim_inc, static_cast<int>(o_.dim_fre), static_cast<int>(o_.max_dim), static_cast<int>(dim_),
+        lower_.kind_name(),
+        static_cast<int>(lower_.steps()),
+        lower_.step(),
+        static_cast<int>(o_.initial_dim),
+        o_.dim_inc,
+        static_cast<int>(o_.dim_fre),
+        static_cast<int>(o_.max_dim),
+        static_cast<int>(dim_),
         lanczos_.preconditioned() ? "preconditioned by the problem's M" : "unpreconditioned",
         o_.exact_residual ? "exact (1 extra HVP)" : "Lanczos estimate (M-norm when preconditioned)",
         static_cast<int>(batch_)));
@@ -126,6 +139,8 @@ class LancBio : public Algorithm {
 
 }  // namespace
 
-std::unique_ptr<Algorithm> create_lancbio() { return std::make_unique<LancBio>(); }
+std::unique_ptr<Algorithm> create_lancbio() {
+  return std::make_unique<LancBio>();
+}
 
 }  // namespace bilevel

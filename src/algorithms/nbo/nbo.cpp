@@ -35,9 +35,9 @@
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/two_system_solver.hpp"
-#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -51,10 +51,10 @@ constexpr std::array<Named<NboVariant>, 3> kVariants{
 /// Settings of Nbo. Options database keys in brackets.
 struct NboOptions {
   NboVariant variant = NboVariant::Cg;  ///< [-bilevel_nbo_variant gd|cg|sgd]
-  PetscInt inner_steps = 0;    ///< [-bilevel_nbo_inner_steps] T (CG its / T+1 steps); 0: 5 (cg), 1 (gd, sgd)
-  PetscReal step = 0;          ///< [-bilevel_nbo_step] η of the gradient steps (gd, sgd); 0: 1/L
-  PetscReal cg_rtol = 1e-10;   ///< [-bilevel_nbo_cg_rtol] CG relative tolerance (cg)
-  bool warm_start = true;      ///< [-bilevel_nbo_warm_start] solve for u from u_k (the paper); false: from 0
+  PetscInt inner_steps = 0;   ///< [-bilevel_nbo_inner_steps] T (CG its / T+1 steps); 0: 5 (cg), 1 (gd, sgd)
+  PetscReal step = 0;         ///< [-bilevel_nbo_step] η of the gradient steps (gd, sgd); 0: 1/L
+  PetscReal cg_rtol = 1e-10;  ///< [-bilevel_nbo_cg_rtol] CG relative tolerance (cg)
+  bool warm_start = true;     ///< [-bilevel_nbo_warm_start] solve for u from u_k (the paper); false: from 0
   bool adaptive_step = true;  ///< [-bilevel_nbo_adaptive_step] lower η when a Rayleigh quotient exceeds 1/η
   bool precondition = true;   ///< [-bilevel_nbo_precondition] cg: PCG with the problem's M, if it has one
   PetscInt batch_size = 256;  ///< [-bilevel_nbo_batch_size] sgd minibatch when -bilevel_batch_size is not set
@@ -66,7 +66,8 @@ class Nbo : public Algorithm {
   std::string_view type() const override { return "nbo"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.variant = read_choice(opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG or the stochastic NSBO-SGD");
+    o_.variant =
+        read_choice(opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG or the stochastic NSBO-SGD");
     o_.inner_steps = opts.integer("inner_steps",
                                   o_.inner_steps,
                                   "T: CG iterations (cg) or T+1 gradient steps (gd, sgd); 0: 5 cg, 1 gd/sgd",
@@ -78,8 +79,10 @@ class Nbo : public Algorithm {
         opts.boolean("adaptive_step",
                      o_.adaptive_step,
                      "gd/sgd: lower eta to 1/rho when a Rayleigh quotient rho of H exceeds 1/eta");
-    o_.precondition = opts.boolean("precondition", o_.precondition,
-                                   "cg: precondition both systems with the problem's M ~ inverse Hessian, if it has one");
+    o_.precondition =
+        opts.boolean("precondition",
+                     o_.precondition,
+                     "cg: precondition both systems with the problem's M ~ inverse Hessian, if it has one");
     o_.warmup_newton =
         opts.integer("warmup_newton",
                      o_.warmup_newton,
@@ -91,7 +94,8 @@ class Nbo : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    steps_ = o_.inner_steps > 0 ? o_.inner_steps : (o_.variant == NboVariant::Cg ? 5 : 1);  // paper: T = 1 for NBO-GD
+    steps_ = o_.inner_steps > 0 ? o_.inner_steps
+                                : (o_.variant == NboVariant::Cg ? 5 : 1);  // paper: T = 1 for NBO-GD
     eta_ = o_.step;
     step_reductions_ = 0;
     if (o_.variant != NboVariant::Cg && eta_ == 0) eta_ = 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
@@ -102,8 +106,9 @@ class Nbo : public Algorithm {
     else if (stochastic && o_.variant == NboVariant::Sgd)
       batch_ = o_.batch_size;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
-    two_.setup(ctx.y, o_.variant == NboVariant::Cg && o_.precondition &&
-                          has(p.capabilities(), Capability::LowerPreconditioner));
+    two_.setup(ctx.y,
+               o_.variant == NboVariant::Cg && o_.precondition &&
+                   has(p.capabilities(), Capability::LowerPreconditioner));
     gy_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
     v_ = p.create_lower_vec();
@@ -141,8 +146,16 @@ class Nbo : public Algorithm {
       // T+1 steps  v <- v − η (H_k v − ∇_y g),  u <- u − η (H_k u − ∇_y f)   (NBO-GD Alg. 2 step 2; NSBO-SGD
       // with a fresh batch per step)
       const bool sgd = o_.variant == NboVariant::Sgd && batch_ > 0;
-      rep = two_.gradient(p, ctx.x, ctx.y, Batch::all(), systems, steps_ + 1, eta_, o_.adaptive_step,
-                          sgd ? &s_.hessian : nullptr, sgd ? batch_ : 0);
+      rep = two_.gradient(p,
+                          ctx.x,
+                          ctx.y,
+                          Batch::all(),
+                          systems,
+                          steps_ + 1,
+                          eta_,
+                          o_.adaptive_step,
+                          sgd ? &s_.hessian : nullptr,
+                          sgd ? batch_ : 0);
       if (rep.step < eta_) {
         eta_ = rep.step;  // the Rayleigh-quotient safeguard lowered η: keep it for the next iterations
         ++step_reductions_;
@@ -172,7 +185,8 @@ class Nbo : public Algorithm {
   }
 
   void view(PetscViewer viewer) const override {
-    const char* name = o_.variant == NboVariant::Cg ? "NBO-CG" : (o_.variant == NboVariant::Gd ? "NBO-GD" : "NSBO-SGD");
+    const char* name =
+        o_.variant == NboVariant::Cg ? "NBO-CG" : (o_.variant == NboVariant::Gd ? "NBO-GD" : "NSBO-SGD");
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "nbo: %s, inexact-Newton curvature-aware hypergradient (Dong, Yang, Yao & Zhang, ICML 2025)\n",

@@ -99,8 +99,12 @@ class Pzobo : public Algorithm {
         "one_step_projection",
         o_.one_step_projection,
         "with N = 1, c_j = -a u_j^T J M grad_y f from one JVP (the limit mu -> 0; smoothing unused)");
-    o_.support = read_choice(opts, "support", o_.support, kSupports,
-                             "entries of x perturbed: all (paper), the minibatches' (auto: batch if allowed)");
+    o_.support =
+        read_choice(opts,
+                    "support",
+                    o_.support,
+                    kSupports,
+                    "entries of x perturbed: all (paper), the minibatches' (auto: batch if allowed)");
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -175,7 +179,8 @@ class Pzobo : public Algorithm {
     // Estimate h_k = ∇_x f + (1/Q) Σ_j c_j u_j, and the step.
     dirs_.combine(c_, 1.0 / static_cast<PetscReal>(q_), u_raw_, fx_);
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    require_finite(r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
+    require_finite(
+        r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
     r.inner_iterations = n_ * (projected_ ? 1 : q_ + 1);
     BILEVEL_PETSC_CALL(VecCopy(y_, ctx.y));  // y_{k+1} = y_N(x_k), warm start of the next paths
     BILEVEL_PETSC_CALL(VecCopy(y_last_, y_prev_));

@@ -51,10 +51,10 @@
 #include "bilevel/blocks/lower_steps.hpp"
 #include "bilevel/blocks/reductions.hpp"
 #include "bilevel/blocks/secant_pairs.hpp"
-#include "bilevel/core/line_search.hpp"
-#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/line_search.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 
@@ -64,9 +64,9 @@ namespace {
 /// Step length of the lower quasi-Newton steps (file comment).
 enum class StepControl { Auto, Armijo, Secant, None };
 constexpr std::array<Named<StepControl>, 4> kStepControls{{{"auto", StepControl::Auto},
-                                                            {"armijo", StepControl::Armijo},
-                                                            {"secant", StepControl::Secant},
-                                                            {"none", StepControl::None}}};
+                                                           {"armijo", StepControl::Armijo},
+                                                           {"secant", StepControl::Secant},
+                                                           {"none", StepControl::None}}};
 /// Subroutine B: fresh pairs or the lower solve's.
 enum class Ihvp { Fresh, Reuse };
 constexpr std::array<Named<Ihvp>, 2> kIhvps{{{"fresh", Ihvp::Fresh}, {"reuse", Ihvp::Reuse}}};
@@ -76,20 +76,23 @@ constexpr std::array<Named<FreshSchedule>, 2> kSchedules{
     {{"constant", FreshSchedule::Constant}, {"linear", FreshSchedule::Linear}}};
 /// u from the fresh iterate or from the pairs.
 enum class FreshOutput { Iterate, Pairs };
-constexpr std::array<Named<FreshOutput>, 2> kOutputs{{{"iterate", FreshOutput::Iterate}, {"pairs", FreshOutput::Pairs}}};
+constexpr std::array<Named<FreshOutput>, 2> kOutputs{
+    {{"iterate", FreshOutput::Iterate}, {"pairs", FreshOutput::Pairs}}};
 constexpr std::array<Named<SecantKind>, 2> kKinds{{{"bfgs", SecantKind::Bfgs}, {"sr1", SecantKind::Sr1}}};
-constexpr std::array<Named<SecantBackend>, 2> kBackends{{{"own", SecantBackend::Own}, {"petsc", SecantBackend::Petsc}}};
+constexpr std::array<Named<SecantBackend>, 2> kBackends{
+    {{"own", SecantBackend::Own}, {"petsc", SecantBackend::Petsc}}};
 
 /// Settings of Qnbo. Options database keys in brackets.
 struct QnboOptions {
   SecantKind kind = SecantKind::Bfgs;  ///< [-bilevel_qnbo_kind bfgs|sr1] quasi-Newton update
-  PetscInt warmup_steps = 0;          ///< [-bilevel_qnbo_warmup_steps] P gradient steps before the qN steps
-  PetscReal warmup_step = 0;          ///< [-bilevel_qnbo_warmup_step] β; 0: 1/L
-  PetscInt qn_steps = 3;              ///< [-bilevel_qnbo_qn_steps] T quasi-Newton steps on y
-  PetscReal qn_step = 1;              ///< [-bilevel_qnbo_qn_step] γ, the quasi-Newton step length
-  StepControl step_control = StepControl::Auto;  ///< [-bilevel_qnbo_step_control auto|armijo|secant|none] lower steps
-  Ihvp ihvp = Ihvp::Fresh;            ///< [-bilevel_qnbo_ihvp fresh|reuse] subroutine B
-  PetscInt fresh_steps = 3;           ///< [-bilevel_qnbo_fresh_steps] Q (constant) or its cap (linear)
+  PetscInt warmup_steps = 0;           ///< [-bilevel_qnbo_warmup_steps] P gradient steps before the qN steps
+  PetscReal warmup_step = 0;           ///< [-bilevel_qnbo_warmup_step] β; 0: 1/L
+  PetscInt qn_steps = 3;               ///< [-bilevel_qnbo_qn_steps] T quasi-Newton steps on y
+  PetscReal qn_step = 1;               ///< [-bilevel_qnbo_qn_step] γ, the quasi-Newton step length
+  StepControl step_control =
+      StepControl::Auto;     ///< [-bilevel_qnbo_step_control auto|armijo|secant|none] lower steps
+  Ihvp ihvp = Ihvp::Fresh;   ///< [-bilevel_qnbo_ihvp fresh|reuse] subroutine B
+  PetscInt fresh_steps = 3;  ///< [-bilevel_qnbo_fresh_steps] Q (constant) or its cap (linear)
   FreshSchedule fresh_schedule = FreshSchedule::Constant;  ///< [-bilevel_qnbo_fresh_schedule constant|linear]
   bool fresh_tilt = true;        ///< [-bilevel_qnbo_fresh_tilt] fresh steps on the tilted objective ψ
   PetscReal fresh_scale = 0.01;  ///< [-bilevel_qnbo_fresh_scale] ε of the tilt
@@ -112,28 +115,42 @@ class Qnbo : public Algorithm {
     o_.warmup_step = opts.real("warmup_step", o_.warmup_step, "warm-up step beta (0: 1/L)", 0.0);
     o_.qn_steps = opts.integer("qn_steps", o_.qn_steps, "T quasi-Newton steps on y per outer iteration", 0);
     o_.qn_step = opts.real("qn_step", o_.qn_step, "quasi-Newton step length gamma", 0.0);
-    o_.step_control = read_choice(opts, "step_control", o_.step_control, kStepControls,
-                                  "lower qN step length: Armijo on g, secant-model overshoot check, or gamma");
-    o_.ihvp = read_choice(opts, "ihvp", o_.ihvp, kIhvps,
+    o_.step_control =
+        read_choice(opts,
+                    "step_control",
+                    o_.step_control,
+                    kStepControls,
+                    "lower qN step length: Armijo on g, secant-model overshoot check, or gamma");
+    o_.ihvp = read_choice(opts,
+                          "ihvp",
+                          o_.ihvp,
+                          kIhvps,
                           "inverse-Hessian product from fresh pairs or from the lower solve's pairs");
     o_.fresh_steps = opts.integer("fresh_steps", o_.fresh_steps, "Q fresh qN iterations (cap if linear)", 0);
-    o_.fresh_schedule = read_choice(opts, "fresh_schedule", o_.fresh_schedule, kSchedules,
-                                    "Q_k = Q (constant) or min(k+1, Q) (linear)");
+    o_.fresh_schedule = read_choice(
+        opts, "fresh_schedule", o_.fresh_schedule, kSchedules, "Q_k = Q (constant) or min(k+1, Q) (linear)");
     o_.fresh_tilt = opts.boolean("fresh_tilt", o_.fresh_tilt, "fresh steps minimise g tilted by grad_y f");
     o_.fresh_scale = opts.real("fresh_scale", o_.fresh_scale, "epsilon of the tilt", 0.0);
     o_.fresh_rtol = opts.real(
         "fresh_rtol", o_.fresh_rtol, "stop the fresh steps at ||grad psi|| <= rtol eps ||d||", 0.0, 1.0);
     o_.fresh_warm_start = opts.boolean(
         "fresh_warm_start", o_.fresh_warm_start, "start the fresh steps from the previous u (one gradient)");
-    o_.fresh_output = read_choice(opts, "fresh_output", o_.fresh_output, kOutputs,
+    o_.fresh_output = read_choice(opts,
+                                  "fresh_output",
+                                  o_.fresh_output,
+                                  kOutputs,
                                   "u = the fresh iterate's displacement / eps, or C(d, fresh pairs)");
     o_.memory = opts.integer("memory", o_.memory, "secant pairs kept (0: T+Q+1, or 20 with keep_pairs)", 0);
     // Default: kept for BFGS (positive definite whatever the pairs' age); rebuilt for SR1, whose updates from
     // pairs of earlier x (and near-redundant pairs) make the iterates chaotic in rounding.
-    o_.keep_pairs = opts.boolean("keep_pairs", o_.kind == SecantKind::Bfgs, "keep pairs across outer iterations");
+    o_.keep_pairs =
+        opts.boolean("keep_pairs", o_.kind == SecantKind::Bfgs, "keep pairs across outer iterations");
     o_.pair_min_step = opts.real(
         "pair_min_step", o_.pair_min_step, "pairs with ||s|| < this * max(1, ||y||) are not stored", 0.0);
-    o_.backend = read_choice(opts, "backend", o_.backend, kBackends,
+    o_.backend = read_choice(opts,
+                             "backend",
+                             o_.backend,
+                             kBackends,
                              "secant pairs: own (VecMDot) or petsc (MATLMVMBFGS, bfgs only)");
     if (o_.fresh_tilt && !(o_.fresh_scale > 0))
       throw InputError("option -bilevel_qnbo_fresh_scale must be > 0 with -bilevel_qnbo_fresh_tilt");
@@ -152,13 +169,13 @@ class Qnbo : public Algorithm {
     beta_ = o_.warmup_step > 0 ? o_.warmup_step : 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
     step_control_ = o_.step_control;
     if (step_control_ == StepControl::Auto)
-      step_control_ = has(p.capabilities(), Capability::LowerValue) ? StepControl::Armijo : StepControl::Secant;
+      step_control_ =
+          has(p.capabilities(), Capability::LowerValue) ? StepControl::Armijo : StepControl::Secant;
     memory_ = o_.memory > 0
                   ? o_.memory
                   : (o_.keep_pairs ? 20 : o_.qn_steps + (o_.ihvp == Ihvp::Fresh ? o_.fresh_steps + 1 : 0));
     memory_ = std::max<PetscInt>(memory_, 1);
-    approx_ = make_inverse_hessian_approx(
-        ctx.y, o_.kind, memory_, o_.backend, "bilevel_qnbo_");
+    approx_ = make_inverse_hessian_approx(ctx.y, o_.kind, memory_, o_.backend, "bilevel_qnbo_");
     approx_->set_scale(beta_);  // H0 = β I until the first pair
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
@@ -168,7 +185,8 @@ class Qnbo : public Algorithm {
     BILEVEL_PETSC_CALL(VecSet(u_, 0.0));
     fx_ = p.create_upper_vec();
     jv_ = p.create_upper_vec();
-    samplers_ = StepSamplers(ctx.seed);  // the iteration's lower batch: lower; warm-up steps: hessian; ∇f: upper
+    samplers_ =
+        StepSamplers(ctx.seed);  // the iteration's lower batch: lower; warm-up steps: hessian; ∇f: upper
     stored_ = rejected_small_ = shortened_ = 0;
     u_nonzero_ = false;
   }
@@ -314,7 +332,9 @@ class Qnbo : public Algorithm {
               BILEVEL_PETSC_CALL(VecWAXPY(s_, -trial, d_, y));
               return p.lower_value(x, s_, batch);
             },
-            value_y_, -dg, ArmijoOptions{o_.qn_step, 0.5, 1e-4, 40});
+            value_y_,
+            -dg,
+            ArmijoOptions{o_.qn_step, 0.5, 1e-4, 40});
         t = ls.step;
         const PetscReal gt = ls.value;
         if (!(std::isfinite(gt) && gt <= value_y_))

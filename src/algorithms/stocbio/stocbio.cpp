@@ -11,12 +11,12 @@
 #include <petscviewer.h>
 
 #include "bilevel/blocks/implicit_step.hpp"
-#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
-#include "bilevel/core/upper_stepper.hpp"
+#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -24,11 +24,11 @@ namespace {
 
 /// Settings of Stocbio. Options database keys in brackets.
 struct StocbioOptions {
-  PetscInt inner_steps = 10;     ///< [-bilevel_stocbio_inner_steps] T
-  PetscReal inner_step = 0;      ///< [-bilevel_stocbio_inner_step] 0: 1/L
-  PetscInt neumann_steps = 10;   ///< [-bilevel_stocbio_neumann_steps] Q
-  PetscReal neumann_eta = 0;     ///< [-bilevel_stocbio_neumann_eta] η of the series; 0: 1/L
-  PetscInt batch_size = 256;     ///< [-bilevel_stocbio_batch_size] when -bilevel_batch_size is not given
+  PetscInt inner_steps = 10;    ///< [-bilevel_stocbio_inner_steps] T
+  PetscReal inner_step = 0;     ///< [-bilevel_stocbio_inner_step] 0: 1/L
+  PetscInt neumann_steps = 10;  ///< [-bilevel_stocbio_neumann_steps] Q
+  PetscReal neumann_eta = 0;    ///< [-bilevel_stocbio_neumann_eta] η of the series; 0: 1/L
+  PetscInt batch_size = 256;    ///< [-bilevel_stocbio_batch_size] when -bilevel_batch_size is not given
 };
 
 class Stocbio : public Algorithm {
@@ -41,8 +41,8 @@ class Stocbio : public Algorithm {
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step on y (0: 1/L estimated by SLEPc)", 0.0);
     o_.neumann_steps = opts.integer("neumann_steps", o_.neumann_steps, "Neumann terms Q", 0);
     o_.neumann_eta = opts.real("neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 1/L)", 0.0);
-    o_.batch_size = opts.integer("batch_size", o_.batch_size,
-                                 "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
+    o_.batch_size = opts.integer(
+        "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -70,21 +70,30 @@ class Stocbio : public Algorithm {
     // T SGD steps on y, ∇f on D_F, Neumann v ≈ H⁻¹ ∇_y f (one fresh batch per term), x <- x − β (∇_x f − J v)
     if (follow_bound_ && o_.neumann_eta == 0) eta_n_ = 1.0 / *ctx.problem.lower_lipschitz_bound(ctx.x);
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
-      neumann_.solve(ctx.problem, ctx.x, ctx.y, b, v, o_.neumann_steps, eta_n_, &implicit_.hessian_sampler(),
+      neumann_.solve(ctx.problem,
+                     ctx.x,
+                     ctx.y,
+                     b,
+                     v,
+                     o_.neumann_steps,
+                     eta_n_,
+                     &implicit_.hessian_sampler(),
                      implicit_.batches().lower);
       r.inner_iterations = o_.neumann_steps;
     });
   }
 
-  void declare_state(StateRegistry& state) override {
-    implicit_.declare_state(state);
-  }
+  void declare_state(StateRegistry& state) override { implicit_.declare_state(state); }
 
   void view(PetscViewer viewer) const override {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
-        viewer, "stocbio: Neumann-series stochastic bilevel (Ji, Yang & Liang 2021)\n"
-                "  inner_steps %d, inner_step %g, neumann_steps %d, neumann_eta %g, batch %d\n",
-        static_cast<int>(o_.inner_steps), eta_y_, static_cast<int>(o_.neumann_steps), eta_n_,
+        viewer,
+        "stocbio: Neumann-series stochastic bilevel (Ji, Yang & Liang 2021)\n"
+        "  inner_steps %d, inner_step %g, neumann_steps %d, neumann_eta %g, batch %d\n",
+        static_cast<int>(o_.inner_steps),
+        eta_y_,
+        static_cast<int>(o_.neumann_steps),
+        eta_n_,
         static_cast<int>(batch_)));
   }
 
@@ -100,6 +109,8 @@ class Stocbio : public Algorithm {
 
 }  // namespace
 
-std::unique_ptr<Algorithm> create_stocbio() { return std::make_unique<Stocbio>(); }
+std::unique_ptr<Algorithm> create_stocbio() {
+  return std::make_unique<Stocbio>();
+}
 
 }  // namespace bilevel
