@@ -19,37 +19,13 @@
 
 namespace {
 
+using seedtest::CountingQuadratic;
+using seedtest::relative_error;
+
 using bilevel::petsc::VecHandle;
 
 using seedtest::Options;
 using seedtest::quad;
-
-/// The quadratic with a count of the passes over the data: lower_hvp_multi calls and single products.
-class CountingQuadratic : public bilevel::QuadraticProblem {
- public:
-  using QuadraticProblem::QuadraticProblem;
-  int multi_calls = 0, single_calls = 0;
-
- protected:
-  void lower_hvp_impl(Vec x, Vec y, const bilevel::Batch& b, Vec w, Vec out) override {
-    ++single_calls;
-    QuadraticProblem::lower_hvp_impl(x, y, b, w, out);
-  }
-  void lower_hvp_multi_impl(
-      Vec x, Vec y, const bilevel::Batch& b, std::span<const Vec> w, std::span<const Vec> out) override {
-    ++multi_calls;
-    for (std::size_t i = 0; i < w.size(); ++i) QuadraticProblem::lower_hvp_impl(x, y, b, w[i], out[i]);
-  }
-};
-
-PetscReal relative_error(Vec a, Vec b) {
-  VecHandle d = bilevel::petsc::duplicate(a);
-  VecWAXPY(d, -1.0, b, a);
-  PetscReal nd = 0, nb = 0;
-  VecNorm(d, NORM_2, &nd);
-  VecNorm(b, NORM_2, &nb);
-  return nd / nb;
-}
 
 struct Outcome {
   bilevel::SolveReport report;

@@ -18,23 +18,13 @@
 
 namespace {
 
+using seedtest::norm;
+using seedtest::relative_error;
+
 using bilevel::petsc::VecHandle;
 
 using seedtest::Options;
 using seedtest::quad;
-
-PetscReal norm(Vec v) {
-  PetscReal n = 0;
-  VecNorm(v, NORM_2, &n);
-  return n;
-}
-
-/// ||a − b|| / ||b||. Collective.
-PetscReal relative_error(Vec a, Vec b) {
-  VecHandle d = bilevel::petsc::duplicate(a);
-  VecWAXPY(d, -1.0, b, a);
-  return norm(d) / norm(b);
-}
 
 struct Outcome {
   bilevel::SolveReport report;

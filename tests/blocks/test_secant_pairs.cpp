@@ -12,6 +12,9 @@
 
 namespace {
 
+using seedtest::norm;
+using seedtest::relative_error;
+
 using bilevel::petsc::VecHandle;
 using seedtest::quad;
 
@@ -21,19 +24,6 @@ void pattern(Vec v, double salt) {
   const auto stream = static_cast<std::uint64_t>(1000 + 10 * salt);
   testdata::fill(
       v, [stream](PetscInt i) { return bilevel::counter_normal(77, stream, static_cast<std::uint64_t>(i)); });
-}
-
-PetscReal norm(Vec v) {
-  PetscReal n = 0;
-  VecNorm(v, NORM_2, &n);
-  return n;
-}
-
-/// ||a − b|| / ||b||. Collective.
-PetscReal relative_error(Vec a, Vec b) {
-  VecHandle d = bilevel::petsc::duplicate(a);
-  VecWAXPY(d, -1.0, b, a);
-  return norm(d) / norm(b);
 }
 
 /// Secant pairs (s_i, A s_i) of the quadratic's lower Hessian along patterned directions.

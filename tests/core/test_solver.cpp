@@ -11,27 +11,13 @@
 
 #include "bilevel/bilevel.hpp"
 #include "support/forwarding_problem.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 
+using seedtest::Options;
+
 using bilevel::ConvergedReason;
-
-/// Sets PETSc options for its lifetime. Not collective.
-class Options {
- public:
-  Options(std::initializer_list<std::pair<std::string, std::string>> kv) {
-    for (const auto& [k, v] : kv) {
-      PetscOptionsSetValue(nullptr, k.c_str(), v.empty() ? nullptr : v.c_str());
-      keys_.push_back(k);
-    }
-  }
-  ~Options() {
-    for (const auto& k : keys_) PetscOptionsClearValue(nullptr, k.c_str());
-  }
-
- private:
-  std::vector<std::string> keys_;
-};
 
 /// What the scripted method does; the tests set it before a solve.
 struct Script {

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,18 +25,53 @@ class Options {
   Options(std::initializer_list<std::pair<std::string, std::string>> kv) {
     for (const auto& [k, v] : kv) set(k, v);
   }
+  explicit Options(const std::vector<std::pair<std::string, std::string>>& kv) {
+    for (const auto& [k, v] : kv) set(k, v);
+  }
   Options(const Options&) = delete;
   Options& operator=(const Options&) = delete;
   ~Options() {
     for (const auto& k : keys_) PetscOptionsClearValue(nullptr, k.c_str());
   }
   void set(const std::string& key, const std::string& value) {
-    PetscOptionsSetValue(nullptr, key.c_str(), value.c_str());
+    PetscOptionsSetValue(nullptr, key.c_str(), value.empty() ? nullptr : value.c_str());  // "": a bare flag
     keys_.push_back(key);
   }
 
  private:
   std::vector<std::string> keys_;
+};
+
+/// ||v||_2. Collective.
+inline PetscReal norm(Vec v) {
+  PetscReal n = 0;
+  VecNorm(v, NORM_2, &n);
+  return n;
+}
+
+/// ||a − b|| / ||b||. Collective.
+inline PetscReal relative_error(Vec a, Vec b) {
+  bilevel::petsc::VecHandle d = bilevel::petsc::duplicate(a);
+  VecWAXPY(d, -1.0, b, a);
+  return norm(d) / norm(b);
+}
+
+/// The quadratic with a count of the passes over the data: lower_hvp_multi calls and single products.
+class CountingQuadratic : public bilevel::QuadraticProblem {
+ public:
+  using QuadraticProblem::QuadraticProblem;
+  int multi_calls = 0, single_calls = 0;
+
+ protected:
+  void lower_hvp_impl(Vec x, Vec y, const bilevel::Batch& b, Vec w, Vec out) override {
+    ++single_calls;
+    QuadraticProblem::lower_hvp_impl(x, y, b, w, out);
+  }
+  void lower_hvp_multi_impl(
+      Vec x, Vec y, const bilevel::Batch& b, std::span<const Vec> w, std::span<const Vec> out) override {
+    ++multi_calls;
+    for (std::size_t i = 0; i < w.size(); ++i) QuadraticProblem::lower_hvp_impl(x, y, b, w[i], out[i]);
+  }
 };
 
 inline bilevel::QuadraticOptions quad(PetscReal kappa, PetscInt dim_lower = 61, PetscInt dim_upper = 7) {
