@@ -460,6 +460,12 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     report.true_hypergradient_norm = record.true_hypergradient_norm;
     report.test_loss = record.test_loss;
     report.test_accuracy = record.test_accuracy;
+    report.value_function = record.value_function;
+    report.exact_hypergradient_norm = record.exact_hypergradient_norm;
+    report.hypergradient_relative_error = record.hypergradient_relative_error;
+    report.hypergradient_cosine = record.hypergradient_cosine;
+    report.lower_distance = record.lower_distance;
+    report.hypergradient_error_bound = record.hypergradient_error_bound;
     if (closed_form) report.optimal_upper_objective = problem.optimal_upper_objective();
   } else {
     report.upper_objective = NAN;

@@ -28,6 +28,10 @@ struct SolveReport {
   PetscReal hypergradient_norm = 0;
   std::optional<PetscReal> true_hypergradient_norm, optimal_upper_objective;
   std::optional<PetscReal> test_loss, test_accuracy;
+  /// The exact metrics and the error bound of the last record that had them (IterationRecord; null where
+  /// never computed).
+  std::optional<PetscReal> value_function, exact_hypergradient_norm, hypergradient_relative_error,
+      hypergradient_cosine, lower_distance, hypergradient_error_bound;
   OracleCounts counts;
   ConvergedReason reason = ConvergedReason::Iterating;
   std::uint64_t seed = 0;
