@@ -36,6 +36,8 @@ void ImplicitStep::gradients(AlgorithmContext& ctx) {
 void ImplicitStep::finish(AlgorithmContext& ctx, StepResult& r) {
   const Batch jb = samplers_.jacobian.draw(ctx.problem.dataset_sizes().lower, batches_.lower);
   r.hypergradient_norm = hypergradient_step(ctx, jb, v_, fx_, jv_);  // h_k = ∇_x f − J v_{k+1}, x_{k+1}
+  r.hypergradient = fx_;
+  r.linear_solution = v_;
 }
 
 PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv) {

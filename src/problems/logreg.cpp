@@ -166,6 +166,61 @@ std::optional<PetscReal> LogregProblem::lower_lipschitz_bound(Vec x) {
   return *data_lipschitz_ + std::exp(xmax);
 }
 
+std::optional<SmoothnessConstants> LogregProblem::smoothness_constants(Vec x, Vec y) {
+  check_layouts(x, y);
+  if (!row_norms_) {
+    std::array<PetscReal, 4> r{};  // max, sum (train), max, sum (validation)
+    int k = 0;
+    for (Side* side : {train_.get(), validation_.get()}) {
+      for (PetscInt i = 0; i < side->data.local_rows(); ++i) {
+        PetscInt nnz = 0;
+        const PetscScalar* vals = nullptr;
+        BILEVEL_PETSC_CALL(MatGetRow(side->data.local, i, &nnz, nullptr, &vals));
+        PetscReal s = options_.intercept ? 1.0 : 0.0;
+        for (PetscInt j = 0; j < nnz; ++j) s += vals[j] * vals[j];
+        BILEVEL_PETSC_CALL(MatRestoreRow(side->data.local, i, &nnz, nullptr, &vals));
+        r[k] = std::max(r[k], s);
+        r[k + 1] += s;
+      }
+      k += 2;
+    }
+    const PetscReal max_local[2] = {r[0], r[2]}, sum_local[2] = {r[1], r[3]};
+    PetscReal max_all[2], sum_all[2];
+    MPI_Allreduce(max_local, max_all, 2, MPIU_REAL, MPI_MAX, comm_);
+    MPI_Allreduce(sum_local, sum_all, 2, MPIU_REAL, MPI_SUM, comm_);
+    row_norms_ = std::array<PetscReal, 4>{max_all[0],
+                                          sum_all[0] / std::max<PetscInt>(1, train_->data.n_rows),
+                                          max_all[1],
+                                          sum_all[1] / std::max<PetscInt>(1, validation_->data.n_rows)};
+  }
+  const auto& rn = *row_norms_;
+  PetscReal xmax = 0, xmin = 0;
+  BILEVEL_PETSC_CALL(VecMax(x, nullptr, &xmax));
+  BILEVEL_PETSC_CALL(VecMin(x, nullptr, &xmin));
+  PetscReal cross = 0;
+  if (options_.scalar) {
+    PetscReal yn = 0;
+    BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
+    cross = std::exp(xmax) * yn;  // J = e^x wᵀ: ||J|| = e^x ||w|| <= e^x ||y||
+  } else {
+    PetscReal local = 0;
+    petsc::ReadView xs(x), ys(y);  // x has the layout of y's first n_features entries
+    for (PetscInt i = 0; i < xs.size(); ++i) local = std::max(local, std::exp(xs[i]) * std::abs(ys[i]));
+    MPI_Allreduce(&local, &cross, 1, MPIU_REAL, MPI_MAX, comm_);
+  }
+  constexpr PetscReal kMaxSigma2 = 0.0962251;  // max |σ''| = 1/(6√3)
+  SmoothnessConstants c;
+  if (!options_.intercept) c.mu = std::exp(xmin);  // H >= diag(e^x)
+  c.upper_grad_y_lipschitz = rn[3] / 4;            // λ_max(Âᵀ Â / m) / 4 <= trace / 4
+  c.cross_norm = cross;                            // J = diag(e^{x_j} w_j)
+  c.cross_lipschitz = std::exp(xmax);              // ||J(y) − J(y')|| <= max e^{x_j} ||w − w'||
+  // |Δσ'_i| <= |σ''| ||â_i|| ||y − y'|| and ||Σ Δσ'_i â_i â_iᵀ/n|| <= max|Δσ'_i| λ_max(Âᵀ Â/n), where
+  // λ_max(Âᵀ Â/n) = 4 L_data (lower_lipschitz_bound's SLEPc estimate, padded)
+  lower_lipschitz_bound(x);
+  c.hessian_lipschitz = kMaxSigma2 * std::sqrt(rn[0]) * std::min(rn[1], 4 * *data_lipschitz_);
+  return c;
+}
+
 void LogregProblem::initial_point(Vec x, Vec y) {
   BILEVEL_PETSC_CALL(VecSet(x, options_.initial_x));
   BILEVEL_PETSC_CALL(VecSet(y, 0.0));

@@ -68,6 +68,10 @@ struct SolverOptions {
   PetscInt upper_batch_size = 0;  ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
   PetscInt monitor_every = 1;     ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
   bool monitor_test = false;      ///< [-bilevel_monitor_test] test metrics in each record
+  /// [-bilevel_monitor_exact_every] the exact metrics of IterationRecord (accurate lower and linear solves,
+  /// docs/metrics.md) in the records of every k-th iteration; 0: none, except on closed-form problems, where
+  /// they are cheap and in every record
+  PetscInt monitor_exact_every = 0;
   bool final_lower_solve =
       true;  ///< [-bilevel_final_lower_solve] solve the lower level accurately at the end
   PetscReal final_lower_rtol = 1e-6;  ///< [-bilevel_final_lower_rtol]

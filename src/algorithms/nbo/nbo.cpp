@@ -168,6 +168,8 @@ class Nbo : public Algorithm {
     p.upper_grad(ctx.x, ctx.y, xb, fx_, nullptr);  // ∇_x f(x_k, y_{k+1})
     // h = ∇_x f − J(x_k, y_{k+1}) u_{k+1}, x <- P(x − α h) on the coordinator
     r.hypergradient_norm = hypergradient_step(ctx, s_.jacobian.draw(n.lower, batch_), u_, fx_, jv_);
+    r.hypergradient = fx_;
+    r.linear_solution = u_;
 
     r.lower_residual =
         rep.residual[0];  // ||H_k v − ∇_y g(x_k, y_k)|| ≈ ||∇_y g(x_k, y_{k+1})|| to first order
