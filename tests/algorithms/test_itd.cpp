@@ -19,7 +19,8 @@ TEST(Itd, GradientStepsHypergradientErrorFallsAsTheUnrolledStepsGrow) {
   std::vector<PetscReal> last;
   for (const char* k : {"10", "50", "200", "800"}) {
     Options o{{"-bilevel_itd_inner_steps", k}, {"-bilevel_itd_momentum", "0"}};
-    const std::vector<PetscReal> e = seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "itd", 2);
+    const std::vector<PetscReal> e =
+        seedtest::estimate_errors(PETSC_COMM_SELF, seedtest::quad(100), "itd", 2);
     ASSERT_EQ(e.size(), 2u);
     last.push_back(e.back());
   }
@@ -34,7 +35,8 @@ TEST(Itd, HeavyBallHypergradientErrorFallsAsTheUnrolledStepsGrow) {
   std::vector<PetscReal> last;
   for (const char* k : {"5", "10", "20", "40"}) {
     Options o{{"-bilevel_itd_inner_steps", k}};
-    const std::vector<PetscReal> e = seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "itd", 2);
+    const std::vector<PetscReal> e =
+        seedtest::estimate_errors(PETSC_COMM_WORLD, seedtest::quad(100), "itd", 2);
     ASSERT_EQ(e.size(), 2u);
     last.push_back(e.back());
   }
@@ -51,10 +53,13 @@ TEST(Itd, CostsKGradientsKJacobianAndKMinusOneHessianProductsPerIteration) {
   EXPECT_EQ(r.report.counts.grad_f, 5);
 }
 
+// On each rank alone (the rank-count independence is the next test's): the default quadratic's size and
+// condition; the norm reaches the 1e-3 mark after about 90 iterations and the bias floor (6e-5 of the start)
+// after 300.
 TEST(Itd, DefaultsDriveTheTrueHypergradientDownThreeOrdersOnQuadratic) {
   const auto q = seedtest::quad(100, 100, 10);
-  const seedtest::Run r0 = seedtest::run_quadratic(PETSC_COMM_WORLD, q, "itd", 0);
-  const seedtest::Run r = seedtest::run_quadratic(PETSC_COMM_WORLD, q, "itd", 300);
+  const seedtest::Run r0 = seedtest::run_quadratic(PETSC_COMM_SELF, q, "itd", 0);
+  const seedtest::Run r = seedtest::run_quadratic(PETSC_COMM_SELF, q, "itd", 300);
   ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
   EXPECT_LT(*r.report.true_hypergradient_norm, 1e-3 * *r0.report.true_hypergradient_norm);
 }

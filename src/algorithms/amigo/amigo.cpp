@@ -42,7 +42,7 @@ struct AmigoOptions {
   PetscReal inner_step = 0;                          ///< [-bilevel_amigo_inner_step] 0: 1/L
   PetscInt linear_steps = 10;                        ///< [-bilevel_amigo_linear_steps] M
   PetscReal linear_step = 0;                         ///< [-bilevel_amigo_linear_step] β of gd; 0: 1/L
-  PetscInt batch_size = 64;  ///< [-bilevel_amigo_batch_size] when -bilevel_batch_size is not given
+  PetscInt batch_size = 64;   ///< [-bilevel_amigo_batch_size] when -bilevel_batch_size is not given
   PetscReal cg_rtol = 1e-10;  ///< the default of -bilevel_hyper_ksp_rtol
 };
 

@@ -32,12 +32,12 @@ namespace {
 
 /// Settings of F2sa (benchopt's defaults but δ_0). Options database keys in brackets.
 struct F2saOptions {
-  PetscInt inner_steps = 10;         ///< [-bilevel_f2sa_inner_steps] T
-  PetscReal inner_step = 0;          ///< [-bilevel_f2sa_inner_step] γ of z; 0: 1/L
-  PetscReal lambda0 = 1;             ///< [-bilevel_f2sa_lambda0] λ_0
-  PetscReal lambda_step = 1;         ///< [-bilevel_f2sa_lambda_step] δ_0
+  PetscInt inner_steps = 10;            ///< [-bilevel_f2sa_inner_steps] T
+  PetscReal inner_step = 0;             ///< [-bilevel_f2sa_inner_step] γ of z; 0: 1/L
+  PetscReal lambda0 = 1;                ///< [-bilevel_f2sa_lambda0] λ_0
+  PetscReal lambda_step = 1;            ///< [-bilevel_f2sa_lambda_step] δ_0
   PetscReal lambda_exponent = 1.0 / 7;  ///< [-bilevel_f2sa_lambda_exponent] δ_k = δ_0 / (k+1)^e
-  PetscInt batch_size = 64;  ///< [-bilevel_f2sa_batch_size] when -bilevel_batch_size is not given
+  PetscInt batch_size = 64;             ///< [-bilevel_f2sa_batch_size] when -bilevel_batch_size is not given
 };
 
 class F2sa : public Algorithm {
@@ -47,11 +47,12 @@ class F2sa : public Algorithm {
 
   void set_from_options(petsc::OptionsReader& opts) override {
     o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "steps T on z and y per outer iteration", 1);
-    o_.inner_step = opts.real("inner_step", o_.inner_step, "step on z (0: 1/L); y takes it over 1 + lambda", 0.0);
+    o_.inner_step =
+        opts.real("inner_step", o_.inner_step, "step on z (0: 1/L); y takes it over 1 + lambda", 0.0);
     o_.lambda0 = opts.real("lambda0", o_.lambda0, "initial penalty lambda_0", 0.0);
     o_.lambda_step = opts.real("lambda_step", o_.lambda_step, "penalty increment delta_0", 0.0);
-    o_.lambda_exponent = opts.real(
-        "lambda_exponent", o_.lambda_exponent, "delta_k = delta_0 / (k+1)^lambda_exponent", 0.0);
+    o_.lambda_exponent =
+        opts.real("lambda_exponent", o_.lambda_exponent, "delta_k = delta_0 / (k+1)^lambda_exponent", 0.0);
     o_.batch_size = opts.integer(
         "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
   }
@@ -60,8 +61,8 @@ class F2sa : public Algorithm {
     BilevelProblem& p = ctx.problem;
     const std::optional<PetscReal> bound = o_.inner_step > 0 ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
     follow_bound_ = bound.has_value();
-    gamma_ = o_.inner_step > 0 ? o_.inner_step
-                               : 1.0 / (bound ? *bound : resolve_lower_lipschitz(p, ctx.x, ctx.y));
+    gamma_ =
+        o_.inner_step > 0 ? o_.inner_step : 1.0 / (bound ? *bound : resolve_lower_lipschitz(p, ctx.x, ctx.y));
     const DatasetSizes n = p.dataset_sizes();
     batch_ = n.lower > 0 ? (ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size) : 0;
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
@@ -123,16 +124,17 @@ class F2sa : public Algorithm {
         viewer,
         "f2sa: fully first-order penalty method (Kwon, Kwon, Wright & Nowak 2023, arXiv 2301.10945)\n"));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                              "inner_steps %d, inner_step %g (y: over 1 + lambda), lambda0 %g, "
-                                              "lambda_step %g, lambda_exponent %g, lambda now %g, batch %d\n",
-                                              static_cast<int>(o_.inner_steps),
-                                              gamma_,
-                                              o_.lambda0,
-                                              o_.lambda_step,
-                                              o_.lambda_exponent,
-                                              lambda_,
-                                              static_cast<int>(batch_)));
+    BILEVEL_PETSC_CALL(
+        PetscViewerASCIIPrintf(viewer,
+                               "inner_steps %d, inner_step %g (y: over 1 + lambda), lambda0 %g, "
+                               "lambda_step %g, lambda_exponent %g, lambda now %g, batch %d\n",
+                               static_cast<int>(o_.inner_steps),
+                               gamma_,
+                               o_.lambda0,
+                               o_.lambda_step,
+                               o_.lambda_exponent,
+                               lambda_,
+                               static_cast<int>(batch_)));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
   }
 

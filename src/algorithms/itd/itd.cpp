@@ -3,7 +3,8 @@
 /// arXiv 2010.07962; algorithms.md §3.2: "T inner GD (or momentum) steps").
 ///
 /// Per outer iteration, from y_0 = y_{-1} = the previous y_K (warm start), K heavy-ball steps
-///   y_{t+1} = Φ_t(y_t, y_{t-1}, x) = y_t − α ∇_y g(x, y_t; B_t) + β (y_t − y_{t−1})   (β = 0: gradient steps),
+///   y_{t+1} = Φ_t(y_t, y_{t-1}, x) = y_t − α ∇_y g(x, y_t; B_t) + β (y_t − y_{t−1})   (β = 0: gradient
+///   steps),
 /// keeping y_0 … y_{K−1}. The estimate is the total derivative of f(x, y_K(x)) by backpropagation: with
 /// ā_t = df/dy_t (y_t enters y_{t+1} through (1 + β) I − α H_t and y_{t+2} through −β I),
 ///   ā_K = ∇_y f(x, y_K), ā_{K+1} = 0, h = ∇_x f(x, y_K);  for t = K−1 … 0:
@@ -16,9 +17,9 @@
 /// error of the estimate is O(ρ^K ||J|| ||v*||) (K ρ^K for the heavy ball, whose optimal parameters give a
 /// double eigenvalue). When the problem gives μ (κ = L/μ), the defaults are the heavy ball's optimal
 /// α = 4/(√L + √μ)², β = ((√κ − 1)/(√κ + 1))², ρ = (√κ − 1)/(√κ + 1) (Polyak 1964), and K
-/// (-bilevel_itd_inner_steps 0) the smallest with K ρ^K <= ε (-bilevel_itd_truncation_tol, 3e-3): κ = 100 gives
-/// K = 49 where gradient steps (-bilevel_itd_momentum 0, α = 2/(L + μ)) need about 290. Without μ: steps 1/L
-/// (β = 0) and K = 10 (the papers' default).
+/// (-bilevel_itd_inner_steps 0) the smallest with K ρ^K <= ε (-bilevel_itd_truncation_tol, 3e-3): κ = 100
+/// gives K = 49 where gradient steps (-bilevel_itd_momentum 0, α = 2/(L + μ)) need about 290. Without μ:
+/// steps 1/L (β = 0) and K = 10 (the papers' default).
 ///
 /// Memory: the K stored iterates take K · (local dim y) · 8 bytes per rank. A K over
 /// -bilevel_itd_memory_limit (MiB per rank) is refused at setup, naming the option; the automatic K is
@@ -45,9 +46,9 @@ namespace {
 
 /// Settings of Itd. Options database keys in brackets.
 struct ItdOptions {
-  PetscInt inner_steps = 0;           ///< [-bilevel_itd_inner_steps] K; 0: from ε and κ = L/μ (10 without μ)
-  PetscReal inner_step = 0;           ///< [-bilevel_itd_inner_step] α; 0: heavy-ball optimum, 1/L without μ
-  PetscReal momentum = -1;            ///< [-bilevel_itd_momentum] β; < 0: heavy-ball optimum, 0 without μ
+  PetscInt inner_steps = 0;  ///< [-bilevel_itd_inner_steps] K; 0: from ε and κ = L/μ (10 without μ)
+  PetscReal inner_step = 0;  ///< [-bilevel_itd_inner_step] α; 0: heavy-ball optimum, 1/L without μ
+  PetscReal momentum = -1;   ///< [-bilevel_itd_momentum] β; < 0: heavy-ball optimum, 0 without μ
   PetscReal truncation_tol = 3e-3;    ///< [-bilevel_itd_truncation_tol] ε of the automatic K
   PetscReal memory_limit_mib = 2048;  ///< [-bilevel_itd_memory_limit] MiB per rank for the K iterates
   PetscInt max_auto_steps = 2000;     ///< the automatic K is at most this
@@ -66,16 +67,17 @@ class Itd : public Algorithm {
                                   0);
     o_.inner_step = opts.real(
         "inner_step", o_.inner_step, "step alpha on y (0: 4/(sqrt L + sqrt mu)^2, 1/L without mu)", 0.0);
-    o_.momentum = opts.real("momentum",
-                            o_.momentum,
-                            "heavy-ball beta of the steps on y (negative: ((sqrt kappa - 1)/(sqrt kappa + 1))^2, "
-                            "0 without mu)",
-                            -1.0,
-                            0.999);
+    o_.momentum =
+        opts.real("momentum",
+                  o_.momentum,
+                  "heavy-ball beta of the steps on y (negative: ((sqrt kappa - 1)/(sqrt kappa + 1))^2, "
+                  "0 without mu)",
+                  -1.0,
+                  0.999);
     o_.truncation_tol =
         opts.real("truncation_tol", o_.truncation_tol, "epsilon of the automatic K", 1e-300, 1.0);
-    o_.memory_limit_mib = opts.real(
-        "memory_limit", o_.memory_limit_mib, "MiB per rank for the K stored lower iterates", 0.0);
+    o_.memory_limit_mib =
+        opts.real("memory_limit", o_.memory_limit_mib, "MiB per rank for the K stored lower iterates", 0.0);
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -83,11 +85,12 @@ class Itd : public Algorithm {
     const ProblemHints h = p.hints();
     const std::optional<PetscReal> bound = o_.inner_step > 0 ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
     follow_bound_ = bound.has_value();
-    const PetscReal L =
-        o_.inner_step > 0 ? 1.0 / o_.inner_step : bound ? *bound : resolve_lower_lipschitz(p, ctx.x, ctx.y);
-    const std::optional<PetscReal> mu = h.lower_strong_convexity && *h.lower_strong_convexity > 0 && !follow_bound_
-                                            ? h.lower_strong_convexity
-                                            : std::nullopt;
+    const PetscReal L = o_.inner_step > 0 ? 1.0 / o_.inner_step
+                        : bound           ? *bound
+                                          : resolve_lower_lipschitz(p, ctx.x, ctx.y);
+    const std::optional<PetscReal> mu =
+        h.lower_strong_convexity && *h.lower_strong_convexity > 0 && !follow_bound_ ? h.lower_strong_convexity
+                                                                                    : std::nullopt;
     // Heavy ball with Polyak's optimal α, β when μ is known; else gradient steps 1/L
     const PetscReal sq = mu ? std::sqrt(std::max<PetscReal>(1, L / *mu)) : 1;
     beta_ = o_.momentum >= 0 ? o_.momentum : mu ? std::pow((sq - 1) / (sq + 1), 2) : 0.0;
@@ -211,12 +214,13 @@ class Itd : public Algorithm {
                                               alpha_,
                                               beta_,
                                               o_.truncation_tol));
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                              "memory: K stored lower iterates, %g MiB per rank (memory_limit "
-                                              "%g MiB); batch %d\n",
-                                              memory_mib_,
-                                              o_.memory_limit_mib,
-                                              static_cast<int>(batch_)));
+    BILEVEL_PETSC_CALL(
+        PetscViewerASCIIPrintf(viewer,
+                               "memory: K stored lower iterates, %g MiB per rank (memory_limit "
+                               "%g MiB); batch %d\n",
+                               memory_mib_,
+                               o_.memory_limit_mib,
+                               static_cast<int>(batch_)));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
   }
 
