@@ -14,7 +14,8 @@
 /// γ/(1 + λ_k). The outer step is the upper stepper's.
 /// Limit: the estimate's bias falls only like 1/λ_k ~ k^{−6/7}, so the outer loop reaches a neighbourhood
 /// of the solution of radius O(1/λ_k) (sublinear by design).
-/// Penalty increment δ_0 = 1 (benchopt's default is 0.1, its best on quadratics 0.01): on the default quadratic
+/// Penalty increment δ_0 = 1 (benchopt's default is 0.1, its best on quadratics 0.01): on the default
+/// quadratic
 /// (--seed 1, κ = 100) 5000 iterations end at ||∇F|| = 3.8e-4 with δ_0 = 1 (λ ≈ 1700) and 1.4e-3 with
 /// δ_0 = 0.1 (λ ≈ 170), from 1.5 at the start.
 /// Options (-bilevel_f2sa_*): inner_steps, inner_step, lambda0, lambda_step, lambda_exponent, batch_size.
