@@ -1,0 +1,93 @@
+#pragma once
+/// \file Private parts of `multitask` (include/bilevel/problems/multitask.hpp): the episodes, the per-task
+/// kernels on row-major dense blocks, and the episode generators (src/problems/multitask_episodes.cpp).
+/// Not installed.
+#include <vector>
+
+#include "bilevel/problems/multitask.hpp"
+#include "data_parallel.hpp"
+#include "small_dense.hpp"
+
+namespace bilevel {
+
+/// One task's support and query examples (row-major, p columns) and their labels in 0..k-1.
+struct Episode {
+  std::vector<double> support, query;
+  std::vector<PetscInt> support_label, query_label;
+};
+
+/// The episodes of tasks [begin, end) (support k·s rows, query k·q rows), a pure function of (seed, task).
+/// Not collective.
+std::vector<Episode> synthetic_episodes(const MultitaskOptions& o, PetscInt begin, PetscInt end);
+/// The same from the first `pool` Fashion-MNIST training images (read on every rank of comm); *features
+/// becomes 784. Collective on comm.
+std::vector<Episode> image_episodes(
+    MPI_Comm comm, const MultitaskOptions& o, PetscInt begin, PetscInt end, PetscInt* features);
+
+namespace detail {
+
+/// C (m x l) = A (m x n) B (n x l), row-major; accumulate adds to C. Not collective.
+inline void matmul(const double* a,
+                   const double* b,
+                   double* c,
+                   PetscInt m,
+                   PetscInt n,
+                   PetscInt l,
+                   bool accumulate = false) {
+  if (!accumulate) std::fill(c, c + m * l, 0.0);
+  for (PetscInt i = 0; i < m; ++i)
+    for (PetscInt j = 0; j < n; ++j) {
+      const double aij = a[i * n + j];
+      if (aij == 0) continue;
+      for (PetscInt k = 0; k < l; ++k) c[i * l + k] += aij * b[j * l + k];
+    }
+}
+/// C (n x l) += s Aᵀ B with A (m x n), B (m x l). Not collective.
+inline void matmul_tn_add(
+    const double* a, const double* b, double* c, PetscInt m, PetscInt n, PetscInt l, double s) {
+  for (PetscInt i = 0; i < m; ++i)
+    for (PetscInt j = 0; j < n; ++j) {
+      const double aij = s * a[i * n + j];
+      if (aij == 0) continue;
+      for (PetscInt k = 0; k < l; ++k) c[j * l + k] += aij * b[i * l + k];
+    }
+}
+/// C (m x n) += s A Bᵀ with A (m x l), B (n x l). Not collective.
+inline void matmul_nt_add(
+    const double* a, const double* b, double* c, PetscInt m, PetscInt n, PetscInt l, double s) {
+  for (PetscInt i = 0; i < m; ++i)
+    for (PetscInt j = 0; j < n; ++j) {
+      double t = 0;
+      for (PetscInt k = 0; k < l; ++k) t += a[i * l + k] * b[j * l + k];
+      c[i * n + j] += s * t;
+    }
+}
+
+}  // namespace detail
+
+struct MultitaskProblem::Impl {
+  PetscInt p = 0, r = 0, k = 0, ns = 0, nq = 0, tasks = 0;
+  double ridge = 0;
+  detail::LocalSamples local;  // this rank's tasks [begin, end) of T
+  std::vector<Episode> episodes;
+  detail::Gatherer gather_w;
+  std::vector<double> z, zv, res, m, grad_w, a;
+
+  /// Residual P = (X W) Y − E for rows X (n x p) with labels, into res (n x k); z = X W (n x r).
+  void residual(const std::vector<double>& x,
+                const std::vector<PetscInt>& labels,
+                const double* w,
+                const double* y) {
+    const auto n = static_cast<PetscInt>(labels.size());
+    z.resize(static_cast<std::size_t>(n * r));
+    res.resize(static_cast<std::size_t>(n * k));
+    detail::matmul(x.data(), w, z.data(), n, p, r);
+    detail::matmul(z.data(), y, res.data(), n, r, k);
+    for (PetscInt i = 0; i < n; ++i) res[i * k + labels[i]] -= 1.0;
+  }
+  /// The head of the local task number j in a local array of y.
+  double* head(double* ya, PetscInt j) const { return ya + j * r * k; }
+  const double* head(const double* ya, PetscInt j) const { return ya + j * r * k; }
+};
+
+}  // namespace bilevel
