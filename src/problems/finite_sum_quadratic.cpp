@@ -17,7 +17,8 @@ namespace bilevel {
 namespace {
 
 // Streams of the counter-based generator (problems use streams >= 100).
-constexpr std::uint64_t kXiLower = 111, kCLower = 112, kXiUpper = 113, kEUpper = 114, kReflect = 115;
+constexpr std::uint64_t kXiLower = 111, kCLower = 112, kXiUpper = 113, kEUpper = 114, kReflect = 115,
+                        kCrossUpper = 116;
 
 /// logspace(lo, hi, k)_i = lo (hi/lo)^{i/(k−1)}.
 double logspace(double lo, double hi, PetscInt i, PetscInt k) {
@@ -125,18 +126,23 @@ FiniteSumQuadraticProblem::FiniteSumQuadraticProblem(MPI_Comm comm, const Finite
   m.d = m.dy + m.dx + 1;
   const PetscInt dy = m.dy, dx = m.dx, d = m.d;
   const std::uint64_t seed = options_.seed;
-  std::vector<double> sqrt_sigma(static_cast<std::size_t>(dy)), sqrt_s(static_cast<std::size_t>(dx)),
-      reflect(static_cast<std::size_t>(dy));
+  std::vector<double> sqrt_sigma(static_cast<std::size_t>(dy)), sqrt_s(static_cast<std::size_t>(dx));
   for (PetscInt k = 0; k < dy; ++k)
     sqrt_sigma[k] = std::sqrt(logspace(options_.mu, options_.lipschitz, k, dy));
   for (PetscInt k = 0; k < dx; ++k) sqrt_s[k] = std::sqrt(logspace(options_.mu, options_.cross, k, dx));
+  // R = I − 2 u uᵀ couples the lower rows: w_i = T z_i with T = diag(√s) R_{1..dx} diag(1/√σ), so
+  // y*(x) = y*(0) − Tᵀx when λ_g = 0. The upper cross rows are independent of p_j (were they T p_j too, F
+  // would not depend on x at all).
+  std::vector<double> reflect(static_cast<std::size_t>(dy));
   double nr = 0;
   for (PetscInt k = 0; k < dy; ++k) nr += (reflect[k] = counter_normal(seed, kReflect, k)) * reflect[k];
   for (auto& v : reflect) v /= std::sqrt(nr);
 
-  // r = (diag(√σ) ξ, diag(√s) (R ξ)_{1..dx}, −c) for sample i of a level, ξ drawn on (stream, i dy + k)
+  // r = (diag(√σ) ξ, diag(√s) (R ξ)_{1..dx} (lower) or diag(√s) η (upper), −c) for sample i of a level,
+  // ξ drawn on (stream, i dy + k)
   std::vector<double> xi(static_cast<std::size_t>(dy));
   auto make_rows = [&](PetscInt n,
+                       bool coupled,
                        std::uint64_t xi_stream,
                        std::uint64_t c_stream,
                        detail::LocalSamples& s,
@@ -154,7 +160,10 @@ FiniteSumQuadraticProblem::FiniteSumQuadraticProblem(MPI_Comm comm, const Finite
         ux += reflect[k] * xi[k];
       }
       for (PetscInt k = 0; k < dy; ++k) r[k] = sqrt_sigma[k] * xi[k];
-      for (PetscInt k = 0; k < dx; ++k) r[dy + k] = sqrt_s[k] * (xi[k % dy] - 2 * reflect[k % dy] * ux);
+      for (PetscInt k = 0; k < dx; ++k)
+        r[dy + k] =
+            sqrt_s[k] * (coupled ? xi[k % dy] - 2 * reflect[k % dy] * ux
+                                 : counter_normal(seed, kCrossUpper, static_cast<std::uint64_t>(i) * dx + k));
       r[d - 1] = -counter_normal(seed, c_stream, static_cast<std::uint64_t>(i));
       for (PetscInt a = 0; a < d; ++a)
         for (PetscInt b = 0; b <= a; ++b) moment[a * d + b] += r[a] * r[b];
@@ -163,8 +172,8 @@ FiniteSumQuadraticProblem::FiniteSumQuadraticProblem(MPI_Comm comm, const Finite
     for (PetscInt a = 0; a < d; ++a)
       for (PetscInt b = 0; b <= a; ++b) moment[b * d + a] = (moment[a * d + b] /= static_cast<double>(n));
   };
-  make_rows(options_.n_lower, kXiLower, kCLower, m.lower, m.lower_rows, m.mg);
-  make_rows(options_.n_upper, kXiUpper, kEUpper, m.upper, m.upper_rows, m.mf);
+  make_rows(options_.n_lower, true, kXiLower, kCLower, m.lower, m.lower_rows, m.mg);
+  make_rows(options_.n_upper, false, kXiUpper, kEUpper, m.upper, m.upper_rows, m.mf);
 
   // H = M_g,yy + λ_g I: its spectrum gives μ and L; it must be positive definite
   std::vector<double> hm(static_cast<std::size_t>(dy * dy));

@@ -108,8 +108,8 @@ struct HyperRepresentationProblem::Impl {
       ov[k - begin] = scale * (a[al] * w[be] + (b ? b[al] * v[be] : 0.0));
     }
   }
-  /// w*(H) = (HᵀG_g H + λI)⁻¹ Hᵀb_g and the factor of A = HᵀG_g H + λI into chol.
-  std::vector<double> lower_solution(const double* h, detail::SmallCholesky& chol) const {
+  /// A = HᵀG_g H + λI (d x d, row-major).
+  std::vector<double> lower_hessian(const double* h) const {
     std::vector<double> gh(static_cast<std::size_t>(p * d), 0.0), a(static_cast<std::size_t>(d * d), 0.0);
     for (PetscInt r = 0; r < p; ++r)
       for (PetscInt k = 0; k < p; ++k) {
@@ -122,7 +122,12 @@ struct HyperRepresentationProblem::Impl {
         for (PetscInt b2 = 0; b2 < d; ++b2) a[b1 * d + b2] += hr * gh[r * d + b2];
       }
     for (PetscInt b = 0; b < d; ++b) a[b * d + b] += ridge;
-    if (!chol.factor(a, d)) throw Error("hyper_representation: H^T G H + ridge I is not positive definite");
+    return a;
+  }
+  /// w*(H) = (HᵀG_g H + λI)⁻¹ Hᵀb_g and the factor of A = HᵀG_g H + λI into chol.
+  std::vector<double> lower_solution(const double* h, detail::SmallCholesky& chol) const {
+    if (!chol.factor(lower_hessian(h), d))
+      throw Error("hyper_representation: H^T G H + ridge I is not positive definite");
     std::vector<double> w;
     ht_times(h, b_g.data(), w);
     chol.solve(w.data());
@@ -222,6 +227,10 @@ void HyperRepresentationProblem::initial_point(Vec x, Vec y) {
 
 std::shared_ptr<BilevelProblem> HyperRepresentationProblem::clone_on(MPI_Comm comm) const {
   return std::make_shared<HyperRepresentationProblem>(comm, options_);
+}
+
+std::optional<PetscReal> HyperRepresentationProblem::lower_lipschitz_bound(Vec x) {
+  return detail::symmetric_eigen_range(impl_->lower_hessian(impl_->gx.gather(x)), impl_->d).second;
 }
 
 PetscReal HyperRepresentationProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {

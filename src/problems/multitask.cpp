@@ -115,6 +115,23 @@ void MultitaskProblem::initial_point(Vec x, Vec y) {
   BILEVEL_PETSC_CALL(VecSet(y, 0.0));
 }
 
+std::optional<PetscReal> MultitaskProblem::lower_lipschitz_bound(Vec x) {
+  Impl& m = *impl_;
+  const double* w = m.gather_w.gather(x);
+  double l = 0;
+  std::vector<double> a(static_cast<std::size_t>(m.r * m.r));
+  for (const Episode& e : m.episodes) {
+    m.z.resize(static_cast<std::size_t>(m.ns * m.r));
+    detail::matmul(e.support.data(), w, m.z.data(), m.ns, m.p, m.r);
+    std::fill(a.begin(), a.end(), 0.0);
+    detail::matmul_tn_add(m.z.data(), m.z.data(), a.data(), m.ns, m.r, m.r, 1.0 / static_cast<double>(m.ns));
+    l = std::max(l, detail::symmetric_eigen_range(a, m.r).second);
+  }
+  double global = 0;
+  BILEVEL_PETSC_CALL(MPI_Allreduce(&l, &global, 1, MPI_DOUBLE, MPI_MAX, comm_));
+  return (global + m.ridge) / static_cast<double>(m.tasks);
+}
+
 PetscReal MultitaskProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
   Impl& m = *impl_;
   const double* w = m.gather_w.gather(x);

@@ -128,7 +128,7 @@ TEST(SpectralLogsumexp, DeterministicAndStochasticMethodsReduceTheTrueHypergradi
 
   for (const char* method : {"aidcg", "stocbio"}) {
     bilevel::petsc::VecHandle x, y;
-    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "300"},
+    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "500"},
                                                        {"-bilevel_upper_step", "0.5"}};
     if (std::string(method) == "stocbio")
       o.insert(o.end(), {{"-bilevel_stocbio_neumann_steps", "200"}, {"-bilevel_stocbio_inner_steps", "200"}});

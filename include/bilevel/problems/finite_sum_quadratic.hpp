@@ -9,9 +9,11 @@
 /// rank-one A_i = z_i z_iᵀ + λ_g I, B_i = w_i w_iᵀ, C_i = w_i z_iᵀ, a_i = −c_i z_i, b_i = −c_i w_i: the mean
 /// lower Hessian (1/n) Σ z_i z_iᵀ + λ_g I is the empirical covariance of n Gaussian samples. Sample i draws
 /// ξ_i ~ N(0, I_dy) and sets z_i = diag(√σ) ξ_i, σ = logspace(μ, L, dy) (the population spectrum),
-/// w_i = diag(√s) (R ξ_i)_{1..dx}, s = logspace(μ, L_cross, dx), R a Householder reflection (so x and y are
-/// coupled), c_i ~ N(0, 1); upper samples likewise on streams of their own. Every random number is a
-/// counter-based function of (seed, sample, entry): the problem is the same at every rank count.
+/// w_i = diag(√s) (R ξ_i)_{1..dx}, s = logspace(μ, L_cross, dx), R a Householder reflection (x and y
+/// coupled), c_i ~ N(0, 1); upper samples p_j, e_j likewise on streams of their own, but with cross rows
+/// q_j = diag(√s) η_j, η_j ~ N(0, I_dx), independent of p_j (were they a fixed map of p_j like the lower
+/// rows, F would be constant in x). Every random number is a counter-based function of (seed, sample,
+/// entry): the problem is the same at every rank count.
 ///
 /// Storage: each rank keeps the rows r_i = (z_i, w_i, −c_i) of its block of samples (samples sharded over
 /// the ranks, like a data set), and the replicated second moments M_g = (1/n) Σ r_i r_iᵀ and M_f of size

@@ -52,6 +52,9 @@ class HyperRepresentationProblem : public BilevelProblem {
   /// H entries N(0, 1/d) on a stream of their own (H = 0 is a stationary point of F), w = 0.
   void initial_point(Vec x, Vec y) override;
   std::shared_ptr<BilevelProblem> clone_on(MPI_Comm comm) const override;
+  /// λ_max(HᵀG_g H) + λ, the full-batch L of ∇_w g at this H (exact: one d x d eigenvalue problem,
+  /// replicated), so steps 1/L follow H as it grows. Collective.
+  std::optional<PetscReal> lower_lipschitz_bound(Vec x) override;
 
   void exact_lower_solution(Vec x, Vec y_star) override;
   void exact_hypergradient(Vec x, Vec grad) override;

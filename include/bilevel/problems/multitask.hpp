@@ -72,6 +72,9 @@ class MultitaskProblem : public BilevelProblem {
   ProblemHints hints() const override;
   /// W entries N(0, 1/p) (W = 0 is a stationary point of F), heads 0.
   void initial_point(Vec x, Vec y) override;
+  /// max_t (λ_max(Z_tᵀZ_t/ks) + λ)/T = λ_max(H) at this W (exact: one r x r eigenvalue problem per task),
+  /// so steps 1/L follow W. Collective.
+  std::optional<PetscReal> lower_lipschitz_bound(Vec x) override;
   /// Mean query accuracy of the heads y (argmax of the k scores).
   std::optional<PetscReal> validation_accuracy(Vec x, Vec y) override;
 
