@@ -98,8 +98,8 @@ Capability MultitaskProblem::capabilities() const {
 ProblemHints MultitaskProblem::hints() const {
   ProblemHints h;
   h.lower_strong_convexity = options_.ridge / static_cast<double>(options_.tasks);
-  h.upper_stepper = UpperStepperType::Adam;
-  h.upper_step = 0.01;
+  h.upper_stepper = UpperStepperType::Sgd;
+  h.upper_step = 0.5;
   return h;
 }
 
