@@ -95,6 +95,20 @@ void read_data_problem_options(MPI_Comm comm) {
   LogregOptions::from_options(comm);
   SoftmaxOptions::from_options(comm);
   HypercleanOptions::from_options(comm);
+  // the generated problems other than quadratic (quadratic's options are read when -help builds it)
+  petsc::OptionsReader f(comm,
+                         "bilevel_finite_sum_quadratic_",
+                         "Problem finite_sum_quadratic (-bilevel_finite_sum_quadratic_*)");
+  FiniteSumQuadraticOptions::from(f, 0);
+  petsc::OptionsReader s(
+      comm, "bilevel_spectral_logsumexp_", "Problem spectral_logsumexp (-bilevel_spectral_logsumexp_*)");
+  SpectralLogsumexpOptions::from(s, 0);
+  petsc::OptionsReader h(comm,
+                         "bilevel_hyper_representation_",
+                         "Problem hyper_representation (-bilevel_hyper_representation_*)");
+  HyperRepresentationOptions::from(h, 0);
+  petsc::OptionsReader m(comm, "bilevel_multitask_", "Problem multitask (-bilevel_multitask_*)");
+  MultitaskOptions::from(m, 0).validate();
 }
 
 }  // namespace bilevel

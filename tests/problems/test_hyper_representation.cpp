@@ -122,18 +122,23 @@ TEST(HyperRepresentation, DeterministicAndStochasticMethodsReduceTheExactHypergr
   p->initial_point(x0, y0);
   p->exact_hypergradient(x0, g);
   const PetscReal g0 = papertest::norm(g), f0 = p->exact_upper_objective(x0);
+  ASSERT_GT(f0, 20 * 0.5 * 0.1 * 0.1);
 
   for (const char* method : {"aidcg", "stocbio"}) {
     bilevel::petsc::VecHandle x, y;
-    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "2000"}};
-    if (std::string(method) == "stocbio")
+    const bool stochastic = std::string(method) == "stocbio";
+    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", stochastic ? "300" : "400"},
+                                                       {"-bilevel_upper_step", "1"}};
+    if (stochastic)
       o.insert(o.end(), {{"-bilevel_batch_size", "32"}, {"-bilevel_stocbio_neumann_steps", "50"}});
     const auto r = papertest::solve(p, method, o, x, y);
     p->exact_hypergradient(x, g);
+    const PetscReal f = p->exact_upper_objective(x), noise_floor = 0.5 * 0.1 * 0.1;  // σ²/2 of the targets
 
     EXPECT_GT(r.counts.hvp, 0) << method;
-    EXPECT_LT(papertest::norm(g), 1e-2 * g0) << method;
-    EXPECT_LT(p->exact_upper_objective(x), 0.5 * f0) << method;
+    EXPECT_LT(papertest::norm(g), (stochastic ? 5e-2 : 1e-2) * g0)
+        << method << ": |grad F| " << g0 << " -> " << papertest::norm(g);
+    EXPECT_LT(f, 2.5 * noise_floor) << method << ": F " << f0 << " -> " << f;
   }
 }
 

@@ -118,9 +118,9 @@ TEST(SpectralLogsumexp, ValuesDoNotDependOnTheRankCount) {
   for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-9 * 100);
 }
 
-/// The reference answer: many accurate hypergradient steps x <- x − ∇F / L_F from the start.
+/// The known answer is stationarity: ‖∇F‖ (accurate solves) falls by three orders of magnitude.
 TEST(SpectralLogsumexp, DeterministicAndStochasticMethodsReduceTheTrueHypergradient) {
-  auto p = make();
+  auto p = make(PETSC_COMM_WORLD, 10);  // κ = 10 keeps the runs short; the oracles are the same
   auto x0 = p->create_upper_vec(), y0 = p->create_lower_vec();
   p->initial_point(x0, y0);
   const auto g0 = bilevel::accurate_hypergradient_norm(*p, x0, y0, 1e-10);
@@ -128,10 +128,10 @@ TEST(SpectralLogsumexp, DeterministicAndStochasticMethodsReduceTheTrueHypergradi
 
   for (const char* method : {"aidcg", "stocbio"}) {
     bilevel::petsc::VecHandle x, y;
-    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "500"},
-                                                       {"-bilevel_upper_step", "0.5"}};
+    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "150"},
+                                                       {"-bilevel_upper_step", "1.5"}};
     if (std::string(method) == "stocbio")
-      o.insert(o.end(), {{"-bilevel_stocbio_neumann_steps", "200"}, {"-bilevel_stocbio_inner_steps", "200"}});
+      o.insert(o.end(), {{"-bilevel_stocbio_neumann_steps", "60"}, {"-bilevel_stocbio_inner_steps", "40"}});
     const auto r = papertest::solve(p, method, o, x, y);
     const auto g = bilevel::accurate_hypergradient_norm(*p, x, y, 1e-10);
 
