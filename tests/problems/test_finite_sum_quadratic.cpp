@@ -174,7 +174,7 @@ TEST(FiniteSumQuadratic, StochasticMethodOnMinibatchesApproachesTheClosedFormOpt
   // batches of 200 of the 401 samples, decaying upper steps 1/sqrt(k+1): the noise floor is what remains
   const auto r = papertest::solve(p,
                                   "stocbio",
-                                  {{"-bilevel_max_it", "200"},
+                                  {{"-bilevel_max_it", "150"},
                                    {"-bilevel_batch_size", "200"},
                                    {"-bilevel_stocbio_neumann_steps", "20"},
                                    {"-bilevel_upper_step", "1"},

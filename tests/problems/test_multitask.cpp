@@ -147,7 +147,7 @@ TEST(Multitask, DeterministicAndStochasticMethodsReduceTheExactHypergradient) {
 
   for (const char* method : {"aidcg", "stocbio"}) {
     bilevel::petsc::VecHandle x, y;
-    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "500"}};
+    std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "200"}};
     if (std::string(method) == "stocbio")
       o.insert(o.end(),
                {{"-bilevel_upper_batch_size", "3"},
