@@ -117,12 +117,11 @@ void MultitaskProblem::initial_point(Vec x, Vec y) {
 
 std::optional<PetscReal> MultitaskProblem::lower_lipschitz_bound(Vec x) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   double l = 0;
   std::vector<double> a(static_cast<std::size_t>(m.r * m.r));
-  for (const Episode& e : m.episodes) {
-    m.z.resize(static_cast<std::size_t>(m.ns * m.r));
-    detail::matmul(e.support.data(), w, m.z.data(), m.ns, m.p, m.r);
+  for (PetscInt t = 0; t < static_cast<PetscInt>(m.episodes.size()); ++t) {
+    m.load(t, false);
     std::fill(a.begin(), a.end(), 0.0);
     detail::matmul_tn_add(m.z.data(), m.z.data(), a.data(), m.ns, m.r, m.r, 1.0 / static_cast<double>(m.ns));
     l = std::max(l, detail::symmetric_eigen_range(a, m.r).second);
@@ -134,15 +133,14 @@ std::optional<PetscReal> MultitaskProblem::lower_lipschitz_bound(Vec x) {
 
 PetscReal MultitaskProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   petsc::ReadView ya(y);
   double s = 0;
   for (PetscInt j = 0; j < m.local.count(); ++j) {
     const PetscInt t = m.local.local(j);
-    const Episode& e = m.episodes[static_cast<std::size_t>(t)];
     const double* head = m.head(ya.data(), t);
-    m.residual(e.support, e.support_label, w, head);
+    m.residual(t, false, head);
     double rr = 0, yy = 0;
     for (double v : m.res) rr += v * v;
     for (PetscInt i = 0; i < m.r * m.k; ++i) yy += head[i] * head[i];
@@ -153,7 +151,7 @@ PetscReal MultitaskProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
 
 void MultitaskProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   const double inv = 1.0 / static_cast<double>(m.local.global_size());
   BILEVEL_PETSC_CALL(VecSet(gy, 0.0));
@@ -161,10 +159,9 @@ void MultitaskProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec g
   petsc::WriteView ga(gy);
   for (PetscInt j = 0; j < m.local.count(); ++j) {
     const PetscInt t = m.local.local(j);
-    const Episode& e = m.episodes[static_cast<std::size_t>(t)];
     const double* head = m.head(ya.data(), t);
     double* out = m.head(ga.data(), t);
-    m.residual(e.support, e.support_label, w, head);
+    m.residual(t, false, head);
     detail::matmul_tn_add(m.z.data(), m.res.data(), out, m.ns, m.r, m.k, inv / static_cast<double>(m.ns));
     for (PetscInt i = 0; i < m.r * m.k; ++i) out[i] += inv * m.ridge * head[i];  // (ZᵀP/n + λY_t)/|B|
   }
@@ -172,7 +169,7 @@ void MultitaskProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec g
 
 void MultitaskProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   const double inv = 1.0 / static_cast<double>(m.local.global_size());
   m.grad_w.assign(static_cast<std::size_t>(m.p * m.r), 0.0);
@@ -182,7 +179,7 @@ void MultitaskProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec g
       const PetscInt t = m.local.local(j);
       const Episode& e = m.episodes[static_cast<std::size_t>(t)];
       const double* head = m.head(ya.data(), t);
-      m.residual(e.support, e.support_label, w, head);
+      m.residual(t, false, head);
       m.m.assign(static_cast<std::size_t>(m.ns * m.r), 0.0);
       detail::matmul_nt_add(m.res.data(), head, m.m.data(), m.ns, m.r, m.k, 1.0);  // P Y_tᵀ
       detail::matmul_tn_add(
@@ -195,7 +192,7 @@ void MultitaskProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec g
 
 void MultitaskProblem::lower_hvp_impl(Vec x, Vec, const Batch& batch, Vec v, Vec out) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   const double inv = 1.0 / static_cast<double>(m.local.global_size());
   BILEVEL_PETSC_CALL(VecSet(out, 0.0));
@@ -203,12 +200,10 @@ void MultitaskProblem::lower_hvp_impl(Vec x, Vec, const Batch& batch, Vec v, Vec
   petsc::WriteView oa(out);
   for (PetscInt j = 0; j < m.local.count(); ++j) {
     const PetscInt t = m.local.local(j);
-    const Episode& e = m.episodes[static_cast<std::size_t>(t)];
     const double* vt = m.head(va.data(), t);
     double* ot = m.head(oa.data(), t);
-    m.z.resize(static_cast<std::size_t>(m.ns * m.r));
+    m.load(t, false);
     m.zv.resize(static_cast<std::size_t>(m.ns * m.k));
-    detail::matmul(e.support.data(), w, m.z.data(), m.ns, m.p, m.r);
     detail::matmul(m.z.data(), vt, m.zv.data(), m.ns, m.r, m.k);
     detail::matmul_tn_add(m.z.data(), m.zv.data(), ot, m.ns, m.r, m.k, inv / static_cast<double>(m.ns));
     for (PetscInt i = 0; i < m.r * m.k; ++i) ot[i] += inv * m.ridge * vt[i];  // (ZᵀZV/n + λV)/|B|
@@ -217,7 +212,7 @@ void MultitaskProblem::lower_hvp_impl(Vec x, Vec, const Batch& batch, Vec v, Vec
 
 void MultitaskProblem::lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec v, Vec out) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   const double inv = 1.0 / static_cast<double>(m.local.global_size());
   m.grad_w.assign(static_cast<std::size_t>(m.p * m.r), 0.0);
@@ -227,7 +222,7 @@ void MultitaskProblem::lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec v, V
       const PetscInt t = m.local.local(j);
       const Episode& e = m.episodes[static_cast<std::size_t>(t)];
       const double *head = m.head(ya.data(), t), *vt = m.head(va.data(), t);
-      m.residual(e.support, e.support_label, w, head);
+      m.residual(t, false, head);
       m.zv.resize(static_cast<std::size_t>(m.ns * m.k));
       detail::matmul(m.z.data(), vt, m.zv.data(), m.ns, m.r, m.k);  // S W V
       m.m.assign(static_cast<std::size_t>(m.ns * m.r), 0.0);
@@ -243,14 +238,13 @@ void MultitaskProblem::lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec v, V
 
 PetscReal MultitaskProblem::upper_value_impl(Vec x, Vec y, const Batch& batch) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   petsc::ReadView ya(y);
   double s = 0;
   for (PetscInt j = 0; j < m.local.count(); ++j) {
     const PetscInt t = m.local.local(j);
-    const Episode& e = m.episodes[static_cast<std::size_t>(t)];
-    m.residual(e.query, e.query_label, w, m.head(ya.data(), t));
+    m.residual(t, true, m.head(ya.data(), t));
     double rr = 0;
     for (double r : m.res) rr += r * r;
     s += 0.5 * rr / static_cast<double>(m.nq);  // f_t
@@ -260,7 +254,7 @@ PetscReal MultitaskProblem::upper_value_impl(Vec x, Vec y, const Batch& batch) {
 
 void MultitaskProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   m.local.select(batch, "multitask tasks");
   const double inv = 1.0 / static_cast<double>(m.local.global_size()) / static_cast<double>(m.nq);
   m.grad_w.assign(static_cast<std::size_t>(m.p * m.r), 0.0);
@@ -273,7 +267,7 @@ void MultitaskProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx,
       const PetscInt t = m.local.local(j);
       const Episode& e = m.episodes[static_cast<std::size_t>(t)];
       const double* head = m.head(ya.data(), t);
-      m.residual(e.query, e.query_label, w, head);
+      m.residual(t, true, head);
       if (ga)  // ∇_{Y_t} f = (Q_t W)ᵀ P^q/(nq |B|)
         detail::matmul_tn_add(m.z.data(), m.res.data(), m.head(ga->data(), t), m.nq, m.r, m.k, inv);
       if (gx) {  // ∇_W f = Σ_t Q_tᵀ P^q Y_tᵀ/(nq |B|)
@@ -291,12 +285,12 @@ void MultitaskProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx,
 
 std::optional<PetscReal> MultitaskProblem::validation_accuracy(Vec x, Vec y) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   petsc::ReadView ya(y);
   double right = 0;
   for (PetscInt t = 0; t < m.local.end() - m.local.begin(); ++t) {
     const Episode& e = m.episodes[static_cast<std::size_t>(t)];
-    m.residual(e.query, e.query_label, w, m.head(ya.data(), t));
+    m.residual(t, true, m.head(ya.data(), t));
     for (PetscInt i = 0; i < m.nq; ++i) {  // scores = res + onehot
       const PetscInt label = e.query_label[static_cast<std::size_t>(i)];
       PetscInt best = 0;
@@ -317,12 +311,11 @@ namespace {
 
 /// Y_t* = A⁻¹ ZᵀE_t/n for task e at W, with the factor of A in chol; z must hold S_t W. Not collective.
 void task_head(MultitaskProblem::Impl& m,
-               const Episode& e,
-               const double* w,
+               PetscInt t,
                detail::SmallCholesky& chol,
                std::vector<double>& head) {
-  m.z.resize(static_cast<std::size_t>(m.ns * m.r));
-  detail::matmul(e.support.data(), w, m.z.data(), m.ns, m.p, m.r);
+  const Episode& e = m.episodes[static_cast<std::size_t>(t)];
+  m.load(t, false);
   std::vector<double> a(static_cast<std::size_t>(m.r * m.r), 0.0);
   detail::matmul_tn_add(m.z.data(), m.z.data(), a.data(), m.ns, m.r, m.r, 1.0 / static_cast<double>(m.ns));
   for (PetscInt i = 0; i < m.r; ++i) a[i * m.r + i] += m.ridge;
@@ -344,26 +337,25 @@ void task_head(MultitaskProblem::Impl& m,
 
 void MultitaskProblem::exact_lower_solution(Vec x, Vec y_star) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   petsc::WriteView ya(y_star);
   detail::SmallCholesky chol;
   std::vector<double> head;
   for (PetscInt t = 0; t < m.local.end() - m.local.begin(); ++t) {
-    task_head(m, m.episodes[static_cast<std::size_t>(t)], w, chol, head);
+    task_head(m, t, chol, head);
     std::copy(head.begin(), head.end(), m.head(ya.data(), t));
   }
 }
 
 PetscReal MultitaskProblem::exact_upper_objective(Vec x) {
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   detail::SmallCholesky chol;
   std::vector<double> head;
   double s = 0;
   for (PetscInt t = 0; t < m.local.end() - m.local.begin(); ++t) {
-    const Episode& e = m.episodes[static_cast<std::size_t>(t)];
-    task_head(m, e, w, chol, head);
-    m.residual(e.query, e.query_label, w, head.data());
+    task_head(m, t, chol, head);
+    m.residual(t, true, head.data());
     double rr = 0;
     for (double r : m.res) rr += r * r;
     s += 0.5 * rr / static_cast<double>(m.nq);
@@ -374,15 +366,15 @@ PetscReal MultitaskProblem::exact_upper_objective(Vec x) {
 void MultitaskProblem::exact_hypergradient(Vec x, Vec grad) {
   // ∇F = (1/T) Σ_t [Q_tᵀ P^q Y_t*ᵀ/nq − S_tᵀ(P v_tᵀ + S_t W v_t Y_t*ᵀ)/ns],  v_t = A_t⁻¹ (Q_t W)ᵀP^q/nq
   Impl& m = *impl_;
-  const double* w = m.gather_w.gather(x);
+  m.gather(x);
   detail::SmallCholesky chol;
   std::vector<double> head, v(static_cast<std::size_t>(m.r * m.k)), col(static_cast<std::size_t>(m.r)),
       acc(static_cast<std::size_t>(m.p * m.r), 0.0);
   const double inv_t = 1.0 / static_cast<double>(m.tasks);
   for (PetscInt t = 0; t < m.local.end() - m.local.begin(); ++t) {
     const Episode& e = m.episodes[static_cast<std::size_t>(t)];
-    task_head(m, e, w, chol, head);
-    m.residual(e.query, e.query_label, w, head.data());  // z = Q W, res = P^q
+    task_head(m, t, chol, head);
+    m.residual(t, true, head.data());  // z = Q W, res = P^q
     std::fill(v.begin(), v.end(), 0.0);
     detail::matmul_tn_add(
         m.z.data(), m.res.data(), v.data(), m.nq, m.r, m.k, 1.0 / static_cast<double>(m.nq));
@@ -395,7 +387,7 @@ void MultitaskProblem::exact_hypergradient(Vec x, Vec grad) {
       chol.solve(col.data());
       for (PetscInt b = 0; b < m.r; ++b) v[b * m.k + c] = col[b];
     }
-    m.residual(e.support, e.support_label, w, head.data());  // z = S W, res = P
+    m.residual(t, false, head.data());  // z = S W, res = P
     m.zv.resize(static_cast<std::size_t>(m.ns * m.k));
     detail::matmul(m.z.data(), v.data(), m.zv.data(), m.ns, m.r, m.k);
     m.m.assign(static_cast<std::size_t>(m.ns * m.r), 0.0);

@@ -70,18 +70,39 @@ struct MultitaskProblem::Impl {
   double ridge = 0;
   detail::LocalSamples local;  // this rank's tasks [begin, end) of T
   std::vector<Episode> episodes;
-  detail::Gatherer gather_w;
+  detail::Gatherer gather_w{true};  // tracks W's changes: the features below are cached per W
+  std::uint64_t cached_generation = ~std::uint64_t{0};
+  std::vector<std::vector<double>> support_features, query_features;  // S_t W, Q_t W of the local tasks
   std::vector<double> z, zv, res, m, grad_w, a;
 
-  /// Residual P = (X W) Y − E for rows X (n x p) with labels, into res (n x k); z = X W (n x r).
-  void residual(const std::vector<double>& x,
-                const std::vector<PetscInt>& labels,
-                const double* w,
-                const double* y) {
+  /// Gathers W to every rank and, when it changed, recomputes S_t W and Q_t W of the local tasks (the only
+  /// O(n p r) products; heads, HVPs and residuals then cost O(n r k)). Collective.
+  const double* gather(Vec x) {
+    const double* w = gather_w.gather(x);
+    if (gather_w.generation() != cached_generation) {
+      support_features.resize(episodes.size());
+      query_features.resize(episodes.size());
+      for (std::size_t t = 0; t < episodes.size(); ++t) {
+        support_features[t].resize(static_cast<std::size_t>(ns * r));
+        query_features[t].resize(static_cast<std::size_t>(nq * r));
+        detail::matmul(episodes[t].support.data(), w, support_features[t].data(), ns, p, r);
+        detail::matmul(episodes[t].query.data(), w, query_features[t].data(), nq, p, r);
+      }
+      cached_generation = gather_w.generation();
+    }
+    return w;
+  }
+  /// z = S_t W (or Q_t W) of local task t at the last gathered W.
+  void load(PetscInt t, bool query) {
+    z = query ? query_features[static_cast<std::size_t>(t)] : support_features[static_cast<std::size_t>(t)];
+  }
+  /// z as load() and the residual P = z Y − E (n x k) into res.
+  void residual(PetscInt t, bool query, const double* y) {
+    load(t, query);
+    const Episode& e = episodes[static_cast<std::size_t>(t)];
+    const std::vector<PetscInt>& labels = query ? e.query_label : e.support_label;
     const auto n = static_cast<PetscInt>(labels.size());
-    z.resize(static_cast<std::size_t>(n * r));
     res.resize(static_cast<std::size_t>(n * k));
-    detail::matmul(x.data(), w, z.data(), n, p, r);
     detail::matmul(z.data(), y, res.data(), n, r, k);
     for (PetscInt i = 0; i < n; ++i) res[i * k + labels[i]] -= 1.0;
   }
