@@ -305,6 +305,10 @@ std::optional<PetscReal> MultitaskProblem::validation_accuracy(Vec x, Vec y) {
   return detail::sum_over_ranks(comm_, right) / static_cast<double>(m.tasks * m.nq);
 }
 
+std::vector<std::pair<std::string, PetscReal>> MultitaskProblem::summary_extras(Vec x, Vec y) {
+  return {{"query_accuracy", *validation_accuracy(x, y)}};
+}
+
 // ---- closed forms (full batches): per task, A = ZᵀZ/n + λI (r x r) ----
 
 namespace {

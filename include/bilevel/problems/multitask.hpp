@@ -77,6 +77,8 @@ class MultitaskProblem : public BilevelProblem {
   std::optional<PetscReal> lower_lipschitz_bound(Vec x) override;
   /// Mean query accuracy of the heads y (argmax of the k scores).
   std::optional<PetscReal> validation_accuracy(Vec x, Vec y) override;
+  /// query_accuracy: validation_accuracy of the final (x, y), for the --summary JSON.
+  std::vector<std::pair<std::string, PetscReal>> summary_extras(Vec x, Vec y) override;
 
   void exact_lower_solution(Vec x, Vec y_star) override;
   void exact_hypergradient(Vec x, Vec grad) override;
