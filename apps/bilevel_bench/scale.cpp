@@ -339,6 +339,11 @@ int run_scale(const po::variables_map& vm) {
                                  report.coordinator_fraction,
                                  peak / 1048576.0));
 
+  auto per_iteration = [&](std::int64_t count) {
+    return report.outer_iterations > 0
+               ? static_cast<double>(count) / static_cast<double>(report.outer_iterations)
+               : NAN;
+  };
   if (vm.count("summary")) {
     std::ostringstream s;
     s << "{\n  \"suite\": \"scale\",\n  \"ranks\": " << ranks << ",\n  \"train\": \""
@@ -356,6 +361,10 @@ int run_scale(const po::variables_map& vm) {
       << "\",\n  \"outer_iterations\": " << report.outer_iterations
       << ",\n  \"iteration_seconds\": " << number(iteration_seconds)
       << ",\n  \"bytes_communicated_per_iteration\": " << number(bytes_per_iteration)
+      << ",\n  \"hvp_per_iteration\": " << number(per_iteration(report.counts.hvp))
+      << ",\n  \"grad_g_per_iteration\": " << number(per_iteration(report.counts.grad_g))
+      << ",\n  \"grad_f_per_iteration\": " << number(per_iteration(report.counts.grad_f))
+      << ",\n  \"jvp_per_iteration\": " << number(per_iteration(report.counts.jvp))
       << ",\n  \"coordinator_fraction\": " << number(report.coordinator_fraction) << ",\n  \"version\": \""
       << version() << "\"\n}\n";
     write_file_atomically(comm, vm["summary"].as<std::string>(), s.str(), "--summary");
