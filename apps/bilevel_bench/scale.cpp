@@ -146,6 +146,11 @@ void generate(
     }
   }
   fail_if(comm, bad, "cannot write " + part + " (option --data-dir)");
+  if (size == 1) {  // the part is the file
+    bad = std::rename(part.c_str(), path.c_str()) != 0;
+    fail_if(comm, bad, "cannot write " + path + " (option --data-dir)");
+    return;
+  }
   std::int64_t offset = 0;
   MPI_Exscan(&bytes, &offset, 1, MPI_INT64_T, MPI_SUM, comm);
   if (rank == 0) offset = 0;
