@@ -9,13 +9,18 @@ usage: docs/scaling_model.py BIG_1RANK.json SMALL_1RANK.json BYTES_P1.json BYTES
   fine: only their byte counts are used). Prints the fitted constants and the prediction tables.
 
 Per outer iteration (C oracle calls: HVPs, gradients and the JVP, each one pass over the rank's rows):
-  T(P) = C [c_nz nnz_max(P) + t_rep(P) + t_comm(P)] + t_coord(P)
+  T(P) = C [c_nz nnz_max(P) + t_model(P) + t_comm(P)] + t_coord(P)
+  c_nz, c_model: from the iteration times of the two 1-rank runs (same d, different nnz), per call: per
+    nonzero, and per model entry (the gathers, reduction, regulariser and exp(x) of the call, and the
+    method's vector work on y per call, CG's updates: the latter is split over the ranks even today, so
+    design A below, which counts all of c_model d as replicated, is pessimistic by that share).
+    Iteration times (C calls each) are steadier under load than the HVP timing rounds.
   design A, "whole model" (the code measured): every call gathers the whole model on every rank (g gathers)
-    and sums a model-sized result over the ranks (r reductions), and repeats c_d d of model-sized work:
-      t_rep = c_d d,  t_comm = g [a L + (P-1)/P 8d/b] + r [2 a L + 2 (P-1)/P 8d/b],  L = ceil(log2 P)
+    and sums a model-sized result over the ranks (r reductions), and repeats c_model d of model-sized work:
+      t_model = c_model d (replicated),  t_comm = g [a L + (P-1)/P 8d/b] + r [2 a L + 2 (P-1)/P 8d/b],  L = ceil(log2 P)
   design B, "features distributed" (issue 13 item 4): each rank owns d/P features; a call fetches the
     k(P) columns its rows touch and returns its partial results for them to their owners:
-      t_rep = c_d d/P,  t_comm = (g + r) [a min(P-1, k(P)) + 8 k(P)/b]
+      t_model = c_model d/P,  t_comm = (g + r) [a min(P-1, k(P)) + 8 k(P)/b]
   t_coord = 3 reductions of a few scalars per iteration (the boundary decisions and the two NaN checks):
       3 (2 a L) + (rank 0's own decision work, measured: coordinator_fraction T(1))
 Compute constants are scaled to a quiet machine: c * triad_measured / TRIAD_QUIET (performance-facts.md:
@@ -41,57 +46,69 @@ def calls(s):
 
 
 def fit(big, small, byte_runs):
-    """c_nz, c_d (quiet-machine seconds), calls per iteration, gathers and reductions per call."""
+    """Quiet-machine constants: c_nz, c_model, c_vec; calls per iteration; gathers, reductions per call."""
     def nnz(s):
         return s["rows"] * s["nnz_per_row"]
+
+    def quiet(s, seconds):
+        return seconds * s["triad_bandwidth_gbs"] / TRIAD_QUIET
     d = big["cols"] + 1  # w and the intercept
-    t_big = big["iteration_seconds"] / calls(big) * big["triad_bandwidth_gbs"] / TRIAD_QUIET
-    t_small = small["iteration_seconds"] / calls(small) * small["triad_bandwidth_gbs"] / TRIAD_QUIET
+    t_big = quiet(big, big["iteration_seconds"] / calls(big))
+    t_small = quiet(small, small["iteration_seconds"] / calls(small))
     c_nz = (t_big - t_small) / (nnz(big) - nnz(small))
-    c_d = max(0.0, (t_small - c_nz * nnz(small)) / d)
+    c_model = max(0.0, (t_small - c_nz * nnz(small)) / d)
     # bytes(P) = C 8d [g (P-1)/P + r]: least squares in (g, r) over the runs with P > 1
     rows = [(s, s["ranks"]) for s in byte_runs if s["ranks"] > 1]
     a11 = a12 = a22 = b1 = b2 = 0.0
     for s, p in rows:
         scale = calls(s) * 8 * (s["cols"] + 1)
         x1, x2, y = (p - 1) / p, 1.0, s["bytes_communicated_per_iteration"] / scale
-        a11 += x1 * x1; a12 += x1 * x2; a22 += x2 * x2; b1 += x1 * y; b2 += x2 * y
+        a11 += x1 * x1
+        a12 += x1 * x2
+        a22 += x2 * x2
+        b1 += x1 * y
+        b2 += x2 * y
     det = a11 * a22 - a12 * a12
-    g = (b1 * a22 - b2 * a12) / det if rows and abs(det) > 1e-30 else 2.0
-    r = (a11 * b2 - a12 * b1) / det if rows and abs(det) > 1e-30 else 1.0
-    coord = big["coordinator_fraction"] * big["iteration_seconds"] * big["triad_bandwidth_gbs"] / TRIAD_QUIET
-    return dict(c_nz=c_nz, c_d=c_d, C=calls(big), g=g, r=r, coord=coord, residual=[
-        (p, s["bytes_communicated_per_iteration"], calls(s) * 8 * (s["cols"] + 1) * (g * (p - 1) / p + r))
-        for s, p in rows])
+    ok = rows and abs(det) > 1e-12
+    g = (b1 * a22 - b2 * a12) / det if ok else 2.0
+    r = (a11 * b2 - a12 * b1) / det if ok else 1.0
+    coord = quiet(big, big["coordinator_fraction"] * big["iteration_seconds"])
+    residual = [(p, s["bytes_communicated_per_iteration"], calls(s) * 8 * (s["cols"] + 1) * (g * (p - 1) / p + r))
+                for s, p in rows]
+    return dict(c_nz=c_nz, c_model=c_model, C=calls(big), g=g, r=r, coord=coord, residual=residual,
+                t1_big=quiet(big, big["iteration_seconds"]))
 
 
 def iteration(m, w, p, design):
-    """Parts of T(P) in seconds: data, replicated, communication, coordinator."""
+    """Parts of T(P) in seconds: data pass, model-sized work, communication, coordinator."""
     L = math.ceil(math.log2(p)) if p > 1 else 0
-    d, C = w["d"], w.get("C", m["C"])
+    d, C = w["d"], m["C"]
     data = C * m["c_nz"] * w["nnz_max"](p)
     if design == "A":
-        rep = C * m["c_d"] * d
+        model = C * m["c_model"] * d
         comm = 0.0 if p == 1 else C * (m["g"] * (ALPHA * L + (p - 1) / p * 8 * d / BETA) +
                                        m["r"] * (2 * ALPHA * L + 2 * (p - 1) / p * 8 * d / BETA))
     else:
-        rep = C * m["c_d"] * d / p
+        model = C * m["c_model"] * d / p
         k = w["k"](p)
         comm = 0.0 if p == 1 else C * (m["g"] + m["r"]) * (ALPHA * min(p - 1, k) + 8 * k / BETA)
     coord = m["coord"] + 3 * 2 * ALPHA * L
-    return data, rep, comm, coord
+    return data, model, comm, coord
 
 
 def table(m, name, w, design):
     t1 = sum(iteration(m, w, 1, design))
-    print(f"\n{name}, design {design}: T(1) = {t1:.3f} s")
-    print("| ranks | T(P) s | data | replicated | communication | coordinator | serial+replicated share | efficiency |")
+    what = "replicated on every rank" if design == "A" else "split over the ranks"
+    print(f"\n{name}, design {design} (model-sized work {what}): T(1) = {t1:.3f} s")
+    print("| ranks | T(P) s | data pass | model-sized | communication | coordinator | serial + replicated | "
+          "efficiency |")
     print("|---|---|---|---|---|---|---|---|")
     for p in (1, 2, 64, 256, 1024):
-        data, rep, comm, coord = iteration(m, w, p, design)
-        t = data + rep + comm + coord
-        print(f"| {p} | {t:.4f} | {data:.4f} | {rep:.4f} | {comm:.4f} | {coord:.6f} | "
-              f"{(rep + coord) / t * 100:.1f}% | {t1 / (p * t) * 100:.0f}% |")
+        data, model, comm, coord = iteration(m, w, p, design)
+        t = data + model + comm + coord
+        serial = coord + (model if design == "A" else 0.0)
+        print(f"| {p} | {t:.4f} | {data:.4f} | {model:.4f} | {comm:.4f} | {coord:.6f} | "
+              f"{serial / t * 100:.1f}% | {t1 / (p * t) * 100:.0f}% |")
 
 
 def random_columns(d, nnz):
@@ -106,7 +123,7 @@ def main():
     byte_runs = [load(p) for p in sys.argv[3:]]
     m = fit(big, small, byte_runs)
     print(f"fitted (quiet-machine seconds): c_nz = {m['c_nz'] * 1e9:.2f} ns per nonzero per call, "
-          f"c_d = {m['c_d'] * 1e9:.2f} ns per model entry per call, C = {m['C']:.0f} calls per iteration, "
+          f"c_model = {m['c_model'] * 1e9:.2f} ns per model entry per call, C = {m['C']:.0f} calls per iteration, "
           f"g = {m['g']:.2f} model gathers and r = {m['r']:.2f} model reductions per call, "
           f"coordinator work {m['coord'] * 1e6:.1f} us per iteration")
     for p, measured, model in m["residual"]:
@@ -129,8 +146,9 @@ def main():
     # its Adam step costs ~10 ns per entry on its owner. C = 17 calls per iteration (measured on
     # Fashion-MNIST: 43 HVPs + 3 gradients + 3 JVPs in 3 iterations).
     print("\nhyper-cleaning, 5M samples (model 7,850 entries, x = 5M weights owner-computed)")
-    print("| ranks | T(P) s | data | x step | communication | coordinator | serial+replicated share | efficiency |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| ranks | T(P) s | data pass | x step | communication | replicated (model, preconditioner) | "
+          "coordinator | serial + replicated | efficiency |")
+    print("|---|---|---|---|---|---|---|---|---|")
     t1 = None
     for p in (1, 2, 64, 256, 1024):
         L = math.ceil(math.log2(p)) if p > 1 else 0
@@ -138,11 +156,13 @@ def main():
         data = C * 2.6e-6 * n / p
         xstep = 10e-9 * n / p
         comm = 0.0 if p == 1 else C * (3 * 2 * ALPHA * L + 3 * 2 * 8 * d / BETA)
-        rep = C * m["c_d"] * d
+        # model-sized work per call, and the replicated Kronecker preconditioner (kron_preconditioner.hpp:
+        # two triangular solves, 2 (nf+1)^2 K flops per application, one per call, at 16 GFLOP/s)
+        rep = C * m["c_model"] * d + C * 2 * 785**2 * 10 / 16e9
         coord = m["coord"] + 3 * 2 * ALPHA * L
         t = data + xstep + comm + rep + coord
         t1 = t if p == 1 else t1
-        print(f"| {p} | {t:.4f} | {data:.4f} | {xstep:.6f} | {comm:.5f} | {coord:.6f} | "
+        print(f"| {p} | {t:.4f} | {data:.4f} | {xstep:.6f} | {comm:.5f} | {rep:.4f} | {coord:.6f} | "
               f"{(rep + coord) / t * 100:.2f}% | {t1 / (p * t) * 100:.0f}% |")
 
 
