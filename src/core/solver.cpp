@@ -18,6 +18,7 @@
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/session.hpp"
 
 namespace bilevel {
@@ -398,6 +399,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   ConvergedReason reason = ConvergedReason::Iterating;
   // The loop stops when the next iteration, as long as the last one, would end past its deadline.
   double iteration_start = now(), last_iteration_seconds = 0;
+  // The coordinator's share: time in boundary decisions over the loop's time (steps + boundaries).
+  double coordinator_seconds = 0, loop_seconds = 0;
   auto boundary = [&]() {
     const double t = now();
     const bool due =
@@ -432,7 +435,10 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     PetscReal xn = 0, yn = 0;
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
     BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
+    const double b0 = now();
     decision = boundary();
+    coordinator_seconds += now() - b0;
+    loop_seconds += now() - iteration_start;
     if (last.reason != ConvergedReason::Iterating)
       reason = last.reason;
     else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
@@ -472,6 +478,12 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   }
   report.counts = counts;
   report.outer_iterations = k;
+  {
+    double fraction = loop_seconds > 0 ? coordinator_seconds / loop_seconds : 0;
+    BILEVEL_PETSC_CALL(MPI_Bcast(&fraction, 1, MPI_DOUBLE, 0, comm_));  // rank 0's clock decides
+    report.coordinator_fraction = fraction;
+  }
+  report.data_bytes_per_rank = petsc::max_over_ranks(comm_, problem.local_data_bytes());
   report.reason = reason;
   report.hypergradient_norm = last.hypergradient_norm;
   if (reason != ConvergedReason::DivergedNaN) {
@@ -485,6 +497,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     report.upper_objective = NAN;
   }
   report.wall_time_s = elapsed_before + (now() - t0);
+  report.peak_rss_bytes = petsc::max_over_ranks(comm_, petsc::peak_rss_bytes());
   record.iteration = k;
   record.wall_time = report.wall_time_s;
   record.counts = counts;

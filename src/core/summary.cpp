@@ -79,6 +79,9 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"restarted_from_iteration\": "
     << (r.restarted_from_iteration ? std::to_string(*r.restarted_from_iteration) : std::string("null"))
     << ",\n";
+  s << "  \"peak_rss_bytes\": " << r.peak_rss_bytes << ",\n";
+  s << "  \"data_bytes_per_rank\": " << r.data_bytes_per_rank << ",\n";
+  s << "  \"coordinator_fraction\": " << number(r.coordinator_fraction) << ",\n";
   s << "  \"seed\": " << r.seed << ",\n";
   s << "  \"version\": " << quoted(version()) << "\n";
   s << "}\n";

@@ -22,6 +22,7 @@
 
 #include "bilevel/data/libsvm.hpp"
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/vec_access.hpp"
 #include "data_parallel.hpp"
@@ -138,6 +139,15 @@ Capability LogregProblem::capabilities() const {
 
 DatasetSizes LogregProblem::dataset_sizes() const {
   return {train_->data.n_rows, validation_->data.n_rows};
+}
+
+std::int64_t LogregProblem::local_data_bytes() const {
+  std::int64_t bytes = 0;
+  for (const Side* s : {train_.get(), validation_.get(), test_.get()})
+    if (s)
+      bytes += petsc::matrix_storage_bytes(s->data.local) +
+               static_cast<std::int64_t>(s->data.labels.size() * sizeof(PetscInt));
+  return bytes;
 }
 
 ProblemHints LogregProblem::hints() const {

@@ -163,6 +163,9 @@ class BilevelProblem {
   virtual petsc::VecHandle create_lower_vec() const = 0;  ///< layout of y
   virtual Capability capabilities() const { return Capability::None; }
   virtual DatasetSizes dataset_sizes() const { return {}; }
+  /// Bytes of this rank's share of the problem's data (matrices and labels of every data set), for memory
+  /// reports (SolveReport::data_bytes_per_rank). Default 0: no data. Not collective.
+  virtual std::int64_t local_data_bytes() const { return 0; }
   virtual ProblemHints hints() const { return {}; }
   /// Starting point (x0, y0). Default: zeros.
   virtual void initial_point(Vec x, Vec y);

@@ -43,6 +43,11 @@ struct SolveReport {
   std::int64_t checkpoint_bytes = 0;                     ///< size of the last checkpoint written
   double checkpoint_seconds = 0;                         ///< time spent writing checkpoints (all of them)
   std::optional<std::int64_t> restarted_from_iteration;  ///< --restart: the checkpoint's iteration
+  std::int64_t peak_rss_bytes = 0;       ///< peak resident memory of the process, max over ranks (so far)
+  std::int64_t data_bytes_per_rank = 0;  ///< BilevelProblem::local_data_bytes(), max over ranks
+  /// Share of the outer loop's time spent in the coordinator's decisions at iteration boundaries (rank 0's
+  /// clock tests and the one reduction that shares them), measured on rank 0.
+  double coordinator_fraction = 0;
 };
 
 /// Settings of the outer loop. Options database keys in brackets.

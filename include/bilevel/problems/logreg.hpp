@@ -89,6 +89,8 @@ class LogregProblem final : public BilevelProblem {
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
+  /// Local matrix storage and labels of the training, validation and test sets. Not collective.
+  std::int64_t local_data_bytes() const override;
   /// Adam with step 0.2 and the box x ∈ [−20, 10] (e^{−20} ≈ 2e−9 keeps H numerically SPD). Not collective.
   ProblemHints hints() const override;
   /// w = 0, c = 0, x_j = options.initial_x. Collective.
