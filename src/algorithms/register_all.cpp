@@ -29,7 +29,8 @@ void register_builtin_algorithms(AlgorithmRegistry& r) {
         create_nbo);
   r.add("soba", "single-loop SOBA and MA-SOBA (Dagreou, Ablin, Vaiter & Moreau 2022)", create_soba);
   r.add("saba", "SOBA with SAGA variance reduction, and MA-SABA (Dagreou et al. 2022)", create_saba);
-  r.add("ttsa", "two-timescale TTSA (Hong et al. 2023) and double-loop BSA (Ghadimi & Wang 2018)", create_ttsa);
+  r.add(
+      "ttsa", "two-timescale TTSA (Hong et al. 2023) and double-loop BSA (Ghadimi & Wang 2018)", create_ttsa);
   r.set_default("aidcg");  // what -bilevel_type is when nobody chose
 }
 

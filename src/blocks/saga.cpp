@@ -63,10 +63,10 @@ void SagaTable::correct(PetscInt slot, Vec fresh) {
   const PetscReal inv = 1.0 / static_cast<PetscReal>(written_.size());
   Vec m = nullptr;
   BILEVEL_PETSC_CALL(BVGetColumn(memory_, slot, &m));
-  BILEVEL_PETSC_CALL(VecCopy(m, old_));  // m_i
+  BILEVEL_PETSC_CALL(VecCopy(m, old_));   // m_i
   BILEVEL_PETSC_CALL(VecCopy(fresh, m));  // m_i <- o
   BILEVEL_PETSC_CALL(BVRestoreColumn(memory_, slot, &m));
-  BILEVEL_PETSC_CALL(VecAYPX(old_, -1.0, fresh));          // δ = o − m_i
+  BILEVEL_PETSC_CALL(VecAYPX(old_, -1.0, fresh));         // δ = o − m_i
   BILEVEL_PETSC_CALL(VecWAXPY(fresh, 1.0, old_, mean_));  // d = δ + m̄ = o − m_i + m̄
   BILEVEL_PETSC_CALL(VecAXPY(mean_, inv, old_));          // m̄ <- m̄ + δ / n_b
 }

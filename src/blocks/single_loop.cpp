@@ -58,11 +58,11 @@ StepResult SingleLoopStep::run(AlgorithmContext& ctx, PetscReal rho, PetscReal t
     ib = samplers_.lower.draw(n.lower, settings_.batches.lower);
     ob = samplers_.upper.draw(n.upper, settings_.batches.upper);
   }
-  p.lower_grad_y(ctx.x, ctx.y, ib, gy_);  // ∇_y g(x_k, y_k; ξ)
-  p.lower_hvp(ctx.x, ctx.y, ib, v_, hv_);  // H(x_k, y_k; ξ) v_k
-  p.lower_jvp(ctx.x, ctx.y, ib, v_, jv_);  // J(x_k, y_k; ξ) v_k
+  p.lower_grad_y(ctx.x, ctx.y, ib, gy_);     // ∇_y g(x_k, y_k; ξ)
+  p.lower_hvp(ctx.x, ctx.y, ib, v_, hv_);    // H(x_k, y_k; ξ) v_k
+  p.lower_jvp(ctx.x, ctx.y, ib, v_, jv_);    // J(x_k, y_k; ξ) v_k
   p.upper_grad(ctx.x, ctx.y, ob, fx_, fy_);  // ∇_x f, ∇_y f on ζ
-  if (settings_.saga) {  // each oracle o <- o − m_i + m̄, memory updated (SABA)
+  if (settings_.saga) {                      // each oracle o <- o − m_i + m̄, memory updated (SABA)
     gy_table_.correct(islot, gy_);
     hv_table_.correct(islot, hv_);
     jv_table_.correct(islot, jv_);

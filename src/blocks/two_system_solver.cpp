@@ -65,7 +65,7 @@ TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
   Report report;
   const PetscInt n = problem.dataset_sizes().lower;
   for (PetscInt t = 0; t < steps; ++t) {
-    const Batch bt = (hooks && hooks->next_batch) ? hooks->next_batch()
+    const Batch bt = (hooks && hooks->next_batch)           ? hooks->next_batch()
                      : (sampler && batch_size > 0 && n > 0) ? sampler->next(n, batch_size)
                                                             : batch;
     products(problem, x, y, bt, v, nonzero, report);  // q_i = H v_i (skipped while v_i = 0)

@@ -51,8 +51,8 @@ TEST(Ttsa, HypergradientErrorFallsAsTheNeumannTermsGrow) {
 TEST(Ttsa, DrivesTheTrueHypergradientDownByTwoOrdersOnQuadratic) {
   for (const char* variant : {"ttsa", "bsa"}) {
     Options o{{"-bilevel_ttsa_variant", variant}};
-    const auto r0 = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(100), "ttsa", 0);
-    const auto r = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(100), "ttsa", 300);
+    const auto r0 = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(30), "ttsa", 0);
+    const auto r = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(30), "ttsa", 150);
     ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
     EXPECT_LT(*r.report.true_hypergradient_norm, 1e-2 * *r0.report.true_hypergradient_norm) << variant;
   }
@@ -75,10 +75,10 @@ TEST(Ttsa, RandomTruncationOnMinibatchesIsUnbiasedAndCheaper) {
   Options o{{"-bilevel_ttsa_batch_size", "16"},
             {"-bilevel_ttsa_neumann_steps", "21"},
             {"-bilevel_final_lower_solve", "0"}};
-  const Outcome r = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 200);
-  const double mean = static_cast<double>(r.report.counts.hvp) / 200;
-  EXPECT_GT(mean, 8.0);
-  EXPECT_LT(mean, 12.0);
+  const Outcome r = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 100);
+  const double mean = static_cast<double>(r.report.counts.hvp) / 100;
+  EXPECT_GT(mean, 7.0);
+  EXPECT_LT(mean, 13.0);
 }
 
 TEST(Ttsa, LowersTheValidationLossOfLogisticRegression) {
@@ -119,8 +119,10 @@ TEST(Ttsa, ViewStatesTheVariantReferenceAndSchedules) {
 }
 
 TEST(Ttsa, BadOptionValuesAreInputErrors) {
-  for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
-           {"-bilevel_ttsa_variant", "sgd"}, {"-bilevel_ttsa_truncation", "half"}, {"-bilevel_ttsa_inner_steps", "0"}}) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::string>>{{"-bilevel_ttsa_variant", "sgd"},
+                                                        {"-bilevel_ttsa_truncation", "half"},
+                                                        {"-bilevel_ttsa_inner_steps", "0"}}) {
     Options o{{"-bilevel_type", "ttsa"}, {key, value}};
     bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
     solver.set_problem(std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, quad(10)));

@@ -157,7 +157,10 @@ TEST(RestartVariants, OfTheSagaAndMovingAverageMethodsContinueBitForBit) {
       {"ttsa", {"-bilevel_ttsa_variant", "bsa"}}};
   for (const auto& [method, option] : cases)
     expect_restart_equals_uninterrupted(
-        small_logreg(), method, 10, {{"-bilevel_batch_size", "16"}, {"-bilevel_upper_batch_size", "8"}, option});
+        small_logreg(),
+        method,
+        10,
+        {{"-bilevel_batch_size", "16"}, {"-bilevel_upper_batch_size", "8"}, option});
 }
 
 /// Raises SIGTERM in the last rank only, after iteration `at`.

@@ -52,10 +52,8 @@ namespace {
 
 /// NBO-GD, NBO-CG, NSBO-SGD or NSBO-SAGA.
 enum class NboVariant { Gd, Cg, Sgd, Saga };
-constexpr std::array<Named<NboVariant>, 4> kVariants{{{"gd", NboVariant::Gd},
-                                                      {"cg", NboVariant::Cg},
-                                                      {"sgd", NboVariant::Sgd},
-                                                      {"saga", NboVariant::Saga}}};
+constexpr std::array<Named<NboVariant>, 4> kVariants{
+    {{"gd", NboVariant::Gd}, {"cg", NboVariant::Cg}, {"sgd", NboVariant::Sgd}, {"saga", NboVariant::Saga}}};
 
 /// Settings of Nbo. Options database keys in brackets.
 struct NboOptions {
@@ -76,8 +74,8 @@ class Nbo : public Algorithm {
   std::string_view type() const override { return "nbo"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.variant =
-        read_choice(opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG, the stochastic NSBO-SGD or NSBO-SAGA");
+    o_.variant = read_choice(
+        opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG, the stochastic NSBO-SGD or NSBO-SAGA");
     o_.inner_steps = opts.integer("inner_steps",
                                   o_.inner_steps,
                                   "T: CG iterations (cg) or T+1 gradient steps (gd, sgd); 0: 5 cg, 1 gd/sgd",
@@ -249,11 +247,13 @@ class Nbo : public Algorithm {
     BILEVEL_PETSC_CALL(VecGetSize(gy_, &dy));
     BILEVEL_PETSC_CALL(VecGetSize(fx_, &dx));
     // n_b (3 dy + dx) + n_ob (dy + dx): ∇_y g, H v, H u, J u on training slots; ∇_y f, ∇_x f on validation
-    saga_bytes_ = saga_bytes(saga_inner_.slots(), {dy, dy, dy, dx}) + saga_bytes(saga_outer_.slots(), {dy, dx});
+    saga_bytes_ =
+        saga_bytes(saga_inner_.slots(), {dy, dy, dy, dx}) + saga_bytes(saga_outer_.slots(), {dy, dx});
     if (saga_bytes_ > (static_cast<std::int64_t>(o_.saga_max_memory) << 20))
-      throw InputError("nbo saga: the SAGA tables need " + std::to_string(saga_bytes_ >> 20) +
-                       " MiB, more than -bilevel_nbo_saga_max_memory = " + std::to_string(o_.saga_max_memory) +
-                       ": raise it or use larger minibatches (-bilevel_batch_size)");
+      throw InputError(
+          "nbo saga: the SAGA tables need " + std::to_string(saga_bytes_ >> 20) +
+          " MiB, more than -bilevel_nbo_saga_max_memory = " + std::to_string(o_.saga_max_memory) +
+          ": raise it or use larger minibatches (-bilevel_batch_size)");
     gy_table_.setup(gy_, saga_inner_.slots());
     hu_tables_[0].setup(gy_, saga_inner_.slots());
     hu_tables_[1].setup(gy_, saga_inner_.slots());
@@ -263,11 +263,10 @@ class Nbo : public Algorithm {
   }
 
   void view(PetscViewer viewer) const override {
-    const char* name =
-        o_.variant == NboVariant::Cg     ? "NBO-CG"
-        : o_.variant == NboVariant::Gd   ? "NBO-GD"
-        : o_.variant == NboVariant::Sgd  ? "NSBO-SGD"
-                                         : "NSBO-SAGA";
+    const char* name = o_.variant == NboVariant::Cg    ? "NBO-CG"
+                       : o_.variant == NboVariant::Gd  ? "NBO-GD"
+                       : o_.variant == NboVariant::Sgd ? "NSBO-SGD"
+                                                       : "NSBO-SAGA";
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "nbo: %s, inexact-Newton curvature-aware hypergradient (Dong, Yang, Yao & Zhang, ICML 2025)\n",

@@ -2,8 +2,8 @@
 /// §3.6), and MA-SABA (the moving average of MA-SOBA on top, an NBO baseline).
 ///
 /// The training set is split into n_b fixed minibatches of b samples, the validation set into n_ob; every
-/// iteration draws one of each (ξ = slot i, ζ = slot j) and runs the SOBA iteration (SingleLoopStep) with each
-/// of the five oracle outputs o ∈ {∇_y g, H v, J v} on ξ and {∇_y f, ∇_x f} on ζ replaced by the SAGA
+/// iteration draws one of each (ξ = slot i, ζ = slot j) and runs the SOBA iteration (SingleLoopStep) with
+/// each of the five oracle outputs o ∈ {∇_y g, H v, J v} on ξ and {∇_y f, ∇_x f} on ζ replaced by the SAGA
 /// direction o − m_i + m̄ (blocks/saga.hpp; memory from zero). Variance reduction allows **constant** steps
 /// ρ (y, v) and γ (x: the upper stepper's step), as in the paper's analysis.
 /// Memory: n_b (2 dy + dx) + n_ob (dy + dx) numbers (plus one mean per table), distributed like y and x;
@@ -47,12 +47,12 @@ class Saba : public Algorithm {
     o_.variant = read_choice(opts, "variant", o_.variant, kSabaVariants, "SABA or MA-SABA (moving average)");
     o_.step = opts.real("step", o_.step, "constant step rho on y and v (0: 1/L)", 0.0);
     o_.average = opts.real("average", o_.average, "theta of the moving average of d (variant ma)", 0.0, 1.0);
-    o_.batch_size = opts.integer("batch_size",
-                                 o_.batch_size,
-                                 "size of the fixed minibatches when -bilevel_batch_size is not set (0: full)",
-                                 0);
-    o_.max_memory =
-        opts.integer("max_memory", o_.max_memory, "largest SAGA memory in MiB over all ranks", 1);
+    o_.batch_size =
+        opts.integer("batch_size",
+                     o_.batch_size,
+                     "size of the fixed minibatches when -bilevel_batch_size is not set (0: full)",
+                     0);
+    o_.max_memory = opts.integer("max_memory", o_.max_memory, "largest SAGA memory in MiB over all ranks", 1);
   }
 
   void setup(AlgorithmContext& ctx) override {

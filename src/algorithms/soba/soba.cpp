@@ -36,8 +36,8 @@ constexpr std::array<Named<SobaVariant>, 2> kSobaVariants{
 struct SobaOptions {
   SobaVariant variant = SobaVariant::Soba;  ///< [-bilevel_soba_variant soba|ma]
   PetscReal step = 0;                       ///< [-bilevel_soba_step] ρ_0 of y and v; 0: 1/L
-  PetscReal decay = -1;     ///< [-bilevel_soba_decay] a; −1: 1/2 with minibatches, 0 with full batches
-  PetscReal average = 0.1;  ///< [-bilevel_soba_average] θ of MA-SOBA's moving average
+  PetscReal decay = -1;      ///< [-bilevel_soba_decay] a; −1: 1/2 with minibatches, 0 with full batches
+  PetscReal average = 0.1;   ///< [-bilevel_soba_average] θ of MA-SOBA's moving average
   PetscInt batch_size = 64;  ///< [-bilevel_soba_batch_size] when -bilevel_batch_size is not given (benchopt)
 };
 

@@ -6,9 +6,9 @@
 ///   1. T SGD steps on y at x_k with step β_k = β_0/(k+1)^{a_y} (fresh training batch each): TTSA T = 1 (one
 ///      step per iteration, the fast time scale), BSA T = inner_steps (the inner loop);
 ///   2. v by HIA, the Hessian-inverse approximation with random truncation: draw p uniform in {0, …, Q−1},
-///      v = Q η Π_{i=1}^{p} (I − η H(x_k, y_{k+1}; B_i)) ∇_y f(x_k, y_{k+1}; ζ)  (fresh batch B_i per factor):
-///      an unbiased estimate of the Q-term Neumann series η Σ_{q<Q} (I − ηH)^q ∇_y f (truncation random);
-///      with truncation expected, that series itself (Q products, no truncation noise);
+///      v = Q η Π_{i=1}^{p} (I − η H(x_k, y_{k+1}; B_i)) ∇_y f(x_k, y_{k+1}; ζ)  (fresh batch B_i per
+///      factor): an unbiased estimate of the Q-term Neumann series η Σ_{q<Q} (I − ηH)^q ∇_y f (truncation
+///      random); with truncation expected, that series itself (Q products, no truncation noise);
 ///   3. x_{k+1} = P(x_k − γ_k (∇_x f(ζ) − J(x_k, y_{k+1}; B_J) v)), γ_k = γ_0/(k+1)^{a_x}, γ_0 the upper
 ///      stepper's step.
 /// Schedules: TTSA a_x = 3/5, a_y = 2/5 (the paper's two time scales); BSA a_x = a_y = 1/2 (benchopt). They
@@ -43,7 +43,8 @@ namespace {
 
 /// TTSA (single loop) or BSA (inner loop).
 enum class TtsaVariant { Ttsa, Bsa };
-constexpr std::array<Named<TtsaVariant>, 2> kTtsaVariants{{{"ttsa", TtsaVariant::Ttsa}, {"bsa", TtsaVariant::Bsa}}};
+constexpr std::array<Named<TtsaVariant>, 2> kTtsaVariants{
+    {{"ttsa", TtsaVariant::Ttsa}, {"bsa", TtsaVariant::Bsa}}};
 
 /// How the Neumann series is truncated.
 enum class Truncation { Auto, Random, Expected };
@@ -52,11 +53,11 @@ constexpr std::array<Named<Truncation>, 3> kTruncations{
 
 /// Settings of Ttsa. Options database keys in brackets.
 struct TtsaOptions {
-  TtsaVariant variant = TtsaVariant::Ttsa;   ///< [-bilevel_ttsa_variant ttsa|bsa]
-  PetscInt inner_steps = 10;                 ///< [-bilevel_ttsa_inner_steps] T of bsa (ttsa: 1)
-  PetscReal inner_step = 0;                  ///< [-bilevel_ttsa_inner_step] β_0; 0: 1/L
-  PetscInt neumann_steps = 0;                ///< [-bilevel_ttsa_neumann_steps] Q; 0: ⌈ln 100/(ημ)⌉ or 10
-  PetscReal neumann_eta = 0;                 ///< [-bilevel_ttsa_neumann_eta] η; 0: 2/(L+μ) or 1/L
+  TtsaVariant variant = TtsaVariant::Ttsa;  ///< [-bilevel_ttsa_variant ttsa|bsa]
+  PetscInt inner_steps = 10;                ///< [-bilevel_ttsa_inner_steps] T of bsa (ttsa: 1)
+  PetscReal inner_step = 0;                 ///< [-bilevel_ttsa_inner_step] β_0; 0: 1/L
+  PetscInt neumann_steps = 0;               ///< [-bilevel_ttsa_neumann_steps] Q; 0: ⌈ln 100/(ημ)⌉ or 10
+  PetscReal neumann_eta = 0;                ///< [-bilevel_ttsa_neumann_eta] η; 0: 2/(L+μ) or 1/L
   Truncation truncation = Truncation::Auto;  ///< [-bilevel_ttsa_truncation auto|random|expected]
   PetscReal upper_decay = -1;  ///< [-bilevel_ttsa_upper_decay] a_x; −1: 3/5 ttsa, 1/2 bsa, 0 full batch
   PetscReal lower_decay = -1;  ///< [-bilevel_ttsa_lower_decay] a_y; −1: 2/5 ttsa, 1/2 bsa, 0 full batch
@@ -68,21 +69,33 @@ class Ttsa : public Algorithm {
   std::string_view type() const override { return "ttsa"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.variant = read_choice(opts, "variant", o_.variant, kTtsaVariants, "TTSA (single loop) or BSA (inner loop)");
+    o_.variant =
+        read_choice(opts, "variant", o_.variant, kTtsaVariants, "TTSA (single loop) or BSA (inner loop)");
     o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "SGD steps on y per iteration (bsa)", 1);
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step beta_0 on y (0: 1/L)", 0.0);
-    o_.neumann_steps = opts.integer(
-        "neumann_steps", o_.neumann_steps, "Q of the Neumann series (0: ceil(ln 100/(eta mu)) where mu is known, else 10)", 0);
-    o_.neumann_eta = opts.real("neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) where mu is known, else 1/L)", 0.0);
-    o_.truncation = read_choice(opts,
-                                "truncation",
-                                o_.truncation,
-                                kTruncations,
-                                "random (HIA) or expected (the Q-term series); auto: random with minibatches");
-    o_.upper_decay = opts.real(
-        "upper_decay", o_.upper_decay, "a_x of gamma_0/(k+1)^a_x (-1: 0.6 ttsa, 0.5 bsa, 0 full batch)", -1.0, 1.0);
-    o_.lower_decay = opts.real(
-        "lower_decay", o_.lower_decay, "a_y of beta_0/(k+1)^a_y (-1: 0.4 ttsa, 0.5 bsa, 0 full batch)", -1.0, 1.0);
+    o_.neumann_steps =
+        opts.integer("neumann_steps",
+                     o_.neumann_steps,
+                     "Q of the Neumann series (0: ceil(ln 100/(eta mu)) where mu is known, else 10)",
+                     0);
+    o_.neumann_eta = opts.real(
+        "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) where mu is known, else 1/L)", 0.0);
+    o_.truncation =
+        read_choice(opts,
+                    "truncation",
+                    o_.truncation,
+                    kTruncations,
+                    "random (HIA) or expected (the Q-term series); auto: random with minibatches");
+    o_.upper_decay = opts.real("upper_decay",
+                               o_.upper_decay,
+                               "a_x of gamma_0/(k+1)^a_x (-1: 0.6 ttsa, 0.5 bsa, 0 full batch)",
+                               -1.0,
+                               1.0);
+    o_.lower_decay = opts.real("lower_decay",
+                               o_.lower_decay,
+                               "a_y of beta_0/(k+1)^a_y (-1: 0.4 ttsa, 0.5 bsa, 0 full batch)",
+                               -1.0,
+                               1.0);
     o_.batch_size = opts.integer(
         "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
   }
@@ -159,7 +172,8 @@ class Ttsa : public Algorithm {
     p.lower_jvp(ctx.x, ctx.y, jb, v_, jv_);
     BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
-    require_finite(r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
+    require_finite(
+        r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
     if (ax_ > 0) BILEVEL_PETSC_CALL(VecScale(fx_, std::pow(k1, -ax_)));
     ctx.upper.step(ctx.x, fx_);
     return r;
@@ -174,26 +188,29 @@ class Ttsa : public Algorithm {
 
   void view(PetscViewer viewer) const override {
     const bool ttsa = o_.variant == TtsaVariant::Ttsa;
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                              ttsa ? "ttsa: TTSA, two-timescale stochastic approximation (Hong, "
-                                                     "Wai, Wang & Yang, SIAM J. Optim. 2023)\n"
-                                                   : "ttsa: BSA, bilevel stochastic approximation (Ghadimi & "
-                                                     "Wang 2018)\n"));
+    BILEVEL_PETSC_CALL(
+        PetscViewerASCIIPrintf(viewer,
+                               ttsa ? "ttsa: TTSA, two-timescale stochastic approximation (Hong, "
+                                      "Wai, Wang & Yang, SIAM J. Optim. 2023)\n"
+                                    : "ttsa: BSA, bilevel stochastic approximation (Ghadimi & "
+                                      "Wang 2018)\n"));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                              "variant %s: %d SGD steps on y of beta_0/(k+1)^%g, beta_0 %g%s\n",
-                                              name_of(o_.variant, kTtsaVariants),
-                                              static_cast<int>(steps_),
-                                              ay_,
-                                              beta0_,
-                                              o_.inner_step > 0 ? "" : " (1/L)"));
-    BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                              "Neumann series: Q = %d terms, eta %g, truncation %s; upper step "
-                                              "gamma_0/(k+1)^%g\n",
-                                              static_cast<int>(q_),
-                                              eta_,
-                                              random_ ? "random (HIA)" : "expected (all Q terms)",
-                                              ax_));
+    BILEVEL_PETSC_CALL(
+        PetscViewerASCIIPrintf(viewer,
+                               "variant %s: %d SGD steps on y of beta_0/(k+1)^%g, beta_0 %g%s\n",
+                               name_of(o_.variant, kTtsaVariants),
+                               static_cast<int>(steps_),
+                               ay_,
+                               beta0_,
+                               o_.inner_step > 0 ? "" : " (1/L)"));
+    BILEVEL_PETSC_CALL(
+        PetscViewerASCIIPrintf(viewer,
+                               "Neumann series: Q = %d terms, eta %g, truncation %s; upper step "
+                               "gamma_0/(k+1)^%g\n",
+                               static_cast<int>(q_),
+                               eta_,
+                               random_ ? "random (HIA)" : "expected (all Q terms)",
+                               ax_));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
                                               "lower batch %d, upper batch %d (0 = full)\n",
                                               static_cast<int>(batch_),
