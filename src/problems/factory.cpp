@@ -8,6 +8,7 @@
 #include "bilevel/problems/logreg.hpp"
 #include "bilevel/problems/quadratic.hpp"
 #include "bilevel/problems/softmax.hpp"
+#include "data_files.hpp"
 
 namespace bilevel {
 
@@ -24,15 +25,12 @@ std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm,
   }
   if (name == "logreg") {
     if (in.train.empty()) throw InputError("problem logreg needs --train FILE (LIBSVM, binary labels)");
-    if (in.validation.empty())
-      throw InputError("problem logreg needs --validation FILE (LIBSVM, binary labels)");
     petsc::ScopedEvent ev(petsc::events().load_data);
     return LogregProblem::from_files(
         comm, in.train, in.validation, in.test, LogregOptions::from_options(comm));
   }
   if (name == "softmax") {
     if (in.train.empty()) throw InputError("problem softmax needs --train FILE (LIBSVM or IDX)");
-    if (in.validation.empty()) throw InputError("problem softmax needs --validation FILE");
     petsc::ScopedEvent ev(petsc::events().load_data);
     return SoftmaxProblem::from_files(
         comm, in.train, in.validation, in.test, SoftmaxOptions::from_options(comm));
@@ -55,6 +53,7 @@ void read_data_problem_options(MPI_Comm comm) {
   LogregOptions::from_options(comm);
   SoftmaxOptions::from_options(comm);
   HypercleanOptions::from_options(comm);
+  detail::data_index_base_option(comm);
 }
 
 }  // namespace bilevel
