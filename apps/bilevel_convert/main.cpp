@@ -16,7 +16,8 @@ namespace {
 const char* kHelp =
     "bilevel-convert: convert a LIBSVM or IDX data file to a PETSc binary data set.\n"
     "usage: bilevel-convert [options] INPUT OUTPUT\n"
-    "  INPUT   LIBSVM text (plain, gzip, bzip2 or xz, by content) or an IDX image file (its labels beside it:\n"
+    "  INPUT   LIBSVM text (plain, gzip, bzip2 or xz, by content) or an IDX image file (its labels beside "
+    "it:\n"
     "          the name with images-idx3 -> labels-idx1, or --labels)\n"
     "  OUTPUT  PETSc binary file (matrix, then labels); OUTPUT.meta is written beside it\n"
     "options:\n"

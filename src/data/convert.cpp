@@ -122,7 +122,9 @@ struct Parts {
   }
 };
 
-BinaryMeta convert_libsvm(const std::string& input, const std::string& output, const ConvertOptions& options) {
+BinaryMeta convert_libsvm(const std::string& input,
+                          const std::string& output,
+                          const ConvertOptions& options) {
   Parts parts(output);
   libsvm::ParsedRows block;
   LineReader reader(InputStream::open(input));
@@ -156,7 +158,9 @@ std::uint32_t big_endian_32(const unsigned char* b) {
 }
 
 /// Opens an IDX file and reads its header: record count and bytes per record. Not collective.
-std::unique_ptr<InputStream> open_idx(const std::string& path, std::uint32_t magic, std::int64_t& records,
+std::unique_ptr<InputStream> open_idx(const std::string& path,
+                                      std::uint32_t magic,
+                                      std::int64_t& records,
                                       std::int64_t& record_bytes) {
   auto in = InputStream::open(path);
   auto read = [&](unsigned char* out, std::size_t n) {
@@ -169,7 +173,8 @@ std::unique_ptr<InputStream> open_idx(const std::string& path, std::uint32_t mag
   };
   unsigned char word[4];
   read(word, 4);
-  if (big_endian_32(word) != magic) throw InputError(path + ": not an IDX file of unsigned bytes (bad magic)");
+  if (big_endian_32(word) != magic)
+    throw InputError(path + ": not an IDX file of unsigned bytes (bad magic)");
   record_bytes = 1;
   for (unsigned d = 0; d < (magic & 0xffu); ++d) {
     read(word, 4);
@@ -199,7 +204,10 @@ BinaryMeta convert_idx(const std::string& input, const std::string& output, cons
   Parts parts(output);
   libsvm::ParsedRows block;
   std::vector<unsigned char> image(static_cast<std::size_t>(pixels));
-  auto read_exact = [](InputStream& in, unsigned char* out, std::size_t bytes, const std::string& path,
+  auto read_exact = [](InputStream& in,
+                       unsigned char* out,
+                       std::size_t bytes,
+                       const std::string& path,
                        std::int64_t record) {
     std::size_t done = 0;
     while (done < bytes) {

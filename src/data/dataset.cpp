@@ -104,8 +104,8 @@ petsc::MatHandle wrap(LocalCsr& csr, PetscContainer container, PetscInt n_cols) 
   petsc::MatHandle a;
   BILEVEL_PETSC_CALL(MatCreateSeqAIJWithArrays(
       PETSC_COMM_SELF, csr.rows(), n_cols, csr.row_ptr.data(), csr.cols.data(), csr.vals.data(), a.out()));
-  BILEVEL_PETSC_CALL(PetscObjectCompose(reinterpret_cast<PetscObject>(a.get()), kCsrKey,
-                                        reinterpret_cast<PetscObject>(container)));
+  BILEVEL_PETSC_CALL(PetscObjectCompose(
+      reinterpret_cast<PetscObject>(a.get()), kCsrKey, reinterpret_cast<PetscObject>(container)));
   return a;
 }
 }  // namespace
@@ -188,8 +188,8 @@ void reconcile_features(Dataset& data, PetscInt n_features) {
                      "training data's " + std::to_string(n_features));
   if (data.n_features == n_features) return;
   if (data.fixed_width)
-    throw InputError(data.source + " has " + std::to_string(data.n_features) + " features per image, not the " +
-                     std::to_string(n_features) + " of the training data");
+    throw InputError(data.source + " has " + std::to_string(data.n_features) +
+                     " features per image, not the " + std::to_string(n_features) + " of the training data");
   collective(data.comm, [&] {
     if (data.format == DataFormat::Sparse) {
       data.local = LocalCsr::with_columns(data.local, n_features);

@@ -35,7 +35,7 @@ using libsvm::LineError;
 using libsvm::ParsedRows;
 
 constexpr std::size_t kChunk = std::size_t{1} << 20;  // bytes read (or sent) at a time
-constexpr int kTextTag = 7131;                         // chunks of lines from rank 0
+constexpr int kTextTag = 7131;                        // chunks of lines from rank 0
 constexpr std::int64_t kNone = std::numeric_limits<std::int64_t>::max();
 
 /// Lines of a plain file read with pread from byte `begin` on, each with the offset of its first byte.
@@ -80,7 +80,9 @@ class RangeLines {
       buf_.resize(kept + kChunk);
       std::size_t got = 0;
       while (got < kChunk) {
-        const ssize_t n = ::pread(fd_, buf_.data() + kept + got, kChunk - got,
+        const ssize_t n = ::pread(fd_,
+                                  buf_.data() + kept + got,
+                                  kChunk - got,
                                   static_cast<off_t>(base_ + static_cast<std::int64_t>(kept + got)));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) throw InputError("cannot read " + path_ + ": " + std::strerror(errno));
@@ -147,7 +149,10 @@ struct Plan {
 };
 
 /// Combines the ranks' marks (in rank order, which is file order) into a Plan. Collective.
-Plan make_plan(MPI_Comm comm, const RowMarks& marks, const std::string& path, const LibsvmReadOptions& options) {
+Plan make_plan(MPI_Comm comm,
+               const RowMarks& marks,
+               const std::string& path,
+               const LibsvmReadOptions& options) {
   int size = 0, rank = 0;
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
@@ -196,7 +201,8 @@ Plan make_plan(MPI_Comm comm, const RowMarks& marks, const std::string& path, co
   MPI_Allreduce(MPI_IN_PLACE, plan.start_offset.data(), size, MPI_INT64_T, MPI_MIN, comm);
   MPI_Allreduce(MPI_IN_PLACE, plan.start_line.data(), size, MPI_INT64_T, MPI_MIN, comm);
   plan.row_ranges.assign(static_cast<std::size_t>(size) + 1, 0);
-  for (int q = 0; q < size; ++q) plan.row_ranges[q + 1] = plan.row_ranges[q] + static_cast<PetscInt>(counts[q]);
+  for (int q = 0; q < size; ++q)
+    plan.row_ranges[q + 1] = plan.row_ranges[q] + static_cast<PetscInt>(counts[q]);
   return plan;
 }
 

@@ -129,9 +129,9 @@ void assign_labels(Dataset& data, const std::vector<double>& raw) {
   data.n_classes = static_cast<PetscInt>(data.class_values.size());
   data.labels.resize(raw.size());
   for (std::size_t i = 0; i < raw.size(); ++i)
-    data.labels[i] = static_cast<PetscInt>(
-        std::lower_bound(data.class_values.begin(), data.class_values.end(), raw[i]) -
-        data.class_values.begin());
+    data.labels[i] =
+        static_cast<PetscInt>(std::lower_bound(data.class_values.begin(), data.class_values.end(), raw[i]) -
+                              data.class_values.begin());
 }
 
 }  // namespace bilevel::libsvm

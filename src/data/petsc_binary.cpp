@@ -11,9 +11,9 @@
 #include <limits>
 #include <sstream>
 
-#include "binary_io.hpp"
 #include "bilevel/petsc/collective.hpp"
 #include "bilevel/petsc/error.hpp"
+#include "binary_io.hpp"
 #include "libsvm_parse.hpp"
 #include "local_csr.hpp"
 
@@ -167,16 +167,17 @@ void write_petsc_binary(const Dataset& data, const std::string& path) {
       }
       BILEVEL_PETSC_CALL(MatRestoreRow(data.local, i, &n, &c, &v));
       lengths[static_cast<std::size_t>(i)] = kept;
-      labels[static_cast<std::size_t>(i)] = data.class_values.empty()
-                                                ? static_cast<double>(data.labels[static_cast<std::size_t>(i)])
-                                                : data.class_values[static_cast<std::size_t>(data.labels[i])];
+      labels[static_cast<std::size_t>(i)] =
+          data.class_values.empty() ? static_cast<double>(data.labels[static_cast<std::size_t>(i)])
+                                    : data.class_values[static_cast<std::size_t>(data.labels[i])];
     }
   });
   std::int64_t nz_local = static_cast<std::int64_t>(cols.size()), nz_before = 0, nz = 0;
   MPI_Exscan(&nz_local, &nz_before, 1, MPI_INT64_T, MPI_SUM, data.comm);
   if (rank == 0) nz_before = 0;
   MPI_Allreduce(&nz_local, &nz, 1, MPI_INT64_T, MPI_SUM, data.comm);
-  if (nz >= PETSC_MAX_INT) throw InputError(path + ": more than 2^31 nonzeros do not fit 32-bit PETSc indices");
+  if (nz >= PETSC_MAX_INT)
+    throw InputError(path + ": more than 2^31 nonzeros do not fit 32-bit PETSc indices");
   const Layout layout{data.n_rows, nz};
 
   binary::swap_bytes(lengths.data(), lengths.size());
@@ -228,7 +229,8 @@ Dataset read_petsc_binary(MPI_Comm comm, const std::string& path, const BinaryRe
     if (rank != 0) return;
     std::ifstream in(path, std::ios::binary);
     if (!in) throw InputError("cannot open " + path + ": " + std::strerror(errno));
-    if (!in.read(reinterpret_cast<char*>(header), sizeof header)) throw InputError(path + ": truncated header");
+    if (!in.read(reinterpret_cast<char*>(header), sizeof header))
+      throw InputError(path + ": truncated header");
     binary::swap_bytes(header, 4);
     if (header[0] != binary::kMatClassId) throw InputError(path + ": not a PETSc binary matrix file");
     meta_text = slurp(path + ".meta");
@@ -290,7 +292,8 @@ Dataset read_petsc_binary(MPI_Comm comm, const std::string& path, const BinaryRe
   data.n_rows = static_cast<PetscInt>(selected);
   data.n_features = header[2];
   data.row_ranges.assign(static_cast<std::size_t>(size) + 1, 0);
-  for (int q = 0; q < size; ++q) data.row_ranges[q + 1] = data.row_ranges[q] + static_cast<PetscInt>(counts[q]);
+  for (int q = 0; q < size; ++q)
+    data.row_ranges[q + 1] = data.row_ranges[q] + static_cast<PetscInt>(counts[q]);
   data.row_begin = data.row_ranges[rank];
   data.row_end = data.row_ranges[rank + 1];
   data.index_base = meta.origin == "idx" ? -1 : meta.index_base;
@@ -307,7 +310,8 @@ Dataset read_petsc_binary(MPI_Comm comm, const std::string& path, const BinaryRe
   std::int64_t nnz = 0;
   for (PetscInt i = 0; i < m; ++i) {
     nnz += csr.row_ptr[i + 1];
-    if (nnz >= PETSC_MAX_INT) throw InputError(path + ": more than 2^31 nonzeros on one rank; run on more ranks");
+    if (nnz >= PETSC_MAX_INT)
+      throw InputError(path + ": more than 2^31 nonzeros on one rank; run on more ranks");
     csr.row_ptr[i + 1] = static_cast<PetscInt>(nnz);
   }
   const std::int64_t nz0 = m > 0 ? start_nz[rank] : 0;
@@ -333,7 +337,8 @@ Dataset read_petsc_binary(MPI_Comm comm, const std::string& path, const BinaryRe
   collective(comm, [&] {
     for (PetscInt& c : csr.cols) {
       c += shift;
-      if (c < 0 || c >= data.n_features) throw InputError(path + ": corrupt column index " + std::to_string(c));
+      if (c < 0 || c >= data.n_features)
+        throw InputError(path + ": corrupt column index " + std::to_string(c));
     }
     data.local = LocalCsr::adopt(std::move(csr), data.n_features);
   });

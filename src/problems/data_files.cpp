@@ -36,14 +36,20 @@ FileKind file_kind(MPI_Comm comm, const std::string& path) {
 
 int data_index_base_option(MPI_Comm comm) {
   petsc::OptionsReader reader(comm, "bilevel_data_", "Data files of every problem (-bilevel_data_*)");
-  const std::string base = reader.choice(
-      "index_base", "auto", {"auto", "0", "1"},
-      "LIBSVM feature indices of all files: auto (0-based if any file has index 0), 0 or 1");
+  const std::string base =
+      reader.choice("index_base",
+                    "auto",
+                    {"auto", "0", "1"},
+                    "LIBSVM feature indices of all files: auto (0-based if any file has index 0), 0 or 1");
   return base == "auto" ? -1 : std::stoi(base);
 }
 
-Dataset read_rows(
-    MPI_Comm comm, const std::string& path, PetscInt first, PetscInt count, DataFormat format, int index_base) {
+Dataset read_rows(MPI_Comm comm,
+                  const std::string& path,
+                  PetscInt first,
+                  PetscInt count,
+                  DataFormat format,
+                  int index_base) {
   switch (file_kind(comm, path)) {
     case FileKind::Binary: {
       BinaryReadOptions o;

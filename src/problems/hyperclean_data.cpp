@@ -10,8 +10,8 @@
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/problems/hyperclean.hpp"
-#include "kron_preconditioner.hpp"
 #include "data_files.hpp"
+#include "kron_preconditioner.hpp"
 #include "multinomial.hpp"
 
 namespace bilevel {
@@ -124,7 +124,7 @@ std::unique_ptr<HypercleanProblem> HypercleanProblem::from_files(MPI_Comm comm,
   }
   std::optional<Dataset> te;
   if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, read_format, base);
-    detail::settle_files({&tr, &va, te ? &*te : nullptr}, base);
+  detail::settle_files({&tr, &va, te ? &*te : nullptr}, base);
   return std::make_unique<HypercleanProblem>(std::move(tr), std::move(va), std::move(te), options);
 }
 

@@ -120,7 +120,8 @@ std::unique_ptr<LogregProblem> LogregProblem::from_files(MPI_Comm comm,
                                                          const LogregOptions& options) {
   const std::string list_option = "-bilevel_logreg_positive_classes";
   std::vector<double> positive;
-  if (!options.positive_classes.empty()) positive = detail::parse_class_list(options.positive_classes, list_option);
+  if (!options.positive_classes.empty())
+    positive = detail::parse_class_list(options.positive_classes, list_option);
   const int base = detail::data_index_base_option(comm);
   Dataset tr, va;
   if (validation.empty()) {

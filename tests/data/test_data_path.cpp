@@ -85,7 +85,8 @@ class DataPathTest : public ::testing::Test {
     for (PetscInt r = data.row_begin; r < data.row_end; ++r) {
       EXPECT_EQ(owned_row(data, r), g.rows[first + static_cast<std::size_t>(r)]) << "row " << r;
       const PetscInt cls = data.labels[static_cast<std::size_t>(r - data.row_begin)];
-      EXPECT_EQ(data.class_values[static_cast<std::size_t>(cls)], g.labels[first + static_cast<std::size_t>(r)]);
+      EXPECT_EQ(data.class_values[static_cast<std::size_t>(cls)],
+                g.labels[first + static_cast<std::size_t>(r)]);
     }
     EXPECT_EQ(sum_over_ranks(data.local_rows()), data.n_rows);
   }
@@ -182,7 +183,8 @@ TEST_F(DataPathTest, ConversionRoundTripKeepsMatrixLabelsAndMetadata) {
     const BinaryMeta meta = read_binary_meta(bin);
     EXPECT_EQ(meta.nonzeros, [&] {
       long long nz = 0;
-      for (const auto& row : g.rows) nz += std::count_if(row.begin(), row.end(), [](double v) { return v != 0; });
+      for (const auto& row : g.rows)
+        nz += std::count_if(row.begin(), row.end(), [](double v) { return v != 0; });
       return nz;
     }());
     const Dataset data = read_petsc_binary(comm_, bin);
@@ -268,8 +270,8 @@ TEST(LabelMap, ParsesListsAndRanges) {
   EXPECT_EQ(detail::parse_class_list("1,3,5", opt), (std::vector<double>{1, 3, 5}));
   EXPECT_EQ(detail::parse_class_list("7,0-2,-1", opt), (std::vector<double>{-1, 0, 1, 2, 7}));
   for (const char* bad : {"", "a", "1,,2", "5-3", "1-", "1.5", "3-x"})
-    EXPECT_TRUE(mentions(input_error_of([&] { detail::parse_class_list(bad, opt); }),
-                         {opt, "10-19", "1,3,5"}))
+    EXPECT_TRUE(
+        mentions(input_error_of([&] { detail::parse_class_list(bad, opt); }), {opt, "10-19", "1,3,5"}))
         << bad;
 }
 
@@ -301,9 +303,11 @@ TEST_F(DataPathTest, WithoutAValidationFileTheLastNValTrainingRowsValidate) {
   EXPECT_EQ(softmax->dataset_sizes().upper, 5);
   PetscOptionsClearValue(nullptr, "-bilevel_softmax_n_val");
   PetscOptionsSetValue(nullptr, "-bilevel_softmax_n_val", "31");
-  EXPECT_TRUE(mentions(
-      input_error_of([&] { SoftmaxProblem::from_files(comm_, train, "", "", SoftmaxOptions::from_options(comm_)); }),
-      {train, "-bilevel_softmax_n_val"}));
+  EXPECT_TRUE(mentions(input_error_of([&] {
+                         SoftmaxProblem::from_files(
+                             comm_, train, "", "", SoftmaxOptions::from_options(comm_));
+                       }),
+                       {train, "-bilevel_softmax_n_val"}));
   PetscOptionsClearValue(nullptr, "-bilevel_softmax_n_val");
 }
 

@@ -13,8 +13,8 @@ namespace bilevel {
 /// Contents of PATH.meta ("key value" lines).
 struct BinaryMeta {
   std::int64_t rows = 0, features = 0, nonzeros = 0;
-  int index_base = 0;            ///< base the file's indices were read with (0 or 1); columns are 0-based
-  bool index_zero_seen = false;  ///< the source had a feature index 0
+  int index_base = 0;             ///< base the file's indices were read with (0 or 1); columns are 0-based
+  bool index_zero_seen = false;   ///< the source had a feature index 0
   std::string origin = "libsvm";  ///< libsvm or idx (fixed width: features are pixel positions)
   std::vector<double> labels;     ///< distinct label values, sorted
   std::string source;             ///< the converted file
@@ -44,9 +44,9 @@ struct BinaryReadOptions {
 Dataset read_petsc_binary(MPI_Comm comm, const std::string& path, const BinaryReadOptions& options = {});
 
 struct ConvertOptions {
-  int index_base = -1;       ///< LIBSVM: -1 detect (0 if any index 0 appears, else 1), 0 or 1 to force
-  std::string idx_labels;    ///< IDX: the label file (default: the name with images-idx3 -> labels-idx1)
-  double scale = 1.0 / 255;  ///< IDX: pixel scaling
+  int index_base = -1;            ///< LIBSVM: -1 detect (0 if any index 0 appears, else 1), 0 or 1 to force
+  std::string idx_labels;         ///< IDX: the label file (default: the name with images-idx3 -> labels-idx1)
+  double scale = 1.0 / 255;       ///< IDX: pixel scaling
   std::size_t block_rows = 4096;  ///< rows held in memory at a time
 };
 
