@@ -264,6 +264,52 @@ TEST_F(DataPathTest, OneIndexBaseForAllFilesOfAProblem) {
   for (PetscInt r = vz.row_begin; r < vz.row_end; ++r) EXPECT_EQ(owned_row(vz, r), expected[r]);
 }
 
+/// An IDX image file of n images of h x w bytes (value i+1 at pixel i % (h w)) and its label file.
+std::string idx_images(int n, int h, int w) {
+  std::string out;
+  auto word = [&](unsigned v) {
+    for (int s = 24; s >= 0; s -= 8) out += static_cast<char>((v >> s) & 0xff);
+  };
+  word(0x00000803);
+  word(static_cast<unsigned>(n));
+  word(static_cast<unsigned>(h));
+  word(static_cast<unsigned>(w));
+  for (int i = 0; i < n; ++i)
+    for (int p = 0; p < h * w; ++p) out += static_cast<char>(p == i % (h * w) ? i + 1 : 0);
+  return out;
+}
+std::string idx_labels(int n) {
+  std::string out = {0, 0, 8, 1, 0, 0, 0, static_cast<char>(n)};
+  for (int i = 0; i < n; ++i) out += static_cast<char>(i % 3);
+  return out;
+}
+
+TEST_F(DataPathTest, IdxFilesOfDifferentImageSizesAreAnErrorNamingBoth) {
+  const std::string a = dir_.write("a-images-idx3-ubyte", idx_images(4, 2, 2));
+  dir_.write("a-labels-idx1-ubyte", idx_labels(4));
+  const std::string b = dir_.write("b-images-idx3-ubyte", idx_images(4, 3, 2));
+  dir_.write("b-labels-idx1-ubyte", idx_labels(4));
+  Dataset da = detail::read_rows(comm_, a, 0, -1, DataFormat::Dense);
+  Dataset db = detail::read_rows(comm_, b, 0, -1, DataFormat::Dense);
+  EXPECT_TRUE(mentions(input_error_of([&] { detail::settle_files({&da, &db}, -1); }), {a, b, "image size"}));
+  // Converted IDX files keep their width and are read like the originals.
+  const std::string bin = dir_.path() + "/a.petsc";
+  if (rank_ == 0) convert_to_petsc_binary(a, bin);
+  MPI_Barrier(comm_);
+  const Dataset dc = detail::read_rows(comm_, bin, 0, -1, DataFormat::Dense);
+  EXPECT_TRUE(dc.fixed_width);
+  EXPECT_EQ(dc.format, DataFormat::Dense);
+  EXPECT_EQ(dc.n_features, 4);
+  EXPECT_EQ(dc.n_rows, 4);
+  for (PetscInt r = dc.row_begin; r < dc.row_end; ++r) {
+    std::vector<double> expected(4, 0.0);
+    expected[static_cast<std::size_t>(r % 4)] = (r + 1) / 255.0;
+    const std::vector<double> got = owned_row(dc, r);
+    for (std::size_t j = 0; j < 4; ++j) EXPECT_NEAR(got[j], expected[j], 1e-15);
+    EXPECT_EQ(dc.labels[static_cast<std::size_t>(r - dc.row_begin)], r % 3);
+  }
+}
+
 TEST(LabelMap, ParsesListsAndRanges) {
   const std::string opt = "-bilevel_logreg_positive_classes";
   EXPECT_EQ(detail::parse_class_list("10-19", opt).size(), 10u);
