@@ -145,7 +145,15 @@ struct Plan {
   std::int64_t selected = 0, first = 0;
   std::vector<PetscInt> row_ranges;
   std::vector<std::int64_t> start_offset, start_line;
+  std::vector<std::int64_t> nonzeros;  ///< per rank, from pass 1: the exact size of its arrays
   PetscInt count(int q) const { return row_ranges[q + 1] - row_ranges[q]; }
+  /// Reserves rank q's arrays at their final size, so that parsing never reallocates (copies) them.
+  void reserve(int q, ParsedRows& rows) const {
+    rows.labels.reserve(static_cast<std::size_t>(count(q)));
+    rows.csr.row_ptr.reserve(static_cast<std::size_t>(count(q)) + 1);
+    rows.csr.cols.reserve(static_cast<std::size_t>(nonzeros[q]));
+    rows.csr.vals.reserve(static_cast<std::size_t>(nonzeros[q]));
+  }
 };
 
 /// Combines the ranks' marks (in rank order, which is file order) into a Plan. Collective.
@@ -187,6 +195,7 @@ Plan make_plan(MPI_Comm comm,
   MPI_Allreduce(&local_weight, &total, 1, MPI_INT64_T, MPI_SUM, comm);
 
   std::vector<std::int64_t> counts(size, 0);
+  plan.nonzeros.assign(size, 0);
   plan.start_offset.assign(size, kNone);
   plan.start_line.assign(size, kNone);
   for (std::int64_t k = 0; k < local_rows; ++k) {
@@ -194,12 +203,17 @@ Plan make_plan(MPI_Comm comm,
     const int q = weighted_owner(before, marks.weight[k], total, size);
     before += marks.weight[k];
     ++counts[q];
+    plan.nonzeros[q] += marks.weight[k] - 1;
     plan.start_offset[q] = std::min(plan.start_offset[q], marks.offset[k]);
     plan.start_line[q] = std::min(plan.start_line[q], lines_before + marks.line[k]);
   }
   MPI_Allreduce(MPI_IN_PLACE, counts.data(), size, MPI_INT64_T, MPI_SUM, comm);
+  MPI_Allreduce(MPI_IN_PLACE, plan.nonzeros.data(), size, MPI_INT64_T, MPI_SUM, comm);
   MPI_Allreduce(MPI_IN_PLACE, plan.start_offset.data(), size, MPI_INT64_T, MPI_MIN, comm);
   MPI_Allreduce(MPI_IN_PLACE, plan.start_line.data(), size, MPI_INT64_T, MPI_MIN, comm);
+  for (int q = 0; q < size; ++q)
+    if (plan.nonzeros[q] >= PETSC_MAX_INT)
+      throw InputError(path + ": more than 2^31 nonzeros on one rank; run on more ranks");
   plan.row_ranges.assign(static_cast<std::size_t>(size) + 1, 0);
   for (int q = 0; q < size; ++q)
     plan.row_ranges[q + 1] = plan.row_ranges[q] + static_cast<PetscInt>(counts[q]);
@@ -239,8 +253,7 @@ ParsedRows parse_range(const std::string& path, const Plan& plan, int rank, int 
   ParsedRows rows;
   const PetscInt count = plan.count(rank);
   if (count == 0) return rows;
-  rows.labels.reserve(static_cast<std::size_t>(count));
-  rows.csr.row_ptr.reserve(static_cast<std::size_t>(count) + 1);
+  plan.reserve(rank, rows);
   LineParser parse(path, plan.start_line[rank], index_base, rows);
   RangeLines lines(path, plan.start_offset[rank], false);
   std::string_view line;
@@ -259,6 +272,7 @@ ParsedRows scatter_stream(
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
   ParsedRows rows;
+  plan.reserve(rank, rows);
   LineParser parse(path, plan.start_line[rank], index_base, rows);
   bool ok = true;
   auto parse_guarded = [&](std::string_view line) {
