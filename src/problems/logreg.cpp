@@ -1,5 +1,6 @@
 /// \file `logreg`: l2-regularised binary logistic regression with per-feature (or scalar) log-regularisers.
-/// Options: -bilevel_logreg_scalar, -bilevel_logreg_intercept, -bilevel_logreg_initial_x.
+/// Options: -bilevel_logreg_scalar, -bilevel_logreg_intercept, -bilevel_logreg_initial_x,
+/// -bilevel_logreg_positive_classes, -bilevel_logreg_n_val.
 ///
 /// Notation: z_i = a_i·w + c, m_i = b_i z_i, ℓ_i = log(1 + e^{−m_i}), r_i = dℓ_i/dz_i = −b_i σ(−m_i),
 /// d_i = d²ℓ_i/dz_i² = σ(z_i)(1 − σ(z_i)), λ_j = e^{x_j}.
@@ -20,11 +21,11 @@
 #include <string>
 #include <tuple>
 
-#include "bilevel/data/libsvm.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/vec_access.hpp"
+#include "data_files.hpp"
 #include "data_parallel.hpp"
 #include "logreg_side.hpp"
 
@@ -48,6 +49,9 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
   o.scalar = reader.boolean("scalar", o.scalar, "one regulariser for all features (dx = 1)");
   o.intercept = reader.boolean("intercept", o.intercept, "unregularised intercept as the last entry of y");
   o.initial_x = reader.real("initial_x", o.initial_x, "starting log-regulariser x_j", -50.0, 50.0);
+  o.positive_classes = reader.string(
+      "positive_classes", "", "labels that become +1, the rest -1 (a list such as 10-19 or 1,3,5)");
+  o.n_val = reader.integer("n_val", o.n_val, "validation rows taken from the end of the training file", 1);
   return o;
 }
 
@@ -115,10 +119,31 @@ std::unique_ptr<LogregProblem> LogregProblem::from_files(MPI_Comm comm,
                                                          const std::string& validation,
                                                          const std::string& test,
                                                          const LogregOptions& options) {
-  Dataset tr = read_libsvm(comm, train);
-  Dataset va = read_libsvm(comm, validation);
+  const std::string list_option = "-bilevel_logreg_positive_classes";
+  std::vector<double> positive;
+  if (!options.positive_classes.empty())
+    positive = detail::parse_class_list(options.positive_classes, list_option);
+  const int base = detail::data_index_base_option(comm);
+  Dataset tr, va;
+  if (validation.empty()) {
+    const PetscInt total = detail::count_rows(comm, train);
+    if (options.n_val >= total)
+      throw InputError(train + ": has " + std::to_string(total) +
+                       " rows, not more than -bilevel_logreg_n_val (" + std::to_string(options.n_val) + ")");
+    tr = detail::read_rows(comm, train, 0, total - options.n_val, DataFormat::Sparse, base);
+    va = detail::read_rows(comm, train, total - options.n_val, options.n_val, DataFormat::Sparse, base);
+  } else {
+    tr = detail::read_rows(comm, train, 0, -1, DataFormat::Sparse, base);
+    va = detail::read_rows(comm, validation, 0, -1, DataFormat::Sparse, base);
+  }
   std::optional<Dataset> te;
-  if (!test.empty()) te = read_libsvm(comm, test);
+  if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, DataFormat::Sparse, base);
+  detail::settle_files({&tr, &va, te ? &*te : nullptr}, base);
+  if (!options.positive_classes.empty()) {
+    detail::binarize_labels(tr, positive);
+    detail::binarize_labels(va, positive);
+    if (te) detail::binarize_labels(*te, positive);
+  }
   return std::make_unique<LogregProblem>(std::move(tr), std::move(va), std::move(te), options);
 }
 

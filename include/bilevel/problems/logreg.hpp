@@ -35,6 +35,11 @@ struct LogregOptions {
   /// Hessian is well conditioned (λ_min ≥ 1e-2); the default method converges from it and diverges from x =
   /// 0.
   PetscReal initial_x = -4.605170185988091;
+  /// [-bilevel_logreg_positive_classes] label map for multi-class files: labels in this list ("10-19",
+  /// "1,3,5") become +1, the rest −1 (empty: the files' labels must be binary)
+  std::string positive_classes;
+  /// [-bilevel_logreg_n_val] without a validation file, the last n_val rows of the training file validate
+  PetscInt n_val = 10000;
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
 };
