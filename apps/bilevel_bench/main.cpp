@@ -138,7 +138,7 @@ std::string format_number(double v) {
 
 /// Per-run time budget in seconds when --max-time is not given.
 double default_budget(const std::string& problem) {
-  return problem == "hyperclean" ? 60.0 : 20.0;
+  return problem == "hyperclean" || problem == "spectral_logsumexp" ? 60.0 : 20.0;
 }
 
 /// What the suite needs from the command line.
@@ -269,7 +269,8 @@ void remove_outputs(MPI_Comm comm, const std::string& stem) {
 }
 
 /// Builds a suite problem from its defaults: quadratic with κ = 1e3 (dy 2000, dx 100), logreg on the
-/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files. -bilevel_<problem>_* on the command line
+/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files, finite_sum_quadratic and spectral_logsumexp
+/// with the papers' sizes (their own defaults). -bilevel_<problem>_* on the command line
 /// override the suite's choices. Collective.
 std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm,
                                                             const std::string& name,
@@ -386,11 +387,13 @@ int run_methods(const SuiteSettings& settings) {
   if (settings.seeds < 1) throw bilevel::InputError("bad value for --seeds: expected a positive integer");
   if (settings.max_time && !(*settings.max_time > 0))
     throw bilevel::InputError("bad value for --max-time: expected a positive number of seconds");
-  const std::vector<std::string> known_problems{"quadratic", "logreg", "hyperclean"};
+  const std::vector<std::string> known_problems{
+      "quadratic", "logreg", "hyperclean", "finite_sum_quadratic", "spectral_logsumexp"};
   for (const auto& p : settings.problems)
     if (std::find(known_problems.begin(), known_problems.end(), p) == known_problems.end())
       throw bilevel::InputError("bad value '" + p +
-                                "' for --problems: expected quadratic, logreg, hyperclean");
+                                "' for --problems: expected quadratic, logreg, hyperclean, "
+                                "finite_sum_quadratic, spectral_logsumexp");
   const std::vector<std::string> registered = bilevel::algorithm_registry().names();
   std::vector<std::string> methods = settings.methods.empty() ? registered : settings.methods;
   for (const auto& m : methods)
@@ -491,10 +494,10 @@ int main(int argc, char** argv) {
       "seeds", po::value<long>()->default_value(3), "seeds 0..N-1 per method (methods suite)")(
       "max-time",
       po::value<double>(),
-      "seconds per run (methods suite; default quadratic 20, logreg 20, hyperclean 60)")(
+      "seconds per run (methods suite; default hyperclean and spectral_logsumexp 60, others 20)")(
       "problems",
       po::value<std::string>()->default_value("quadratic,logreg,hyperclean"),
-      "comma-separated problems (methods suite)")(
+      "comma-separated problems (methods suite; also finite_sum_quadratic, spectral_logsumexp)")(
       "methods",
       po::value<std::string>(),
       "comma-separated methods (methods suite; default every registered one)")(

@@ -10,6 +10,7 @@
 #include "bilevel/core/accurate_hypergradient.hpp"
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/derivative_check.hpp"
+#include "bilevel/core/exact_metrics.hpp"
 #include "bilevel/core/interrupt.hpp"
 #include "bilevel/core/lower_solve.hpp"
 #include "bilevel/core/run_clock.hpp"
@@ -322,6 +323,22 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     problem.set_counts(saved);
     eval_time += now() - e0;
   };
+  // The exact metrics and the error bound (core/exact_metrics.hpp), timed like the evaluation; the summary
+  // keeps the last value of each.
+  std::optional<ExactMetrics> exact;
+  if (monitoring) exact.emplace(problem, options_.monitor_exact_every);
+  auto measure = [&]() {
+    const double e0 = now();
+    exact->fill(record, k, x, y, last);
+    for (auto [from, to] : {std::pair{&record.value_function, &report.value_function},
+                            {&record.exact_hypergradient_norm, &report.exact_hypergradient_norm},
+                            {&record.hypergradient_relative_error, &report.hypergradient_relative_error},
+                            {&record.hypergradient_cosine, &report.hypergradient_cosine},
+                            {&record.lower_distance, &report.lower_distance},
+                            {&record.hypergradient_error_bound, &report.hypergradient_error_bound}})
+      if (*from) *to = *from;
+    eval_time += now() - e0;
+  };
   auto emit_record = [&]() {
     record.iteration = k;
     record.wall_time = elapsed_before + (now() - t0 - eval_time);
@@ -375,6 +392,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   // The start point is the trace's row 0 (a restart continues the trace after its last row).
   if (monitoring && !report.restarted_from_iteration) {
     evaluate(options_.monitor_test);
+    measure();
     emit_record();
   }
 
@@ -404,6 +422,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     }
     ctx.iteration = k;
     iteration_start = now();
+    if (exact) exact->before_step(x);
     try {
       last = algorithm_->step(ctx);
     } catch (const NumericalFailure& e) {  // thrown on every rank at once (collective decisions only)
@@ -434,6 +453,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     if (monitoring && (k % options_.monitor_every == 0 || last_iteration) &&
         reason != ConvergedReason::DivergedNaN) {
       evaluate(options_.monitor_test);
+      measure();
       emit_record();
     }
     if (decision.checkpoint_due && reason == ConvergedReason::Iterating) write_state();
