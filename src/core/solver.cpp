@@ -478,12 +478,6 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   }
   report.counts = counts;
   report.outer_iterations = k;
-  {
-    double fraction = loop_seconds > 0 ? coordinator_seconds / loop_seconds : 0;
-    BILEVEL_PETSC_CALL(MPI_Bcast(&fraction, 1, MPI_DOUBLE, 0, comm_));  // rank 0's clock decides
-    report.coordinator_fraction = fraction;
-  }
-  report.data_bytes_per_rank = petsc::max_over_ranks(comm_, problem.local_data_bytes());
   report.reason = reason;
   report.hypergradient_norm = last.hypergradient_norm;
   if (reason != ConvergedReason::DivergedNaN) {
@@ -497,7 +491,19 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     report.upper_objective = NAN;
   }
   report.wall_time_s = elapsed_before + (now() - t0);
-  report.peak_rss_bytes = petsc::max_over_ranks(comm_, petsc::peak_rss_bytes());
+  {  // after the wall time: memory (max over ranks) and rank 0's coordinator share, in one reduction
+    int rank = 0;
+    MPI_Comm_rank(comm_, &rank);
+    const double fraction = rank == 0 && loop_seconds > 0 ? coordinator_seconds / loop_seconds : 0;
+    double mine[3] = {static_cast<double>(petsc::peak_rss_bytes()),
+                      static_cast<double>(problem.local_data_bytes()),
+                      fraction},
+           all[3] = {0, 0, 0};
+    BILEVEL_PETSC_CALL(MPI_Allreduce(mine, all, 3, MPI_DOUBLE, MPI_MAX, comm_));
+    report.peak_rss_bytes = static_cast<std::int64_t>(all[0]);
+    report.data_bytes_per_rank = static_cast<std::int64_t>(all[1]);
+    report.coordinator_fraction = all[2];
+  }
   record.iteration = k;
   record.wall_time = report.wall_time_s;
   record.counts = counts;
