@@ -22,6 +22,7 @@
 #include "bilevel/data/dataset.hpp"
 #include "bilevel/data/idx.hpp"
 #include "bilevel/data/libsvm.hpp"
+#include "bilevel/data/petsc_binary.hpp"
 #include "bilevel/petsc/collective.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/handle.hpp"

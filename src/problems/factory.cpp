@@ -12,6 +12,7 @@
 #include "bilevel/problems/quadratic.hpp"
 #include "bilevel/problems/softmax.hpp"
 #include "bilevel/problems/spectral_logsumexp.hpp"
+#include "data_files.hpp"
 
 namespace bilevel {
 
@@ -64,15 +65,12 @@ std::shared_ptr<BilevelProblem> make_problem(MPI_Comm comm,
   }
   if (name == "logreg") {
     if (in.train.empty()) throw InputError("problem logreg needs --train FILE (LIBSVM, binary labels)");
-    if (in.validation.empty())
-      throw InputError("problem logreg needs --validation FILE (LIBSVM, binary labels)");
     petsc::ScopedEvent ev(petsc::events().load_data);
     return LogregProblem::from_files(
         comm, in.train, in.validation, in.test, LogregOptions::from_options(comm));
   }
   if (name == "softmax") {
     if (in.train.empty()) throw InputError("problem softmax needs --train FILE (LIBSVM or IDX)");
-    if (in.validation.empty()) throw InputError("problem softmax needs --validation FILE");
     petsc::ScopedEvent ev(petsc::events().load_data);
     return SoftmaxProblem::from_files(
         comm, in.train, in.validation, in.test, SoftmaxOptions::from_options(comm));
@@ -109,6 +107,7 @@ void read_data_problem_options(MPI_Comm comm) {
   HyperRepresentationOptions::from(h, 0);
   petsc::OptionsReader m(comm, "bilevel_multitask_", "Problem multitask (-bilevel_multitask_*)");
   MultitaskOptions::from(m, 0).validate();
+  detail::data_index_base_option(comm);
 }
 
 }  // namespace bilevel
