@@ -73,6 +73,7 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"restarted_from_iteration\": "
     << (r.restarted_from_iteration ? std::to_string(*r.restarted_from_iteration) : std::string("null"))
     << ",\n";
+  s << "  \"bytes_communicated_per_iteration\": " << number(r.bytes_communicated_per_iteration) << ",\n";
   s << "  \"seed\": " << r.seed << ",\n";
   s << "  \"version\": " << quoted(version()) << "\n";
   s << "}\n";

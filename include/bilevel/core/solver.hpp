@@ -39,6 +39,8 @@ struct SolveReport {
   std::int64_t checkpoint_bytes = 0;                     ///< size of the last checkpoint written
   double checkpoint_seconds = 0;                         ///< time spent writing checkpoints (all of them)
   std::optional<std::int64_t> restarted_from_iteration;  ///< --restart: the checkpoint's iteration
+  /// Bytes sent inside the method's steps per outer iteration, max over ranks (petsc/comm_counter.hpp)
+  double bytes_communicated_per_iteration = 0;
 };
 
 /// Settings of the outer loop. Options database keys in brackets.
