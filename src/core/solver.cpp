@@ -457,7 +457,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   report.counts = counts;
   report.outer_iterations = k;
   {
-    double mine = k > loop_start_k ? static_cast<double>(step_bytes) / static_cast<double>(k - loop_start_k) : 0,
+    double mine =
+               k > loop_start_k ? static_cast<double>(step_bytes) / static_cast<double>(k - loop_start_k) : 0,
            most = 0;
     BILEVEL_PETSC_CALL(MPI_Allreduce(&mine, &most, 1, MPI_DOUBLE, MPI_MAX, comm_));
     report.bytes_communicated_per_iteration = most;
