@@ -3,6 +3,11 @@
 //     times the lower Hessian-vector product (the real oracle: gather of the model, fused pass over the
 //     local rows, reduction) and reports it as effective memory bandwidth (bytes of the data matrix read
 //     per second) next to a STREAM-triad bandwidth measured in the same run on the same ranks.
+//   bilevel-bench scale [--rows R --cols C --nnz-per-row K --seed S | --train FILE [--validation FILE]]
+//     [--iterations N] [--data-dir DIR] [--keep-data] [--summary FILE]
+//     generates a synthetic sparse logistic problem (or reads files) and measures loading, peak memory per
+//     rank against its data, the HVP against the triad, an outer iteration's time and MPI bytes, and the
+//     coordinator's share (scale.cpp, docs/scaling.md).
 //   bilevel-bench methods --out DIR [--seeds N] [--max-time S] [--problems a,b] [--methods a,b] [--no-report]
 //     runs every registered method (or --methods) on quadratic, logreg (ijcnn1) and hyperclean
 //     (Fashion-MNIST) for N seeds with a time budget per run; writes DIR/<problem>/<method>-seed<k>.csv
@@ -23,6 +28,7 @@
 #include <system_error>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "bilevel/bilevel.hpp"
 #include "bilevel/problems/hyperclean.hpp"
 #include "bilevel/problems/logreg.hpp"
@@ -31,62 +37,10 @@ namespace po = boost::program_options;
 
 namespace {
 
-double now() {
-  PetscLogDouble t = 0;
-  (void)PetscTime(&t);
-  return t;
-}
-
-/// STREAM triad a = b + s c on `n` doubles per rank, all ranks at once; best of `reps`. Returns GB/s
-/// counting 3 x 8 bytes per element per rank (no write-allocate). Collective.
-double triad_bandwidth(MPI_Comm comm, std::size_t n, int reps) {
-  std::vector<double> a(n, 0.0), b(n, 1.0), c(n, 2.0);
-  int size = 1;
-  MPI_Comm_size(comm, &size);
-  double best = 1e300;
-  for (int r = 0; r < reps; ++r) {
-    MPI_Barrier(comm);
-    const double t0 = now();
-    const double s = 1.0 + 1e-9 * r;
-    for (std::size_t i = 0; i < n; ++i) a[i] = b[i] + s * c[i];
-    double t = now() - t0, tmax = 0;
-    MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, comm);
-    best = std::min(best, tmax);
-  }
-  volatile double sink = a[n / 2];
-  (void)sink;
-  return 3.0 * 8.0 * static_cast<double>(n) * size / best / 1e9;
-}
-
-struct HvpResult {
-  double seconds = 0;  ///< per HVP (best of the repetitions' means)
-  double bytes = 0;    ///< data-matrix bytes read per HVP, all ranks
-  double effective_gbs = 0;
-};
-
-/// Times `repeat` HVPs at a fixed point after a warm-up, in 5 rounds; keeps the fastest round. Collective.
-HvpResult time_hvp(bilevel::BilevelProblem& p, double bytes_local, PetscInt repeat) {
-  MPI_Comm comm = p.comm();
-  auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(),
-       out = p.create_lower_vec();
-  p.initial_point(x, y);
-  BILEVEL_PETSC_CALL(VecSet(w, 0.01));
-  BILEVEL_PETSC_CALL(VecSet(y, 0.001));
-  p.lower_hvp(x, y, bilevel::Batch::all(), w, out);  // warm-up: caches curvature at y
-  HvpResult r;
-  r.seconds = 1e300;
-  for (int round = 0; round < 5; ++round) {
-    MPI_Barrier(comm);
-    const double t0 = now();
-    for (PetscInt k = 0; k < repeat; ++k) p.lower_hvp(x, y, bilevel::Batch::all(), w, out);
-    double t = (now() - t0) / static_cast<double>(repeat), tmax = 0;
-    MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, comm);
-    r.seconds = std::min(r.seconds, tmax);
-  }
-  MPI_Allreduce(&bytes_local, &r.bytes, 1, MPI_DOUBLE, MPI_SUM, comm);
-  r.effective_gbs = r.bytes / r.seconds / 1e9;
-  return r;
-}
+using bilevel::bench::HvpResult;
+using bilevel::bench::now;
+using bilevel::bench::time_hvp;
+using bilevel::bench::triad_bandwidth;
 
 int run_hvp(const po::variables_map& vm) {
   MPI_Comm comm = PETSC_COMM_WORLD;
@@ -184,7 +138,7 @@ std::string format_number(double v) {
 
 /// Per-run time budget in seconds when --max-time is not given.
 double default_budget(const std::string& problem) {
-  return problem == "hyperclean" ? 60.0 : 20.0;
+  return problem == "hyperclean" || problem == "spectral_logsumexp" ? 60.0 : 20.0;
 }
 
 /// What the suite needs from the command line.
@@ -315,7 +269,8 @@ void remove_outputs(MPI_Comm comm, const std::string& stem) {
 }
 
 /// Builds a suite problem from its defaults: quadratic with κ = 1e3 (dy 2000, dx 100), logreg on the
-/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files. -bilevel_<problem>_* on the command line
+/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files, finite_sum_quadratic and spectral_logsumexp
+/// with the papers' sizes (their own defaults). -bilevel_<problem>_* on the command line
 /// override the suite's choices. Collective.
 std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm,
                                                             const std::string& name,
@@ -432,11 +387,13 @@ int run_methods(const SuiteSettings& settings) {
   if (settings.seeds < 1) throw bilevel::InputError("bad value for --seeds: expected a positive integer");
   if (settings.max_time && !(*settings.max_time > 0))
     throw bilevel::InputError("bad value for --max-time: expected a positive number of seconds");
-  const std::vector<std::string> known_problems{"quadratic", "logreg", "hyperclean"};
+  const std::vector<std::string> known_problems{
+      "quadratic", "logreg", "hyperclean", "finite_sum_quadratic", "spectral_logsumexp"};
   for (const auto& p : settings.problems)
     if (std::find(known_problems.begin(), known_problems.end(), p) == known_problems.end())
       throw bilevel::InputError("bad value '" + p +
-                                "' for --problems: expected quadratic, logreg, hyperclean");
+                                "' for --problems: expected quadratic, logreg, hyperclean, "
+                                "finite_sum_quadratic, spectral_logsumexp");
   const std::vector<std::string> registered = bilevel::algorithm_registry().names();
   std::vector<std::string> methods = settings.methods.empty() ? registered : settings.methods;
   for (const auto& m : methods)
@@ -537,14 +494,21 @@ int main(int argc, char** argv) {
       "seeds", po::value<long>()->default_value(3), "seeds 0..N-1 per method (methods suite)")(
       "max-time",
       po::value<double>(),
-      "seconds per run (methods suite; default quadratic 20, logreg 20, hyperclean 60)")(
+      "seconds per run (methods suite; default hyperclean and spectral_logsumexp 60, others 20)")(
       "problems",
       po::value<std::string>()->default_value("quadratic,logreg,hyperclean"),
-      "comma-separated problems (methods suite)")(
+      "comma-separated problems (methods suite; also finite_sum_quadratic, spectral_logsumexp)")(
       "methods",
       po::value<std::string>(),
       "comma-separated methods (methods suite; default every registered one)")(
-      "no-report", "do not run report_methods.py at the end (methods suite)");
+      "no-report", "do not run report_methods.py at the end (methods suite)")(
+      "rows", po::value<long>()->default_value(400000), "rows of the generated problem (scale)")(
+      "cols", po::value<long>()->default_value(20000), "features of the generated problem (scale)")(
+      "nnz-per-row", po::value<long>()->default_value(40), "nonzeros per generated row (scale)")(
+      "seed", po::value<long>()->default_value(1), "seed of the generated problem (scale)")(
+      "iterations", po::value<long>()->default_value(3), "outer iterations timed (scale)")(
+      "data-dir", po::value<std::string>()->default_value("."), "folder for the generated files (scale)")(
+      "keep-data", "keep the generated files (scale)");
   std::vector<std::string> long_args, petsc_args;
   bilevel::split_arguments(argc,
                            argv,
@@ -558,8 +522,14 @@ int main(int argc, char** argv) {
                             "seeds",
                             "max-time",
                             "problems",
-                            "methods"},
-                           {"help", "no-report"},
+                            "methods",
+                            "rows",
+                            "cols",
+                            "nnz-per-row",
+                            "seed",
+                            "iterations",
+                            "data-dir"},
+                           {"help", "no-report", "keep-data"},
                            long_args,
                            petsc_args);
   std::string suite, parse_error;
@@ -588,11 +558,12 @@ int main(int argc, char** argv) {
     if (!parse_error.empty()) throw bilevel::InputError(parse_error);
     if (vm.count("help") || suite.empty()) {
       std::ostringstream s;
-      s << "usage: bilevel-bench hvp|methods [options]\n" << cli;
+      s << "usage: bilevel-bench hvp|methods|scale [options]\n" << cli;
       BILEVEL_PETSC_CALL(PetscPrintf(PETSC_COMM_WORLD, "%s", s.str().c_str()));
       return suite.empty() && !vm.count("help") ? 1 : 0;
     }
     if (suite == "hvp") return run_hvp(vm);
+    if (suite == "scale") return bilevel::bench::run_scale(vm);
     if (suite == "methods") {
       SuiteSettings settings;
       if (vm.count("out")) settings.out = vm["out"].as<std::string>();
@@ -611,6 +582,6 @@ int main(int argc, char** argv) {
       settings.report = !vm.count("no-report");
       return run_methods(settings);
     }
-    throw bilevel::InputError("unknown suite '" + suite + "': expected hvp or methods");
+    throw bilevel::InputError("unknown suite '" + suite + "': expected hvp, methods or scale");
   });
 }

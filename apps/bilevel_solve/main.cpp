@@ -26,9 +26,11 @@ const char* kHelp =
 po::options_description long_options() {
   po::options_description d("bilevel-solve options");
   d.add_options()("help", "print this help and exit (use -help for every PETSc/-bilevel_ option)")(
-      "version", "print the version and exit")("problem",
-                                               po::value<std::string>()->default_value("hyperclean"),
-                                               "quadratic | logreg | softmax | hyperclean")(
+      "version", "print the version and exit")(
+      "problem",
+      po::value<std::string>()->default_value("hyperclean"),
+      "quadratic | logreg | softmax | hyperclean | finite_sum_quadratic | spectral_logsumexp | "
+      "hyper_representation | multitask")(
       "method", po::value<std::string>(), "registered method (writes -bilevel_type); default aidcg")(
       "train", po::value<std::string>(), "training data: LIBSVM (.gz/.bz2/.xz) or IDX images file")(
       "validation", po::value<std::string>(), "validation data (upper level)")(

@@ -12,6 +12,12 @@ std::unique_ptr<Algorithm> create_pzobo();
 std::unique_ptr<Algorithm> create_bome();
 std::unique_ptr<Algorithm> create_qnbo();
 std::unique_ptr<Algorithm> create_nbo();
+std::unique_ptr<Algorithm> create_itd();
+std::unique_ptr<Algorithm> create_amigo();
+std::unique_ptr<Algorithm> create_f2sa();
+std::unique_ptr<Algorithm> create_soba();
+std::unique_ptr<Algorithm> create_saba();
+std::unique_ptr<Algorithm> create_ttsa();
 
 void register_builtin_algorithms(AlgorithmRegistry& r) {
   r.add("aidcg", "AID with CG on the lower Hessian (Ji et al. 2021)", create_aidcg);
@@ -24,6 +30,15 @@ void register_builtin_algorithms(AlgorithmRegistry& r) {
   r.add("nbo",
         "inexact-Newton curvature-aware hypergradient: NBO-GD/CG, NSBO-SGD (Dong et al. 2025)",
         create_nbo);
+  r.add("itd",
+        "reverse-mode differentiation through K unrolled lower steps (Franceschi et al. 2017)",
+        create_itd);
+  r.add("amigo", "amortized implicit differentiation, AmIGO-GD/CG (Arbel & Mairal 2022)", create_amigo);
+  r.add("f2sa", "fully first-order penalty method (Kwon et al. 2023)", create_f2sa);
+  r.add("soba", "single-loop SOBA and MA-SOBA (Dagreou, Ablin, Vaiter & Moreau 2022)", create_soba);
+  r.add("saba", "SOBA with SAGA variance reduction, and MA-SABA (Dagreou et al. 2022)", create_saba);
+  r.add(
+      "ttsa", "two-timescale TTSA (Hong et al. 2023) and double-loop BSA (Ghadimi & Wang 2018)", create_ttsa);
   r.set_default("aidcg");  // what -bilevel_type is when nobody chose
 }
 

@@ -36,15 +36,21 @@ void ImplicitStep::gradients(AlgorithmContext& ctx) {
 void ImplicitStep::finish(AlgorithmContext& ctx, StepResult& r) {
   const Batch jb = samplers_.jacobian.draw(ctx.problem.dataset_sizes().lower, batches_.lower);
   r.hypergradient_norm = hypergradient_step(ctx, jb, v_, fx_, jv_);  // h_k = ∇_x f − J v_{k+1}, x_{k+1}
+  r.hypergradient = fx_;
+  r.linear_solution = v_;
 }
 
 PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv) {
   ctx.problem.lower_jvp(ctx.x, ctx.y, jacobian_batch, v, jv);  // J v
   BILEVEL_PETSC_CALL(VecAXPY(fx, -1.0, jv));                   // h = ∇_x f − J v
+  return upper_step_along(ctx, fx);
+}
+
+PetscReal upper_step_along(AlgorithmContext& ctx, Vec h) {
   PetscReal norm = 0;
-  BILEVEL_PETSC_CALL(VecNorm(fx, NORM_2, &norm));
+  BILEVEL_PETSC_CALL(VecNorm(h, NORM_2, &norm));
   require_finite(norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
-  ctx.upper.step(ctx.x, fx);  // x <- P(x − step(h)) on the coordinator
+  ctx.upper.step(ctx.x, h);  // x <- P(x − step(h)) on the coordinator
   return norm;
 }
 

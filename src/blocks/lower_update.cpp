@@ -1,12 +1,46 @@
 #include "bilevel/blocks/lower_update.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/converged_reason.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
+
+void LowerSpectrum::estimate(BilevelProblem& problem, Vec x, Vec y) {
+  const ProblemHints h = problem.hints();
+  const std::optional<PetscReal> bound = problem.lower_lipschitz_bound(x);
+  follows_bound_ = bound.has_value();
+  lipschitz_ = bound ? *bound : resolve_lower_lipschitz(problem, x, y);
+  mu_from_hint_ = h.lower_strong_convexity.has_value();
+  mu_ = mu_from_hint_ ? *h.lower_strong_convexity : estimate_lower_strong_convexity(problem, x, y);
+  mu_ = std::min(mu_, lipschitz_);
+  lipschitz_at_mu_ = lipschitz_;
+}
+
+bool LowerSpectrum::refresh(BilevelProblem& problem, Vec x, Vec y, PetscReal drift) {
+  if (!follows_bound_) return false;
+  lipschitz_ = *problem.lower_lipschitz_bound(x);
+  if (mu_from_hint_ || std::abs(lipschitz_ - lipschitz_at_mu_) <= drift * lipschitz_at_mu_) return false;
+  mu_ = std::min(estimate_lower_strong_convexity(problem, x, y), lipschitz_);
+  lipschitz_at_mu_ = lipschitz_;
+  return true;
+}
+
+void LowerSpectrum::declare_state(StateRegistry& state, const std::string& prefix) {
+  state.add(prefix + "mu", mu_);
+  state.add(prefix + "lipschitz_at_mu", lipschitz_at_mu_);
+}
+
+PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, PetscInt hi) {
+  if (!(rate > 0) || rate >= 1) return rate >= 1 ? hi : lo;
+  const double n = std::ceil(std::log(eps) / std::log(rate));
+  return static_cast<PetscInt>(std::clamp<double>(n, static_cast<double>(lo), static_cast<double>(hi)));
+}
 
 void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps) {
   o.kind =

@@ -56,7 +56,8 @@ TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
                                                   PetscReal eta,
                                                   bool adapt_step,
                                                   BatchSampler* sampler,
-                                                  PetscInt batch_size) {
+                                                  PetscInt batch_size,
+                                                  const StepHooks* hooks) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   const std::array<Vec, 2>& b = systems.b;
   const std::array<Vec, 2>& v = systems.v;
@@ -64,8 +65,13 @@ TwoSystemSolver::Report TwoSystemSolver::gradient(BilevelProblem& problem,
   Report report;
   const PetscInt n = problem.dataset_sizes().lower;
   for (PetscInt t = 0; t < steps; ++t) {
-    const Batch bt = (sampler && batch_size > 0 && n > 0) ? sampler->next(n, batch_size) : batch;
+    const Batch bt = (hooks && hooks->next_batch)           ? hooks->next_batch()
+                     : (sampler && batch_size > 0 && n > 0) ? sampler->next(n, batch_size)
+                                                            : batch;
     products(problem, x, y, bt, v, nonzero, report);  // q_i = H v_i (skipped while v_i = 0)
+    if (hooks && hooks->correct)
+      for (std::size_t i = 0; i < 2; ++i)
+        if (nonzero[i]) hooks->correct(i, q_[i]);
     if (adapt_step && (nonzero[0] || nonzero[1])) {
       // Rayleigh quotients ρ_i = v_iᵀH v_i / v_iᵀv_i <= λ_max(H): a step with η ρ_i > 1 is too long for H
       // (e.g. when H has grown since η = 1/L was set), so η <- 1/max ρ_i.

@@ -58,7 +58,7 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
                     ? r.wall_time / r.iteration * static_cast<double>(r.max_iterations - r.iteration)
                     : 0;
   if (r.max_time > 0) left = std::min(left, std::max(0.0, r.max_time - r.wall_time));
-  char extra[256] = "";
+  char extra[512] = "";
   int n = 0;
   if (r.true_hypergradient_norm)
     n += std::snprintf(extra + n, sizeof extra - n, "  |gradF| %.3e", *r.true_hypergradient_norm);
@@ -66,6 +66,12 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
   if (r.test_loss) n += std::snprintf(extra + n, sizeof extra - n, "  test loss %.5f", *r.test_loss);
   if (r.linear_residual >= 0)
     n += std::snprintf(extra + n, sizeof extra - n, "  lin.res %.2e", r.linear_residual);
+  if (r.hypergradient_error_bound)
+    n += std::snprintf(extra + n, sizeof extra - n, "  err<= %.2e", *r.hypergradient_error_bound);
+  if (r.exact_hypergradient_norm)
+    n += std::snprintf(extra + n, sizeof extra - n, "  exact|gradF| %.3e", *r.exact_hypergradient_norm);
+  if (r.hypergradient_relative_error)
+    n += std::snprintf(extra + n, sizeof extra - n, "  rel.err %.2e", *r.hypergradient_relative_error);
   char h[32] = "-";  // row 0, the start point, has no estimate yet
   if (std::isfinite(r.hypergradient_norm)) std::snprintf(h, sizeof h, "%.3e", r.hypergradient_norm);
   BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer_,
@@ -80,7 +86,9 @@ void ProgressMonitor::on_iteration(const IterationRecord& r) {
 
 std::string csv_header() {
   return "iteration,wall_time_s,upper_objective,hypergradient_norm,true_hypergradient_norm,test_loss,"
-         "test_accuracy,lower_residual,linear_residual,grad_f,grad_g,hvp,jvp,samples";
+         "test_accuracy,lower_residual,linear_residual,grad_f,grad_g,hvp,jvp,samples,value_function,"
+         "exact_hypergradient_norm,hypergradient_relative_error,hypergradient_cosine,lower_distance,"
+         "hypergradient_error_bound";
 }
 
 std::string csv_row(const IterationRecord& r) {
@@ -90,10 +98,10 @@ std::string csv_row(const IterationRecord& r) {
     std::snprintf(b, sizeof b, "%.10g", *v);
     return std::string(b);
   };
-  char line[512];
+  char line[1024];
   std::snprintf(line,
                 sizeof line,
-                "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld",
+                "%lld,%.6f,%.12g,%s,%s,%s,%s,%.4e,%.4e,%lld,%lld,%lld,%lld,%lld,%s,%s,%s,%s,%s,%s",
                 static_cast<long long>(r.iteration),
                 r.wall_time,
                 r.upper_objective,
@@ -107,7 +115,13 @@ std::string csv_row(const IterationRecord& r) {
                 static_cast<long long>(r.counts.grad_g),
                 static_cast<long long>(r.counts.hvp),
                 static_cast<long long>(r.counts.jvp),
-                static_cast<long long>(r.counts.samples));
+                static_cast<long long>(r.counts.samples),
+                opt(r.value_function).c_str(),
+                opt(r.exact_hypergradient_norm).c_str(),
+                opt(r.hypergradient_relative_error).c_str(),
+                opt(r.hypergradient_cosine).c_str(),
+                opt(r.lower_distance).c_str(),
+                opt(r.hypergradient_error_bound).c_str());
   return line;
 }
 

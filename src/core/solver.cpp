@@ -10,6 +10,7 @@
 #include "bilevel/core/accurate_hypergradient.hpp"
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/derivative_check.hpp"
+#include "bilevel/core/exact_metrics.hpp"
 #include "bilevel/core/interrupt.hpp"
 #include "bilevel/core/lower_solve.hpp"
 #include "bilevel/core/run_clock.hpp"
@@ -18,6 +19,7 @@
 #include "bilevel/petsc/comm_counter.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/session.hpp"
 
 namespace bilevel {
@@ -322,6 +324,22 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     problem.set_counts(saved);
     eval_time += now() - e0;
   };
+  // The exact metrics and the error bound (core/exact_metrics.hpp), timed like the evaluation; the summary
+  // keeps the last value of each.
+  std::optional<ExactMetrics> exact;
+  if (monitoring) exact.emplace(problem, options_.monitor_exact_every);
+  auto measure = [&]() {
+    const double e0 = now();
+    exact->fill(record, k, x, y, last);
+    for (auto [from, to] : {std::pair{&record.value_function, &report.value_function},
+                            {&record.exact_hypergradient_norm, &report.exact_hypergradient_norm},
+                            {&record.hypergradient_relative_error, &report.hypergradient_relative_error},
+                            {&record.hypergradient_cosine, &report.hypergradient_cosine},
+                            {&record.lower_distance, &report.lower_distance},
+                            {&record.hypergradient_error_bound, &report.hypergradient_error_bound}})
+      if (*from) *to = *from;
+    eval_time += now() - e0;
+  };
   auto emit_record = [&]() {
     record.iteration = k;
     record.wall_time = elapsed_before + (now() - t0 - eval_time);
@@ -375,6 +393,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   // The start point is the trace's row 0 (a restart continues the trace after its last row).
   if (monitoring && !report.restarted_from_iteration) {
     evaluate(options_.monitor_test);
+    measure();
     emit_record();
   }
 
@@ -382,6 +401,8 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   std::int64_t step_bytes = 0, loop_start_k = k;  // bytes this rank sent inside the steps
   // The loop stops when the next iteration, as long as the last one, would end past its deadline.
   double iteration_start = now(), last_iteration_seconds = 0;
+  // The coordinator's share: time in boundary decisions over the loop's time (steps + boundaries).
+  double coordinator_seconds = 0, loop_seconds = 0;
   auto boundary = [&]() {
     const double t = now();
     const bool due =
@@ -404,6 +425,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     ctx.iteration = k;
     iteration_start = now();
     const std::int64_t bytes_before = petsc::comm_bytes_sent_total();
+    if (exact) exact->before_step(x);
     try {
       last = algorithm_->step(ctx);
     } catch (const NumericalFailure& e) {  // thrown on every rank at once (collective decisions only)
@@ -417,7 +439,10 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     PetscReal xn = 0, yn = 0;
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
     BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
+    const double b0 = now();
     decision = boundary();
+    coordinator_seconds += now() - b0;
+    loop_seconds += now() - iteration_start;
     if (last.reason != ConvergedReason::Iterating)
       reason = last.reason;
     else if (!std::isfinite(xn) || !std::isfinite(yn) || !std::isfinite(last.hypergradient_norm))
@@ -432,6 +457,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     if (monitoring && (k % options_.monitor_every == 0 || last_iteration) &&
         reason != ConvergedReason::DivergedNaN) {
       evaluate(options_.monitor_test);
+      measure();
       emit_record();
     }
     if (decision.checkpoint_due && reason == ConvergedReason::Iterating) write_state();
@@ -463,6 +489,12 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     BILEVEL_PETSC_CALL(MPI_Allreduce(&mine, &most, 1, MPI_DOUBLE, MPI_MAX, comm_));
     report.bytes_communicated_per_iteration = most;
   }
+  {
+    double fraction = loop_seconds > 0 ? coordinator_seconds / loop_seconds : 0;
+    BILEVEL_PETSC_CALL(MPI_Bcast(&fraction, 1, MPI_DOUBLE, 0, comm_));  // rank 0's clock decides
+    report.coordinator_fraction = fraction;
+  }
+  report.data_bytes_per_rank = petsc::max_over_ranks(comm_, problem.local_data_bytes());
   report.reason = reason;
   report.hypergradient_norm = last.hypergradient_norm;
   if (reason != ConvergedReason::DivergedNaN) {
@@ -476,6 +508,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     report.upper_objective = NAN;
   }
   report.wall_time_s = elapsed_before + (now() - t0);
+  report.peak_rss_bytes = petsc::max_over_ranks(comm_, petsc::peak_rss_bytes());
   record.iteration = k;
   record.wall_time = report.wall_time_s;
   record.counts = counts;

@@ -88,6 +88,11 @@ void BilevelSolver::set_from_options() {
   o.monitor_every =
       opts.integer("monitor_every", o.monitor_every, "evaluate and monitor every k iterations", 1);
   o.monitor_test = opts.boolean("monitor_test", o.monitor_test, "test metrics in every monitor record");
+  o.monitor_exact_every = opts.integer(
+      "monitor_exact_every",
+      o.monitor_exact_every,
+      "exact metrics (accurate y*(x), grad F(x)) every k iterations, 0: off (closed-form problems: always)",
+      0);
   o.final_lower_solve =
       opts.boolean("final_lower_solve", o.final_lower_solve, "solve the lower level accurately at the end");
   o.final_lower_rtol =
@@ -131,6 +136,7 @@ const std::vector<std::string>& BilevelSolver::restart_free_options() {
                                                 "monitor",
                                                 "monitor_every",
                                                 "monitor_test",
+                                                "monitor_exact_every",
                                                 "view",
                                                 "final_lower_solve",
                                                 "final_lower_rtol",

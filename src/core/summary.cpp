@@ -56,6 +56,12 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"hypergradient_norm\": " << number(r.hypergradient_norm) << ",\n";
   if (r.true_hypergradient_norm)
     s << "  \"true_hypergradient_norm\": " << number(*r.true_hypergradient_norm) << ",\n";
+  s << "  \"value_function\": " << optional_number(r.value_function) << ",\n";
+  s << "  \"exact_hypergradient_norm\": " << optional_number(r.exact_hypergradient_norm) << ",\n";
+  s << "  \"hypergradient_relative_error\": " << optional_number(r.hypergradient_relative_error) << ",\n";
+  s << "  \"hypergradient_cosine\": " << optional_number(r.hypergradient_cosine) << ",\n";
+  s << "  \"lower_distance\": " << optional_number(r.lower_distance) << ",\n";
+  s << "  \"hypergradient_error_bound\": " << optional_number(r.hypergradient_error_bound) << ",\n";
   if (r.optimal_upper_objective)
     s << "  \"optimal_upper_objective\": " << number(*r.optimal_upper_objective) << ",\n";
   if (r.verified_hypergradient_norm)
@@ -74,6 +80,9 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
     << (r.restarted_from_iteration ? std::to_string(*r.restarted_from_iteration) : std::string("null"))
     << ",\n";
   s << "  \"bytes_communicated_per_iteration\": " << number(r.bytes_communicated_per_iteration) << ",\n";
+  s << "  \"peak_rss_bytes\": " << r.peak_rss_bytes << ",\n";
+  s << "  \"data_bytes_per_rank\": " << r.data_bytes_per_rank << ",\n";
+  s << "  \"coordinator_fraction\": " << number(r.coordinator_fraction) << ",\n";
   s << "  \"seed\": " << r.seed << ",\n";
   s << "  \"version\": " << quoted(version()) << "\n";
   s << "}\n";

@@ -2,6 +2,7 @@
 #include "bilevel/data/dataset.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -90,14 +91,60 @@ PetscInt LocalCsr::rows() const {
   return static_cast<PetscInt>(row_ptr.size()) - 1;
 }
 
-petsc::MatHandle LocalCsr::to_seqaij(PetscInt n_cols) const {
+namespace {
+constexpr const char* kCsrKey = "bilevel_csr";
+
+PetscErrorCode destroy_csr(void* csr) {
+  delete static_cast<LocalCsr*>(csr);
+  return 0;
+}
+
+/// A MATSEQAIJ on the arrays of `csr` (kept alive by `container`). Not collective.
+petsc::MatHandle wrap(LocalCsr& csr, PetscContainer container, PetscInt n_cols) {
   petsc::MatHandle a;
-  const PetscInt m = rows();
-  BILEVEL_PETSC_CALL(MatCreate(PETSC_COMM_SELF, a.out()));
-  BILEVEL_PETSC_CALL(MatSetSizes(a, m, n_cols, m, n_cols));
-  BILEVEL_PETSC_CALL(MatSetType(a, MATSEQAIJ));
-  BILEVEL_PETSC_CALL(MatSeqAIJSetPreallocationCSR(a, row_ptr.data(), cols.data(), vals.data()));
+  BILEVEL_PETSC_CALL(MatCreateSeqAIJWithArrays(
+      PETSC_COMM_SELF, csr.rows(), n_cols, csr.row_ptr.data(), csr.cols.data(), csr.vals.data(), a.out()));
+  BILEVEL_PETSC_CALL(PetscObjectCompose(
+      reinterpret_cast<PetscObject>(a.get()), kCsrKey, reinterpret_cast<PetscObject>(container)));
   return a;
+}
+}  // namespace
+
+petsc::MatHandle LocalCsr::adopt(LocalCsr&& csr, PetscInt n_cols) {
+  auto* owned = new LocalCsr(std::move(csr));
+  PetscContainer container = nullptr;
+  if (PetscContainerCreate(PETSC_COMM_SELF, &container) != 0) {
+    delete owned;
+    throw Error("PetscContainerCreate failed");
+  }
+  BILEVEL_PETSC_CALL(PetscContainerSetPointer(container, owned));
+  BILEVEL_PETSC_CALL(PetscContainerSetUserDestroy(container, destroy_csr));
+  try {
+    petsc::MatHandle a = wrap(*owned, container, n_cols);
+    BILEVEL_PETSC_CALL(PetscContainerDestroy(&container));  // the Mat holds the reference now
+    return a;
+  } catch (...) {
+    (void)PetscContainerDestroy(&container);
+    throw;
+  }
+}
+
+LocalCsr* LocalCsr::owned_by(Mat a) {
+  PetscObject found = nullptr;
+  BILEVEL_PETSC_CALL(PetscObjectQuery(reinterpret_cast<PetscObject>(a), kCsrKey, &found));
+  if (!found) return nullptr;
+  void* pointer = nullptr;
+  BILEVEL_PETSC_CALL(PetscContainerGetPointer(reinterpret_cast<PetscContainer>(found), &pointer));
+  return static_cast<LocalCsr*>(pointer);
+}
+
+petsc::MatHandle LocalCsr::with_columns(Mat a, PetscInt n_cols) {
+  if (LocalCsr* csr = owned_by(a)) {
+    PetscObject container = nullptr;
+    BILEVEL_PETSC_CALL(PetscObjectQuery(reinterpret_cast<PetscObject>(a), kCsrKey, &container));
+    return wrap(*csr, reinterpret_cast<PetscContainer>(container), n_cols);
+  }
+  return adopt(copy_csr(a), n_cols);
 }
 
 PetscInt block_begin(PetscInt n, int size, int rank) {
@@ -106,14 +153,46 @@ PetscInt block_begin(PetscInt n, int size, int rank) {
   return static_cast<PetscInt>(base * rank + std::min<std::int64_t>(rank, extra));
 }
 
+int weighted_owner(std::int64_t before, std::int64_t weight, std::int64_t total, int size) {
+  if (total <= 0) return 0;
+  // midpoint 2 before + weight over 2 total, scaled by size, without overflow for realistic totals
+  const long double share = (2.0L * before + weight) * size / (2.0L * total);
+  return static_cast<int>(std::clamp<long double>(std::floor(share), 0, size - 1));
+}
+
+void unify_index_base(const std::vector<Dataset*>& sets, int forced) {
+  if (forced >= 0) return;
+  bool zero = false;
+  for (const Dataset* d : sets)
+    if (d && d->index_base >= 0) zero = zero || d->index_zero_seen;
+  if (!zero) return;
+  for (Dataset* d : sets) {
+    if (!d || d->index_base != 1) continue;
+    // Column j of a 1-based reading is the file's index j + 1; 0-based it is column j + 1.
+    collective(d->comm, [&] {
+      if (d->format != DataFormat::Sparse) throw Error("unify_index_base: a LIBSVM data set stored dense");
+      if (!LocalCsr::owned_by(d->local)) d->local = LocalCsr::with_columns(d->local, d->n_features);
+      LocalCsr* csr = LocalCsr::owned_by(d->local);
+      BILEVEL_ASSERT(csr != nullptr);
+      for (PetscInt& col : csr->cols) ++col;  // before the new Mat sees the arrays
+      d->local = LocalCsr::with_columns(d->local, d->n_features + 1);
+    });
+    d->n_features += 1;
+    d->index_base = 0;
+  }
+}
+
 void reconcile_features(Dataset& data, PetscInt n_features) {
   if (data.n_features > n_features)
     throw InputError(data.source + " has " + std::to_string(data.n_features) + " features, more than the " +
                      "training data's " + std::to_string(n_features));
   if (data.n_features == n_features) return;
+  if (data.fixed_width)
+    throw InputError(data.source + " has " + std::to_string(data.n_features) +
+                     " features per image, not the " + std::to_string(n_features) + " of the training data");
   collective(data.comm, [&] {
     if (data.format == DataFormat::Sparse) {
-      data.local = copy_csr(data.local).to_seqaij(n_features);
+      data.local = LocalCsr::with_columns(data.local, n_features);
       return;
     }
     PetscInt m = 0, n = 0, lda_old = 0, lda = 0;
@@ -141,7 +220,7 @@ void convert_format(Dataset& data, DataFormat format) {
     if (format == DataFormat::Dense)
       data.local = csr_to_dense(copy_csr(data.local), data.n_features);
     else
-      data.local = dense_to_csr(data.local).to_seqaij(data.n_features);
+      data.local = LocalCsr::adopt(dense_to_csr(data.local), data.n_features);
   });
   data.format = format;
 }

@@ -163,7 +163,7 @@ petsc::MatHandle read_sparse(IdxFile& images, PetscInt rows, double scale) {
       csr.row_ptr.push_back(static_cast<PetscInt>(csr.cols.size()));
     }
   }
-  return csr.to_seqaij(static_cast<PetscInt>(pixels));
+  return LocalCsr::adopt(std::move(csr), static_cast<PetscInt>(pixels));
 }
 
 }  // namespace
@@ -204,6 +204,7 @@ Dataset read_idx(MPI_Comm comm,
   data.comm = comm;
   data.source = images;
   data.format = options.format;
+  data.fixed_width = true;
   data.n_rows = static_cast<PetscInt>(selected);
   data.n_features = static_cast<PetscInt>(image_file.record_bytes());
   data.row_ranges.resize(static_cast<std::size_t>(size) + 1);

@@ -17,8 +17,15 @@ struct LocalCsr {
   /// Number of rows. Not collective.
   PetscInt rows() const;
   /// A MATSEQAIJ of rows() x n_cols on PETSC_COMM_SELF holding exactly these entries (explicit zeros
-  /// included), preallocated exactly. Not collective.
-  petsc::MatHandle to_seqaij(PetscInt n_cols) const;
+  /// included) in the arrays of `csr` themselves: nothing is copied. The arrays move into an object
+  /// composed with the Mat (PetscContainer "bilevel_csr"), freed when the last Mat using them is
+  /// destroyed. Not collective.
+  static petsc::MatHandle adopt(LocalCsr&& csr, PetscInt n_cols);
+  /// The arrays behind a Mat made by adopt() (nullptr for any other Mat). Not collective.
+  static LocalCsr* owned_by(Mat a);
+  /// A MATSEQAIJ of n_cols columns on the arrays of `a` (made by adopt(); they are shared, not copied),
+  /// or a copy when `a` is another sequential AIJ matrix. Not collective.
+  static petsc::MatHandle with_columns(Mat a, PetscInt n_cols);
 };
 
 }  // namespace bilevel

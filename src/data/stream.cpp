@@ -318,6 +318,14 @@ std::unique_ptr<InputStream> InputStream::open(const std::string& path) {
   return std::make_unique<PlainStream>(std::move(file));
 }
 
+FileCompression compression_of(const std::string& path) {
+  File file(path);
+  if (file.starts_with(kGzipMagic, sizeof kGzipMagic)) return FileCompression::Gzip;
+  if (file.starts_with(kBzip2Magic, sizeof kBzip2Magic)) return FileCompression::Bzip2;
+  if (file.starts_with(kXzMagic, sizeof kXzMagic)) return FileCompression::Xz;
+  return FileCompression::None;
+}
+
 LineReader::LineReader(std::unique_ptr<InputStream> in) : in_(std::move(in)) {}
 
 bool LineReader::next(std::string& line) {

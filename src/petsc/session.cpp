@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/memory.hpp"
 
 namespace bilevel::petsc {
 namespace {
@@ -133,6 +134,10 @@ void screen_options_files(int* argc, char*** argv) {
 }  // namespace
 
 void ensure_initialized() {
+  // libsuperlu_dist (CombBLAS), loaded with PETSc, sets mallopt(M_MMAP_MAX, 0) and
+  // mallopt(M_TRIM_THRESHOLD, -1) at load time, so freed memory is never returned to the system and peak
+  // memory stays at the largest transient (a staging copy of a data matrix): restore glibc's defaults.
+  restore_allocator_defaults();
   PetscBool petsc = PETSC_FALSE, slepc = PETSC_FALSE;
   BILEVEL_PETSC_CALL(PetscInitialized(&petsc));
   if (!petsc) return begin_everything();
@@ -153,6 +158,10 @@ Session::Session(int* argc, char*** argv, const char* help) {
       throw ::bilevel::Error("MPI_Init_thread failed");
     own_mpi_ = true;
   }
+  // libsuperlu_dist (CombBLAS), loaded with PETSc, sets mallopt(M_MMAP_MAX, 0) and
+  // mallopt(M_TRIM_THRESHOLD, -1) at load time, so freed memory is never returned to the system and peak
+  // memory stays at the largest transient (a staging copy of a data matrix): restore glibc's defaults.
+  restore_allocator_defaults();
   screen_options_files(argc, argv);
   BILEVEL_PETSC_CALL(SlepcInitialize(argc, argv, nullptr, help));
   initialize_package();

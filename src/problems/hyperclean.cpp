@@ -24,6 +24,7 @@
 #include <string>
 
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/vec_access.hpp"
 #include "kron_preconditioner.hpp"
 #include "multinomial.hpp"
@@ -50,6 +51,16 @@ Capability HypercleanProblem::capabilities() const {
 
 DatasetSizes HypercleanProblem::dataset_sizes() const {
   return {engine_->train().data.n_rows, engine_->validation().data.n_rows};
+}
+
+std::int64_t HypercleanProblem::local_data_bytes() const {
+  std::int64_t bytes = 0;
+  for (const detail::MultinomialSide* s : {&engine_->train(), &engine_->validation(), engine_->test()})
+    if (s)
+      bytes += petsc::matrix_storage_bytes(s->data.local) +
+               static_cast<std::int64_t>(s->dense.size() * sizeof(PetscScalar) +
+                                         s->data.labels.size() * sizeof(PetscInt));
+  return bytes;
 }
 
 ProblemHints HypercleanProblem::hints() const {

@@ -10,6 +10,7 @@
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/problems/hyperclean.hpp"
+#include "data_files.hpp"
 #include "kron_preconditioner.hpp"
 #include "multinomial.hpp"
 
@@ -107,6 +108,7 @@ std::unique_ptr<HypercleanProblem> HypercleanProblem::from_files(MPI_Comm comm,
                                                                  const std::string& test,
                                                                  const HypercleanOptions& options) {
   const DataFormat read_format = options.format == "sparse" ? DataFormat::Sparse : DataFormat::Dense;
+  const int base = detail::data_index_base_option(comm);
   const PetscInt total = detail::count_rows(comm, train);
   Dataset tr, va;
   if (validation.empty()) {
@@ -114,14 +116,15 @@ std::unique_ptr<HypercleanProblem> HypercleanProblem::from_files(MPI_Comm comm,
       throw InputError(train + ": has " + std::to_string(total) +
                        " rows, fewer than -bilevel_hyperclean_n_train (" + std::to_string(options.n_train) +
                        ") + -bilevel_hyperclean_n_val (" + std::to_string(options.n_val) + ")");
-    tr = detail::read_rows(comm, train, 0, options.n_train, read_format);
-    va = detail::read_rows(comm, train, total - options.n_val, options.n_val, read_format);
+    tr = detail::read_rows(comm, train, 0, options.n_train, read_format, base);
+    va = detail::read_rows(comm, train, total - options.n_val, options.n_val, read_format, base);
   } else {
-    tr = detail::read_rows(comm, train, 0, std::min(options.n_train, total), read_format);
-    va = detail::read_rows(comm, validation, 0, options.n_val, read_format);
+    tr = detail::read_rows(comm, train, 0, std::min(options.n_train, total), read_format, base);
+    va = detail::read_rows(comm, validation, 0, options.n_val, read_format, base);
   }
   std::optional<Dataset> te;
-  if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, read_format);
+  if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, read_format, base);
+  detail::settle_files({&tr, &va, te ? &*te : nullptr}, base);
   return std::make_unique<HypercleanProblem>(std::move(tr), std::move(va), std::move(te), options);
 }
 

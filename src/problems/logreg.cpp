@@ -1,5 +1,6 @@
 /// \file `logreg`: l2-regularised binary logistic regression with per-feature (or scalar) log-regularisers.
-/// Options: -bilevel_logreg_scalar, -bilevel_logreg_intercept, -bilevel_logreg_initial_x.
+/// Options: -bilevel_logreg_scalar, -bilevel_logreg_intercept, -bilevel_logreg_initial_x,
+/// -bilevel_logreg_positive_classes, -bilevel_logreg_n_val.
 ///
 /// Notation: z_i = a_i·w + c, m_i = b_i z_i, ℓ_i = log(1 + e^{−m_i}), r_i = dℓ_i/dz_i = −b_i σ(−m_i),
 /// d_i = d²ℓ_i/dz_i² = σ(z_i)(1 − σ(z_i)), λ_j = e^{x_j}.
@@ -20,10 +21,11 @@
 #include <string>
 #include <tuple>
 
-#include "bilevel/data/libsvm.hpp"
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/vec_access.hpp"
+#include "data_files.hpp"
 #include "data_parallel.hpp"
 #include "logreg_side.hpp"
 
@@ -52,6 +54,9 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
                     o.model_comm,
                     {"auto", "gather", "owners"},
                     "how sparse rows get the model: owners (entries the rows use), gather (whole model)");
+  o.positive_classes = reader.string(
+      "positive_classes", "", "labels that become +1, the rest -1 (a list such as 10-19 or 1,3,5)");
+  o.n_val = reader.integer("n_val", o.n_val, "validation rows taken from the end of the training file", 1);
   return o;
 }
 
@@ -140,10 +145,31 @@ std::unique_ptr<LogregProblem> LogregProblem::from_files(MPI_Comm comm,
                                                          const std::string& validation,
                                                          const std::string& test,
                                                          const LogregOptions& options) {
-  Dataset tr = read_libsvm(comm, train);
-  Dataset va = read_libsvm(comm, validation);
+  const std::string list_option = "-bilevel_logreg_positive_classes";
+  std::vector<double> positive;
+  if (!options.positive_classes.empty())
+    positive = detail::parse_class_list(options.positive_classes, list_option);
+  const int base = detail::data_index_base_option(comm);
+  Dataset tr, va;
+  if (validation.empty()) {
+    const PetscInt total = detail::count_rows(comm, train);
+    if (options.n_val >= total)
+      throw InputError(train + ": has " + std::to_string(total) +
+                       " rows, not more than -bilevel_logreg_n_val (" + std::to_string(options.n_val) + ")");
+    tr = detail::read_rows(comm, train, 0, total - options.n_val, DataFormat::Sparse, base);
+    va = detail::read_rows(comm, train, total - options.n_val, options.n_val, DataFormat::Sparse, base);
+  } else {
+    tr = detail::read_rows(comm, train, 0, -1, DataFormat::Sparse, base);
+    va = detail::read_rows(comm, validation, 0, -1, DataFormat::Sparse, base);
+  }
   std::optional<Dataset> te;
-  if (!test.empty()) te = read_libsvm(comm, test);
+  if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, DataFormat::Sparse, base);
+  detail::settle_files({&tr, &va, te ? &*te : nullptr}, base);
+  if (!options.positive_classes.empty()) {
+    detail::binarize_labels(tr, positive);
+    detail::binarize_labels(va, positive);
+    if (te) detail::binarize_labels(*te, positive);
+  }
   return std::make_unique<LogregProblem>(std::move(tr), std::move(va), std::move(te), options);
 }
 
@@ -164,6 +190,15 @@ Capability LogregProblem::capabilities() const {
 
 DatasetSizes LogregProblem::dataset_sizes() const {
   return {train_->data.n_rows, validation_->data.n_rows};
+}
+
+std::int64_t LogregProblem::local_data_bytes() const {
+  std::int64_t bytes = 0;
+  for (const Side* s : {train_.get(), validation_.get(), test_.get()})
+    if (s)
+      bytes += petsc::matrix_storage_bytes(s->data.local) +
+               static_cast<std::int64_t>(s->data.labels.size() * sizeof(PetscInt));
+  return bytes;
 }
 
 ProblemHints LogregProblem::hints() const {
@@ -190,6 +225,61 @@ std::optional<PetscReal> LogregProblem::lower_lipschitz_bound(Vec x) {
   PetscReal xmax = 0;
   BILEVEL_PETSC_CALL(VecMax(x, nullptr, &xmax));
   return *data_lipschitz_ + std::exp(xmax);
+}
+
+std::optional<SmoothnessConstants> LogregProblem::smoothness_constants(Vec x, Vec y) {
+  check_layouts(x, y);
+  if (!row_norms_) {
+    std::array<PetscReal, 4> r{};  // max, sum (train), max, sum (validation)
+    int k = 0;
+    for (Side* side : {train_.get(), validation_.get()}) {
+      for (PetscInt i = 0; i < side->data.local_rows(); ++i) {
+        PetscInt nnz = 0;
+        const PetscScalar* vals = nullptr;
+        BILEVEL_PETSC_CALL(MatGetRow(side->data.local, i, &nnz, nullptr, &vals));
+        PetscReal s = options_.intercept ? 1.0 : 0.0;
+        for (PetscInt j = 0; j < nnz; ++j) s += vals[j] * vals[j];
+        BILEVEL_PETSC_CALL(MatRestoreRow(side->data.local, i, &nnz, nullptr, &vals));
+        r[k] = std::max(r[k], s);
+        r[k + 1] += s;
+      }
+      k += 2;
+    }
+    const PetscReal max_local[2] = {r[0], r[2]}, sum_local[2] = {r[1], r[3]};
+    PetscReal max_all[2], sum_all[2];
+    MPI_Allreduce(max_local, max_all, 2, MPIU_REAL, MPI_MAX, comm_);
+    MPI_Allreduce(sum_local, sum_all, 2, MPIU_REAL, MPI_SUM, comm_);
+    row_norms_ = std::array<PetscReal, 4>{max_all[0],
+                                          sum_all[0] / std::max<PetscInt>(1, train_->data.n_rows),
+                                          max_all[1],
+                                          sum_all[1] / std::max<PetscInt>(1, validation_->data.n_rows)};
+  }
+  const auto& rn = *row_norms_;
+  PetscReal xmax = 0, xmin = 0;
+  BILEVEL_PETSC_CALL(VecMax(x, nullptr, &xmax));
+  BILEVEL_PETSC_CALL(VecMin(x, nullptr, &xmin));
+  PetscReal cross = 0;
+  if (options_.scalar) {
+    PetscReal yn = 0;
+    BILEVEL_PETSC_CALL(VecNorm(y, NORM_2, &yn));
+    cross = std::exp(xmax) * yn;  // J = e^x wᵀ: ||J|| = e^x ||w|| <= e^x ||y||
+  } else {
+    PetscReal local = 0;
+    petsc::ReadView xs(x), ys(y);  // x has the layout of y's first n_features entries
+    for (PetscInt i = 0; i < xs.size(); ++i) local = std::max(local, std::exp(xs[i]) * std::abs(ys[i]));
+    MPI_Allreduce(&local, &cross, 1, MPIU_REAL, MPI_MAX, comm_);
+  }
+  constexpr PetscReal kMaxSigma2 = 0.0962251;  // max |σ''| = 1/(6√3)
+  SmoothnessConstants c;
+  if (!options_.intercept) c.mu = std::exp(xmin);  // H >= diag(e^x)
+  c.upper_grad_y_lipschitz = rn[3] / 4;            // λ_max(Âᵀ Â / m) / 4 <= trace / 4
+  c.cross_norm = cross;                            // J = diag(e^{x_j} w_j)
+  c.cross_lipschitz = std::exp(xmax);              // ||J(y) − J(y')|| <= max e^{x_j} ||w − w'||
+  // |Δσ'_i| <= |σ''| ||â_i|| ||y − y'|| and ||Σ Δσ'_i â_i â_iᵀ/n|| <= max|Δσ'_i| λ_max(Âᵀ Â/n), where
+  // λ_max(Âᵀ Â/n) = 4 L_data (lower_lipschitz_bound's SLEPc estimate, padded)
+  lower_lipschitz_bound(x);
+  c.hessian_lipschitz = kMaxSigma2 * std::sqrt(rn[0]) * std::min(rn[1], 4 * *data_lipschitz_);
+  return c;
 }
 
 void LogregProblem::initial_point(Vec x, Vec y) {

@@ -102,24 +102,6 @@ PetscInt unify_classes(std::vector<Dataset*> sets) {
   return static_cast<PetscInt>(all.size());
 }
 
-Dataset read_rows(MPI_Comm comm, const std::string& path, PetscInt first, PetscInt count, DataFormat format) {
-  if (is_idx(path)) {
-    IdxReadOptions o;
-    o.first_row = first;
-    o.max_rows = count;
-    o.format = format;
-    return read_idx(comm, path, idx_labels_for(path), o);
-  }
-  LibsvmReadOptions o;
-  o.first_row = first;
-  o.max_rows = count;
-  return read_libsvm(comm, path, o);
-}
-
-PetscInt count_rows(MPI_Comm comm, const std::string& path) {
-  return is_idx(path) ? idx_records(comm, path) : read_libsvm(comm, path).n_rows;
-}
-
 MultinomialEngine::MultinomialEngine(Dataset train,
                                      Dataset validation,
                                      std::optional<Dataset> test,

@@ -159,11 +159,7 @@ std::string idx_labels_for(const std::string& images);
 /// collective (class values are replicated).
 PetscInt unify_classes(std::vector<Dataset*> sets);
 
-/// Rows [first, first + count) of an IDX image file (labels beside it, see idx_labels_for; read as
-/// `format`) or of a LIBSVM file (count −1: to the end). Collective on comm.
-Dataset read_rows(MPI_Comm comm, const std::string& path, PetscInt first, PetscInt count, DataFormat format);
-/// Rows of an IDX or LIBSVM file. Collective on comm.
-PetscInt count_rows(MPI_Comm comm, const std::string& path);
+// read_rows and count_rows: data_files.hpp.
 
 /// One data set of a multinomial problem: its rows (sparse CSR, or our row-major copy of dense rows, when
 /// data.local is released), its labels data.labels (hyperclean's training side holds the corrupted ones),

@@ -165,6 +165,17 @@ void QuadraticProblem::apply_inverse(Vec w, Vec out) {
   apply_a(w, out, -1);
 }
 
+std::optional<SmoothnessConstants> QuadraticProblem::smoothness_constants(Vec, Vec) {
+  PetscReal local = 0, sum = 0;
+  for (const PetscReal b : b_local_) local += b * b;
+  MPI_Allreduce(&local, &sum, 1, MPIU_REAL, MPI_SUM, comm_);
+  SmoothnessConstants c;
+  c.mu = 1.0;                      // λ_min(A) = Λ_0 = 1
+  c.upper_grad_y_lipschitz = 1.0;  // ∇_y f = y − t
+  c.cross_norm = std::sqrt(sum);   // ||B||_2 <= ||B||_F; J and H do not depend on y
+  return c;
+}
+
 void QuadraticProblem::b_times(Vec x, Vec out) {
   BILEVEL_PETSC_CALL(VecScatterBegin(x_to_all_, x, x_all_, INSERT_VALUES, SCATTER_FORWARD));
   BILEVEL_PETSC_CALL(VecScatterEnd(x_to_all_, x, x_all_, INSERT_VALUES, SCATTER_FORWARD));

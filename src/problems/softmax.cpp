@@ -12,8 +12,10 @@
 #include <string>
 
 #include "bilevel/petsc/error.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/vec_access.hpp"
+#include "data_files.hpp"
 #include "multinomial.hpp"
 
 namespace bilevel {
@@ -59,20 +61,22 @@ std::unique_ptr<SoftmaxProblem> SoftmaxProblem::from_files(MPI_Comm comm,
                                                            const std::string& test,
                                                            const SoftmaxOptions& options) {
   const DataFormat read_format = options.format == "sparse" ? DataFormat::Sparse : DataFormat::Dense;
+  const int base = detail::data_index_base_option(comm);
   Dataset tr, va;
   if (validation.empty()) {
     const PetscInt total = detail::count_rows(comm, train);
     if (options.n_val >= total)
       throw InputError(train + ": has " + std::to_string(total) +
                        " rows, not more than -bilevel_softmax_n_val (" + std::to_string(options.n_val) + ")");
-    tr = detail::read_rows(comm, train, 0, total - options.n_val, read_format);
-    va = detail::read_rows(comm, train, total - options.n_val, options.n_val, read_format);
+    tr = detail::read_rows(comm, train, 0, total - options.n_val, read_format, base);
+    va = detail::read_rows(comm, train, total - options.n_val, options.n_val, read_format, base);
   } else {
-    tr = detail::read_rows(comm, train, 0, -1, read_format);
-    va = detail::read_rows(comm, validation, 0, -1, read_format);
+    tr = detail::read_rows(comm, train, 0, -1, read_format, base);
+    va = detail::read_rows(comm, validation, 0, -1, read_format, base);
   }
   std::optional<Dataset> te;
-  if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, read_format);
+  if (!test.empty()) te = detail::read_rows(comm, test, 0, -1, read_format, base);
+  detail::settle_files({&tr, &va, te ? &*te : nullptr}, base);
   return std::make_unique<SoftmaxProblem>(std::move(tr), std::move(va), std::move(te), options);
 }
 
@@ -90,6 +94,16 @@ Capability SoftmaxProblem::capabilities() const {
 
 DatasetSizes SoftmaxProblem::dataset_sizes() const {
   return {engine_->train().data.n_rows, engine_->validation().data.n_rows};
+}
+
+std::int64_t SoftmaxProblem::local_data_bytes() const {
+  std::int64_t bytes = 0;
+  for (const detail::MultinomialSide* s : {&engine_->train(), &engine_->validation(), engine_->test()})
+    if (s)
+      bytes += petsc::matrix_storage_bytes(s->data.local) +
+               static_cast<std::int64_t>(s->dense.size() * sizeof(PetscScalar) +
+                                         s->data.labels.size() * sizeof(PetscInt));
+  return bytes;
 }
 
 ProblemHints SoftmaxProblem::hints() const {

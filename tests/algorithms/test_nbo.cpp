@@ -186,7 +186,7 @@ TEST(Nbo, ViewStatesMethodReferenceAndSettings) {
 
 TEST(Nbo, BadOptionValuesAreInputErrors) {
   auto p = std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, quad(10));
-  Options o{{"-bilevel_type", "nbo"}, {"-bilevel_nbo_variant", "saga"}};
+  Options o{{"-bilevel_type", "nbo"}, {"-bilevel_nbo_variant", "svrg"}};
   bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
   solver.set_problem(p);
   EXPECT_THROW(solver.set_from_options(), bilevel::InputError);
@@ -230,6 +230,84 @@ TEST(Nbo, StochasticVariantDrawsMinibatchesOfTheGivenSize) {
   // per iteration: ∇_y g, ∇_y f, ∇_x f and J u on 16 samples each, and one pass of 16 per step with products:
   // 2 in the first iteration (u_0 = 0 and v = 0: the first step needs none), 3 afterwards
   EXPECT_EQ(r.report.counts.samples, 3 * 4 * 16 + (2 + 3 + 3) * 16);
+}
+
+// ------------------------------------------------------------------------------------------------------
+// NSBO-SAGA: the sgd variant with SAGA memory tables (blocks/saga.hpp).
+
+TEST(NboSaga, OnAProblemWithoutSamplesIsNboGdBitForBit) {
+  // one slot: every SAGA direction is the oracle itself
+  std::vector<std::vector<double>> x;
+  for (const char* variant : {"saga", "gd"}) {
+    Options o{{"-bilevel_nbo_variant", variant}};
+    x.push_back(solve_quadratic(PETSC_COMM_WORLD, quad(100), 30).x);
+  }
+  EXPECT_EQ(x[0], x[1]);
+}
+
+TEST(NboSaga, DrivesTheTrueHypergradientDownByThreeOrdersOnQuadratic) {
+  Options o{{"-bilevel_nbo_variant", "saga"}};
+  const Outcome r0 = solve_quadratic(PETSC_COMM_WORLD, quad(100), 0);
+  const Outcome r = solve_quadratic(PETSC_COMM_WORLD, quad(100), 500);
+  ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
+  EXPECT_LT(*r.report.true_hypergradient_norm, 1e-3 * *r0.report.true_hypergradient_norm);
+}
+
+std::shared_ptr<bilevel::BilevelProblem> saga_logreg(MPI_Comm comm) {
+  const auto tr = testdata::make_global(240, 9, 2, 11), va = testdata::make_global(160, 9, 2, 12);
+  return std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Dense),
+                                                  testdata::to_dataset(comm, va, bilevel::DataFormat::Dense),
+                                                  std::nullopt,
+                                                  bilevel::LogregOptions{});
+}
+
+/// The residuals of the last monitored iteration.
+class LastResiduals : public bilevel::Monitor {
+ public:
+  void on_iteration(const bilevel::IterationRecord& r) override { linear = r.linear_residual; }
+  PetscReal linear = -1;
+};
+
+TEST(NboSaga, VarianceReductionLetsTheLinearResidualVanishWhereNsboSgdStaysAtTheNoise) {
+  // At a fixed x (SGD of step 2^-30), constant η, minibatches of 16 (15 training and 10 validation slots):
+  // NSBO-SAGA's residual of H u = ∇_y f (SAGA products and right-hand side) falls with the run length, the
+  // minibatch residual of NSBO-SGD stays at the sampling noise.
+  auto run = [](const char* variant, PetscInt iterations) {
+    Options o{{"-bilevel_nbo_variant", variant},
+              {"-bilevel_nbo_batch_size", "16"},
+              {"-bilevel_upper_type", "sgd"},
+              {"-bilevel_upper_step", "9.313225746154785e-10"},
+              {"-bilevel_final_lower_solve", "0"},
+              {"-bilevel_type", "nbo"},
+              {"-bilevel_max_it", std::to_string(iterations)}};
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    auto monitor = std::make_unique<LastResiduals>();
+    LastResiduals* last = monitor.get();
+    solver.add_monitor(std::move(monitor));
+    seedtest::solve_from_initial_point(solver, saga_logreg(PETSC_COMM_WORLD));
+    return last->linear;
+  };
+  std::vector<PetscReal> saga;
+  for (PetscInt k : {50, 200, 800}) saga.push_back(run("saga", k));
+  const PetscReal sgd = run("sgd", 800);
+  EXPECT_LT(saga[1], saga[0]);
+  EXPECT_LT(saga[2], saga[1]);
+  EXPECT_LT(saga[2], 1e-3 * sgd) << "NSBO-SAGA " << saga[2] << ", NSBO-SGD " << sgd;
+}
+
+TEST(NboSaga, IteratesAreTheSameOnOneRankAndOnAllRanksAndTheViewStatesTheMemory) {
+  Options o{{"-bilevel_nbo_variant", "saga"}, {"-bilevel_nbo_batch_size", "16"}};
+  const Outcome world = solve(PETSC_COMM_WORLD, saga_logreg(PETSC_COMM_WORLD), 20);
+  const Outcome self = solve(PETSC_COMM_SELF, saga_logreg(PETSC_COMM_SELF), 20);
+  ASSERT_EQ(world.x.size(), self.x.size());
+  for (std::size_t i = 0; i < self.x.size(); ++i)
+    EXPECT_NEAR(world.x[i], self.x[i], 1e-10 * (1 + std::abs(self.x[i]))) << "entry " << i;
+  Options t{{"-bilevel_type", "nbo"}, {"-bilevel_max_it", "1"}};
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  seedtest::solve_from_initial_point(solver, saga_logreg(PETSC_COMM_WORLD));
+  const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
+  for (const char* s : {"NSBO-SAGA", "SAGA memory: 15 training", "10 validation"})
+    EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
 }
 
 }  // namespace

@@ -148,6 +148,21 @@ INSTANTIATE_TEST_SUITE_P(Registered,
                          RestartEveryMethod,
                          ::testing::ValuesIn(bilevel::algorithm_registry().names()));
 
+TEST(RestartVariants, OfTheSagaAndMovingAverageMethodsContinueBitForBit) {
+  // the SAGA tables and the moving averages are state too (the registered defaults cover soba, saba, ttsa)
+  const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> cases{
+      {"nbo", {"-bilevel_nbo_variant", "saga"}},
+      {"saba", {"-bilevel_saba_variant", "ma"}},
+      {"soba", {"-bilevel_soba_variant", "ma"}},
+      {"ttsa", {"-bilevel_ttsa_variant", "bsa"}}};
+  for (const auto& [method, option] : cases)
+    expect_restart_equals_uninterrupted(
+        small_logreg(),
+        method,
+        10,
+        {{"-bilevel_batch_size", "16"}, {"-bilevel_upper_batch_size", "8"}, option});
+}
+
 /// Raises SIGTERM in the last rank only, after iteration `at`.
 class SignalAt : public bilevel::Monitor {
  public:

@@ -172,7 +172,7 @@ TEST_F(LibsvmReaderTest, KeepsTwoClassesWhenABinaryFileHasOnlyPositiveRows) {
   expect_owned_rows(data, {{1}, {2}, {3}}, {1, 1, 1});
 }
 
-TEST_F(LibsvmReaderTest, SplitsRowsEvenlyOverRanks) {
+TEST_F(LibsvmReaderTest, SplitsEqualRowsEvenlyOverRanks) {
   std::string text;
   std::vector<std::vector<double>> rows;
   for (int i = 0; i < 10; ++i) {
@@ -186,7 +186,12 @@ TEST_F(LibsvmReaderTest, SplitsRowsEvenlyOverRanks) {
   const Dataset data = read_libsvm(comm_, path);
 
   ASSERT_EQ(data.row_ranges.size(), static_cast<std::size_t>(size_) + 1);
-  for (int r = 0; r <= size_; ++r) EXPECT_EQ(data.row_ranges[r], block_begin(10, size_, r));
+  // Equal rows (one nonzero each): the nonzero balance splits them by count, the weight midpoints
+  // deciding where the remainder goes (10 over 3: 3, 4, 3).
+  std::vector<PetscInt> expected(static_cast<std::size_t>(size_) + 1, 0);
+  for (int i = 0; i < 10; ++i) ++expected[static_cast<std::size_t>(weighted_owner(2 * i, 2, 20, size_)) + 1];
+  for (int r = 0; r < size_; ++r) expected[r + 1] += expected[r];
+  EXPECT_EQ(data.row_ranges, expected);
   EXPECT_EQ(data.row_begin, data.row_ranges[rank_]);
   EXPECT_EQ(data.row_end, data.row_ranges[rank_ + 1]);
   EXPECT_LE(data.local_rows(), 10 / size_ + 1);

@@ -30,7 +30,7 @@ P=$(cd "$work/prefix" && pwd -P)
 libdir=$(dirname "$(find "$P" -name 'libbilevel.*' -print -quit)")
 [ -d "$libdir" ] || fail "no libbilevel in $P"
 echo "prefix $P, library folder $libdir"
-for f in include/bilevel/bilevel.hpp share/bilevel/report_methods.py bin/bilevel-solve bin/bilevel-bench; do
+for f in include/bilevel/bilevel.hpp share/bilevel/report_methods.py bin/bilevel-solve bin/bilevel-bench bin/bilevel-convert; do
   [ -e "$P/$f" ] || fail "not installed: $f"
 done
 ls "$P"/share/bilevel/tuned/*/*.opts > /dev/null 2>&1 || fail "no tuned settings in $P/share/bilevel/tuned"

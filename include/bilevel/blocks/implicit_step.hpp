@@ -27,6 +27,11 @@ struct ImplicitBatches {
 /// ||h|| is a NumericalFailure(DIVERGED_NAN), thrown before x moves. Collective.
 PetscReal hypergradient_step(AlgorithmContext& ctx, const Batch& jacobian_batch, Vec v, Vec fx, Vec jv);
 
+/// The last part of hypergradient_step, for methods that form their estimate h otherwise (unrolling,
+/// penalties): x <- P(x − step(h)) by the upper stepper; returns ||h||. A non-finite ||h|| is a
+/// NumericalFailure(DIVERGED_NAN), thrown before x moves. Collective.
+PetscReal upper_step_along(AlgorithmContext& ctx, Vec h);
+
 /// Per outer iteration k:
 ///   y_{k+1} = T steps of the lower update at x_k (gradient or Newton, warm start)         [sampler stream 1]
 ///   b_k = ∇_y f(x_k, y_{k+1}; D_F), and ∇_x f on the same batch                           [stream 4]

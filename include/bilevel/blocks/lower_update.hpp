@@ -5,6 +5,7 @@
 #include <petscviewer.h>
 
 #include <array>
+#include <string>
 #include <string_view>
 
 #include "bilevel/blocks/choices.hpp"
@@ -14,6 +15,8 @@
 #include "bilevel/petsc/options.hpp"
 
 namespace bilevel {
+
+class StateRegistry;
 
 /// How y is updated.
 enum class LowerUpdateKind { Auto, Gd, Newton };
@@ -28,6 +31,32 @@ struct LowerUpdateOptions {
   PetscReal step = 0;          ///< θ of the gradient steps; 0: 1/L (hints, else SLEPc)
   PetscInt newton_cg_its = 5;  ///< the method's default of -bilevel_inner_ksp_max_it
 };
+
+/// The lower Hessian's extreme eigenvalues, for defaults that need no tuning (step sizes, series lengths,
+/// iteration budgets; docs/metrics.md, "Defaults from the spectrum"): L = the problem's bound L(x)
+/// (BilevelProblem::lower_lipschitz_bound), else its hint, else SLEPc at (x, y); μ = the problem's hint,
+/// else SLEPc's λ_min at (x, y). Collective on the problem's communicator.
+class LowerSpectrum {
+ public:
+  void estimate(BilevelProblem& problem, Vec x, Vec y);
+  /// With a bound L(x), renews L at x, and re-estimates μ when L moved by more than `drift` (relative) since
+  /// μ was estimated: x changed the lower curvature. Returns true when μ was re-estimated.
+  bool refresh(BilevelProblem& problem, Vec x, Vec y, PetscReal drift = 0.25);
+  PetscReal lipschitz() const { return lipschitz_; }
+  PetscReal strong_convexity() const { return mu_; }
+  /// Registers μ and the L it was estimated with (a restart re-estimates at the same iterations). Not
+  /// collective.
+  void declare_state(StateRegistry& state, const std::string& prefix);
+
+ private:
+  PetscReal lipschitz_ = 0, mu_ = 0, lipschitz_at_mu_ = 0;
+  bool follows_bound_ = false, mu_from_hint_ = false;
+};
+
+/// Terms of a linear recursion whose error contracts by `rate` per term (Neumann series, Richardson, gradient
+/// steps on a quadratic: rate = 1 − η μ) until it is below `eps` times the first: ceil(ln eps / ln rate),
+/// clamped to [lo, hi]. Not collective.
+PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, PetscInt hi);
 
 /// Reads -<prefix>lower, -<prefix>inner_steps and -<prefix>inner_step into `o` (`gd_steps` is the method's
 /// default T for gradient steps, shown in -help). Collective.

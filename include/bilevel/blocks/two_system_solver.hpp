@@ -5,6 +5,7 @@
 #include <petscvec.h>
 
 #include <array>
+#include <functional>
 
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/problem.hpp"
@@ -38,6 +39,14 @@ class TwoSystemSolver {
     std::array<bool, 2> zero_start{true, true};
   };
 
+  /// Per-step hooks of gradient() for variance-reduced products (NSBO-SAGA): `next_batch` gives the batch of
+  /// each step's products (instead of `batch` or the sampler) and `correct(i, q)` may replace the product
+  /// q = H v_i of system i in place (e.g. by a SAGA direction) before the step uses it.
+  struct StepHooks {
+    std::function<Batch()> next_batch;
+    std::function<void(std::size_t, Vec)> correct;
+  };
+
   /// `steps` gradient (Richardson) steps on both systems: v_i <- v_i − η (H v_i − b_i). With adapt_step, η is
   /// lowered to 1/ρ whenever a Rayleigh quotient ρ = v_iᵀHv_i / v_iᵀv_i of the current iterates exceeds 1/η
   /// (one extra reduction per step); Report::step is the final η. With a sampler and batch_size > 0 every
@@ -52,7 +61,8 @@ class TwoSystemSolver {
                   PetscReal eta,
                   bool adapt_step = false,
                   BatchSampler* sampler = nullptr,
-                  PetscInt batch_size = 0);
+                  PetscInt batch_size = 0,
+                  const StepHooks* hooks = nullptr);
 
   /// Conjugate gradients on both systems in lockstep, at most max_it iterations; system i stops when
   /// ||r_i|| <= rtol ||b_i|| or when it meets non-positive curvature pᵀHp <= 0 (its iterate is kept).

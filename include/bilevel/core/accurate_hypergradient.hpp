@@ -20,4 +20,9 @@ namespace bilevel {
 /// problem.comm().
 std::optional<PetscReal> accurate_hypergradient_norm(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol);
 
+/// The same computation, keeping ∇F(x) in `grad` (x's layout) and y*(x) in `y_star` (y's layout; the closed
+/// form's exact_lower_solution on ClosedForm problems). Returns false when a solve did not reach its
+/// tolerance, broke down or gave a non-finite value. Collective on problem.comm().
+bool accurate_hypergradient(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, Vec grad, Vec y_star);
+
 }  // namespace bilevel

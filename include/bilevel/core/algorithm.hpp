@@ -36,6 +36,12 @@ struct StepResult {
   PetscReal linear_residual = -1;    ///< ||H v − ∇_y f|| of the linear system, or -1 if not computed
   PetscInt inner_iterations = 0;     ///< iterations spent in linear-system/inner solvers this step
   ConvergedReason reason = ConvergedReason::Iterating;  ///< negative: the method failed numerically
+  /// The hypergradient estimate h the step moved x with, taken at x before the step and (for most methods)
+  /// the y after it; and v of h = ∇_x f − J v where the method has one. Owned by the method and valid until
+  /// its next step; null when the method does not expose them (then the exact metrics that compare h and
+  /// the error bound stay empty: docs/metrics.md).
+  Vec hypergradient = nullptr;
+  Vec linear_solution = nullptr;
 };
 
 /// A bilevel method. Implementations live in src/algorithms/<name>/ and are registered by one line in

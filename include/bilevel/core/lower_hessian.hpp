@@ -56,6 +56,12 @@ petsc::KspHandle make_hessian_ksp(
 /// -bilevel_eig_), used to set step sizes 1/L. Collective.
 PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol = 1e-3);
 
+/// Smallest eigenvalue μ of H(x, y) (full batch) by SLEPc's Krylov-Schur (prefix -bilevel_eig_, up to 300
+/// restarts), for the hypergradient error bound and for step sizes from the condition number. Ritz values
+/// approach λ_min from above, so an unconverged estimate is halved. Throws Error when the estimate is not
+/// positive (H not positive definite). Collective.
+PetscReal estimate_lower_strong_convexity(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol = 1e-4);
+
 /// Largest eigenvalue of M H(x, y) (full batch; M the problem's preconditioner built at (x, y),
 /// Capability::LowerPreconditioner), by `iterations` steps of the power method from a fixed start
 /// (v_i = cos(1 + i), i the global index, so the estimate does not depend on the rank count), padded by 10%

@@ -24,6 +24,14 @@ struct IterationRecord {
   std::optional<PetscReal> true_hypergradient_norm;   ///< closed-form problems
   std::optional<PetscReal> test_loss, test_accuracy;  ///< when requested
   PetscReal lower_residual = -1, linear_residual = -1;
+  /// Exact metrics (docs/metrics.md), every -bilevel_monitor_exact_every iterations: F(x) = f(x, y*(x)),
+  /// ||∇F(x)||, ||h − ∇F(x)|| / ||∇F(x)||, cos(h, ∇F(x)) and ||y − y*(x)||, at the x where the step took its
+  /// hypergradient estimate h (the x before the step) and the y it used. Empty where not computed.
+  std::optional<PetscReal> value_function, exact_hypergradient_norm, hypergradient_relative_error,
+      hypergradient_cosine, lower_distance;
+  /// A-posteriori bound on ||h − ∇F(x)|| (core/hypergradient_bound.hpp), where the problem's constants
+  /// and the method's (y, v) give one.
+  std::optional<PetscReal> hypergradient_error_bound;
   OracleCounts counts;
 };
 

@@ -138,6 +138,17 @@ struct ProblemHints {
   std::optional<PetscReal> max_time;       ///< default of -bilevel_max_time (seconds) for this problem
 };
 
+/// Constants of the a-posteriori hypergradient error bound (docs/metrics.md) at a point (x, y), valid for y'
+/// in a neighbourhood of y that contains y*(x): ||∇_x f(x, y) − ∇_x f(x, y')|| <= upper_grad_x_lipschitz
+/// ||y − y'||, likewise upper_grad_y_lipschitz for ∇_y f, cross_lipschitz for J (operator norm) and
+/// hessian_lipschitz for H; cross_norm >= ||J(x, y)||; mu <= λ_min(H(x, y')) when the problem knows one
+/// (else the solver estimates it with SLEPc).
+struct SmoothnessConstants {
+  std::optional<PetscReal> mu;
+  PetscReal upper_grad_x_lipschitz = 0, upper_grad_y_lipschitz = 0;
+  PetscReal cross_norm = 0, cross_lipschitz = 0, hessian_lipschitz = 0;
+};
+
 /// The problem interface. Every public method is collective on comm(). Oracles are public non-virtual
 /// wrappers (they count calls and log events) around protected virtual implementations. Vecs passed in
 /// must have the layouts of create_upper_vec() (x) and create_lower_vec() (y); implementations must not
@@ -152,6 +163,9 @@ class BilevelProblem {
   virtual petsc::VecHandle create_lower_vec() const = 0;  ///< layout of y
   virtual Capability capabilities() const { return Capability::None; }
   virtual DatasetSizes dataset_sizes() const { return {}; }
+  /// Bytes of this rank's share of the problem's data (matrices and labels of every data set), for memory
+  /// reports (SolveReport::data_bytes_per_rank). Default 0: no data. Not collective.
+  virtual std::int64_t local_data_bytes() const { return 0; }
   virtual ProblemHints hints() const { return {}; }
   /// Starting point (x0, y0). Default: zeros.
   virtual void initial_point(Vec x, Vec y);
@@ -196,6 +210,12 @@ class BilevelProblem {
   /// while x changes the lower curvature (e.g. regularisers e^{x}); nullopt when the problem has none (the
   /// default). May cost a one-time estimate at the first call. Collective.
   virtual std::optional<PetscReal> lower_lipschitz_bound(Vec /*x*/) { return std::nullopt; }
+
+  /// The constants of the hypergradient error bound at (x, y) (SmoothnessConstants), or nullopt when the
+  /// problem does not know them (the default: no bound is reported). Collective.
+  virtual std::optional<SmoothnessConstants> smoothness_constants(Vec /*x*/, Vec /*y*/) {
+    return std::nullopt;
+  }
 
   /// The problem's own accurate solver of min_y g(x, y) (full batch) from y, until ||∇_y g|| <= rtol max(1,
   /// ||∇_y g(x, y0)||), for the final model of a run; returns the final gradient norm. Default: nullopt, "no

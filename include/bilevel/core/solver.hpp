@@ -28,6 +28,10 @@ struct SolveReport {
   PetscReal hypergradient_norm = 0;
   std::optional<PetscReal> true_hypergradient_norm, optimal_upper_objective;
   std::optional<PetscReal> test_loss, test_accuracy;
+  /// The exact metrics and the error bound of the last record that had them (IterationRecord; null where
+  /// never computed).
+  std::optional<PetscReal> value_function, exact_hypergradient_norm, hypergradient_relative_error,
+      hypergradient_cosine, lower_distance, hypergradient_error_bound;
   OracleCounts counts;
   ConvergedReason reason = ConvergedReason::Iterating;
   std::uint64_t seed = 0;
@@ -41,6 +45,11 @@ struct SolveReport {
   std::optional<std::int64_t> restarted_from_iteration;  ///< --restart: the checkpoint's iteration
   /// Bytes sent inside the method's steps per outer iteration, max over ranks (petsc/comm_counter.hpp)
   double bytes_communicated_per_iteration = 0;
+  std::int64_t peak_rss_bytes = 0;       ///< peak resident memory of the process, max over ranks (so far)
+  std::int64_t data_bytes_per_rank = 0;  ///< BilevelProblem::local_data_bytes(), max over ranks
+  /// Share of the outer loop's time spent in the coordinator's decisions at iteration boundaries (rank 0's
+  /// clock tests and the one reduction that shares them), measured on rank 0.
+  double coordinator_fraction = 0;
 };
 
 /// Settings of the outer loop. Options database keys in brackets.
@@ -66,6 +75,10 @@ struct SolverOptions {
   PetscInt upper_batch_size = 0;  ///< [-bilevel_upper_batch_size] upper minibatch, 0 = full
   PetscInt monitor_every = 1;     ///< [-bilevel_monitor_every] evaluate/monitor every k iterations
   bool monitor_test = false;      ///< [-bilevel_monitor_test] test metrics in each record
+  /// [-bilevel_monitor_exact_every] the exact metrics of IterationRecord (accurate lower and linear solves,
+  /// docs/metrics.md) in the records of every k-th iteration; 0: none, except on closed-form problems, where
+  /// they are cheap and in every record
+  PetscInt monitor_exact_every = 0;
   bool final_lower_solve =
       true;  ///< [-bilevel_final_lower_solve] solve the lower level accurately at the end
   PetscReal final_lower_rtol = 1e-6;  ///< [-bilevel_final_lower_rtol]

@@ -17,6 +17,13 @@ class InputStream {
   static std::unique_ptr<InputStream> open(const std::string& path);
 };
 
+/// How a file is compressed, by its magic bytes.
+enum class FileCompression { None, Gzip, Bzip2, Xz };
+
+/// The compression of `path` by its first bytes; a missing file is an InputError "cannot open FILE: reason".
+/// Not collective.
+FileCompression compression_of(const std::string& path);
+
 /// Reads lines from an InputStream with a reusable buffer. Not collective.
 class LineReader {
  public:

@@ -122,6 +122,8 @@ class HypercleanProblem final : public BilevelProblem {
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
+  /// Local matrix storage and labels of the training, validation and test sets. Not collective.
+  std::int64_t local_data_bytes() const override;
   /// Adam, step 0.3, y by truncated Newton, box x ∈ [−10, 10], 30 iterations / 110 s (methods with settings
   /// of their own for this problem: cluster/tuned/hyperclean/); lower strong convexity min(μ, μ_b). Not
   /// collective.

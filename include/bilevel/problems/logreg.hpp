@@ -8,6 +8,7 @@
 /// y = (w, c): w ∈ R^{n_features}, c the unregularised intercept (last entry, optional); x ∈ R^{n_features}
 /// (or R^1 with -bilevel_logreg_scalar, where e^{x_j} = e^{x} for every j). Labels: class 1 → b = +1,
 /// class 0 → b = −1 (LIBSVM's ±1 and 0/1 both map that way).
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -39,6 +40,11 @@ struct LogregOptions {
   /// model to every rank, one allreduce of the whole model), "auto" (owners from 4,096 model entries or at
   /// one rank; docs/performance.md has the measurement)
   std::string model_comm = "auto";
+  /// [-bilevel_logreg_positive_classes] label map for multi-class files: labels in this list ("10-19",
+  /// "1,3,5") become +1, the rest −1 (empty: the files' labels must be binary)
+  std::string positive_classes;
+  /// [-bilevel_logreg_n_val] without a validation file, the last n_val rows of the training file validate
+  PetscInt n_val = 10000;
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
 };
@@ -93,6 +99,8 @@ class LogregProblem final : public BilevelProblem {
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
+  /// Local matrix storage and labels of the training, validation and test sets. Not collective.
+  std::int64_t local_data_bytes() const override;
   /// Adam with step 0.2 and the box x ∈ [−20, 10] (e^{−20} ≈ 2e−9 keeps H numerically SPD). Not collective.
   ProblemHints hints() const override;
   /// w = 0, c = 0, x_j = options.initial_x. Collective.
@@ -102,6 +110,11 @@ class LogregProblem final : public BilevelProblem {
   /// padded by 1%; the regulariser adds at most max_j e^{x_j}. The one-time estimate is not counted as
   /// oracle work. Collective.
   std::optional<PetscReal> lower_lipschitz_bound(Vec x) override;
+  /// The constants of the hypergradient error bound (docs/metrics.md): L_fx = 0, L_fy = mean ||â||²/4 over
+  /// validation rows â = [a 1], J = diag(e^x w) so ||J|| = max_j e^{x_j}|w_j| and L_J = max_j e^{x_j},
+  /// L_H = max|σ''| max ||â|| mean ||â||² over training rows; μ = min_j e^{x_j} without intercept, else
+  /// none (the solver estimates it). Collective.
+  std::optional<SmoothnessConstants> smoothness_constants(Vec x, Vec y) override;
   /// Mean test log-loss and accuracy (sign of a·w + c). Collective.
   TestMetrics evaluate_test(Vec x, Vec y) override;
   /// Fraction of validation rows with sign(a·w + c) = b. Collective.
@@ -152,6 +165,9 @@ class LogregProblem final : public BilevelProblem {
   void sums_to(Side& side, const PetscScalar* acc, PetscReal scale, Vec out);
   void check_layouts(Vec x, Vec y) const;
   std::optional<PetscReal> data_lipschitz_;  // L_data of lower_lipschitz_bound, computed at the first call
+  /// max_i ||[a_i 1]||² and mean_i ||[a_i 1]||² of the training and validation rows (smoothness_constants),
+  /// computed at the first call
+  std::optional<std::array<PetscReal, 4>> row_norms_;
 
   MPI_Comm comm_;
   LogregOptions options_;

@@ -44,6 +44,9 @@ class QuadraticProblem : public BilevelProblem {
   /// The same quadratic (same options and seed) on `comm`. Collective on `comm`.
   std::shared_ptr<BilevelProblem> clone_on(MPI_Comm comm) const override;
 
+  /// μ = 1 (= λ_min(A)), L_fy = 1, ||J|| <= ||B||_F (J = −Bᵀ), the other constants 0. Collective.
+  std::optional<SmoothnessConstants> smoothness_constants(Vec x, Vec y) override;
+
   void exact_lower_solution(Vec x, Vec y_star) override;
   void exact_hypergradient(Vec x, Vec grad) override;
   PetscReal exact_upper_objective(Vec x) override;

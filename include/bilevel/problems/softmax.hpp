@@ -71,6 +71,8 @@ class SoftmaxProblem final : public BilevelProblem {
   Capability capabilities() const override;
   /// Training and validation rows. Not collective.
   DatasetSizes dataset_sizes() const override;
+  /// Local matrix storage and labels of the training, validation and test sets. Not collective.
+  std::int64_t local_data_bytes() const override;
   /// Adam, step 0.2, box x ∈ [−20, 10]. Not collective.
   ProblemHints hints() const override;
   /// y = 0, x_j = options.initial_x. Collective.

@@ -172,6 +172,7 @@ class Bome : public Algorithm {
     const PetscReal xi = o_.normalize ? xi_y_ / (1 + lambda) : xi_y_;
     BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi, mfy_));  // y_{k+1} = y_k − ξ_y d_y
     last_lambda_ = lambda;
+    r.hypergradient = fx_;  // d_x, the direction x moved along
     return r;
   }
 

@@ -12,6 +12,12 @@
 ///      - variant cg (NBO-CG): T conjugate-gradient iterations on each system, in lockstep;
 ///      - variant sgd (NSBO-SGD, Alg. 4/5): the T+1 gradient steps with a fresh training batch per step,
 ///        ∇_y g and J u on training batches, ∇_y f and ∇_x f on validation batches;
+///      - variant saga (NSBO-SAGA, the paper's variance-reduced extension, like SABA): the sgd variant on
+///        fixed minibatches ("slots", blocks/saga.hpp) with every oracle output o replaced by the SAGA
+///        direction o − m_i + m̄: ∇_y g(y_k), J u (on the iteration's training slot), the products H v and
+///        H u of each gradient step (a fresh slot per step, one table per system), ∇_y f(y_k) and
+///        ∇_x f(y_{k+1}) (on the iteration's validation slot). Memory n_b (3 dy + dx) + n_ob (dy + dx)
+///        numbers, checkpointed; larger than -bilevel_nbo_saga_max_memory MiB is refused;
 ///   3. y_{k+1} = y_k − v (Newton-corrected point), u_{k+1} = u;
 ///   4. x_{k+1} = x_k − α (∇_x f(x_k, y_{k+1}) − J(x_k, y_{k+1}) u_{k+1}) through the upper stepper.
 /// Before iteration 0, warmup_newton inexact Newton steps (T CG iterations each, NewtonSteps) bring y_0 into
@@ -34,6 +40,7 @@
 #include "bilevel/blocks/choices.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
+#include "bilevel/blocks/saga.hpp"
 #include "bilevel/blocks/two_system_solver.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
@@ -43,14 +50,14 @@
 namespace bilevel {
 namespace {
 
-/// NBO-GD, NBO-CG or NSBO-SGD.
-enum class NboVariant { Gd, Cg, Sgd };
-constexpr std::array<Named<NboVariant>, 3> kVariants{
-    {{"gd", NboVariant::Gd}, {"cg", NboVariant::Cg}, {"sgd", NboVariant::Sgd}}};
+/// NBO-GD, NBO-CG, NSBO-SGD or NSBO-SAGA.
+enum class NboVariant { Gd, Cg, Sgd, Saga };
+constexpr std::array<Named<NboVariant>, 4> kVariants{
+    {{"gd", NboVariant::Gd}, {"cg", NboVariant::Cg}, {"sgd", NboVariant::Sgd}, {"saga", NboVariant::Saga}}};
 
 /// Settings of Nbo. Options database keys in brackets.
 struct NboOptions {
-  NboVariant variant = NboVariant::Cg;  ///< [-bilevel_nbo_variant gd|cg|sgd]
+  NboVariant variant = NboVariant::Cg;  ///< [-bilevel_nbo_variant gd|cg|sgd|saga]
   PetscInt inner_steps = 0;   ///< [-bilevel_nbo_inner_steps] T (CG its / T+1 steps); 0: 5 (cg), 1 (gd, sgd)
   PetscReal step = 0;         ///< [-bilevel_nbo_step] η of the gradient steps (gd, sgd); 0: 1/L
   PetscReal cg_rtol = 1e-10;  ///< [-bilevel_nbo_cg_rtol] CG relative tolerance (cg)
@@ -59,6 +66,7 @@ struct NboOptions {
   bool precondition = true;   ///< [-bilevel_nbo_precondition] cg: PCG with the problem's M, if it has one
   PetscInt batch_size = 256;  ///< [-bilevel_nbo_batch_size] sgd minibatch when -bilevel_batch_size is not set
   PetscInt warmup_newton = 5;  ///< [-bilevel_nbo_warmup_newton] inexact Newton steps on y before iteration 0
+  PetscInt saga_max_memory = 2048;  ///< [-bilevel_nbo_saga_max_memory] MiB of SAGA tables (saga)
 };
 
 class Nbo : public Algorithm {
@@ -66,8 +74,8 @@ class Nbo : public Algorithm {
   std::string_view type() const override { return "nbo"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.variant =
-        read_choice(opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG or the stochastic NSBO-SGD");
+    o_.variant = read_choice(
+        opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG, the stochastic NSBO-SGD or NSBO-SAGA");
     o_.inner_steps = opts.integer("inner_steps",
                                   o_.inner_steps,
                                   "T: CG iterations (cg) or T+1 gradient steps (gd, sgd); 0: 5 cg, 1 gd/sgd",
@@ -88,8 +96,12 @@ class Nbo : public Algorithm {
                      o_.warmup_newton,
                      "inexact Newton steps (T CG iterations each) on y before the first iteration",
                      0);
-    o_.batch_size = opts.integer(
-        "batch_size", o_.batch_size, "sgd minibatch size when -bilevel_batch_size is not set (0: full)", 0);
+    o_.batch_size = opts.integer("batch_size",
+                                 o_.batch_size,
+                                 "sgd/saga minibatch size when -bilevel_batch_size is not set (0: full)",
+                                 0);
+    o_.saga_max_memory = opts.integer(
+        "saga_max_memory", o_.saga_max_memory, "saga: largest SAGA memory in MiB over all ranks", 1);
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -103,7 +115,7 @@ class Nbo : public Algorithm {
     batch_ = 0;
     if (stochastic && ctx.batch_size > 0)
       batch_ = ctx.batch_size;
-    else if (stochastic && o_.variant == NboVariant::Sgd)
+    else if (stochastic && (o_.variant == NboVariant::Sgd || o_.variant == NboVariant::Saga))
       batch_ = o_.batch_size;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
     two_.setup(ctx.y,
@@ -119,6 +131,7 @@ class Nbo : public Algorithm {
     u_zero_ = true;
     if (o_.warmup_newton > 0) newton_.setup(p, ctx.y, steps_);
     s_ = StepSamplers(ctx.seed);
+    if (o_.variant == NboVariant::Saga) setup_saga(p, ctx.seed);
   }
 
   StepResult step(AlgorithmContext& ctx) override {
@@ -131,10 +144,20 @@ class Nbo : public Algorithm {
       const Batch wb = s_.hessian.draw(n.lower, batch_);
       newton_.run(p, ctx.x, ctx.y, o_.warmup_newton, wb);
     }
-    const Batch gb = s_.lower.draw(n.lower, batch_);
+    const bool saga = o_.variant == NboVariant::Saga;
+    PetscInt islot = 0, oslot = 0;
+    if (saga) {
+      islot = saga_inner_.draw();
+      oslot = saga_outer_.draw();
+    }
+    const Batch gb = saga ? saga_inner_.batch() : s_.lower.draw(n.lower, batch_);
     p.lower_grad_y(ctx.x, ctx.y, gb, gy_);  // ∇_y g(x_k, y_k)
-    const Batch fb = s_.upper.draw(n.upper, upper_batch_);
+    const Batch fb = saga ? saga_outer_.batch() : s_.upper.draw(n.upper, upper_batch_);
     p.upper_grad(ctx.x, ctx.y, fb, nullptr, fy_);  // ∇_y f(x_k, y_k)
+    if (saga) {
+      gy_table_.correct(islot, gy_);
+      fy_table_.correct(oslot, fy_);
+    }
 
     // H_k v = ∇_y g from v = 0 and H_k u = ∇_y f from u_k (or from 0)
     const TwoSystemSolver::Systems systems{{gy_, fy_}, {v_, u_}, {true, u_zero_ || !o_.warm_start}};
@@ -146,6 +169,14 @@ class Nbo : public Algorithm {
       // T+1 steps  v <- v − η (H_k v − ∇_y g),  u <- u − η (H_k u − ∇_y f)   (NBO-GD Alg. 2 step 2; NSBO-SGD
       // with a fresh batch per step)
       const bool sgd = o_.variant == NboVariant::Sgd && batch_ > 0;
+      // NSBO-SAGA: a fresh slot per step, each product H v_i replaced by its SAGA direction
+      PetscInt step_slot = 0;
+      TwoSystemSolver::StepHooks hooks;
+      hooks.next_batch = [&] {
+        step_slot = saga_steps_.draw();
+        return saga_steps_.batch();
+      };
+      hooks.correct = [&](std::size_t i, Vec q) { hu_tables_[i].correct(step_slot, q); };
       rep = two_.gradient(p,
                           ctx.x,
                           ctx.y,
@@ -155,7 +186,8 @@ class Nbo : public Algorithm {
                           eta_,
                           o_.adaptive_step,
                           sgd ? &s_.hessian : nullptr,
-                          sgd ? batch_ : 0);
+                          sgd ? batch_ : 0,
+                          saga ? &hooks : nullptr);
       if (rep.step < eta_) {
         eta_ = rep.step;  // the Rayleigh-quotient safeguard lowered η: keep it for the next iterations
         ++step_reductions_;
@@ -164,10 +196,24 @@ class Nbo : public Algorithm {
     u_zero_ = false;
     BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -1.0, v_));  // y_{k+1} = y_k − v  (Newton-corrected point)
 
-    const Batch xb = s_.upper.draw(n.upper, upper_batch_);
+    const Batch xb = saga ? saga_outer_.batch() : s_.upper.draw(n.upper, upper_batch_);
     p.upper_grad(ctx.x, ctx.y, xb, fx_, nullptr);  // ∇_x f(x_k, y_{k+1})
-    // h = ∇_x f − J(x_k, y_{k+1}) u_{k+1}, x <- P(x − α h) on the coordinator
-    r.hypergradient_norm = hypergradient_step(ctx, s_.jacobian.draw(n.lower, batch_), u_, fx_, jv_);
+    if (saga) {
+      // h = (∇_x f − m + m̄) − (J u − m' + m̄') on the iteration's slots, x <- P(x − α h)
+      fx_table_.correct(oslot, fx_);
+      p.lower_jvp(ctx.x, ctx.y, saga_inner_.batch(), u_, jv_);
+      jv_table_.correct(islot, jv_);
+      BILEVEL_PETSC_CALL(VecAXPY(fx_, -1.0, jv_));
+      BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
+      require_finite(r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient");
+      ctx.upper.step(ctx.x, fx_);
+      r.hypergradient = fx_;
+    } else {
+      // h = ∇_x f − J(x_k, y_{k+1}) u_{k+1}, x <- P(x − α h) on the coordinator
+      r.hypergradient_norm = hypergradient_step(ctx, s_.jacobian.draw(n.lower, batch_), u_, fx_, jv_);
+      r.hypergradient = fx_;
+    }
+    r.linear_solution = u_;
 
     r.lower_residual =
         rep.residual[0];  // ||H_k v − ∇_y g(x_k, y_k)|| ≈ ||∇_y g(x_k, y_{k+1})|| to first order
@@ -182,11 +228,48 @@ class Nbo : public Algorithm {
     state.add("nbo.eta", eta_);
     state.add("nbo.step_reductions", step_reductions_);
     state.add("nbo.", s_);
+    if (o_.variant != NboVariant::Saga) return;
+    saga_inner_.declare_state(state, "nbo.saga_inner_slots");
+    saga_outer_.declare_state(state, "nbo.saga_outer_slots");
+    saga_steps_.declare_state(state, "nbo.saga_step_slots");
+    gy_table_.declare_state(state, "nbo.saga_grad_y_g");
+    fy_table_.declare_state(state, "nbo.saga_grad_y_f");
+    fx_table_.declare_state(state, "nbo.saga_grad_x_f");
+    jv_table_.declare_state(state, "nbo.saga_jvp");
+    hu_tables_[0].declare_state(state, "nbo.saga_hvp_v");
+    hu_tables_[1].declare_state(state, "nbo.saga_hvp_u");
+  }
+
+  /// Slots of the training and validation sets and the six SAGA tables of NSBO-SAGA.
+  void setup_saga(BilevelProblem& p, std::uint64_t seed) {
+    const DatasetSizes n = p.dataset_sizes();
+    saga_inner_.setup(n.lower, batch_, seed, SamplerStream::Lower);
+    saga_steps_.setup(n.lower, batch_, seed, SamplerStream::Hessian);
+    saga_outer_.setup(n.upper, upper_batch_, seed, SamplerStream::Upper);
+    PetscInt dy = 0, dx = 0;
+    BILEVEL_PETSC_CALL(VecGetSize(gy_, &dy));
+    BILEVEL_PETSC_CALL(VecGetSize(fx_, &dx));
+    // n_b (3 dy + dx) + n_ob (dy + dx): ∇_y g, H v, H u, J u on training slots; ∇_y f, ∇_x f on validation
+    saga_bytes_ =
+        saga_bytes(saga_inner_.slots(), {dy, dy, dy, dx}) + saga_bytes(saga_outer_.slots(), {dy, dx});
+    if (saga_bytes_ > (static_cast<std::int64_t>(o_.saga_max_memory) << 20))
+      throw InputError(
+          "nbo saga: the SAGA tables need " + std::to_string(saga_bytes_ >> 20) +
+          " MiB, more than -bilevel_nbo_saga_max_memory = " + std::to_string(o_.saga_max_memory) +
+          ": raise it or use larger minibatches (-bilevel_batch_size)");
+    gy_table_.setup(gy_, saga_inner_.slots());
+    hu_tables_[0].setup(gy_, saga_inner_.slots());
+    hu_tables_[1].setup(gy_, saga_inner_.slots());
+    jv_table_.setup(fx_, saga_inner_.slots());
+    fy_table_.setup(gy_, saga_outer_.slots());
+    fx_table_.setup(fx_, saga_outer_.slots());
   }
 
   void view(PetscViewer viewer) const override {
-    const char* name =
-        o_.variant == NboVariant::Cg ? "NBO-CG" : (o_.variant == NboVariant::Gd ? "NBO-GD" : "NSBO-SGD");
+    const char* name = o_.variant == NboVariant::Cg    ? "NBO-CG"
+                       : o_.variant == NboVariant::Gd  ? "NBO-GD"
+                       : o_.variant == NboVariant::Sgd ? "NSBO-SGD"
+                                                       : "NSBO-SAGA";
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "nbo: %s, inexact-Newton curvature-aware hypergradient (Dong, Yang, Yao & Zhang, ICML 2025)\n",
@@ -223,6 +306,13 @@ class Nbo : public Algorithm {
                                               "lower batch %d (0 = full), upper batch %d\n",
                                               static_cast<int>(batch_),
                                               static_cast<int>(upper_batch_)));
+    if (o_.variant == NboVariant::Saga)
+      BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
+          viewer,
+          "SAGA memory: %d training minibatches x (3 dy + dx) + %d validation x (dy + dx) = %.3g MiB\n",
+          static_cast<int>(saga_inner_.slots()),
+          static_cast<int>(saga_outer_.slots()),
+          static_cast<double>(saga_bytes_) / (1 << 20)));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
   }
 
@@ -237,6 +327,10 @@ class Nbo : public Algorithm {
   NewtonSteps newton_;
   petsc::VecHandle gy_, fy_, v_, u_, fx_, jv_;
   StepSamplers s_;
+  SagaSlots saga_inner_, saga_outer_, saga_steps_;  // NSBO-SAGA: slots of the iteration and of each step
+  SagaTable gy_table_, fy_table_, fx_table_, jv_table_;
+  std::array<SagaTable, 2> hu_tables_;  // products H v and H u of the gradient steps
+  std::int64_t saga_bytes_ = 0;
 };
 
 }  // namespace

@@ -185,6 +185,7 @@ class Pzobo : public Algorithm {
     BILEVEL_PETSC_CALL(VecCopy(y_, ctx.y));  // y_{k+1} = y_N(x_k), warm start of the next paths
     BILEVEL_PETSC_CALL(VecCopy(y_last_, y_prev_));
     ctx.upper.step(ctx.x, fx_);  // x_{k+1} = P(x_k − ξ h_k)
+    r.hypergradient = fx_;
     return r;
   }
 

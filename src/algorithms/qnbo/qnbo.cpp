@@ -239,6 +239,8 @@ class Qnbo : public Algorithm {
 
     // h = ∇_x f − J(x_k, y_{k+1}) u, x <- P(x − α h) on the coordinator
     r.hypergradient_norm = hypergradient_step(ctx, lb, u_, fx_, jv_);
+    r.hypergradient = fx_;
+    r.linear_solution = u_;
     r.inner_iterations = its;
     return r;
   }

@@ -1,0 +1,133 @@
+// TTSA and BSA (src/algorithms/ttsa).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bilevel/bilevel.hpp"
+#include "bilevel/problems/logreg.hpp"
+#include "problems/synthetic.hpp"
+#include "support/seed_harness.hpp"
+
+namespace {
+
+using seedtest::Options;
+using seedtest::quad;
+
+std::shared_ptr<bilevel::BilevelProblem> small_logreg(MPI_Comm comm) {
+  const auto tr = testdata::make_global(96, 7, 2, 31), va = testdata::make_global(48, 7, 2, 32);
+  return std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Dense),
+                                                  testdata::to_dataset(comm, va, bilevel::DataFormat::Dense),
+                                                  std::nullopt,
+                                                  bilevel::LogregOptions{});
+}
+
+struct Outcome {
+  bilevel::SolveReport report;
+  std::vector<double> x;
+};
+
+Outcome solve(MPI_Comm comm, const std::shared_ptr<bilevel::BilevelProblem>& p, PetscInt iterations) {
+  Options o{{"-bilevel_type", "ttsa"}, {"-bilevel_max_it", std::to_string(iterations)}};
+  bilevel::BilevelSolver solver(comm);
+  Outcome r;
+  r.report = seedtest::solve_from_initial_point(solver, p, &r.x);
+  return r;
+}
+
+TEST(Ttsa, HypergradientErrorFallsAsTheNeumannTermsGrow) {
+  // y = y*(x) at a fixed x: the estimate's error is the series' bias (1 − ημ)^Q, falling with Q.
+  std::vector<PetscReal> err;
+  for (const char* q : {"5", "20", "80", "320"}) {
+    Options o{{"-bilevel_ttsa_neumann_steps", q}, {"-bilevel_ttsa_truncation", "expected"}};
+    err.push_back(seedtest::estimate_errors(PETSC_COMM_WORLD, quad(20), "ttsa", 3).back());
+  }
+  for (std::size_t i = 1; i < err.size(); ++i) EXPECT_LT(err[i], err[i - 1]) << "Q index " << i;
+  EXPECT_LT(err.back(), 1e-6);
+}
+
+TEST(Ttsa, DrivesTheTrueHypergradientDownByTwoOrdersOnQuadratic) {
+  for (const char* variant : {"ttsa", "bsa"}) {
+    Options o{{"-bilevel_ttsa_variant", variant}};
+    const auto r0 = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(30), "ttsa", 0);
+    const auto r = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(30), "ttsa", 150);
+    ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
+    EXPECT_LT(*r.report.true_hypergradient_norm, 1e-2 * *r0.report.true_hypergradient_norm) << variant;
+  }
+}
+
+TEST(Ttsa, EveryIterationPaysTheWholeSeriesBecauseNoVIsCarried) {
+  // The limit: TTSA keeps no v between iterations, so each iteration costs Q − 1 products (the expected
+  // truncation on a problem without samples), Q = ⌈ln 100/(ημ)⌉ with η = 2/(L + μ): 233 at κ = 100. The
+  // acceptance run's 5,000 iterations on the condition-100 quadratic are then 1.16M HVPs, minutes at 2 ranks
+  // of a shared machine, although the estimate stops improving after ~300 iterations (test above).
+  Options o{{"-bilevel_final_lower_solve", "0"}};
+  const auto r = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(100), "ttsa", 4);
+  EXPECT_EQ(r.report.counts.hvp, 4 * 232);
+  EXPECT_EQ(r.report.counts.grad_g, 4);
+  EXPECT_EQ(r.report.counts.jvp, 4);
+}
+
+TEST(Ttsa, RandomTruncationOnMinibatchesIsUnbiasedAndCheaper) {
+  // HIA with minibatches: p uniform in {0..Q−1} products per iteration, E p = (Q − 1)/2
+  Options o{{"-bilevel_ttsa_batch_size", "16"},
+            {"-bilevel_ttsa_neumann_steps", "21"},
+            {"-bilevel_final_lower_solve", "0"}};
+  const Outcome r = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 100);
+  const double mean = static_cast<double>(r.report.counts.hvp) / 100;
+  EXPECT_GT(mean, 7.0);
+  EXPECT_LT(mean, 13.0);
+}
+
+TEST(Ttsa, LowersTheValidationLossOfLogisticRegression) {
+  for (const char* variant : {"ttsa", "bsa"}) {
+    Options o{{"-bilevel_ttsa_variant", variant}, {"-bilevel_ttsa_batch_size", "32"}};
+    const Outcome start = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 0);
+    const Outcome end = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 60);
+    EXPECT_LT(end.report.upper_objective, start.report.upper_objective - 1e-3) << variant;
+  }
+}
+
+TEST(Ttsa, IteratesAreTheSameOnOneRankAndOnAllRanks) {
+  for (const char* variant : {"ttsa", "bsa"}) {
+    Options o{{"-bilevel_ttsa_variant", variant}, {"-bilevel_ttsa_batch_size", "16"}};
+    const Outcome world = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 20);
+    const Outcome self = solve(PETSC_COMM_SELF, small_logreg(PETSC_COMM_SELF), 20);
+    ASSERT_EQ(world.x.size(), self.x.size());
+    for (std::size_t i = 0; i < self.x.size(); ++i)
+      EXPECT_NEAR(world.x[i], self.x[i], 1e-10 * (1 + std::abs(self.x[i]))) << variant << " entry " << i;
+  }
+}
+
+TEST(Ttsa, ViewStatesTheVariantReferenceAndSchedules) {
+  {
+    const std::string text = seedtest::view_text(PETSC_COMM_WORLD, quad(100), "ttsa");
+    for (const char* s : {"TTSA", "Hong", "SIAM J. Optim. 2023", "Q = 233", "expected", "1 SGD steps"})
+      EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
+  }
+  Options o{{"-bilevel_type", "ttsa"},
+            {"-bilevel_max_it", "1"},
+            {"-bilevel_ttsa_variant", "bsa"},
+            {"-bilevel_ttsa_batch_size", "16"}};
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  seedtest::solve_from_initial_point(solver, small_logreg(PETSC_COMM_WORLD));
+  const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
+  for (const char* s : {"BSA", "Ghadimi & Wang", "10 SGD steps", "(k+1)^0.5", "random (HIA)", "Q = 10"})
+    EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
+}
+
+TEST(Ttsa, BadOptionValuesAreInputErrors) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::string>>{{"-bilevel_ttsa_variant", "sgd"},
+                                                        {"-bilevel_ttsa_truncation", "half"},
+                                                        {"-bilevel_ttsa_inner_steps", "0"}}) {
+    Options o{{"-bilevel_type", "ttsa"}, {key, value}};
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    solver.set_problem(std::make_shared<bilevel::QuadraticProblem>(PETSC_COMM_WORLD, quad(10)));
+    EXPECT_THROW(solver.set_from_options(), bilevel::InputError) << key << " " << value;
+  }
+}
+
+}  // namespace
