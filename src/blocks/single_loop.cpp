@@ -90,6 +90,10 @@ StepResult SingleLoopStep::run(AlgorithmContext& ctx, PetscReal rho, PetscReal t
   r.lower_residual = norms[0];
   r.linear_residual = norms[1];
   r.inner_iterations = 1;
+  if (x_scale == 1.0) {  // the direction x moved along, and v (the bound holds for any y, v: docs/metrics.md)
+    r.hypergradient = dir;
+    r.linear_solution = v_;
+  }
   return r;
 }
 

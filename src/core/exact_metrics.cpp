@@ -22,8 +22,8 @@ PetscReal norm(Vec v) {
 constexpr PetscReal kExactRtol[2] = {1e-10, 1e-8};
 /// The SLEPc estimate of μ is renewed after this many bounds, or when x moved by more than kMuDrift in the
 /// max norm since it was made, and is used with the safety factor kMuSafety (docs/metrics.md).
-constexpr std::int64_t kMuRefresh = 25;
-constexpr PetscReal kMuDrift = 0.25, kMuSafety = 0.5;
+constexpr std::int64_t kMuRefresh = 50;
+constexpr PetscReal kMuDrift = 0.5, kMuSafety = 0.5;
 
 }  // namespace
 
@@ -71,7 +71,8 @@ void ExactMetrics::fill(IterationRecord& record, std::int64_t k, Vec x, Vec y, c
   if (k == 0 && due) exact(record, x, y, nullptr);
   if (with_h) {
     if (due) exact(record, x_prev_, y, &last);
-    if (last.linear_solution) bound(record, x_prev_, y, last);
+    // the bound costs four full-batch oracles and now and then a SLEPc estimate: on when exact metrics are
+    if (last.linear_solution && (closed_form_ || every_ > 0)) bound(record, x_prev_, y, last);
   }
   problem_.set_counts(saved);
 }

@@ -16,6 +16,7 @@
 #include "bilevel/core/run_clock.hpp"
 #include "bilevel/core/tuned_settings.hpp"
 #include "bilevel/core/upper_stepper.hpp"
+#include "bilevel/petsc/comm_counter.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
 #include "bilevel/petsc/memory.hpp"
@@ -397,6 +398,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   }
 
   ConvergedReason reason = ConvergedReason::Iterating;
+  std::int64_t step_bytes = 0, loop_start_k = k;  // bytes this rank sent inside the steps
   // The loop stops when the next iteration, as long as the last one, would end past its deadline.
   double iteration_start = now(), last_iteration_seconds = 0;
   // The coordinator's share: time in boundary decisions over the loop's time (steps + boundaries).
@@ -423,6 +425,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     ctx.iteration = k;
     iteration_start = now();
     if (exact) exact->before_step(x);
+    const std::int64_t bytes_before = petsc::comm_bytes_sent_total();
     try {
       last = algorithm_->step(ctx);
     } catch (const NumericalFailure& e) {  // thrown on every rank at once (collective decisions only)
@@ -431,6 +434,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
           comm_, PETSC_STDERR, "bilevel: iteration %lld: %s\n", static_cast<long long>(k), e.what()));
     }
     ++k;
+    step_bytes += petsc::comm_bytes_sent_total() - bytes_before;
     last_iteration_seconds = now() - iteration_start;
     PetscReal xn = 0, yn = 0;
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
@@ -478,6 +482,13 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   }
   report.counts = counts;
   report.outer_iterations = k;
+  {
+    double mine =
+               k > loop_start_k ? static_cast<double>(step_bytes) / static_cast<double>(k - loop_start_k) : 0,
+           most = 0;
+    BILEVEL_PETSC_CALL(MPI_Allreduce(&mine, &most, 1, MPI_DOUBLE, MPI_MAX, comm_));
+    report.bytes_communicated_per_iteration = most;
+  }
   report.reason = reason;
   report.hypergradient_norm = last.hypergradient_norm;
   if (reason != ConvergedReason::DivergedNaN) {

@@ -82,6 +82,7 @@ std::string summary_json(const SolveReport& r, const std::vector<std::pair<std::
   s << "  \"peak_rss_bytes\": " << r.peak_rss_bytes << ",\n";
   s << "  \"data_bytes_per_rank\": " << r.data_bytes_per_rank << ",\n";
   s << "  \"coordinator_fraction\": " << number(r.coordinator_fraction) << ",\n";
+  s << "  \"bytes_communicated_per_iteration\": " << number(r.bytes_communicated_per_iteration) << ",\n";
   s << "  \"seed\": " << r.seed << ",\n";
   s << "  \"version\": " << quoted(version()) << "\n";
   s << "}\n";

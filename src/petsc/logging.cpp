@@ -32,6 +32,9 @@ void initialize_package() {
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelOracleJVP", classid, &g_events.oracle_jvp));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelEvaluate", classid, &g_events.evaluate));
   BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelPrecond", classid, &g_events.precondition));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelCommGather", classid, &g_events.comm_gather));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelCommReduce", classid, &g_events.comm_reduce));
+  BILEVEL_PETSC_CALL(PetscLogEventRegister("BilevelCommCoord", classid, &g_events.comm_coordinator));
   BILEVEL_PETSC_CALL(PetscRegisterFinalize(finalize_package));
   g_registered = true;
 }

@@ -14,6 +14,7 @@
 
 #include "bilevel/core/problem.hpp"
 #include "bilevel/data/dataset.hpp"
+#include "bilevel/petsc/comm_counter.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/handle.hpp"
 
@@ -105,6 +106,63 @@ struct VecKey {
 };
 VecKey vec_key(Vec v);
 
+/// True on every rank if v's key differs from `last` on any rank (one allreduce of an int on several ranks);
+/// `last` becomes v's key. Collective on v's communicator.
+bool changed_anywhere(Vec v, VecKey& last);
+
+/// How the model reaches the ranks and the model-sized results return to the owners.
+enum class ModelComm {
+  Auto,  ///< owners for models above kOwnersFromEntries entries, gather below (measured, docs/performance.md)
+  Gather,  ///< the whole model gathered to every rank, results summed by one allreduce of the whole model
+  Owners,  ///< only the entries a rank's rows use are sent to it; results are added onto the owners
+};
+/// Model size (entries) from which ModelComm::Auto uses owners.
+inline constexpr PetscInt kOwnersFromEntries = 4096;
+
+/// The columns one rank's sparse rows use, and the scatters that move the model entries of those columns
+/// (PETSc's MPIAIJ column split applied to the rows' own column set). setup() renumbers the local CSR's
+/// column indices in place to positions in the sorted list of the distinct columns the rows use (the
+/// mapping is monotone, so rows stay sorted), so kernels address compressed local arrays: the model part
+/// the rows need (gather) and their contributions (add), with `block` entries per column (K for a
+/// multinomial model) and optional extra model rows after the columns (the intercept or bias row).
+/// Owners mode: gather sends each rank only the entries its rows use (a VecScatter from the model's
+/// layout), add sends each contribution to the owner of the entry (the reverse scatter with ADD_VALUES).
+/// Gather mode: the whole model to every rank and one allreduce of the whole model, for small models.
+/// Bytes are counted under CommPhase::Gather and CommPhase::Reduce. Collective on the layout's communicator
+/// unless a method says otherwise.
+class LocalColumns {
+ public:
+  /// local: the rank's rows (MATSEQAIJ; its column indices are renumbered); layout: a Vec with the
+  /// model's layout, (n_columns + extra.size()) * block entries; extra: model rows (in block units)
+  /// appended after the columns. Collective.
+  void setup(Mat local, Vec layout, PetscInt block, std::span<const PetscInt> extra, ModelComm comm);
+  /// Compressed positions (columns used, then the extra rows). Not collective.
+  PetscInt size() const { return static_cast<PetscInt>(columns_.size()); }
+  /// Entries of a compressed array: size() * block. Not collective.
+  PetscInt entries() const { return size() * block_; }
+  /// The model row of compressed position k. Not collective.
+  PetscInt column(PetscInt k) const { return columns_[static_cast<std::size_t>(k)]; }
+  /// True when the owners mode is in force. Not collective.
+  bool owners() const { return owners_; }
+  /// dst[k block + c] = v[column(k) block + c] for every position k. Collective.
+  void gather(Vec v, PetscScalar* dst);
+  /// out[column(k) block + c] += src[k block + c], summed over ranks (out is not zeroed). Collective.
+  void add(const PetscScalar* src, Vec out);
+  /// Bytes this rank sends per gather / per add. Not collective.
+  std::int64_t gather_bytes() const { return gather_bytes_; }
+  std::int64_t add_bytes() const { return add_bytes_; }
+
+ private:
+  std::vector<PetscInt> columns_;
+  PetscInt block_ = 1;
+  bool owners_ = true;
+  petsc::ScatterHandle scatter_;   // owners: model layout -> compressed; gather mode: to all
+  petsc::VecHandle local_;         // sequential Vec whose array is placed per call
+  std::vector<PetscScalar> full_;  // gather mode: the whole model
+  PetscInt own_begin_ = 0, own_end_ = 0;
+  std::int64_t gather_bytes_ = 0, add_bytes_ = 0;
+};
+
 /// Per-row cache validity: a row's cached quantity is valid when its stamp equals the current epoch.
 /// `all_valid` short-cuts the per-row test after a full-batch evaluation. Not collective.
 class RowStamps {
@@ -133,8 +191,28 @@ class RowStamps {
   bool all_valid_ = false;
 };
 
+/// The compressed model a side's rows use (LocalColumns::gather), regathered only when the model Vec's
+/// content changed on some rank (changed_anywhere), with a generation that changes exactly when the
+/// gathered content does (so per-row caches keyed on it stay valid across calls at the same model).
+/// Collective on the Vec's communicator.
+class TrackedModel {
+ public:
+  /// The model's entries for `cols` (valid until the next call). Collective.
+  const PetscScalar* get(LocalColumns& cols, Vec y);
+  /// Changes when get() returned content different from the previous one. Not collective.
+  std::uint64_t generation() const { return generation_; }
+
+ private:
+  std::vector<PetscScalar> buf_[2];
+  int cur_ = 0;
+  VecKey key_;
+  std::uint64_t generation_ = 0;
+  bool valid_ = false;
+};
+
 /// λ = e^x for the log-regularised problems (logreg, softmax): of the local entries of a per-feature x, or of
-/// a scalar x gathered to every rank. Collective on x's communicator (the scalar gather).
+/// a scalar x gathered to every rank. Per-feature λ is recomputed only when x's local content changed (its
+/// VecKey), not per call. Collective on x's communicator (the scalar gather).
 class ExpRegularisers {
  public:
   /// λ_j = e^{x_j} (local entries) or λ = e^x (one replicated value), valid until the next call.
@@ -143,6 +221,7 @@ class ExpRegularisers {
  private:
   Gatherer gather_;
   std::vector<PetscScalar> lam_;
+  VecKey key_;
 };
 
 /// A per-feature upper Vec: one entry on rank 0 (scalar), or features [begin, min(end, n_features)) on this

@@ -6,6 +6,8 @@
 #include "bilevel/problems/finite_sum_quadratic.hpp"
 
 #include <cmath>
+#include <cstdio>
+#include <string>
 
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -19,6 +21,13 @@ namespace {
 // Streams of the counter-based generator (problems use streams >= 100).
 constexpr std::uint64_t kXiLower = 111, kCLower = 112, kXiUpper = 113, kEUpper = 114, kReflect = 115,
                         kCrossUpper = 116;
+
+/// x in %g form ("1e-17", not to_string's "0.000000").
+std::string general(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
 
 /// logspace(lo, hi, k)_i = lo (hi/lo)^{i/(k−1)}.
 double logspace(double lo, double hi, PetscInt i, PetscInt k) {
@@ -182,7 +191,7 @@ FiniteSumQuadraticProblem::FiniteSumQuadraticProblem(MPI_Comm comm, const Finite
   std::tie(lower_mu_, lower_l_) = detail::symmetric_eigen_range(hm, dy);
   if (!(lower_mu_ > 1e-12) || !m.h.factor(hm, dy))
     throw InputError("finite_sum_quadratic: the mean lower Hessian is singular (smallest eigenvalue " +
-                     std::to_string(lower_mu_) +
+                     general(lower_mu_) +
                      "); raise -bilevel_finite_sum_quadratic_n_lower above dim_lower or set "
                      "-bilevel_finite_sum_quadratic_lower_reg");
 
@@ -223,7 +232,7 @@ FiniteSumQuadraticProblem::FiniteSumQuadraticProblem(MPI_Comm comm, const Finite
   if (!(value_mu > 1e-12) || !rc.factor(r, dx))
     throw InputError(
         "finite_sum_quadratic: the value function F is not strongly convex (smallest Hessian eigenvalue " +
-        std::to_string(value_mu) +
+        general(value_mu) +
         "); set -bilevel_finite_sum_quadratic_upper_reg > 0 or raise -bilevel_finite_sum_quadratic_n_upper");
   rc.solve(b.data());
   m.x_star.resize(static_cast<std::size_t>(dx));

@@ -52,6 +52,11 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
   o.positive_classes = reader.string(
       "positive_classes", "", "labels that become +1, the rest -1 (a list such as 10-19 or 1,3,5)");
   o.n_val = reader.integer("n_val", o.n_val, "validation rows taken from the end of the training file", 1);
+  o.model_comm =
+      reader.choice("model_comm",
+                    o.model_comm,
+                    {"auto", "gather", "owners"},
+                    "how sparse rows get the model: owners (entries the rows use), gather (whole model)");
   return o;
 }
 
@@ -106,10 +111,31 @@ LogregProblem::LogregProblem(Dataset train,
   if (test) test_ = make_side(std::move(*test), false);
 
   std::tie(y_begin_, y_end_) = detail::ownership_range(comm_, dy_);
+  // Sparse sides address a compressed model: the columns their local rows use, then the intercept.
+  const detail::ModelComm mode = options_.model_comm == "gather"   ? detail::ModelComm::Gather
+                                 : options_.model_comm == "owners" ? detail::ModelComm::Owners
+                                                                   : detail::ModelComm::Auto;
+  petsc::VecHandle layout = create_lower_vec();
+  const PetscInt intercept_row[1] = {n_features_};
+  for (Side* side : {train_.get(), validation_.get(), test_.get()}) {
+    if (!side) continue;
+    side->sparse = side->data.format == DataFormat::Sparse;
+    if (side->sparse) {
+      side->cols.setup(side->data.local,
+                       layout,
+                       1,
+                       std::span<const PetscInt>(intercept_row, options_.intercept ? 1 : 0),
+                       mode);
+      side->width = side->cols.size();
+      side->c_pos = options_.intercept ? side->width - 1 : side->width;
+    } else {
+      side->width = dy_;
+      side->c_pos = n_features_;
+    }
+  }
   y_gather_ = std::make_unique<detail::Gatherer>(true);
   w_gather_ = std::make_unique<detail::Gatherer>();
   lambda_ = std::make_unique<detail::ExpRegularisers>();
-  buffer_.assign(static_cast<std::size_t>(dy_ + 2), 0.0);
 }
 
 LogregProblem::~LogregProblem() = default;
@@ -286,7 +312,7 @@ double LogregProblem::loss_pass(Side& side,
   *count = side.rows.global_size();
   const PetscInt nf = n_features_;
   const bool icpt = options_.intercept;
-  const PetscScalar c = icpt ? y_full[nf] : 0.0;
+  const PetscScalar c = icpt ? y_full[side.c_pos] : 0.0;
   const PetscReal* b = side.sign.data();
   const bool curv = side.caches_curvature;
   PetscReal* d = curv ? side.d.data() : nullptr;
@@ -355,13 +381,34 @@ double LogregProblem::loss_pass(Side& side,
     }
   }
   if (curv && rows.full()) side.stamps.mark_all();
-  if (grad && icpt) grad[nf] += gc;
+  if (grad && icpt) grad[side.c_pos] += gc;
   return loss;
+}
+
+const PetscScalar* LogregProblem::model_of(Side& side, Vec y) {
+  const PetscScalar* yf = side.sparse ? side.model.get(side.cols, y) : y_gather_->gather(y);
+  if (side.caches_curvature)
+    side.stamps.refresh(side.sparse ? side.model.generation() : y_gather_->generation());
+  return yf;
+}
+
+void LogregProblem::sums_to(Side& side, const PetscScalar* acc, PetscReal scale, Vec out) {
+  if (side.sparse) {
+    BILEVEL_PETSC_CALL(VecSet(out, 0.0));
+    side.cols.add(acc, out);  // Σ over ranks onto the owners
+    BILEVEL_PETSC_CALL(VecScale(out, scale));
+    return;
+  }
+  PetscScalar* buf = detail::ensure(reduce_, static_cast<std::size_t>(dy_));
+  std::copy_n(acc, dy_, buf);
+  detail::sum_over_ranks(comm_, std::span<PetscScalar>(buf, static_cast<std::size_t>(dy_)));
+  petsc::WriteView o(out);
+  for (PetscInt j = 0; j < o.size(); ++j) o[j] = scale * buf[static_cast<std::size_t>(y_begin_ + j)];
 }
 
 PetscReal LogregProblem::upper_value_impl(Vec x, Vec y, const Batch& batch) {
   check_layouts(x, y);
-  const PetscScalar* yf = y_gather_->gather(y);
+  const PetscScalar* yf = model_of(*validation_, y);
   PetscInt n = 0;
   const PetscReal loss = detail::sum_over_ranks(comm_, loss_pass(*validation_, batch, yf, nullptr, &n, true));
   return loss / static_cast<PetscReal>(n);  // f = (1/m) Σ ℓ_i
@@ -371,29 +418,32 @@ void LogregProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Ve
   check_layouts(x, y);
   if (gx) BILEVEL_PETSC_CALL(VecSet(gx, 0.0));  // f does not depend on x
   if (!gy) return;
-  const PetscScalar* yf = y_gather_->gather(y);
-  std::fill(buffer_.begin(), buffer_.end(), 0.0);
+  Side& side = *validation_;
+  const PetscScalar* yf = model_of(side, y);
+  PetscScalar* acc =
+      detail::ensure(side.sparse ? side.acc : buffer_, static_cast<std::size_t>(side.width + 2));
+  std::fill(acc, acc + side.width, 0.0);
   PetscInt n = 0;
-  loss_pass(*validation_, batch, yf, buffer_.data(), &n, false);
-  detail::sum_over_ranks(comm_, std::span<PetscScalar>(buffer_.data(), static_cast<std::size_t>(dy_)));
-  // ∇_y f = (1/m) Σ r_i [a_i; 1]
-  const PetscReal inv = 1.0 / static_cast<PetscReal>(n);
-  petsc::WriteView out(gy);
-  for (PetscInt j = 0; j < out.size(); ++j) out[j] = inv * buffer_[static_cast<std::size_t>(y_begin_ + j)];
+  loss_pass(side, batch, yf, acc, &n, false);
+  sums_to(side, acc, 1.0 / static_cast<PetscReal>(n), gy);  // ∇_y f = (1/m) Σ r_i [a_i; 1]
 }
 
 PetscReal LogregProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
   check_layouts(x, y);
-  const PetscScalar* yf = y_gather_->gather(y);
-  train_->stamps.refresh(y_gather_->generation());
+  const PetscScalar* yf = model_of(*train_, y);
   PetscInt n = 0;
   const double loss = loss_pass(*train_, batch, yf, nullptr, &n, true);
   // 1/2 Σ_j λ_j w_j² over the local features
   const PetscScalar* lam = regularisers(x);
   double reg = 0;
   const PetscInt jend = std::min(y_end_, n_features_);
-  for (PetscInt j = y_begin_; j < jend; ++j)
-    reg += (options_.scalar ? lam[0] : lam[j - y_begin_]) * yf[j] * yf[j];
+  {
+    petsc::ReadView yv(y);
+    for (PetscInt j = y_begin_; j < jend; ++j) {
+      const PetscScalar w = yv[j - y_begin_];
+      reg += (options_.scalar ? lam[0] : lam[j - y_begin_]) * w * w;
+    }
+  }
   PetscScalar sums[2] = {loss, 0.5 * reg};
   detail::sum_over_ranks(comm_, std::span<PetscScalar>(sums, 2));
   return sums[0] / static_cast<PetscReal>(n) + sums[1];  // g = (1/n) Σ ℓ_i + 1/2 Σ λ_j w_j²
@@ -401,21 +451,19 @@ PetscReal LogregProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
 
 void LogregProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) {
   check_layouts(x, y);
-  const PetscScalar* yf = y_gather_->gather(y);
-  train_->stamps.refresh(y_gather_->generation());
-  std::fill(buffer_.begin(), buffer_.end(), 0.0);
+  Side& side = *train_;
+  const PetscScalar* yf = model_of(side, y);
+  PetscScalar* acc =
+      detail::ensure(side.sparse ? side.acc : buffer_, static_cast<std::size_t>(side.width + 2));
+  std::fill(acc, acc + side.width, 0.0);
   PetscInt n = 0;
-  loss_pass(*train_, batch, yf, buffer_.data(), &n, false);
-  detail::sum_over_ranks(comm_, std::span<PetscScalar>(buffer_.data(), static_cast<std::size_t>(dy_)));
+  loss_pass(side, batch, yf, acc, &n, false);
+  sums_to(side, acc, 1.0 / static_cast<PetscReal>(n), gy);  // (1/n) Σ r_i [a_i; 1]
   const PetscScalar* lam = regularisers(x);
-  const PetscReal inv = 1.0 / static_cast<PetscReal>(n);
+  petsc::ReadView yv(y);
   petsc::WriteView out(gy);
-  for (PetscInt l = 0; l < out.size(); ++l) {
-    const PetscInt j = y_begin_ + l;
-    PetscScalar v = inv * buffer_[static_cast<std::size_t>(j)];             // (1/n) Σ r_i [a_i; 1]
-    if (j < n_features_) v += (options_.scalar ? lam[0] : lam[l]) * yf[j];  // + λ_j w_j
-    out[l] = v;
-  }
+  const PetscInt jend = std::min(y_end_, n_features_) - y_begin_;
+  for (PetscInt l = 0; l < jend; ++l) out[l] += (options_.scalar ? lam[0] : lam[l]) * yv[l];  // + λ_j w_j
 }
 
 void LogregProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& /*batch*/, Vec gx) {
@@ -459,8 +507,8 @@ void LogregProblem::lower_jvp_impl(Vec x, Vec y, const Batch& /*batch*/, Vec w, 
 TestMetrics LogregProblem::evaluate_test(Vec x, Vec y) {
   if (!test_) throw NotImplemented("logreg: no test set was given");
   check_layouts(x, y);
-  const PetscScalar* yf = y_gather_->gather(y);
   Side& side = *test_;
+  const PetscScalar* yf = model_of(side, y);
   PetscInt n = 0;
   PetscScalar sums[2] = {loss_pass(side, Batch::all(), yf, nullptr, &n, true), correct_predictions(side, yf)};
   detail::sum_over_ranks(comm_, std::span<PetscScalar>(sums, 2));
@@ -472,17 +520,22 @@ TestMetrics LogregProblem::evaluate_test(Vec x, Vec y) {
 
 std::optional<PetscReal> LogregProblem::validation_accuracy(Vec x, Vec y) {
   check_layouts(x, y);
-  const PetscScalar* yf = y_gather_->gather(y);
+  const PetscScalar* yf = model_of(*validation_, y);
   const double correct = detail::sum_over_ranks(comm_, correct_predictions(*validation_, yf));
   return correct / static_cast<PetscReal>(validation_->data.n_rows);
 }
 
 double LogregProblem::correct_predictions(Side& side, const PetscScalar* yf) {
   // prediction sign(a·w + c) (0 counts as −1) against b_i
-  const PetscScalar c = options_.intercept ? yf[n_features_] : 0.0;
+  const PetscScalar c = options_.intercept ? yf[side.c_pos] : 0.0;
   std::vector<PetscScalar>& z = side.z;
   z.assign(static_cast<std::size_t>(side.data.local_rows()), c);
-  {
+  if (side.sparse) {
+    detail::CsrView A(side.data.local);
+    for (PetscInt i = 0; i < A.rows; ++i)
+      for (PetscInt p = A.ia[i]; p < A.ia[i + 1]; ++p)
+        z[static_cast<std::size_t>(i)] += A.values[p] * yf[A.ja[p]];
+  } else {
     petsc::VecHandle wv, zv;
     BILEVEL_PETSC_CALL(VecCreateSeqWithArray(PETSC_COMM_SELF, 1, n_features_, yf, wv.out()));
     BILEVEL_PETSC_CALL(VecCreateSeqWithArray(PETSC_COMM_SELF, 1, side.data.local_rows(), z.data(), zv.out()));

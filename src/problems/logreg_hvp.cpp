@@ -54,25 +54,37 @@ void LogregProblem::lower_hvp_multi_impl(
   const PetscInt m = static_cast<PetscInt>(w.size());
   if (m == 0) return;
   Side& side = *train_;
-  const PetscScalar* yf = y_gather_->gather(y);
-  side.stamps.refresh(y_gather_->generation());
+  const PetscScalar* yf = model_of(side, y);
   side.rows.select(side.data, batch);
   const detail::LocalRows& rows = side.rows;
-  const PetscInt nf = n_features_, nrows = rows.count();
+  const PetscInt nf = n_features_, nrows = rows.count(), width = side.width, cp = side.c_pos;
   const bool icpt = options_.intercept;
-  const PetscScalar c = icpt ? yf[nf] : 0.0;
+  const PetscScalar c = icpt ? yf[cp] : 0.0;
   const PetscReal inv = 1.0 / static_cast<PetscReal>(rows.global_size());
   PetscReal* d = side.d.data();
-  const std::size_t mdy = static_cast<std::size_t>(m * dy_);
-  PetscScalar* acc = detail::ensure(buffer_, mdy + 2);
-  std::fill(acc, acc + mdy, 0.0);
+  const std::size_t mw = static_cast<std::size_t>(m * width);
+  PetscScalar* acc = detail::ensure(side.sparse ? side.acc : buffer_, mw + 2);
+  std::fill(acc, acc + mw, 0.0);
 
-  // The directions, gathered to every rank, interleaved: V[j m + q] = (w_q)_j (for m = 1 the gather itself).
+  // The directions as the rows address them (compressed for sparse rows), interleaved: V[j m + q] = (w_q)_j.
   const PetscScalar* V = nullptr;
-  if (m == 1) {
+  if (side.sparse) {
+    PetscScalar* dir = detail::ensure(side.dir, static_cast<std::size_t>(width));
+    if (m == 1) {
+      side.cols.gather(w[0], dir);
+      V = dir;
+    } else {
+      PetscScalar* packed = detail::ensure(multi_, mw);
+      for (PetscInt q = 0; q < m; ++q) {
+        side.cols.gather(w[q], dir);
+        for (PetscInt j = 0; j < width; ++j) packed[j * m + q] = dir[j];
+      }
+      V = packed;
+    }
+  } else if (m == 1) {
     V = w_gather_->gather(w[0]);
   } else {
-    PetscScalar* packed = detail::ensure(multi_, mdy);
+    PetscScalar* packed = detail::ensure(multi_, mw);
     for (PetscInt q = 0; q < m; ++q) {
       const PetscScalar* wq = w_gather_->gather(w[q]);
       for (PetscInt j = 0; j < dy_; ++j) packed[j * m + q] = wq[j];
@@ -80,15 +92,15 @@ void LogregProblem::lower_hvp_multi_impl(
     V = packed;
   }
 
-  if (side.data.format == DataFormat::Sparse) {
+  if (side.sparse) {
     detail::CsrView A(side.data.local);
     if (m == 1 && rows.full() && side.stamps.all_valid()) {
       // The steady state: D cached, one fused pass (logistic_hvp_csr).
-      logistic_hvp_csr(A.rows, A.ia, A.ja, A.values, d, inv, V, nf, icpt, acc);
+      logistic_hvp_csr(A.rows, A.ia, A.ja, A.values, d, inv, V, cp, icpt, acc);
     } else if (m == 1) {
       // One pass per row: t = a_i·v + v_c, and z_i = a_i·w + c in the same sweep when d_i is stale; then
       // t ← d_i t / n and acc += t [a_i; 1].
-      const PetscScalar vc = icpt ? V[nf] : 0.0;
+      const PetscScalar vc = icpt ? V[cp] : 0.0;
       PetscScalar tc = 0;
       for (PetscInt k = 0; k < nrows; ++k) {
         const PetscInt i = rows.row(k);
@@ -109,7 +121,7 @@ void LogregProblem::lower_hvp_multi_impl(
         for (PetscInt p = begin; p < end; ++p) acc[A.ja[p]] += t * A.values[p];
         tc += t;
       }
-      if (icpt) acc[nf] += tc;
+      if (icpt) acc[cp] += tc;
       if (rows.full()) side.stamps.mark_all();
     } else {
       // One pass per row: z_i = a_i·w + c (only when d_i is stale), t_q = a_i·v_q + (v_q)_c, then
@@ -120,7 +132,7 @@ void LogregProblem::lower_hvp_multi_impl(
         for (PetscInt k = 0; k < nrows; ++k) {
           const PetscInt i = rows.row(k);
           const PetscInt begin = A.ia[i], end = A.ia[i + 1];
-          for (PetscInt q = 0; q < mq; ++q) t[q] = icpt ? V[nf * m + q0 + q] : 0.0;
+          for (PetscInt q = 0; q < mq; ++q) t[q] = icpt ? V[cp * m + q0 + q] : 0.0;
           if (!side.stamps.valid(i)) {
             PetscScalar z = c;
             for (PetscInt p = begin; p < end; ++p) {
@@ -143,7 +155,7 @@ void LogregProblem::lower_hvp_multi_impl(
             for (PetscInt q = 0; q < mq; ++q) acc[j * m + q0 + q] += t[q] * A.values[p];
           }
           if (icpt)
-            for (PetscInt q = 0; q < mq; ++q) acc[nf * m + q0 + q] += t[q];
+            for (PetscInt q = 0; q < mq; ++q) acc[cp * m + q0 + q] += t[q];
         }
       }
       if (rows.full()) side.stamps.mark_all();
@@ -196,38 +208,46 @@ void LogregProblem::lower_hvp_multi_impl(
     }
   }
 
-  detail::sum_over_ranks(comm_, std::span<PetscScalar>(acc, mdy));
-  // out_q = (1/n) [A 1]ᵀ D [A 1] v_q + λ ∘ v_q (regulariser on w only)
+  // out_q = (1/n) [A 1]ᵀ D [A 1] v_q (summed over ranks) + λ ∘ v_q (regulariser on w only)
   const PetscScalar* lam = regularisers(x);
   for (PetscInt q = 0; q < m; ++q) {
+    const PetscScalar* acc_q = acc;
+    if (m > 1) {  // de-interleave block q
+      PetscScalar* one =
+          detail::ensure(side.sparse ? side.dir : hvp_one_, static_cast<std::size_t>(width + 2));
+      for (PetscInt j = 0; j < width; ++j) one[j] = acc[j * m + q];
+      acc_q = one;
+    }
+    sums_to(side, acc_q, 1.0, out[q]);
     petsc::ReadView vq(w[q]);
     petsc::WriteView o(out[q]);
-    for (PetscInt l = 0; l < o.size(); ++l) {
-      const PetscInt j = y_begin_ + l;
-      PetscScalar v = acc[j * m + q];
-      if (j < nf) v += (options_.scalar ? lam[0] : lam[l]) * vq[l];
-      o[l] = v;
-    }
+    const PetscInt jend = std::min(y_end_, nf) - y_begin_;
+    for (PetscInt l = 0; l < jend; ++l) o[l] += (options_.scalar ? lam[0] : lam[l]) * vq[l];
   }
 }
 
 void LogregProblem::hvp_kernel_only(Vec y, Vec w) {
   Side& side = *train_;
-  const PetscScalar* yf = y_gather_->gather(y);
-  side.stamps.refresh(y_gather_->generation());
+  const PetscScalar* yf = model_of(side, y);
   if (!side.stamps.all_valid()) {
     PetscInt ignored = 0;
     loss_pass(side, Batch::all(), yf, nullptr, &ignored, false);
   }
+  const PetscReal inv = 1.0 / static_cast<PetscReal>(side.data.n_rows);
+  if (side.sparse) {
+    PetscScalar* v = detail::ensure(side.dir, static_cast<std::size_t>(side.width));
+    side.cols.gather(w, v);
+    PetscScalar* acc = detail::ensure(side.acc, static_cast<std::size_t>(side.width + 2));
+    std::fill(acc, acc + side.width, 0.0);
+    detail::CsrView A(side.data.local);
+    logistic_hvp_csr(
+        A.rows, A.ia, A.ja, A.values, side.d.data(), inv, v, side.c_pos, options_.intercept, acc);
+    return;
+  }
   const PetscScalar* v = w_gather_->gather(w);
   PetscScalar* acc = detail::ensure(buffer_, static_cast<std::size_t>(dy_ + 2));
   std::fill(acc, acc + dy_, 0.0);
-  const PetscReal inv = 1.0 / static_cast<PetscReal>(side.data.n_rows);
-  if (side.data.format == DataFormat::Sparse) {
-    detail::CsrView A(side.data.local);
-    logistic_hvp_csr(
-        A.rows, A.ia, A.ja, A.values, side.d.data(), inv, v, n_features_, options_.intercept, acc);
-  } else {
+  {
     detail::DenseView A(side.data.local);
     const PetscBLASInt m_ = detail::blas_int(side.data.local_rows()), n_ = detail::blas_int(n_features_),
                        ld = detail::blas_int(std::max<PetscInt>(A.lda, 1)), one = 1;

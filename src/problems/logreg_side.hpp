@@ -19,6 +19,8 @@ inline double logistic_curvature(double z) {
 }  // namespace detail
 
 /// One data set: its rows, labels as ±1, the curvature cache d (training side only) and work buffers.
+/// Sparse rows address the side's compressed model (detail::LocalColumns: the columns its local rows use,
+/// then the intercept); dense rows address the whole model gathered to every rank.
 struct LogregProblem::Side {
   Dataset data;
   std::vector<PetscReal> sign;  // b_i ∈ {−1, +1} per local row
@@ -27,6 +29,12 @@ struct LogregProblem::Side {
   detail::LocalRows rows;
   std::vector<PetscScalar> z;  // dense path: per-row products
   bool caches_curvature = false;
+  bool sparse = false;
+  detail::LocalColumns cols;          // sparse: the columns of the local rows (indices renumbered)
+  detail::TrackedModel model;         // sparse: y on those columns
+  PetscInt c_pos = 0;                 // position of the intercept in the side's model arrays
+  PetscInt width = 0;                 // entries of the side's model arrays (compressed, or dy)
+  std::vector<PetscScalar> acc, dir;  // sparse: compressed sums and gathered directions
 };
 
 }  // namespace bilevel

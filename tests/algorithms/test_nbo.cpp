@@ -240,15 +240,15 @@ TEST(NboSaga, OnAProblemWithoutSamplesIsNboGdBitForBit) {
   std::vector<std::vector<double>> x;
   for (const char* variant : {"saga", "gd"}) {
     Options o{{"-bilevel_nbo_variant", variant}};
-    x.push_back(solve_quadratic(PETSC_COMM_WORLD, quad(100), 30).x);
+    x.push_back(solve_quadratic(PETSC_COMM_WORLD, quad(100), 10).x);
   }
   EXPECT_EQ(x[0], x[1]);
 }
 
 TEST(NboSaga, DrivesTheTrueHypergradientDownByThreeOrdersOnQuadratic) {
   Options o{{"-bilevel_nbo_variant", "saga"}};
-  const Outcome r0 = solve_quadratic(PETSC_COMM_WORLD, quad(100), 0);
-  const Outcome r = solve_quadratic(PETSC_COMM_WORLD, quad(100), 500);
+  const Outcome r0 = solve_quadratic(PETSC_COMM_WORLD, quad(30), 0);
+  const Outcome r = solve_quadratic(PETSC_COMM_WORLD, quad(30), 400);
   ASSERT_TRUE(r.report.true_hypergradient_norm && r0.report.true_hypergradient_norm);
   EXPECT_LT(*r.report.true_hypergradient_norm, 1e-3 * *r0.report.true_hypergradient_norm);
 }
@@ -288,8 +288,8 @@ TEST(NboSaga, VarianceReductionLetsTheLinearResidualVanishWhereNsboSgdStaysAtThe
     return last->linear;
   };
   std::vector<PetscReal> saga;
-  for (PetscInt k : {50, 200, 800}) saga.push_back(run("saga", k));
-  const PetscReal sgd = run("sgd", 800);
+  for (PetscInt k : {25, 100, 400}) saga.push_back(run("saga", k));
+  const PetscReal sgd = run("sgd", 400);
   EXPECT_LT(saga[1], saga[0]);
   EXPECT_LT(saga[2], saga[1]);
   EXPECT_LT(saga[2], 1e-3 * sgd) << "NSBO-SAGA " << saga[2] << ", NSBO-SGD " << sgd;

@@ -108,7 +108,7 @@ struct Reference {
   }
 };
 
-using Param = std::tuple<DataFormat, bool, bool>;  // format, scalar, intercept
+using Param = std::tuple<DataFormat, bool, bool, const char*>;  // format, scalar, intercept, model_comm
 
 class LogregTest : public ::testing::TestWithParam<Param> {
  protected:
@@ -118,6 +118,7 @@ class LogregTest : public ::testing::TestWithParam<Param> {
     te_ = testdata::make_global(29, 6, 2, 3);  // fewer features: padded
     opts_.scalar = std::get<1>(GetParam());
     opts_.intercept = std::get<2>(GetParam());
+    opts_.model_comm = std::get<3>(GetParam());
     const DataFormat fmt = std::get<0>(GetParam());
     problem_ = std::make_unique<bilevel::LogregProblem>(testdata::to_dataset(PETSC_COMM_WORLD, tr_, fmt),
                                                         testdata::to_dataset(PETSC_COMM_WORLD, va_, fmt),
@@ -293,12 +294,14 @@ INSTANTIATE_TEST_SUITE_P(Variants,
                          LogregTest,
                          ::testing::Combine(::testing::Values(DataFormat::Sparse, DataFormat::Dense),
                                             ::testing::Bool(),
-                                            ::testing::Bool()),
+                                            ::testing::Bool(),
+                                            ::testing::Values("owners", "gather")),
                          [](const ::testing::TestParamInfo<Param>& info) {
                            return std::string(std::get<0>(info.param) == DataFormat::Sparse ? "Sparse"
                                                                                             : "Dense") +
                                   (std::get<1>(info.param) ? "Scalar" : "PerFeature") +
-                                  (std::get<2>(info.param) ? "Intercept" : "NoIntercept");
+                                  (std::get<2>(info.param) ? "Intercept" : "NoIntercept") +
+                                  (std::string(std::get<3>(info.param)) == "owners" ? "Owners" : "Gather");
                          });
 
 // The bound L_data + max_j e^{x_j} holds at every y (y = 0 is the worst case of the data term) and grows

@@ -38,8 +38,9 @@ class ExactMetrics {
   ~ExactMetrics();
   /// Remembers x before a step: the point where the step takes its estimate h. Collective.
   void before_step(Vec x);
-  /// Fills the exact metrics (when due at iteration k) and the bound (when the step exposed h and v and the
-  /// problem gives its constants) of the record after k steps; k = 0 (the start point, no h yet): the exact
+  /// Fills the exact metrics (when due at iteration k) and the bound (in every record when exact metrics are
+  /// on, every > 0 or a closed form, the step exposed h and v, and the problem gives its constants) of the
+  /// record after k steps; k = 0 (the start point, no h yet): the exact
   /// metrics at (x, y) only. `last` is the last step's result. Collective.
   void fill(IterationRecord& record, std::int64_t k, Vec x, Vec y, const StepResult& last);
   /// Estimates of μ made so far (SLEPc, for problems without a known μ). Not collective.

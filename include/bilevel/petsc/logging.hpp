@@ -15,6 +15,9 @@ struct Events {
   PetscLogEvent oracle_jvp = 0;     ///< BilevelOracleJVP
   PetscLogEvent evaluate = 0;       ///< BilevelEvaluate (monitors, test metrics)
   PetscLogEvent precondition = 0;   ///< BilevelPrecond (setup and application of the problem's M ≈ H⁻¹)
+  PetscLogEvent comm_gather = 0;    ///< BilevelCommGather (model and directions to the ranks; comm_counter)
+  PetscLogEvent comm_reduce = 0;    ///< BilevelCommReduce (sums of per-rank results)
+  PetscLogEvent comm_coordinator = 0;  ///< BilevelCommCoord (to and from the coordinator)
 };
 const Events& events();
 

@@ -40,6 +40,11 @@ struct LogregOptions {
   std::string positive_classes;
   /// [-bilevel_logreg_n_val] without a validation file, the last n_val rows of the training file validate
   PetscInt n_val = 10000;
+  /// [-bilevel_logreg_model_comm] how sparse rows get the model and return model-sized sums: "owners" (each
+  /// rank receives the entries its rows use and adds its sums onto their owners), "gather" (the whole
+  /// model to every rank, one allreduce of the whole model), "auto" (owners from 4,096 model entries or at
+  /// one rank; docs/performance.md has the measurement)
+  std::string model_comm = "auto";
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
 };
@@ -153,6 +158,11 @@ class LogregProblem final : public BilevelProblem {
   double correct_predictions(Side& side, const PetscScalar* y_full);
   /// e^{x_j} for the local features (or the scalar's value replicated), from x.
   const PetscScalar* regularisers(Vec x);
+  /// The model as the side's rows address it (compressed for sparse rows, whole for dense rows); on the
+  /// training side, the curvature cache starts a new epoch when the content changed. Collective.
+  const PetscScalar* model_of(Side& side, Vec y);
+  /// out = scale · (the side's model-sized sums acc, added over ranks onto y's layout). Collective.
+  void sums_to(Side& side, const PetscScalar* acc, PetscReal scale, Vec out);
   void check_layouts(Vec x, Vec y) const;
   std::optional<PetscReal> data_lipschitz_;  // L_data of lower_lipschitz_bound, computed at the first call
   /// max_i ||[a_i 1]||² and mean_i ||[a_i 1]||² of the training and validation rows (smoothness_constants),
@@ -169,6 +179,8 @@ class LogregProblem final : public BilevelProblem {
   std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
   std::vector<PetscScalar> buffer_;                  // model-sized reduction buffer (+ value slots)
   std::vector<PetscScalar> multi_;                   // stacked buffers for hvp_multi
+  std::vector<PetscScalar> hvp_one_;                 // dense hvp_multi: one direction's sums
+  std::vector<PetscScalar> reduce_;                  // dense: the model-sized sum over ranks
 };
 
 }  // namespace bilevel

@@ -113,6 +113,7 @@ class F2sa : public Algorithm {
     BILEVEL_PETSC_CALL(VecAXPBYPCZ(h_, lambda_, -lambda_, 1.0, gxy_, gxz_));
     r.inner_iterations = o_.inner_steps;
     r.hypergradient_norm = upper_step_along(ctx, h_);
+    r.hypergradient = h_;  // the penalty gradient (no v: no error bound)
     lambda_ += o_.lambda_step / std::pow(static_cast<PetscReal>(ctx.iteration + 1), o_.lambda_exponent);
     return r;
   }

@@ -193,6 +193,7 @@ class Itd : public Algorithm {
     }
     r.inner_iterations = k_;
     r.hypergradient_norm = upper_step_along(ctx, fx_);
+    r.hypergradient = fx_;  // the total derivative through the K steps (no v: no error bound)
     return r;
   }
 

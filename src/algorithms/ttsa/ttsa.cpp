@@ -174,7 +174,11 @@ class Ttsa : public Algorithm {
     BILEVEL_PETSC_CALL(VecNorm(fx_, NORM_2, &r.hypergradient_norm));
     require_finite(
         r.hypergradient_norm, ConvergedReason::DivergedNaN, "the norm of the hypergradient estimate");
-    if (ax_ > 0) BILEVEL_PETSC_CALL(VecScale(fx_, std::pow(k1, -ax_)));
+    r.linear_solution = v_;
+    if (ax_ > 0)
+      BILEVEL_PETSC_CALL(VecScale(fx_, std::pow(k1, -ax_)));
+    else
+      r.hypergradient = fx_;  // unscaled: the estimate x moved along
     ctx.upper.step(ctx.x, fx_);
     return r;
   }
