@@ -88,8 +88,14 @@ petsc::KspHandle make_hessian_ksp(
 namespace {
 
 /// One extreme eigenvalue of H(x, y) by SLEPc; `converged` tells whether it met rtol. Collective.
-PetscScalar extreme_eigenvalue(
-    BilevelProblem& problem, Vec x, Vec y, PetscReal rtol, EPSWhich which, PetscInt max_it, bool* converged) {
+PetscScalar extreme_eigenvalue(BilevelProblem& problem,
+                               Vec x,
+                               Vec y,
+                               PetscReal rtol,
+                               EPSWhich which,
+                               PetscInt ncv,
+                               PetscInt max_it,
+                               bool* converged) {
   HessianShell shell(problem, y);
   shell.set_point(x, y, Batch::all());
   petsc::EpsHandle eps;
@@ -98,7 +104,7 @@ PetscScalar extreme_eigenvalue(
   BILEVEL_PETSC_CALL(EPSSetOperators(eps, shell.mat(), nullptr));
   BILEVEL_PETSC_CALL(EPSSetProblemType(eps, EPS_HEP));
   BILEVEL_PETSC_CALL(EPSSetWhichEigenpairs(eps, which));
-  BILEVEL_PETSC_CALL(EPSSetDimensions(eps, 1, 16, PETSC_DEFAULT));
+  BILEVEL_PETSC_CALL(EPSSetDimensions(eps, 1, ncv, PETSC_DEFAULT));
   BILEVEL_PETSC_CALL(EPSSetTolerances(eps, rtol, max_it));
   BILEVEL_PETSC_CALL(EPSSetOptionsPrefix(eps, petsc::prefixed("bilevel_eig_").c_str()));
   BILEVEL_PETSC_CALL(EPSSetFromOptions(eps));
@@ -115,7 +121,7 @@ PetscScalar extreme_eigenvalue(
 
 PetscReal estimate_lower_strong_convexity(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol) {
   bool converged = false;
-  PetscScalar lambda = extreme_eigenvalue(problem, x, y, rtol, EPS_SMALLEST_REAL, 300, &converged);
+  PetscScalar lambda = extreme_eigenvalue(problem, x, y, rtol, EPS_SMALLEST_REAL, 16, 300, &converged);
   if (!converged) lambda *= 0.5;  // a Ritz value above λ_min
   if (!(lambda > 0))
     throw Error("lower Hessian is not positive definite: smallest eigenvalue estimate " +
@@ -124,29 +130,10 @@ PetscReal estimate_lower_strong_convexity(BilevelProblem& problem, Vec x, Vec y,
 }
 
 PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol) {
-  HessianShell shell(problem, y);
-  shell.set_point(x, y, Batch::all());
-  petsc::EpsHandle eps;
-  MPI_Comm comm = PetscObjectComm(reinterpret_cast<PetscObject>(y));
-  BILEVEL_PETSC_CALL(EPSCreate(comm, eps.out()));
-  BILEVEL_PETSC_CALL(EPSSetOperators(eps, shell.mat(), nullptr));
-  BILEVEL_PETSC_CALL(EPSSetProblemType(eps, EPS_HEP));
-  BILEVEL_PETSC_CALL(EPSSetWhichEigenpairs(eps, EPS_LARGEST_REAL));
-  BILEVEL_PETSC_CALL(EPSSetDimensions(eps, 1, 8, PETSC_DEFAULT));
-  BILEVEL_PETSC_CALL(EPSSetTolerances(eps, rtol, 100));
-  BILEVEL_PETSC_CALL(EPSSetOptionsPrefix(eps, petsc::prefixed("bilevel_eig_").c_str()));
-  BILEVEL_PETSC_CALL(EPSSetFromOptions(eps));
-  BILEVEL_PETSC_CALL_GUARDED(shell.pending(), EPSSolve(eps));
-  PetscInt nconv = 0;
-  BILEVEL_PETSC_CALL(EPSGetConverged(eps, &nconv));
-  PetscScalar lambda = 0, im = 0;
-  if (nconv > 0) {
-    BILEVEL_PETSC_CALL(EPSGetEigenvalue(eps, 0, &lambda, &im));
-  } else {
-    // Not converged to rtol: the largest Ritz value is still a usable estimate of L from below; pad it.
-    BILEVEL_PETSC_CALL(EPSGetEigenvalue(eps, 0, &lambda, &im));
-    lambda *= 1.1;
-  }
+  bool converged = false;
+  PetscScalar lambda = extreme_eigenvalue(problem, x, y, rtol, EPS_LARGEST_REAL, 8, 100, &converged);
+  // Not converged to rtol: the largest Ritz value is still a usable estimate of L from below; pad it.
+  if (!converged) lambda *= 1.1;
   if (!(lambda > 0))
     throw Error("lower Hessian is not positive definite: largest eigenvalue estimate " +
                 std::to_string(lambda));

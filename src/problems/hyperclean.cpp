@@ -54,13 +54,7 @@ DatasetSizes HypercleanProblem::dataset_sizes() const {
 }
 
 std::int64_t HypercleanProblem::local_data_bytes() const {
-  std::int64_t bytes = 0;
-  for (const detail::MultinomialSide* s : {&engine_->train(), &engine_->validation(), engine_->test()})
-    if (s)
-      bytes += petsc::matrix_storage_bytes(s->data.local) +
-               static_cast<std::int64_t>(s->dense.size() * sizeof(PetscScalar) +
-                                         s->data.labels.size() * sizeof(PetscInt));
-  return bytes;
+  return engine_->local_data_bytes();
 }
 
 ProblemHints HypercleanProblem::hints() const {

@@ -10,6 +10,7 @@
 
 #include "bilevel/data/idx.hpp"
 #include "bilevel/data/libsvm.hpp"
+#include "bilevel/petsc/memory.hpp"
 #include "bilevel/petsc/vec_access.hpp"
 
 namespace bilevel::detail {
@@ -360,6 +361,16 @@ TestMetrics MultinomialEngine::evaluate(MultinomialSide& side, Vec y) {
   m.loss = sums[0] / static_cast<PetscReal>(side.data.n_rows);
   m.accuracy = sums[1] / static_cast<PetscReal>(side.data.n_rows);
   return m;
+}
+
+std::int64_t MultinomialEngine::local_data_bytes() const {
+  std::int64_t bytes = 0;
+  for (const MultinomialSide* s : {train_.get(), validation_.get(), test_.get()})
+    if (s)
+      bytes += petsc::matrix_storage_bytes(s->data.local) +
+               static_cast<std::int64_t>(s->dense.size() * sizeof(PetscScalar) +
+                                         s->data.labels.size() * sizeof(PetscInt));
+  return bytes;
 }
 
 }  // namespace bilevel::detail

@@ -212,6 +212,9 @@ class MultinomialEngine {
   const MultinomialSide& train() const { return *train_; }
   const MultinomialSide& validation() const { return *validation_; }
   const MultinomialSide* test() const { return test_.get(); }
+  /// Bytes of this rank's share of the train, validation and test data (matrix, dense block, labels). Not
+  /// collective.
+  std::int64_t local_data_bytes() const;
   MultinomialWorkspace& workspace() { return work_; }
 
   /// A Vec with y's layout. Collective.
