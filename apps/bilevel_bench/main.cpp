@@ -142,10 +142,10 @@ std::string format_number(double v) {
 /// Per-run time budget in seconds when --max-time is not given (sized so that the default suite, 4
 /// problems x 14 methods x 3 seeds, takes about 40 minutes at 2 ranks).
 double default_budget(const std::string& problem) {
-  if (problem == "hyperclean") return 18.0;
+  if (problem == "hyperclean") return 16.0;
   if (problem == "logreg") return 15.0;
   if (problem == "spectral_logsumexp") return 12.0;
-  return 5.0;
+  return 8.0;
 }
 
 /// Records wanted per run: the calibration run's rate sets -bilevel_monitor_every to about budget / this.
@@ -177,16 +177,21 @@ class ScopedRunOptions {
   std::vector<std::string> owned_;
 };
 
-/// The options of one suite problem's runs. quadratic, spectral_logsumexp, hyperclean: deterministic
-/// protocols (full batch; hyperclean with LancBiO's sizes, see make_suite_problem); logreg: benchopt's
-/// stochastic protocol on ijcnn1 (algorithms.md 5.5.2), lower and upper minibatches of 64 for every method
-/// that samples. The suite asks for no exact metrics (-bilevel_monitor_exact_every): closed-form problems
-/// (quadratic) have them in every record anyway; elsewhere a record's accurate solves and its error bound's
-/// SLEPc estimate of μ cost more than the run (spectral_logsumexp at κ = 1e5: minutes per record, missing
-/// the 1e-8 tolerance; logreg: up to a minute per record for lancbio), so the plots use f(x_k, y_k).
-std::vector<std::pair<std::string, std::string>> protocol_options(const std::string& problem) {
-  if (problem == "logreg") return {{"-bilevel_batch_size", "64"}, {"-bilevel_upper_batch_size", "64"}};
-  return {};
+/// The options of one suite problem's runs. logreg: benchopt's stochastic protocol on ijcnn1 (algorithms.md
+/// 5.5.2), lower and upper minibatches of 64 for every method that samples. The others: deterministic
+/// protocols (LancBiO's, algorithms.md 5.2 and 5.6): minibatches as large as the data sets, i.e. full
+/// batches for every method, also for those whose own default samples (a size >= n is the full batch);
+/// quadratic and spectral_logsumexp have no samples. The suite asks for no exact metrics
+/// (-bilevel_monitor_exact_every): closed-form problems (quadratic) have them in every record anyway;
+/// elsewhere a record's accurate solves and its error bound's SLEPc estimate of μ cost more than the run
+/// (spectral_logsumexp at κ = 1e5: minutes per record, missing the 1e-8 tolerance; logreg: up to a minute
+/// per record for lancbio), so the plots use f(x_k, y_k).
+std::vector<std::pair<std::string, std::string>> protocol_options(const bilevel::BilevelProblem& problem) {
+  if (problem.name() == "logreg") return {{"-bilevel_batch_size", "64"}, {"-bilevel_upper_batch_size", "64"}};
+  const auto n = problem.dataset_sizes();
+  if (n.lower <= 0) return {};
+  return {{"-bilevel_batch_size", std::to_string(n.lower)},
+          {"-bilevel_upper_batch_size", std::to_string(std::max<PetscInt>(1, n.upper))}};
 }
 
 /// What the suite needs from the command line.
@@ -569,7 +574,7 @@ int run_methods(const SuiteSettings& settings) {
     const std::string dir = settings.out + "/" + name;
     make_directory(comm, dir);
     ScopedRunOptions options;  // cleared when the problem is done
-    for (const auto& [key, value] : protocol_options(name)) options.set_default(key, value);
+    for (const auto& [key, value] : protocol_options(*problem)) options.set_default(key, value);
     for (const auto& method : methods) {
       const std::int64_t every = user_every ? std::max<PetscInt>(1, *user_every)
                                             : calibrate_monitor_every(comm, problem, method, budget, options);

@@ -17,8 +17,11 @@ Metrics (columns of the traces, src/core/monitor.cpp):
 * test accuracy, where the problem has a test set.
 
 Targets, per problem (docs/benchmarks.md, "Definitions"):
-* F target: with a closed form (quadratic), F* + 1e-6 |F*|; otherwise F_best + 1% of (F_0 − F_best),
-  F_best the smallest F of any record of any run on the problem, F_0 the median F at the start point;
+* F target: with a closed form (quadratic), F* + 1e-6 |F*|; with a known reference value (logreg on
+  ijcnn1: 0.2105, the best single-regulariser test log-loss of a 13-point grid, issue 14 item 4), that value
+  + 1%; otherwise F_best + a fraction of (F_0 − F_best), F_best the smallest F of any record of any run on
+  the problem, F_0 the median F at the start point: 1e-4 on spectral_logsumexp (F falls by four orders of
+  magnitude in the first iterations), 1e-2 elsewhere;
 * ‖∇F‖ target: 1e-4 (closed form) or 1e-2 (otherwise) times the median ‖∇F‖ at the start point;
 * accuracy target (no exact gradient): 99% of the largest test accuracy of any record.
 A run reaches a target at its first record that meets it; the tables give the median over the seeds that
@@ -52,6 +55,11 @@ ORACLES = ("grad_f", "grad_g", "hvp", "jvp")
 # Problem-specific keys of the summaries shown as extra columns of the final-values table.
 SUMMARY_COLUMNS = {"detection_f1": "final detection F1"}
 MARKERS = "os^vD<>pP*Xhd"
+# Known reference values of F (for the default data): value, allowed relative excess, where it comes from.
+KNOWN_F = {"logreg": (0.2105, 0.01, "the best single-regulariser test log-loss of a 13-point grid on ijcnn1 "
+                                    "(issue 14, item 4)")}
+# Fraction of the initial gap F_0 − F_best left at the F target, where no closed form or known value exists.
+GAP_FRACTION = {"spectral_logsumexp": 1e-4}
 
 
 def read_runs(folder):
@@ -155,7 +163,7 @@ def optimal_objective(runs):
     return None
 
 
-def targets(by_method):
+def targets(problem, by_method):
     """{'value': (reference, target, how), 'grad': ..., 'accuracy': ...} for the problem's runs."""
     all_runs = [r for rs in by_method.values() for r in rs]
     out = {}
@@ -165,10 +173,16 @@ def targets(by_method):
     starts = [r.first("value") for r in all_runs if np.isfinite(r.first("value"))]
     if f_star is not None:
         out["value"] = (f_star, f_star + 1e-6 * abs(f_star), f"F* + 1e-6 |F*| (F* = {f_star:.10g}, closed form)")
+    elif problem in KNOWN_F and values.size:
+        ref, excess, where = KNOWN_F[problem]
+        out["value"] = (min(ref, float(values.min())), ref * (1 + excess),
+                        f"{ref:g} + {excess:.0%} ({where}; best record of any run: {float(values.min()):.6g})")
     elif values.size and starts:
         best, f0 = float(values.min()), float(np.median(starts))
-        out["value"] = (best, best + 0.01 * (f0 - best),
-                        f"F_best + 1% (F_0 − F_best) (F_best = {best:.6g} best record of any run, F_0 = {f0:.6g})")
+        frac = GAP_FRACTION.get(problem, 1e-2)
+        out["value"] = (best, best + frac * (f0 - best),
+                        f"F_best + {frac:g} (F_0 − F_best) (F_best = {best:.6g} best record of any run, "
+                        f"F_0 = {f0:.6g})")
     first_grads = [r.first("grad") for r in all_runs if np.isfinite(r.first("grad"))]
     if first_grads:
         g0 = float(np.median(first_grads))
@@ -324,10 +338,11 @@ def plot(problem, by_method, styles, tg, path):
             if log_y:
                 ax.set_yscale("log")
             else:
+                starts = [r.first(ykey) for r in all_runs if np.isfinite(r.first(ykey))]
                 finals = [r.final(ykey) for r in all_runs if np.isfinite(r.final(ykey))]
-                if finals and target is not None:
-                    low = min(np.percentile(finals, 10), target)
-                    best = max(finals)
+                if finals and starts and target is not None:
+                    low = min(float(np.median(starts)), target)  # from the start point's accuracy up
+                    best = max(finals + [target])
                     ax.set_ylim(low - 0.02 * (best - low + 1e-3), best + 0.1 * (best - low + 1e-3))
             if target is not None and np.isfinite(target) and (target > 0 or not log_y):
                 ax.axhline(target, color="0.3", ls=":", lw=1)
@@ -381,7 +396,7 @@ def main():
         if not by_method:
             out += ["No run of this problem produced a trace.", "", final_table({}, perr, failures, problem, {}), ""]
             continue
-        tg = targets(by_method)
+        tg = targets(problem, by_method)
         has_vf = any(r.trace["has_value_function"] for rs in by_method.values() for r in rs)
         out.append(f"- F is {'the value function F(x_k) = f(x_k, y*(x_k))' if has_vf else 'the upper objective f(x_k, y_k)'}")
         names = {"value": "F target", "grad": "‖∇F‖ target", "accuracy": "accuracy target"}
