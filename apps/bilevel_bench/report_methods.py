@@ -120,6 +120,7 @@ class Run:
         self.reason = row["converged_reason"]
         self.trace = trace
         self.summary = summary or {}
+        self.row = row
 
     def first_reach(self, key, target, larger_is_better=False):
         """Index of the first record that meets the target, or None."""
@@ -277,6 +278,24 @@ def target_table(by_method, key, target, larger_is_better=False):
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for _, c in body])
 
 
+def per_iteration_table(by_method):
+    """Oracle calls per outer iteration of each kind (runs.csv counts / iterations; median over seeds)."""
+    keys = ["grad_f", "grad_g", "hvp", "jvp", "samples"]
+    head = ["method"] + [f"{k} / iteration" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, runs in by_method.items():
+        per = {k: [] for k in keys}
+        for r in runs:
+            its = float(r.row.get("outer_iterations") or 0)
+            if its > 0:
+                for k in keys:
+                    if r.row.get(k, "") != "":
+                        per[k].append(float(r.row[k]) / its)
+        cells = [method] + [fmt(float(np.median(per[k])), 3) if per[k] else "n/a" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def band(runs, xkey, ykey, transform=None, points=200):
     """Grid, median, min, max over seeds of a step-interpolated y(x), on the x range every seed covers."""
     series = []
@@ -411,6 +430,8 @@ def main():
         for k in tg:
             out += [f"To the {names[k]} ({tg[k][1]:.4g}; medians over the seeds that reached it, sorted by "
                     f"oracle calls):", "", target_table(by_method, k, tg[k][1], k == "accuracy"), ""]
+        out += ["Oracle calls per outer iteration (whole run; median over seeds):", "",
+                per_iteration_table(by_method), ""]
         if plt is not None:
             name = f"methods-{problem}.png"
             if plot(problem, by_method, styles, tg, os.path.join(img_dir, name)):
