@@ -362,9 +362,8 @@ class RateMonitor : public bilevel::Monitor {
 
 /// -bilevel_monitor_every for the runs of `method` on `problem`: a calibration run (seed 0, a fifth of the
 /// budget and at most 3 s, a record every iteration, no test metrics, no outputs) measures
-/// the setup (the first iteration) and the iterations per second over its second half, and the runs get
-/// about kRecordsPerRun records or more. 1 when the calibration fails or is too short (the run itself
-/// reports a failure). Collective.
+/// its iterations per second (setup included), and the runs get about kRecordsPerRun records or more. 1 when
+/// the calibration fails or is too short (the run itself reports a failure). Collective.
 std::int64_t calibrate_monitor_every(MPI_Comm comm,
                                      const std::shared_ptr<bilevel::BilevelProblem>& problem,
                                      const std::string& method,
@@ -390,17 +389,15 @@ std::int64_t calibrate_monitor_every(MPI_Comm comm,
   }
   problem->reset_counts();
   if (points.size() < 3) return 1;
-  // points[0] is the start point, points[1] the first iteration (with the method's setup: SLEPc estimates,
-  // factorizations); the rate is measured after it.
+  // Iterations per second of solver time over the whole calibration, the first iteration (with the method's
+  // setup: SLEPc estimates, factorizations) included: a few cheap iterations at the end of a short
+  // calibration would otherwise promise far more iterations than the run makes.
   const auto& last = points.back();
-  const auto& from = points[std::max<std::size_t>(1, points.size() / 2)];
-  const double seconds = last.second - from.second;
-  const double its = static_cast<double>(last.first - from.first);
-  if (!(seconds > 0) || !(its > 0)) return 1;
-  const double rate = its / seconds;  // iterations per second of solver time
-  // The run's iterations: its loop ends at 90% of the budget (-bilevel_final_reserve), minus the setup; half
-  // of that for the load of a shared machine and the records' own cost.
-  const double expected = 0.5 * rate * std::max(0.0, 0.9 * budget - points[1].second);
+  if (!(last.second > 0) || last.first < 1) return 1;
+  const double rate = static_cast<double>(last.first) / last.second;
+  // The run's loop ends at 90% of the budget (-bilevel_final_reserve); half of that for the load of a
+  // shared machine and the records' own cost.
+  const double expected = 0.5 * rate * 0.9 * budget;
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(expected / kRecordsPerRun));
 }
 
