@@ -86,6 +86,7 @@ int run_scale(const boost::program_options::variables_map& vm);
 }  // namespace bilevel::bench
 
 namespace bilevel::bench {
-/// Bytes this rank has moved through MPI so far, as mpi_bytes.cpp counts them. Not collective.
+/// Bytes this rank has sent through MPI so far, as mpi_bytes.cpp counts them by PMPI interposition (the
+/// cross-check of the library's counters). Not collective.
 std::int64_t mpi_bytes_counted();
 }  // namespace bilevel::bench

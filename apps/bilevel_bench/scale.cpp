@@ -1,6 +1,6 @@
 // bilevel-bench scale: a seeded synthetic sparse logistic-regression problem (or given files), and what it
 // costs at the ranks the program runs on: loading, peak memory per rank against the rank's data, the HVP
-// against the STREAM triad, the time and MPI bytes of an outer iteration (aidcg, one regulariser per
+// against the STREAM triad, the time and bytes sent of an outer iteration (aidcg, one regulariser per
 // feature) and the coordinator's share of it. docs/scaling.md reports and models the numbers.
 //
 // The generator: row i (0-based, global) draws its `nnz-per-row` distinct columns uniformly and values
@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "bilevel/petsc/comm_counter.hpp"
 #include "bilevel/petsc/memory.hpp"
 #include "bilevel/problems/logreg.hpp"
 
@@ -182,32 +183,44 @@ void generate(
   fail_if(comm, bad, "cannot assemble " + path + " (option --data-dir)");
 }
 
-/// Records the wall time and the MPI bytes at the first and the last monitor record of a solve.
+/// Records the wall time and the bytes sent, by the library's counter and by the PMPI cross-check, at the
+/// first and the last monitor record of a solve.
 class Stopwatch : public Monitor {
  public:
   void on_iteration(const IterationRecord& r) override {
     if (!started_) {
       started_ = true;
       first_ = r;
-      bytes_first_ = mpi_bytes_counted();
+      library_first_ = petsc::comm_bytes_sent_total();
+      pmpi_first_ = mpi_bytes_counted();
     }
     last_ = r;
-    bytes_last_ = mpi_bytes_counted();
+    library_last_ = petsc::comm_bytes_sent_total();
+    pmpi_last_ = mpi_bytes_counted();
   }
   double seconds_per_iteration() const {
     const auto k = last_.iteration - first_.iteration;
     return k > 0 ? (last_.wall_time - first_.wall_time) / static_cast<double>(k) : NAN;
   }
-  double bytes_per_iteration() const {
-    const auto k = last_.iteration - first_.iteration;
-    return k > 0 ? static_cast<double>(bytes_last_ - bytes_first_) / static_cast<double>(k) : NAN;
-  }
+  /// This rank's bytes per iteration between the records: the library's count and the PMPI count.
+  double library_bytes_per_iteration() const { return per_iteration(library_last_ - library_first_); }
+  double pmpi_bytes_per_iteration() const { return per_iteration(pmpi_last_ - pmpi_first_); }
 
  private:
+  double per_iteration(std::int64_t bytes) const {
+    const auto k = last_.iteration - first_.iteration;
+    return k > 0 ? static_cast<double>(bytes) / static_cast<double>(k) : NAN;
+  }
   bool started_ = false;
   IterationRecord first_, last_;
-  std::int64_t bytes_first_ = 0, bytes_last_ = 0;
+  std::int64_t library_first_ = 0, library_last_ = 0, pmpi_first_ = 0, pmpi_last_ = 0;
 };
+
+double sum_double(MPI_Comm comm, double v) {
+  double out = v;
+  MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm);
+  return out;
+}
 
 void default_option(const std::string& key, const std::string& value) {
   PetscBool set = PETSC_FALSE;
@@ -331,18 +344,36 @@ int run_scale(const po::variables_map& vm) {
   problem->initial_point(x, y);
   const SolveReport report = solver.solve(x, y);
   const double iteration_seconds = stopwatch->seconds_per_iteration();
-  const double bytes_per_iteration = max_double(comm, stopwatch->bytes_per_iteration());
+  // The value is the library's own count (the solver's bytes_communicated_per_iteration, max over ranks);
+  // the PMPI count over the same records, summed over the ranks, checks that it misses nothing large.
+  const double bytes_per_iteration = report.bytes_communicated_per_iteration;
+  const double check_library = sum_double(comm, stopwatch->library_bytes_per_iteration()),
+               check_pmpi = sum_double(comm, stopwatch->pmpi_bytes_per_iteration());
+  const double check_difference =
+      check_library > 0 ? std::abs(check_pmpi - check_library) / check_library : (check_pmpi > 0 ? 1.0 : 0.0);
   // the larger of the two measured stretches: loading, and the solve (with the problem resident)
   const std::int64_t peak = std::max(peak_after_load, petsc::max_over_ranks(comm, petsc::peak_rss_bytes()));
+  BILEVEL_PETSC_CALL(
+      PetscPrintf(comm,
+                  "scale: %s, %lld iterations: %.3f s per iteration, %.3f MB sent per rank and "
+                  "iteration, coordinator %.4f of the loop; peak %.1f MiB per rank\n",
+                  solver.type().c_str(),
+                  static_cast<long long>(report.outer_iterations),
+                  iteration_seconds,
+                  bytes_per_iteration / 1e6,
+                  report.coordinator_fraction,
+                  peak / 1048576.0));
   BILEVEL_PETSC_CALL(PetscPrintf(comm,
-                                 "scale: %s, %lld iterations: %.3f s per iteration, %.1f MB through MPI per "
-                                 "rank and iteration, coordinator %.4f of the loop; peak %.1f MiB per rank\n",
-                                 solver.type().c_str(),
-                                 static_cast<long long>(report.outer_iterations),
-                                 iteration_seconds,
-                                 bytes_per_iteration / 1e6,
-                                 report.coordinator_fraction,
-                                 peak / 1048576.0));
+                                 "scale: bytes per iteration, all ranks: library %.0f, PMPI cross-check %.0f "
+                                 "(difference %.2f%%)\n",
+                                 check_library,
+                                 check_pmpi,
+                                 100 * check_difference));
+  if (check_difference > 0.05)
+    BILEVEL_PETSC_CALL(PetscPrintf(comm,
+                                   "scale: WARNING: the library's byte count and the PMPI count differ by "
+                                   "%.1f%% (more than 5%%): some traffic is not counted by the library\n",
+                                   100 * check_difference));
 
   auto per_iteration = [&](std::int64_t count) {
     return report.outer_iterations > 0
@@ -366,6 +397,9 @@ int run_scale(const po::variables_map& vm) {
       << "\",\n  \"outer_iterations\": " << report.outer_iterations
       << ",\n  \"iteration_seconds\": " << number(iteration_seconds)
       << ",\n  \"bytes_communicated_per_iteration\": " << number(bytes_per_iteration)
+      << ",\n  \"bytes_check_library_all_ranks\": " << number(check_library)
+      << ",\n  \"bytes_check_pmpi_all_ranks\": " << number(check_pmpi)
+      << ",\n  \"bytes_check_difference\": " << number(check_difference)
       << ",\n  \"hvp_per_iteration\": " << number(per_iteration(report.counts.hvp))
       << ",\n  \"grad_g_per_iteration\": " << number(per_iteration(report.counts.grad_g))
       << ",\n  \"grad_f_per_iteration\": " << number(per_iteration(report.counts.grad_f))

@@ -50,7 +50,7 @@ BoundaryDecision agree_at_boundary(MPI_Comm comm, bool budget_spent, bool checkp
   int mine[3] = {
       stop_signal_received(), rank == 0 && budget_spent ? 1 : 0, rank == 0 && checkpoint_due ? 1 : 0};
   int all[3] = {0, 0, 0};
-  MPI_Allreduce(mine, all, 3, MPI_INT, MPI_MAX, comm);
+  petsc::allreduce(comm, mine, all, 3, MPI_INT, MPI_MAX, petsc::CommPhase::Coordinator);
   return {all[0], all[1] != 0, all[2] != 0};
 }
 
@@ -398,7 +398,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   }
 
   ConvergedReason reason = ConvergedReason::Iterating;
-  std::int64_t step_bytes = 0, loop_start_k = k;  // bytes this rank sent inside the steps
+  std::int64_t step_bytes = 0, loop_start_k = k;  // bytes this rank sent in steps and boundaries
   // The loop stops when the next iteration, as long as the last one, would end past its deadline.
   double iteration_start = now(), last_iteration_seconds = 0;
   // The coordinator's share: time in boundary decisions over the loop's time (steps + boundaries).
@@ -434,7 +434,6 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
           comm_, PETSC_STDERR, "bilevel: iteration %lld: %s\n", static_cast<long long>(k), e.what()));
     }
     ++k;
-    step_bytes += petsc::comm_bytes_sent_total() - bytes_before;
     last_iteration_seconds = now() - iteration_start;
     PetscReal xn = 0, yn = 0;
     BILEVEL_PETSC_CALL(VecNorm(x, NORM_2, &xn));
@@ -442,6 +441,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     const double b0 = now();
     decision = boundary();
     coordinator_seconds += now() - b0;
+    step_bytes += petsc::comm_bytes_sent_total() - bytes_before;  // the step and its boundary decision
     loop_seconds += now() - iteration_start;
     if (last.reason != ConvergedReason::Iterating)
       reason = last.reason;

@@ -1,12 +1,16 @@
 /// \file Parallel reader of IDX image and label files (MNIST, Fashion-MNIST).
 #include "bilevel/data/idx.hpp"
 
+#include <fcntl.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -16,6 +20,7 @@
 #include "bilevel/petsc/collective.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "local_csr.hpp"
+#include "read_count.hpp"
 
 namespace bilevel {
 namespace {
@@ -45,23 +50,48 @@ std::string hex32(std::uint32_t value) {
   return text;
 }
 
-/// An IDX file opened and positioned after its header; records are read in order.
+/// An IDX file opened and positioned after its header; records are read in order. A plain file is read
+/// with pread at each record's offset (records have a fixed size), so skipping records reads nothing; a
+/// compressed one is decompressed from its start.
 class IdxFile {
  public:
   IdxFile() = default;
+  IdxFile(const IdxFile&) = delete;
+  IdxFile& operator=(const IdxFile&) = delete;
+  IdxFile(IdxFile&& o) noexcept { *this = std::move(o); }
+  IdxFile& operator=(IdxFile&& o) noexcept {
+    std::swap(path_, o.path_);
+    std::swap(in_, o.in_);
+    std::swap(fd_, o.fd_);
+    std::swap(offset_, o.offset_);
+    std::swap(records_, o.records_);
+    std::swap(record_bytes_, o.record_bytes_);
+    std::swap(position_, o.position_);
+    return *this;
+  }
+  ~IdxFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
 
   /// Opens `path` and checks its magic number. Not collective.
-  IdxFile(std::string path, std::uint32_t magic, const char* kind)
-      : path_(std::move(path)), in_(InputStream::open(path_)) {
+  IdxFile(std::string path, std::uint32_t magic, const char* kind) : path_(std::move(path)) {
+    if (compression_of(path_) == FileCompression::None) {
+      do {
+        fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+      } while (fd_ < 0 && errno == EINTR);
+      if (fd_ < 0) throw InputError("cannot open " + path_ + ": " + std::strerror(errno));
+    } else {
+      in_ = InputStream::open(path_);
+    }
     unsigned char word[4];
-    if (read_fully(*in_, word, 4) < 4) throw InputError(path_ + ": not an IDX " + kind + " file (too short)");
+    if (fetch(word, 4) < 4) throw InputError(path_ + ": not an IDX " + kind + " file (too short)");
     const std::uint32_t found = big_endian_32(word);
     if (found != magic)
       throw InputError(path_ + ": not an IDX " + kind + " file (magic " + hex32(found) + ")");
     const unsigned dims = magic & 0xffu;
     record_bytes_ = 1;
     for (unsigned d = 0; d < dims; ++d) {
-      if (read_fully(*in_, word, 4) < 4) throw InputError(path_ + ": truncated IDX header");
+      if (fetch(word, 4) < 4) throw InputError(path_ + ": truncated IDX header");
       const std::int64_t extent = big_endian_32(word);
       if (d == 0) {
         records_ = extent;
@@ -79,19 +109,24 @@ class IdxFile {
   /// Reads the next `count` records into `out` (count * record_bytes() bytes). Not collective.
   void read(std::int64_t count, unsigned char* out) {
     const auto want = static_cast<std::size_t>(count * record_bytes_);
-    const std::size_t got = read_fully(*in_, out, want);
+    const std::size_t got = fetch(out, want);
     if (got < want) truncated(got);
     position_ += count;
   }
 
-  /// Skips the next `count` records. Not collective.
+  /// Skips the next `count` records (a plain file: without reading them). Not collective.
   void skip(std::int64_t count) {
+    if (fd_ >= 0) {
+      offset_ += count * record_bytes_;
+      position_ += count;
+      return;
+    }
     std::vector<unsigned char> scratch(
         std::min(kBatchBytes, static_cast<std::size_t>(count * record_bytes_)));
     std::int64_t left = count * record_bytes_;
     while (left > 0) {
       const auto want = static_cast<std::size_t>(std::min<std::int64_t>(left, scratch.size()));
-      const std::size_t got = read_fully(*in_, scratch.data(), want);
+      const std::size_t got = fetch(scratch.data(), want);
       if (got < want) truncated(count * record_bytes_ - left + got);
       left -= want;
     }
@@ -99,13 +134,33 @@ class IdxFile {
   }
 
  private:
+  /// Up to n bytes from the current place (fewer only at the end of the file).
+  std::size_t fetch(unsigned char* buffer, std::size_t n) {
+    if (!in_) {
+      std::size_t done = 0;
+      while (done < n) {
+        const ssize_t got = ::pread(fd_, buffer + done, n - done, static_cast<off_t>(offset_));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) throw InputError("cannot read " + path_ + ": " + std::strerror(errno));
+        if (got == 0) break;
+        done += static_cast<std::size_t>(got);
+        offset_ += got;
+      }
+      detail::add_data_file_bytes_read(static_cast<std::int64_t>(done));
+      return done;
+    }
+    return read_fully(*in_, buffer, n);
+  }
+
   [[noreturn]] void truncated(std::size_t bytes_into_read) const {
     const std::int64_t record = position_ + static_cast<std::int64_t>(bytes_into_read) / record_bytes_;
     throw InputError(path_ + ": truncated at record " + std::to_string(record));
   }
 
   std::string path_;
-  std::unique_ptr<InputStream> in_;
+  std::unique_ptr<InputStream> in_;  // compressed files
+  int fd_ = -1;                      // plain files
+  std::int64_t offset_ = 0;          // plain files: the next byte to read
   std::int64_t records_ = 0;
   std::int64_t record_bytes_ = 1;
   std::int64_t position_ = 0;
@@ -212,7 +267,8 @@ Dataset read_idx(MPI_Comm comm,
   data.row_begin = data.row_ranges[rank];
   data.row_end = data.row_ranges[rank + 1];
 
-  // Each rank streams past the rows before its block and keeps its own.
+  // Each rank reads its own block: plain files from the block's offset, compressed ones decompressed up to
+  // it.
   collective(comm, [&] {
     const std::int64_t skip = options.first_row + data.row_begin;
     const PetscInt rows = data.local_rows();

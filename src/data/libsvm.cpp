@@ -1,10 +1,11 @@
-/// \file Parallel two-pass reader of LIBSVM/svmlight text files.
+/// \file Parallel reader of LIBSVM/svmlight text files.
 ///
 /// Plain text: each rank scans only its byte range of the file (split at line boundaries: a line belongs to
 /// the rank whose range holds its first byte), counting rows and their nonzeros; the rows are then given to
 /// ranks balanced by nonzeros, and each rank parses its rows from their first byte. No rank reads the whole
-/// file. Compressed text (gzip, bzip2, xz): rank 0 decompresses the file (twice: counting, then sending
-/// each rank its lines in chunks) and the ranks parse their own lines; no other rank opens it.
+/// file. Compressed text (gzip, bzip2, xz): rank 0 decompresses the file once, sending contiguous blocks of
+/// lines to the ranks as it goes, every rank parses what it receives, and one exchange then balances the
+/// rows by nonzeros; no other rank opens the file.
 #include "bilevel/data/libsvm.hpp"
 
 #include <fcntl.h>
@@ -26,6 +27,7 @@
 #include "bilevel/petsc/error.hpp"
 #include "libsvm_parse.hpp"
 #include "local_csr.hpp"
+#include "read_count.hpp"
 
 namespace bilevel {
 namespace {
@@ -90,6 +92,7 @@ class RangeLines {
         got += static_cast<std::size_t>(n);
       }
       buf_.resize(kept + got);
+      detail::add_data_file_bytes_read(static_cast<std::int64_t>(got));
       eof_ = got == 0;
     }
   }
@@ -226,6 +229,8 @@ class LineParser {
   LineParser(const std::string& path, std::int64_t line_number, int index_base, ParsedRows& rows)
       : path_(path), line_(line_number - 1), base_(index_base), rows_(rows) {}
 
+  /// The next line given is line `number` of the file. Not collective.
+  void next_line_is(std::int64_t number) { line_ = number - 1; }
   /// Parses one line (skipped if it has no data). Not collective.
   void operator()(std::string_view line) {
     ++line_;
@@ -263,17 +268,24 @@ ParsedRows parse_range(const std::string& path, const Plan& plan, int rank, int 
   return rows;
 }
 
-/// Pass 2 on a compressed file: rank 0 decompresses it and sends every other rank its lines (in chunks of
-/// about kChunk bytes, an empty message closing); every rank parses its own. A failure on any rank still
-/// lets the sending finish; `section` collects it. Collective.
-ParsedRows scatter_stream(
-    MPI_Comm comm, const std::string& path, const Plan& plan, int index_base, ParallelSection& section) {
+/// Rows of a compressed file read in one pass: rank 0 decompresses it once and sends the selected data
+/// rows to the ranks in contiguous blocks (in chunks of about kChunk bytes, each led by the number of its
+/// first line; an empty message closes), moving on to the next rank when the share of the compressed file
+/// read so far passes that rank's share (an estimate; `balance` makes it exact). Every rank parses what it
+/// receives. Rank 0 holds at most one chunk of text. A failure on any rank still lets the sending finish;
+/// `section` collects it. Returns this rank's rows, in file order; `file_rows` (rank 0) the data rows seen.
+/// Collective.
+ParsedRows stream_rows(MPI_Comm comm,
+                       const std::string& path,
+                       const LibsvmReadOptions& options,
+                       std::int64_t file_size,
+                       std::int64_t& file_rows,
+                       ParallelSection& section) {
   int size = 0, rank = 0;
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
   ParsedRows rows;
-  plan.reserve(rank, rows);
-  LineParser parse(path, plan.start_line[rank], index_base, rows);
+  LineParser parse(path, 1, options.index_base, rows);
   bool ok = true;
   auto parse_guarded = [&](std::string_view line) {
     if (!ok) return;
@@ -284,6 +296,7 @@ ParsedRows scatter_stream(
       section.failed();
     }
   };
+  file_rows = 0;
   if (rank != 0) {
     std::string chunk;
     for (;;) {
@@ -293,57 +306,141 @@ ParsedRows scatter_stream(
       MPI_Get_count(&status, MPI_CHAR, &n);
       chunk.resize(static_cast<std::size_t>(n));
       MPI_Recv(chunk.data(), n, MPI_CHAR, 0, kTextTag, comm, MPI_STATUS_IGNORE);
-      if (n == 0) break;
-      std::string_view rest(chunk);
+      if (n < static_cast<int>(sizeof(std::int64_t))) break;
+      std::int64_t first_line = 0;
+      std::memcpy(&first_line, chunk.data(), sizeof first_line);
+      parse.next_line_is(first_line);
+      std::string_view rest = std::string_view(chunk).substr(sizeof first_line);
       while (!rest.empty()) {
         const std::size_t newline = rest.find('\n');
         parse_guarded(rest.substr(0, newline));
         rest.remove_prefix(newline == std::string_view::npos ? rest.size() : newline + 1);
       }
     }
-  } else {
-    std::vector<std::string> out(static_cast<std::size_t>(size));
-    std::vector<char> closed(static_cast<std::size_t>(size), 0);
-    auto flush = [&](int q, bool close) {
-      if (q <= 0 || closed[q]) return;
-      if (!out[q].empty() || close)
-        MPI_Send(out[q].data(), static_cast<int>(out[q].size()), MPI_CHAR, q, kTextTag, comm);
-      if (!out[q].empty() && close) MPI_Send(nullptr, 0, MPI_CHAR, q, kTextTag, comm);
-      out[q].clear();
-      closed[q] = close;
-    };
-    try {
-      LineReader reader(InputStream::open(path));
-      std::string line;
-      std::int64_t g = -1;
-      int last = -1, q = 0;
-      while (reader.next(line)) {
-        if (content_of(line).empty()) {
-          if (last == 0) parse_guarded(line);
-          if (last > 0) out[last] += line + '\n';
-          continue;
-        }
-        if (++g < plan.first) continue;
-        if (g >= plan.first + plan.selected) break;
-        while (g - plan.first >= plan.row_ranges[q + 1]) ++q;
-        if (q != last) flush(last, true);
-        last = q;
-        if (q == 0) {
-          parse_guarded(line);
-        } else {
-          out[q] += line;
-          out[q] += '\n';
-          if (out[q].size() >= kChunk) flush(q, false);
-        }
-      }
-    } catch (...) {
-      ok = false;
-      section.failed();
-    }
-    for (int q = 1; q < size; ++q) flush(q, true);
+    return rows;
   }
-  if (ok && parse.rows() < plan.count(rank)) section.failed(path + ": the file changed while being read");
+  std::string out;  // the chunk being filled for rank `to` (> 0)
+  int to = 0;
+  auto flush = [&] {
+    if (to > 0 && !out.empty())
+      MPI_Send(out.data(), static_cast<int>(out.size()), MPI_CHAR, to, kTextTag, comm);
+    out.clear();
+  };
+  try {
+    std::unique_ptr<InputStream> stream = InputStream::open(path);
+    const InputStream& progress = *stream;
+    LineReader reader(std::move(stream));
+    std::string line;
+    std::int64_t number = 0;
+    const std::int64_t last = options.max_rows < 0 ? kNone : options.first_row + options.max_rows;
+    while (reader.next(line)) {
+      ++number;
+      if (content_of(line).empty()) {  // kept in a chunk being filled, so that line numbers stay right
+        if (to > 0 && !out.empty()) out.append(line).push_back('\n');
+        continue;
+      }
+      const std::int64_t g = file_rows++;
+      if (g < options.first_row) continue;
+      if (g >= last) break;
+      const std::int64_t read = std::max<std::int64_t>(progress.file_bytes_read(), 0);
+      const int q = std::max(to,
+                             static_cast<int>(std::min<std::int64_t>(
+                                 size - 1, read * size / std::max<std::int64_t>(file_size, 1))));
+      if (q != to) {
+        flush();
+        to = q;
+      }
+      if (to == 0) {
+        parse.next_line_is(number);
+        parse_guarded(line);
+        continue;
+      }
+      if (out.empty()) out.append(reinterpret_cast<const char*>(&number), sizeof number);
+      out.append(line).push_back('\n');
+      if (out.size() >= kChunk) flush();
+    }
+  } catch (...) {
+    ok = false;
+    section.failed();
+  }
+  flush();
+  for (int r = 1; r < size; ++r) MPI_Send(nullptr, 0, MPI_CHAR, r, kTextTag, comm);
   return rows;
+}
+
+/// Moves rows between ranks once so that they are balanced by weight (nonzeros + 1, weighted_owner) in
+/// file order: the rows of each rank are contiguous in the file and owners never decrease along the rows,
+/// so each rank sends one contiguous run to each destination and receives its rows in source rank order,
+/// which is file order. Returns the row ranges. Collective.
+std::vector<PetscInt> balance(MPI_Comm comm, const std::string& path, ParsedRows& rows) {
+  int size = 0, rank = 0;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  const auto m = static_cast<std::int64_t>(rows.labels.size());
+  std::vector<PetscInt> lengths(static_cast<std::size_t>(m));
+  std::int64_t weight = 0, before = 0, total = 0;
+  for (std::int64_t i = 0; i < m; ++i) {
+    lengths[i] = rows.csr.row_ptr[i + 1] - rows.csr.row_ptr[i];
+    weight += lengths[i] + 1;
+  }
+  MPI_Exscan(&weight, &before, 1, MPI_INT64_T, MPI_SUM, comm);
+  if (rank == 0) before = 0;
+  MPI_Allreduce(&weight, &total, 1, MPI_INT64_T, MPI_SUM, comm);
+  std::vector<std::int64_t> send(2 * static_cast<std::size_t>(size), 0), recv(send.size(), 0);
+  for (std::int64_t i = 0; i < m; ++i) {
+    const int q = weighted_owner(before, lengths[i] + 1, total, size);
+    before += lengths[i] + 1;
+    send[2 * q] += 1;
+    send[2 * q + 1] += lengths[i];
+  }
+  MPI_Alltoall(send.data(), 2, MPI_INT64_T, recv.data(), 2, MPI_INT64_T, comm);
+  std::int64_t mine[2] = {0, 0};
+  for (int q = 0; q < size; ++q) {
+    mine[0] += recv[2 * q];
+    mine[1] += recv[2 * q + 1];
+  }
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(size));
+  MPI_Allgather(&mine[0], 1, MPI_INT64_T, counts.data(), 1, MPI_INT64_T, comm);
+  std::vector<PetscInt> ranges(static_cast<std::size_t>(size) + 1, 0);
+  for (int q = 0; q < size; ++q) ranges[q + 1] = ranges[q] + static_cast<PetscInt>(counts[q]);
+  int moves = send[2 * rank] != m || mine[0] != m ? 1 : 0, any = 0;
+  MPI_Allreduce(&moves, &any, 1, MPI_INT, MPI_MAX, comm);
+  if (!any) return ranges;
+  int big = mine[1] >= PETSC_MAX_INT ? 1 : 0;
+  MPI_Allreduce(MPI_IN_PLACE, &big, 1, MPI_INT, MPI_MAX, comm);
+  if (big) throw InputError(path + ": more than 2^31 nonzeros on one rank; run on more ranks");
+
+  // Four exchanges (row lengths, labels, columns, values) from and into contiguous runs.
+  auto exchange = [&](const void* from, void* into, MPI_Datatype type, int which) {
+    std::vector<int> sc(static_cast<std::size_t>(size)), sd(sc.size()), rc(sc.size()), rd(sc.size());
+    for (int q = 0, s = 0, r = 0; q < size; ++q) {
+      sc[q] = static_cast<int>(send[2 * q + which]);
+      rc[q] = static_cast<int>(recv[2 * q + which]);
+      sd[q] = s;
+      rd[q] = r;
+      s += sc[q];
+      r += rc[q];
+    }
+    MPI_Alltoallv(from, sc.data(), sd.data(), type, into, rc.data(), rd.data(), type, comm);
+  };
+  ParsedRows out;
+  out.max_index = rows.max_index;  // agreed over the ranks by the caller
+  out.saw_index_zero = rows.saw_index_zero;
+  std::vector<PetscInt> new_lengths(static_cast<std::size_t>(mine[0]));
+  out.labels.resize(static_cast<std::size_t>(mine[0]));
+  exchange(lengths.data(), new_lengths.data(), MPIU_INT, 0);
+  exchange(rows.labels.data(), out.labels.data(), MPI_DOUBLE, 0);
+  out.csr.cols.resize(static_cast<std::size_t>(mine[1]));
+  exchange(rows.csr.cols.data(), out.csr.cols.data(), MPIU_INT, 1);
+  rows.csr.cols = std::vector<PetscInt>();
+  out.csr.vals.resize(static_cast<std::size_t>(mine[1]));
+  exchange(rows.csr.vals.data(), out.csr.vals.data(), MPIU_SCALAR, 1);
+  out.csr.row_ptr.resize(static_cast<std::size_t>(mine[0]) + 1);
+  out.csr.row_ptr[0] = 0;
+  for (std::size_t i = 0; i < new_lengths.size(); ++i)
+    out.csr.row_ptr[i + 1] = out.csr.row_ptr[i] + new_lengths[i];
+  rows = std::move(out);
+  return ranges;
 }
 
 void check_options(const std::string& path, const LibsvmReadOptions& options) {
@@ -354,12 +451,15 @@ void check_options(const std::string& path, const LibsvmReadOptions& options) {
     bad("index_base must be -1 (detect), 0 or 1, got " + std::to_string(options.index_base));
 }
 
-/// Pass 1 on every rank (plain: its byte range; compressed: rank 0 alone). Collective.
-RowMarks scan(MPI_Comm comm, const std::string& path, bool* plain) {
-  int size = 0, rank = 0;
-  MPI_Comm_size(comm, &size);
+/// Whether the file is plain text and its size in bytes, as rank 0 sees it (a shared file system is
+/// assumed). Collective.
+struct FileInfo {
+  bool plain = true;
+  std::int64_t bytes = 0;
+};
+FileInfo file_info(MPI_Comm comm, const std::string& path) {
+  int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  // Rank 0 looks at the file; the others follow its verdict (a shared file system is assumed).
   long long info[2] = {0, 0};  // plain?, size in bytes
   collective(comm, [&] {
     if (rank != 0) return;
@@ -369,24 +469,54 @@ RowMarks scan(MPI_Comm comm, const std::string& path, bool* plain) {
     info[1] = static_cast<long long>(st.st_size);
   });
   MPI_Bcast(info, 2, MPI_LONG_LONG, 0, comm);
-  *plain = info[0] != 0;
+  return {info[0] != 0, static_cast<std::int64_t>(info[1])};
+}
+
+/// Pass 1 on every rank (plain: its byte range; compressed: rank 0 alone, for counting only). Collective.
+RowMarks scan(MPI_Comm comm, const std::string& path, const FileInfo& info) {
+  int size = 0, rank = 0;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
   RowMarks marks;
   collective(comm, [&] {
-    if (*plain) {
-      const std::int64_t bytes = info[1];
-      marks = scan_range(path, bytes * rank / size, bytes * (rank + 1) / size);
-    } else if (rank == 0) {
+    if (info.plain)
+      marks = scan_range(path, info.bytes * rank / size, info.bytes * (rank + 1) / size);
+    else if (rank == 0)
       marks = scan_stream(path);
-    }
   });
   return marks;
+}
+
+/// A compressed file in one pass (stream_rows), the selection checked like make_plan, the rows balanced.
+/// Returns the row ranges. Collective.
+std::vector<PetscInt> read_stream(MPI_Comm comm,
+                                  const std::string& path,
+                                  const LibsvmReadOptions& options,
+                                  const FileInfo& info,
+                                  ParsedRows& rows) {
+  std::int64_t file_rows = 0;
+  {
+    ParallelSection section(comm);
+    rows = stream_rows(comm, path, options, info.bytes, file_rows, section);
+    section.check();
+  }
+  MPI_Bcast(&file_rows, 1, MPI_INT64_T, 0, comm);
+  if (file_rows == 0) throw InputError(path + ": no data rows");
+  if (options.first_row >= file_rows)
+    throw InputError(path + ": no data rows after skipping " + std::to_string(options.first_row) +
+                     " (the file has " + std::to_string(file_rows) + ")");
+  const auto local = static_cast<std::int64_t>(rows.labels.size());
+  std::int64_t selected = 0;
+  MPI_Allreduce(&local, &selected, 1, MPI_INT64_T, MPI_SUM, comm);
+  if (selected == 0) throw InputError(path + ": no data rows selected (max_rows = 0)");
+  if (selected >= PETSC_MAX_INT) throw InputError(path + ": too many rows for 32-bit PETSc indices");
+  return balance(comm, path, rows);
 }
 
 }  // namespace
 
 std::int64_t count_libsvm_rows(MPI_Comm comm, const std::string& path) {
-  bool plain = false;
-  const RowMarks marks = scan(comm, path, &plain);
+  const RowMarks marks = scan(comm, path, file_info(comm, path));
   const auto local = static_cast<std::int64_t>(marks.weight.size());
   std::int64_t total = 0;
   MPI_Allreduce(&local, &total, 1, MPI_INT64_T, MPI_SUM, comm);
@@ -399,31 +529,27 @@ Dataset read_libsvm(MPI_Comm comm, const std::string& path, const LibsvmReadOpti
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
 
-  bool plain = false;
-  Plan plan;
-  {
-    const RowMarks marks = scan(comm, path, &plain);  // pass 1
-    plan = make_plan(comm, marks, path, options);
-  }
-
+  // Plain: pass 1 (each rank its byte range), the plan, pass 2 (each rank its rows). Compressed: one pass.
+  const FileInfo info = file_info(comm, path);
+  ParsedRows rows;
   Dataset data;
+  if (info.plain) {
+    Plan plan;
+    {
+      const RowMarks marks = scan(comm, path, info);
+      plan = make_plan(comm, marks, path, options);
+    }
+    data.row_ranges = plan.row_ranges;
+    collective(comm, [&] { rows = parse_range(path, plan, rank, options.index_base); });
+  } else {
+    data.row_ranges = read_stream(comm, path, options, info, rows);
+  }
   data.comm = comm;
   data.source = path;
   data.format = DataFormat::Sparse;
-  data.n_rows = static_cast<PetscInt>(plan.selected);
-  data.row_ranges = plan.row_ranges;
+  data.n_rows = data.row_ranges[size];
   data.row_begin = data.row_ranges[rank];
   data.row_end = data.row_ranges[rank + 1];
-
-  // Pass 2: each rank parses its own rows.
-  ParsedRows rows;
-  if (plain) {
-    collective(comm, [&] { rows = parse_range(path, plan, rank, options.index_base); });
-  } else {
-    ParallelSection section(comm);
-    rows = scatter_stream(comm, path, plan, options.index_base, section);
-    section.check();
-  }
 
   // Index base and width, agreed over all ranks.
   int saw_zero = rows.saw_index_zero ? 1 : 0, any_zero = 0;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bilevel/petsc/error.hpp"
+#include "read_count.hpp"
 
 namespace bilevel {
 namespace {
@@ -62,8 +63,13 @@ class File {
       std::memcpy(buffer, magic_.data() + magic_pos_, done);
       magic_pos_ += done;
     }
-    return done + read_raw(buffer + done, n - done);
+    done += read_raw(buffer + done, n - done);
+    served_ += static_cast<std::int64_t>(done);
+    detail::add_data_file_bytes_read(static_cast<std::int64_t>(done));
+    return done;
   }
+  /// Bytes served by read() so far.
+  std::int64_t served() const { return served_; }
 
  private:
   std::size_t read_raw(char* buffer, std::size_t n) {
@@ -85,12 +91,17 @@ class File {
   std::array<char, kMagicBytes> magic_{};
   std::size_t magic_size_ = 0;
   std::size_t magic_pos_ = 0;
+  std::int64_t served_ = 0;
 };
+
+std::int64_t g_decompression_passes = 0;
+std::int64_t g_data_file_bytes_read = 0;
 
 class PlainStream final : public InputStream {
  public:
   explicit PlainStream(std::unique_ptr<File> file) : file_(std::move(file)) {}
   std::size_t read(char* buffer, std::size_t n) override { return file_->read(buffer, n); }
+  std::int64_t file_bytes_read() const override { return file_->served(); }
 
  private:
   std::unique_ptr<File> file_;
@@ -99,7 +110,10 @@ class PlainStream final : public InputStream {
 /// Shared input side of the decompressors: a compressed buffer refilled from the file.
 class CompressedInput {
  public:
-  explicit CompressedInput(std::unique_ptr<File> file) : file_(std::move(file)), buffer_(kCompressedChunk) {}
+  explicit CompressedInput(std::unique_ptr<File> file) : file_(std::move(file)), buffer_(kCompressedChunk) {
+    ++g_decompression_passes;
+  }
+  std::int64_t file_bytes_read() const { return file_->served(); }
 
   /// Refills the buffer; returns the byte count (0 at the end of the file).
   std::size_t refill() { return file_->read(buffer_.data(), buffer_.size()); }
@@ -159,6 +173,8 @@ class GzipStream final : public InputStream {
     return produced;
   }
 
+  std::int64_t file_bytes_read() const override { return input_.file_bytes_read(); }
+
  private:
   bool fill() {
     const std::size_t got = input_.refill();
@@ -212,6 +228,8 @@ class Bzip2Stream final : public InputStream {
     }
     return produced;
   }
+
+  std::int64_t file_bytes_read() const override { return input_.file_bytes_read(); }
 
  private:
   void init() {
@@ -277,6 +295,8 @@ class XzStream final : public InputStream {
     return produced;
   }
 
+  std::int64_t file_bytes_read() const override { return input_.file_bytes_read(); }
+
  private:
   static std::string describe(lzma_ret status) {
     switch (status) {
@@ -316,6 +336,18 @@ std::unique_ptr<InputStream> InputStream::open(const std::string& path) {
     return std::make_unique<Bzip2Stream>(std::move(file));
   if (file->starts_with(kXzMagic, sizeof kXzMagic)) return std::make_unique<XzStream>(std::move(file));
   return std::make_unique<PlainStream>(std::move(file));
+}
+
+std::int64_t decompression_passes() {
+  return g_decompression_passes;
+}
+
+std::int64_t data_file_bytes_read() {
+  return g_data_file_bytes_read;
+}
+
+void detail::add_data_file_bytes_read(std::int64_t bytes) {
+  g_data_file_bytes_read += bytes;
 }
 
 FileCompression compression_of(const std::string& path) {

@@ -2,8 +2,9 @@
 # bench_scale_smoke.sh MPIEXEC "PREFLAGS" RANKS BENCH
 # `bilevel-bench scale` on a tiny generated problem (3,000 x 500, 10 per row): the generated LIBSVM file is
 # the same byte for byte at RANKS ranks as at 1 rank (each rank writes its block of rows), has the asked
-# shape, and the summary has every key docs/scaling.md reads, with sane values (bytes through MPI are 0 at
-# one rank and positive at more; the data share is the CSR arrays of train + validation).
+# shape, and the summary has every key docs/scaling.md reads, with sane values (bytes sent are 0 at one rank
+# and positive at more, and the library's count agrees with the PMPI count within 5%; the data share is the
+# CSR arrays of train + validation).
 set -u
 mpiexec=$1; pre=$2; ranks=$3; bench=$4
 d=$(mktemp -d)
@@ -34,6 +35,11 @@ assert full / n * 0.9 < s["data_bytes_per_rank"] < full / n * 1.5 + 3150 * 16, s
 assert s["peak_rss_bytes"] > s["data_bytes_per_rank"], s
 assert 0 < s["coordinator_fraction"] < 1, s
 assert (s["bytes_communicated_per_iteration"] > 0) == (n > 1), s
+# the library's count against the PMPI cross-check over the same records: they agree within 5% (PMPI also
+# sees PETSc's own scalar reductions, which the library does not count)
+lib, pmpi = s["bytes_check_library_all_ranks"], s["bytes_check_pmpi_all_ranks"]
+assert (lib > 0) == (n > 1) and (pmpi > 0) == (n > 1), s
+assert s["bytes_check_difference"] <= 0.05, f"library {lib} vs PMPI {pmpi} bytes per iteration"
 assert s["outer_iterations"] == 2, s
 print("ok:", {k: s[k] for k in keys})
 PYEOF

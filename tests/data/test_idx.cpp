@@ -11,6 +11,7 @@
 
 #include "bilevel/data/dataset.hpp"
 #include "bilevel/data/idx.hpp"
+#include "bilevel/data/stream.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "data/data_files.hpp"
 
@@ -122,6 +123,23 @@ TEST_F(IdxReaderTest, ReadsTheImagesSelectedByFirstRowAndMaxRows) {
   EXPECT_EQ(data.n_rows, 4);
   EXPECT_EQ(sum_over_ranks(data.local_rows()), 4);
   expect_owned_images(data, 1.0 / 255, 2);
+}
+
+TEST_F(IdxReaderTest, ReadsOnlyTheHeadersAndItsOwnRecordsOfPlainFiles) {
+  const std::string images = dir_.write("images", image_file());
+  const std::string labels = dir_.write("labels", label_file());
+  IdxReadOptions options;
+  options.first_row = 1;  // images 1..6, split over the ranks
+
+  const std::int64_t before = data_file_bytes_read();
+  const Dataset data = read_idx(comm_, images, labels, options);
+  const std::int64_t read = data_file_bytes_read() - before;
+
+  // The headers (16 + 8 bytes) and this rank's records (kPixels bytes per image, 1 per label), nothing of
+  // the records before or after its block: at 2 and 3 ranks, far less than the files.
+  EXPECT_EQ(read, 16 + 8 + data.local_rows() * (kPixels + 1));
+  EXPECT_EQ(sum_over_ranks(data.local_rows()), kImages - 1);
+  expect_owned_images(data, 1.0 / 255, 1);
 }
 
 TEST_F(IdxReaderTest, ConvertsDenseImagesToTheSparseRowsReadDirectly) {

@@ -98,6 +98,45 @@ TEST_F(LibsvmReaderTest, ReadsGzipBzip2AndXzFilesLikeThePlainFile) {
   }
 }
 
+TEST_F(LibsvmReaderTest, DecompressesOnceOnRankZeroAndBalancesRowsLikeThePlainFile) {
+  // 40 rows of 1 to 9 nonzeros in 11 columns, with comments and blank lines between them.
+  std::string text = "# header\n";
+  std::vector<std::vector<double>> rows;
+  std::vector<PetscInt> classes;
+  for (int i = 0; i < 40; ++i) {
+    const int n = 1 + (i * 7) % 9;
+    std::vector<double> row(11, 0.0);  // columns 0..10
+    text += i % 3 ? "+1" : "-1";
+    for (int j = 0; j < n; ++j) {
+      const int col = (i + j) % 12 < j ? j : j + (i % 3);
+      row[static_cast<std::size_t>(col)] = i + 0.5 * j + 1;
+    }
+    for (int col = 0; col < 11; ++col)
+      if (row[static_cast<std::size_t>(col)] != 0)
+        text += " " + std::to_string(col + 1) + ":" + std::to_string(row[static_cast<std::size_t>(col)]);
+    text += i % 5 == 4 ? "\n\n# comment\n" : "\n";
+    rows.push_back(row);
+    classes.push_back(i % 3 ? 1 : 0);
+  }
+  const std::string plain = dir_.write("rows.libsvm", text);
+  const Dataset expected = read_libsvm(comm_, plain);
+  for (Compression c : {Compression::Gzip, Compression::Bzip2, Compression::Xz}) {
+    SCOPED_TRACE(data_test::suffix(c));
+    const std::string path = dir_.write(std::string("rows.libsvm") + data_test::suffix(c), text, c);
+
+    const std::int64_t passes = decompression_passes();
+    const Dataset data = read_libsvm(comm_, path);
+    const std::int64_t made = decompression_passes() - passes;
+
+    // One decompression, on rank 0 alone; the rows balanced by nonzeros exactly as for the plain file.
+    EXPECT_EQ(made, rank_ == 0 ? 1 : 0);
+    EXPECT_EQ(data.row_ranges, expected.row_ranges);
+    EXPECT_EQ(data.n_features, 11);
+    EXPECT_EQ(local_nonzeros(data), local_nonzeros(expected));
+    expect_owned_rows(data, rows, classes);
+  }
+}
+
 TEST_F(LibsvmReaderTest, DetectsCompressionFromContentNotFromTheFileName) {
   const std::string path = dir_.write("looks_plain.txt", kSmall, Compression::Xz);
 

@@ -1,11 +1,13 @@
 // The library's byte counters (petsc/comm_counter.hpp) against counts made by hand from the counting rule:
-// the collectives themselves, and logreg's Hessian-vector product in both ways of moving the model.
+// the collectives themselves, logreg's Hessian-vector product in both ways of moving the model (gather and
+// reduce phases), and the solver's boundary decisions (coordinator phase).
 #include <gtest/gtest.h>
 
 #include <set>
 #include <string>
 #include <vector>
 
+#include "bilevel/core/solver.hpp"
 #include "bilevel/petsc/comm_counter.hpp"
 #include "bilevel/problems/logreg.hpp"
 #include "synthetic.hpp"
@@ -105,5 +107,46 @@ TEST_P(HvpBytes, OneHvpSendsTheHandCountedBytes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ModelComm, HvpBytes, ::testing::Values("owners", "gather"));
+
+struct OptionGuard {
+  OptionGuard(const char* key, const char* value) : key_(key) { PetscOptionsSetValue(nullptr, key, value); }
+  ~OptionGuard() { PetscOptionsClearValue(nullptr, key_); }
+  const char* key_;
+};
+
+/// The coordinator's traffic of a solve, by hand: one boundary decision before the loop and one after each
+/// of the K iterations, each an allreduce of 3 ints (12 bytes: 2 · 12 · (P − 1) / P per rank). The solver's
+/// bytes per iteration include the step's gathers and reductions and the boundary's share.
+TEST(CommBytes, SolveCountsOneBoundaryDecisionPerIterationAsCoordinatorTraffic) {
+  MPI_Comm comm = PETSC_COMM_WORLD;
+  const int P = size_of(comm);
+  const testdata::Global tr = testdata::make_global(12, 9, 2, 5, 0.25),
+                         va = testdata::make_global(5, 9, 2, 6);
+  auto p =
+      std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Sparse),
+                                               testdata::to_dataset(comm, va, bilevel::DataFormat::Sparse),
+                                               std::nullopt,
+                                               bilevel::LogregOptions{});
+  OptionGuard type("-bilevel_type", "aidcg"), its("-bilevel_max_it", "3"),
+      final_solve("-bilevel_final_lower_solve", "false");
+  bilevel::BilevelSolver solver(comm);
+  solver.set_problem(p);
+  solver.set_from_options();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
+  p->initial_point(x, y);
+  const petsc::CommBytes before = petsc::comm_bytes_sent();
+  const bilevel::SolveReport r = solver.solve(x, y);
+  const petsc::CommBytes after = petsc::comm_bytes_sent();
+
+  ASSERT_EQ(r.outer_iterations, 3);
+  const std::int64_t boundary = P > 1 ? 2 * 12 * (P - 1) / P : 0;  // 0, 12, 16 at 1, 2, 3 ranks
+  EXPECT_EQ(phase(after, before, CommPhase::Coordinator), 4 * boundary);
+  if (P == 1) {
+    EXPECT_EQ(r.bytes_communicated_per_iteration, 0.0);
+  } else {  // the step's HVPs moved model entries, and the boundary's 12 or 16 bytes are in the figure
+    EXPECT_GT(phase(after, before, CommPhase::Gather), 0);
+    EXPECT_GT(r.bytes_communicated_per_iteration, static_cast<double>(boundary));
+  }
+}
 
 }  // namespace

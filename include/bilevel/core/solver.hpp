@@ -48,7 +48,8 @@ struct SolveReport {
   /// Share of the outer loop's time spent in the coordinator's decisions at iteration boundaries (rank 0's
   /// clock tests and the one reduction that shares them), measured on rank 0.
   double coordinator_fraction = 0;
-  /// Bytes sent inside the method's steps per outer iteration, max over ranks (petsc/comm_counter.hpp)
+  /// Bytes sent per outer iteration (the method's step and the boundary decision), max over ranks
+  /// (petsc/comm_counter.hpp)
   double bytes_communicated_per_iteration = 0;
 };
 
