@@ -333,19 +333,22 @@ def plot(problem, by_method, styles, tg, path):
         ref = tg["value"][0]
         values = np.concatenate([r.trace["value"] for r in all_runs])
         values = values[np.isfinite(values)]
-        # F − F_ref on a log scale: F_ref is F* (closed form) or slightly below the best record
-        span = float(values.max() - ref) if values.size else 1.0
+        # F − F_ref on a log scale: F_ref is F* (closed form) or slightly below the best record; the span is the
+        # start's (a run that blows up goes off the top of the panel instead of squashing the others)
+        starts = [r.first("value") for r in all_runs if np.isfinite(r.first("value"))]
+        span = float(np.median(starts) - ref) if starts else 1.0
         shift = ref if optimal_objective(all_runs) is not None else ref - 1e-4 * max(span, 1e-12)
         rows.append(("value", lambda y, s=shift: y - s, f"{fname} − {'F*' if shift == ref else 'F_ref'}", True,
-                     tg["value"][1] - shift))
+                     tg["value"][1] - shift, 3 * (max(starts) - shift) if starts else None))
     if "grad" in tg:
-        rows.append(("grad", None, "‖∇F(x_k)‖ (exact)", True, tg["grad"][1]))
+        rows.append(("grad", None, "‖∇F(x_k)‖ (exact)", True, tg["grad"][1], None))
     if any(np.isfinite(r.trace["accuracy"]).any() for r in all_runs):
-        rows.append(("accuracy", None, "test accuracy", False, tg["accuracy"][1] if "accuracy" in tg else None))
+        rows.append(("accuracy", None, "test accuracy", False, tg["accuracy"][1] if "accuracy" in tg else None,
+                     None))
     if not rows:
         return False
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.8 * len(rows)), squeeze=False)
-    for i, (ykey, transform, label, log_y, target) in enumerate(rows):
+    for i, (ykey, transform, label, log_y, target, top) in enumerate(rows):
         for j, (xkey, xlabel) in enumerate([("calls", "oracle calls (grad_f + grad_g + hvp + jvp)"),
                                             ("time", "time (s, without monitoring; inflated by load)")]):
             ax = axes[i][j]
@@ -362,6 +365,8 @@ def plot(problem, by_method, styles, tg, path):
             ax.set_xscale("log")
             if log_y:
                 ax.set_yscale("log")
+                if top is not None and top > 0:
+                    ax.set_ylim(top=top)
             else:
                 starts = [r.first(ykey) for r in all_runs if np.isfinite(r.first(ykey))]
                 finals = [r.final(ykey) for r in all_runs if np.isfinite(r.final(ykey))]
