@@ -140,12 +140,12 @@ std::string format_number(double v) {
 }
 
 /// Per-run time budget in seconds when --max-time is not given (sized so that the default suite, 4
-/// problems x 14 methods x 3 seeds, takes about 40 minutes at 2 ranks).
+/// problems x 14 methods x 3 seeds, takes about 40 minutes at 2 ranks on a loaded machine).
 double default_budget(const std::string& problem) {
-  if (problem == "hyperclean") return 16.0;
-  if (problem == "logreg") return 15.0;
-  if (problem == "spectral_logsumexp") return 12.0;
-  return 8.0;
+  if (problem == "hyperclean") return 14.0;
+  if (problem == "logreg") return 13.0;
+  if (problem == "spectral_logsumexp") return 10.0;
+  return 6.0;
 }
 
 /// Records wanted per run: the calibration run's rate sets -bilevel_monitor_every to about budget / this.
@@ -401,6 +401,18 @@ std::int64_t calibrate_monitor_every(MPI_Comm comm,
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(expected / kRecordsPerRun));
 }
 
+/// calibrate_monitor_every with rank 0's answer on every rank: each rank's clock gives its own rate, and
+/// ranks that disagreed on the record schedule would deadlock in the records' collectives. Collective.
+std::int64_t agreed_monitor_every(MPI_Comm comm,
+                                  const std::shared_ptr<bilevel::BilevelProblem>& problem,
+                                  const std::string& method,
+                                  double budget,
+                                  ScopedRunOptions& options) {
+  long long every = calibrate_monitor_every(comm, problem, method, budget, options);
+  MPI_Bcast(&every, 1, MPI_LONG_LONG, 0, comm);
+  return static_cast<std::int64_t>(every);
+}
+
 RunRow run_method(MPI_Comm comm,
                   const std::shared_ptr<bilevel::BilevelProblem>& problem,
                   const std::string& method,
@@ -574,7 +586,7 @@ int run_methods(const SuiteSettings& settings) {
     for (const auto& [key, value] : protocol_options(*problem)) options.set_default(key, value);
     for (const auto& method : methods) {
       const std::int64_t every = user_every ? std::max<PetscInt>(1, *user_every)
-                                            : calibrate_monitor_every(comm, problem, method, budget, options);
+                                            : agreed_monitor_every(comm, problem, method, budget, options);
       for (long seed = 0; seed < settings.seeds; ++seed) {
         std::string failure;
         const RunRow row = run_method(comm, problem, method, seed, budget, every, dir, options, failure);

@@ -9,7 +9,7 @@ set -u
 mpiexec=$1; pre=$2; ranks=$3; bench=$4; script=$5
 d=$(mktemp -d)
 fail() { echo "FAIL: $*"; rm -rf "$d"; exit 1; }
-out=$(timeout 60 "$mpiexec" $pre -np "$ranks" "$bench" methods --out "$d/out" --problems quadratic \
+out=$(timeout 100 "$mpiexec" $pre -np "$ranks" "$bench" methods --out "$d/out" --problems quadratic \
       --methods aidcg,stocbio --seeds 1 --max-time 1 --no-report \
       -bilevel_quadratic_dim_lower 60 -bilevel_quadratic_dim_upper 6 2>&1); rc=$?
 echo "$out" | tail -n 20
