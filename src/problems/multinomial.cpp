@@ -108,7 +108,8 @@ MultinomialEngine::MultinomialEngine(Dataset train,
                                      std::optional<Dataset> test,
                                      const std::string& format,
                                      ModelLayout layout,
-                                     const std::string& problem)
+                                     const std::string& problem,
+                                     std::optional<ModelComm> compress)
     : comm_(train.comm), problem_(problem) {
   std::vector<Dataset*> sets = {&train, &validation};
   if (test) sets.push_back(&*test);
@@ -151,6 +152,19 @@ MultinomialEngine::MultinomialEngine(Dataset train,
   const auto [begin, end] = ownership_range(comm_, dy_ / unit);
   y_begin_ = unit * begin;
   y_end_ = unit * end;
+
+  // Compressed sparse sides: the columns their rows use, then the bias row (model row n_features).
+  petsc::VecHandle layout_vec = create_lower_vec();
+  const PetscInt bias_row[1] = {n_features_};
+  for (MultinomialSide* side : {train_.get(), validation_.get(), test_.get()}) {
+    if (!side) continue;
+    side->bias_row = n_features_;
+    if (!compress || side->data.format != DataFormat::Sparse) continue;
+    side->compressed = true;
+    side->cols.setup(
+        side->data.local, layout_vec, classes_, std::span<const PetscInt>(bias_row, 1), *compress);
+    side->bias_row = side->cols.size() - 1;
+  }
 }
 
 petsc::VecHandle MultinomialEngine::create_lower_vec() const {
@@ -181,6 +195,52 @@ const PetscScalar* MultinomialEngine::gather_direction(Vec w) {
   return w_gather_.gather(w);
 }
 
+const PetscScalar* MultinomialEngine::model(MultinomialSide& side, Vec y) {
+  if (!side.compressed) return side.caches ? gather_model(y) : y_gather_.gather(y);
+  const PetscScalar* ym = side.model.get(side.cols, y);
+  if (side.caches) side.stamps.refresh(side.model.generation());
+  return ym;
+}
+
+const PetscScalar* MultinomialEngine::direction(Vec w) {
+  MultinomialSide& side = *train_;
+  if (!side.compressed) return w_gather_.gather(w);
+  PetscScalar* d = ensure(work_.dir, static_cast<std::size_t>(side.cols.entries()));
+  side.cols.gather(w, d);
+  return d;
+}
+
+PetscInt MultinomialEngine::gradient(MultinomialSide& side,
+                                     Vec y,
+                                     const Batch& batch,
+                                     const PetscReal* weights,
+                                     std::span<const PetscScalar> ridge,
+                                     Vec out) {
+  PetscInt n = 0;
+  const PetscScalar* ym = model(side, y);
+  if (!side.compressed) {
+    const PetscScalar* acc = sums(side, batch, ym, weights, true, false, &n);
+    petsc::ReadView yl(y);
+    write_local(out, acc, 1, 0, 1.0 / static_cast<PetscReal>(n), ridge, yl.data());
+    return n;
+  }
+  const auto entries = static_cast<std::size_t>(side.cols.entries());
+  PetscScalar* acc = ensure(work_.acc, entries);
+  std::fill(acc, acc + entries, 0.0);
+  loss_pass(side, batch, ym, weights, acc, &n);
+  BILEVEL_PETSC_CALL(VecSet(out, 0.0));
+  side.cols.add(acc, out);  // Σ over ranks onto the owners
+  const PetscReal scale = 1.0 / static_cast<PetscReal>(n);
+  petsc::WriteView o(out);
+  if (ridge.empty()) {
+    for (PetscInt l = 0; l < o.size(); ++l) o[l] *= scale;
+  } else {
+    petsc::ReadView yl(y);
+    for (PetscInt l = 0; l < o.size(); ++l) o[l] = scale * o[l] + ridge[static_cast<std::size_t>(l)] * yl[l];
+  }
+  return n;
+}
+
 double MultinomialEngine::loss_pass(MultinomialSide& side,
                                     const Batch& batch,
                                     const PetscScalar* y_full,
@@ -193,26 +253,29 @@ double MultinomialEngine::loss_pass(MultinomialSide& side,
   const PetscInt* labels = side.data.labels.data();
   PetscScalar* ptmp = ensure(work_.p, static_cast<std::size_t>(K));
   double loss = 0;
-  row_pass(side.data,
-           side.dense,
-           side.rows,
-           y_full,
-           K,
-           0,
-           grad,
-           work_,
-           [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar* s) {
-             PetscScalar* p = side.caches ? side.p.data() + i * K : ptmp;
-             const double lse = softmax(z, K, p);  // p_i = softmax(z_i)
-             const PetscInt l = labels[i];
-             const double w = weights ? weights[i] : 1.0;
-             loss += w * (lse - z[l]);  // ω_i CE_i
-             if (side.caches) side.stamps.mark(i);
-             if (grad) {
-               for (PetscInt c = 0; c < K; ++c) s[c] = w * p[c];  // s = ω_i (p_i − e_l)
-               s[l] -= w;
-             }
-           });
+  row_pass(
+      side.data,
+      side.dense,
+      side.rows,
+      y_full,
+      K,
+      0,
+      grad,
+      work_,
+      [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar* s) {
+        PetscScalar* p = side.caches ? side.p.data() + i * K : ptmp;
+        const double lse = softmax(z, K, p);  // p_i = softmax(z_i)
+        const PetscInt l = labels[i];
+        const double w = weights ? weights[i] : 1.0;
+        loss += w * (lse - z[l]);  // ω_i CE_i
+        if (side.caches) side.stamps.mark(i);
+        if (grad) {
+          for (PetscInt c = 0; c < K; ++c) s[c] = w * p[c];  // s = ω_i (p_i − e_l)
+          s[l] -= w;
+        }
+      },
+      -1,
+      side.bias_row);
   if (side.caches && side.rows.full()) side.stamps.mark_all();
   return loss;
 }
@@ -224,9 +287,10 @@ const PetscScalar* MultinomialEngine::sums(MultinomialSide& side,
                                            bool gradient,
                                            bool value,
                                            PetscInt* count) {
+  BILEVEL_ASSERT(!(gradient && side.compressed));
   const std::size_t n_acc = static_cast<std::size_t>(dy_) + 1;
   PetscScalar* acc = ensure(work_.acc, n_acc);
-  std::fill(acc, acc + n_acc, 0.0);
+  if (gradient) std::fill(acc, acc + n_acc, 0.0);
   acc[dy_] = loss_pass(side, batch, y_full, weights, gradient ? acc : nullptr, count);
   if (gradient)
     sum_over_ranks(comm_, std::span<PetscScalar>(acc, value ? n_acc : n_acc - 1));
@@ -252,15 +316,15 @@ const PetscScalar* MultinomialEngine::stack(const PetscScalar* y_full,
                                             std::span<const Vec> w,
                                             bool with_model) {
   const auto m = static_cast<PetscInt>(w.size());
-  if (m == 1 && !with_model) return w_gather_.gather(w[0]);
-  const PetscInt K = classes_, nf = n_features_, wb = with_model ? 1 : 0, width = (m + wb) * K;
-  PetscScalar* B = ensure(work_.stack, static_cast<std::size_t>((nf + 1) * width));
+  if (m == 1 && !with_model) return direction(w[0]);
+  const PetscInt K = classes_, np = train_->positions(), wb = with_model ? 1 : 0, width = (m + wb) * K;
+  PetscScalar* B = ensure(work_.stack, static_cast<std::size_t>(np * width));
   if (wb)
-    for (PetscInt j = 0; j <= nf; ++j)
+    for (PetscInt j = 0; j < np; ++j)
       for (PetscInt c = 0; c < K; ++c) B[j * width + c] = y_full[j * K + c];
   for (PetscInt q = 0; q < m; ++q) {
-    const PetscScalar* v = w_gather_.gather(w[static_cast<std::size_t>(q)]);
-    for (PetscInt j = 0; j <= nf; ++j)
+    const PetscScalar* v = direction(w[static_cast<std::size_t>(q)]);
+    for (PetscInt j = 0; j < np; ++j)
       for (PetscInt c = 0; c < K; ++c) B[j * width + (wb + q) * K + c] = v[j * K + c];
   }
   return B;
@@ -273,7 +337,7 @@ const PetscScalar* MultinomialEngine::hvp_sums(const Batch& batch,
                                                PetscInt* count) {
   const auto m = static_cast<PetscInt>(w.size());
   const PetscInt K = classes_;
-  const std::size_t n_acc = static_cast<std::size_t>((n_features_ + 1) * m * K);
+  const std::size_t n_acc = static_cast<std::size_t>(train_->positions() * m * K);
   PetscScalar* acc = ensure(work_.acc, n_acc);
   std::fill(acc, acc + n_acc, 0.0);
   *count = select_train(batch);
@@ -287,20 +351,18 @@ const PetscScalar* MultinomialEngine::hvp_sums(const Batch& batch,
       for (PetscInt c = 0; c < K; ++c) sq[c] = om * p[c] * (uq[c] - pu);  // s = ω_i p ∘ (u − p·u)
     }
   });
-  sum_over_ranks(comm_, std::span<PetscScalar>(acc, n_acc));
+  if (!train_->compressed) sum_over_ranks(comm_, std::span<PetscScalar>(acc, n_acc));
   return acc;
 }
 
 PetscReal MultinomialEngine::upper_value(Vec y, const Batch& batch) {
   PetscInt n = 0;
-  const PetscScalar* acc = sums(*validation_, batch, gather_model(y), nullptr, false, true, &n);
+  const PetscScalar* acc = sums(*validation_, batch, model(*validation_, y), nullptr, false, true, &n);
   return acc[dy_] / static_cast<PetscReal>(n);  // f = (1/m) Σ CE_i
 }
 
 void MultinomialEngine::upper_gradient(Vec y, const Batch& batch, Vec gy) {
-  PetscInt n = 0;
-  const PetscScalar* acc = sums(*validation_, batch, gather_model(y), nullptr, true, false, &n);
-  write_local(gy, acc, 1, 0, 1.0 / static_cast<PetscReal>(n));  // (1/m) Σ a'_i ⊗ (p_i − e_l)
+  gradient(*validation_, y, batch, nullptr, {}, gy);  // (1/m) Σ a'_i ⊗ (p_i − e_l)
 }
 
 void MultinomialEngine::hvp(Vec y,
@@ -313,11 +375,30 @@ void MultinomialEngine::hvp(Vec y,
   const auto m = static_cast<PetscInt>(w.size());
   if (m == 0) return;
   PetscInt n = 0;
-  const PetscScalar* acc = hvp_sums(batch, gather_model(y), weights, w, &n);
-  for (PetscInt q = 0; q < m; ++q) {  // out_q = (1/n) Σ ω_i a'_i ⊗ s_iq + ridge ∘ w_q
+  const PetscScalar* acc = hvp_sums(batch, model(*train_, y), weights, w, &n);
+  const PetscReal scale = 1.0 / static_cast<PetscReal>(n);
+  if (!train_->compressed) {
+    for (PetscInt q = 0; q < m; ++q) {  // out_q = (1/n) Σ ω_i a'_i ⊗ s_iq + ridge ∘ w_q
+      petsc::ReadView v(w[static_cast<std::size_t>(q)]);
+      write_local(out[static_cast<std::size_t>(q)], acc, m, q, scale, ridge, v.data());
+    }
+    return;
+  }
+  const PetscInt K = classes_, np = train_->positions(), mK = m * K;
+  for (PetscInt q = 0; q < m; ++q) {
+    const PetscScalar* block = acc;
+    if (m > 1) {  // direction q's block of the side-by-side sums
+      PetscScalar* one = ensure(work_.one, static_cast<std::size_t>(np * K));
+      for (PetscInt j = 0; j < np; ++j) std::copy_n(acc + j * mK + q * K, K, one + j * K);
+      block = one;
+    }
+    Vec o_q = out[static_cast<std::size_t>(q)];
+    BILEVEL_PETSC_CALL(VecSet(o_q, 0.0));
+    train_->cols.add(block, o_q);  // Σ over ranks onto the owners
     petsc::ReadView v(w[static_cast<std::size_t>(q)]);
-    write_local(
-        out[static_cast<std::size_t>(q)], acc, m, q, 1.0 / static_cast<PetscReal>(n), ridge, v.data());
+    petsc::WriteView o(o_q);
+    for (PetscInt l = 0; l < o.size(); ++l)
+      o[l] = ridge.empty() ? scale * o[l] : scale * o[l] + ridge[static_cast<std::size_t>(l)] * v[l];
   }
 }
 
@@ -338,24 +419,27 @@ void MultinomialEngine::write_local(Vec out,
 }
 
 TestMetrics MultinomialEngine::evaluate(MultinomialSide& side, Vec y) {
-  const PetscScalar* yf = y_gather_.gather(y);
+  const PetscScalar* yf = model(side, y);
   side.rows.select(side.data, Batch::all());
   const PetscInt K = classes_;
   PetscScalar* p = ensure(work_.p, static_cast<std::size_t>(K));
   PetscScalar sums[2] = {0, 0};
-  row_pass(side.data,
-           side.dense,
-           side.rows,
-           yf,
-           K,
-           0,
-           nullptr,
-           work_,
-           [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar*) {
-             const PetscInt l = side.data.labels[static_cast<std::size_t>(i)];
-             sums[0] += softmax(z, K, p) - z[l];
-             if (std::max_element(z, z + K) - z == l) sums[1] += 1;
-           });
+  row_pass(
+      side.data,
+      side.dense,
+      side.rows,
+      yf,
+      K,
+      0,
+      nullptr,
+      work_,
+      [&](PetscInt, PetscInt i, const PetscScalar* z, PetscScalar*) {
+        const PetscInt l = side.data.labels[static_cast<std::size_t>(i)];
+        sums[0] += softmax(z, K, p) - z[l];
+        if (std::max_element(z, z + K) - z == l) sums[1] += 1;
+      },
+      -1,
+      side.bias_row);
   sum_over_ranks(comm_, std::span<PetscScalar>(sums, 2));
   TestMetrics m;
   m.loss = sums[0] / static_cast<PetscReal>(side.data.n_rows);

@@ -1,5 +1,5 @@
 /// \file `softmax`: multinomial logistic regression with per-feature (or scalar) log-regularisers.
-/// Options: -bilevel_softmax_{scalar, bias_weight, initial_x, n_val, format}.
+/// Options: -bilevel_softmax_{scalar, bias_weight, initial_x, n_val, format, model_comm}.
 ///
 /// Notation per row i: a'_i = [a_i; 1], z_i = [W; bᵀ]ᵀ a'_i, p_i = softmax(z_i), λ_j = e^{x_j}.
 ///   ∇_y g   = (1/n) Σ a'_i ⊗ (p_i − e_{l_i}) + λ_j W_j (rows j < n_features) + μ_b b
@@ -31,6 +31,11 @@ SoftmaxOptions SoftmaxOptions::from_options(MPI_Comm comm) {
   o.initial_x = reader.real("initial_x", o.initial_x, "starting log-regulariser x_j", -50.0, 50.0);
   o.n_val = reader.integer("n_val", o.n_val, "validation rows taken from the end of the training file", 1);
   o.format = reader.choice("format", o.format, {"auto", "dense", "sparse"}, "storage of the data blocks");
+  o.model_comm =
+      reader.choice("model_comm",
+                    o.model_comm,
+                    {"auto", "gather", "owners"},
+                    "how sparse rows get the model: owners (entries the rows use), gather (whole model)");
   return o;
 }
 
@@ -39,13 +44,18 @@ SoftmaxProblem::SoftmaxProblem(Dataset train,
                                std::optional<Dataset> test,
                                const SoftmaxOptions& options)
     : comm_(train.comm), options_(options) {
-  // Whole rows of [W; bᵀ] per rank: row j's K entries and x_j live together.
+  // Whole rows of [W; bᵀ] per rank: row j's K entries and x_j live together. Sparse sides are compressed:
+  // each rank receives only the model rows its data rows use and adds its sums onto their owners.
+  const detail::ModelComm mode = options_.model_comm == "gather"   ? detail::ModelComm::Gather
+                                 : options_.model_comm == "owners" ? detail::ModelComm::Owners
+                                                                   : detail::ModelComm::Auto;
   engine_ = std::make_unique<detail::MultinomialEngine>(std::move(train),
                                                         std::move(validation),
                                                         std::move(test),
                                                         options_.format,
                                                         detail::ModelLayout::Rows,
-                                                        "softmax");
+                                                        "softmax",
+                                                        mode);
   n_features_ = engine_->n_features();
   classes_ = engine_->classes();
   row_begin_ = engine_->y_begin() / classes_;
@@ -135,13 +145,24 @@ const PetscScalar* SoftmaxProblem::regularisers(Vec x) {
 
 std::span<const PetscScalar> SoftmaxProblem::ridge(Vec x) {
   const PetscScalar* lam = regularisers(x);
-  const PetscInt nl = classes_ * (row_end_ - row_begin_);
+  const PetscInt K = classes_, nl = K * (row_end_ - row_begin_);
+  // Rebuilt only when λ changed: a per-feature λ is recomputed when x's local content changes (its
+  // pointer and values stay put otherwise), a scalar λ is compared by value.
+  const detail::VecKey key = detail::vec_key(x);
+  const PetscObjectId id = key.id;
+  const PetscObjectState state = key.state;
+  if (static_cast<PetscInt>(ridge_.size()) == nl && id == ridge_id_ && state == ridge_state_ &&
+      (!options_.scalar || lam[0] == ridge_scalar_))
+    return ridge_;
   ridge_.resize(static_cast<std::size_t>(nl));
-  for (PetscInt l = 0; l < nl; ++l) {
-    const PetscInt j = row_begin_ + l / classes_;  // λ_j on W_jk, μ_b on the bias
-    ridge_[static_cast<std::size_t>(l)] =
+  for (PetscInt j = row_begin_; j < row_end_; ++j) {  // λ_j on W_jk, μ_b on the bias
+    const PetscScalar r =
         j >= n_features_ ? options_.bias_weight : (options_.scalar ? lam[0] : lam[j - row_begin_]);
+    std::fill_n(ridge_.begin() + (j - row_begin_) * K, K, r);
   }
+  ridge_id_ = id;
+  ridge_state_ = state;
+  ridge_scalar_ = options_.scalar ? lam[0] : 0;
   return ridge_;
 }
 
@@ -158,15 +179,15 @@ void SoftmaxProblem::upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, V
 
 PetscReal SoftmaxProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
   check_layouts(x, y);
-  const PetscScalar* yf = engine_->gather_model(y);
+  const PetscScalar* ym = engine_->model(engine_->train(), y);
   PetscInt n = 0;
-  const double loss = engine_->loss_pass(engine_->train(), batch, yf, nullptr, nullptr, &n);
+  const double loss = engine_->loss_pass(engine_->train(), batch, ym, nullptr, nullptr, &n);
   // 1/2 Σ_j λ_j ||W_j||² + μ_b/2 ||b||² over this rank's rows of [W; bᵀ]
   const std::span<const PetscScalar> rho = ridge(x);
-  const PetscInt lo = classes_ * row_begin_;
+  petsc::ReadView yl(y);
   double reg = 0;
   for (std::size_t l = 0; l < rho.size(); ++l)
-    reg += rho[l] * yf[lo + static_cast<PetscInt>(l)] * yf[lo + static_cast<PetscInt>(l)];
+    reg += rho[l] * yl[static_cast<PetscInt>(l)] * yl[static_cast<PetscInt>(l)];
   PetscScalar sums[2] = {loss, 0.5 * reg};
   detail::sum_over_ranks(comm_, std::span<PetscScalar>(sums, 2));
   return sums[0] / static_cast<PetscReal>(n) + sums[1];
@@ -174,11 +195,8 @@ PetscReal SoftmaxProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
 
 void SoftmaxProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) {
   check_layouts(x, y);
-  const PetscScalar* yf = engine_->gather_model(y);
-  PetscInt n = 0;
-  const PetscScalar* acc = engine_->sums(engine_->train(), batch, yf, nullptr, true, false, &n);
   // (1/n) Σ a'_i ⊗ (p_i − e_l) + λ_j W_j (+ μ_b b)
-  engine_->write_local(gy, acc, 1, 0, 1.0 / static_cast<PetscReal>(n), ridge(x), yf + engine_->y_begin());
+  engine_->gradient(engine_->train(), y, batch, nullptr, ridge(x), gy);
 }
 
 void SoftmaxProblem::lower_grad_x_impl(Vec x, Vec y, const Batch& /*batch*/, Vec gx) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bilevel/core/derivative_check.hpp"
+#include "bilevel/petsc/comm_counter.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/problems/softmax.hpp"
 #include "synthetic.hpp"
@@ -152,6 +153,80 @@ TEST_P(SoftmaxTest, MinibatchHvpMultiMatchesSingleProducts) {
   for (int q = 0; q < 2; ++q) p.lower_hvp(x_, y_, Batch::of(idx), in[q], single[q]);
 
   for (int q = 0; q < 2; ++q) EXPECT_LT(rel_diff(gather(out[q]), gather(single[q])), 1e-13);
+}
+
+/// The compressed sparse sides (each rank holds only the model rows its data rows use) in both ways of
+/// moving the model: every oracle agrees between owners and gather, and owners returns fewer bytes per
+/// HVP than the allreduce of the whole model (so the owners path is the one that ran).
+TEST(SoftmaxModelComm, OwnersAndGatherGiveTheSameOraclesAndOwnersSendsLess) {
+  MPI_Comm comm = PETSC_COMM_WORLD;
+  int P = 1;
+  MPI_Comm_size(comm, &P);
+  // 40 features at 8% density: each rank's rows use only some of the columns
+  const testdata::Global tr = testdata::make_global(23, 40, 4, 7, 0.08),
+                         va = testdata::make_global(11, 40, 4, 8, 0.1);
+  std::unique_ptr<bilevel::SoftmaxProblem> prob[2];
+  for (int k = 0; k < 2; ++k) {
+    bilevel::SoftmaxOptions o;
+    o.format = "sparse";
+    o.model_comm = k == 0 ? "owners" : "gather";
+    prob[k] = std::make_unique<bilevel::SoftmaxProblem>(testdata::to_dataset(comm, tr, DataFormat::Sparse),
+                                                        testdata::to_dataset(comm, va, DataFormat::Sparse),
+                                                        testdata::to_dataset(comm, va, DataFormat::Sparse),
+                                                        o);
+  }
+  const std::vector<PetscInt> idx = {1, 2, 5, 11, 17, 22};
+  std::vector<double> val[2], gy[2], gx[2], hv[2], hm[2], fy[2], jv[2];
+  double g[2] = {0, 0}, f[2] = {0, 0}, acc[2] = {0, 0};
+  std::int64_t reduce_bytes[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    auto& p = *prob[k];
+    auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(),
+         w2 = p.create_lower_vec(), o = p.create_lower_vec(), o2 = p.create_lower_vec(),
+         ox = p.create_upper_vec();
+    testdata::fill(x, [](PetscInt j) { return -1.0 + 0.3 * std::sin(2.0 * j); });
+    testdata::fill(y, [](PetscInt j) { return 0.4 * std::cos(0.9 * j + 0.2); });
+    testdata::fill(w, [](PetscInt j) { return std::sin(0.4 * j + 1); });
+    testdata::fill(w2, [](PetscInt j) { return std::cos(0.7 * j); });
+    g[k] = p.lower_value(x, y, Batch::all());
+    p.lower_grad_y(x, y, Batch::all(), o);
+    gy[k] = gather(o);
+    p.lower_grad_x(x, y, Batch::all(), ox);
+    gx[k] = gather(ox);
+    p.lower_hvp(x, y, Batch::all(), w, o);  // y seen: only the direction moves in the next one
+    const bilevel::petsc::CommBytes before = bilevel::petsc::comm_bytes_sent();
+    p.lower_hvp(x, y, Batch::all(), w, o);
+    const bilevel::petsc::CommBytes after = bilevel::petsc::comm_bytes_sent();
+    const auto r = static_cast<std::size_t>(bilevel::petsc::CommPhase::Reduce);
+    reduce_bytes[k] = after[r] - before[r];
+    hv[k] = gather(o);
+    std::vector<Vec> vin = {w, w2}, vout = {o, o2};
+    p.lower_hvp_multi(x, y, Batch::of(idx), vin, vout);
+    hm[k] = gather(o);
+    const auto more = gather(o2);
+    hm[k].insert(hm[k].end(), more.begin(), more.end());
+    p.lower_jvp(x, y, Batch::all(), w, ox);
+    jv[k] = gather(ox);
+    f[k] = p.upper_value(x, y, Batch::all());
+    p.upper_grad(x, y, Batch::all(), nullptr, o);
+    fy[k] = gather(o);
+    acc[k] = p.evaluate_test(x, y).accuracy.value_or(-1);
+  }
+  EXPECT_NEAR(g[0], g[1], 1e-13 * std::abs(g[1]));
+  EXPECT_NEAR(f[0], f[1], 1e-13 * std::abs(f[1]));
+  EXPECT_EQ(acc[0], acc[1]);
+  EXPECT_GE(acc[0], 0.0);
+  EXPECT_LT(rel_diff(gy[0], gy[1]), 1e-13);
+  EXPECT_LT(rel_diff(gx[0], gx[1]), 1e-13);
+  EXPECT_LT(rel_diff(hv[0], hv[1]), 1e-13);
+  EXPECT_LT(rel_diff(hm[0], hm[1]), 1e-13);
+  EXPECT_LT(rel_diff(jv[0], jv[1]), 1e-13);
+  EXPECT_LT(rel_diff(fy[0], fy[1]), 1e-13);
+  // gather: an allreduce of the whole model (dy = 41 · 4 entries); owners: only entries owned elsewhere
+  if (P > 1) {
+    EXPECT_LT(reduce_bytes[0], reduce_bytes[1]);
+    EXPECT_GT(reduce_bytes[0], 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants,

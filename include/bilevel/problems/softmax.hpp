@@ -34,6 +34,11 @@ struct SoftmaxOptions {
   /// [-bilevel_softmax_n_val] without a validation file, the last n_val rows of the training file validate.
   PetscInt n_val = 10000;
   std::string format = "auto";  ///< [-bilevel_softmax_format dense|sparse|auto] (auto: dense above 30%)
+  /// [-bilevel_softmax_model_comm] how sparse rows get the model and return model-sized sums: "owners" (each
+  /// rank receives the model rows its data rows use and adds its sums onto their owners), "gather" (the
+  /// whole model to every rank, one allreduce of it), "auto" (owners from 4,096 model entries or at one
+  /// rank, as logreg's)
+  std::string model_comm = "auto";
   /// Reads the keys above (prefix -bilevel_softmax_). Collective on comm.
   static SoftmaxOptions from_options(MPI_Comm comm);
 };
@@ -115,7 +120,10 @@ class SoftmaxProblem final : public BilevelProblem {
   PetscInt row_begin_ = 0,
            row_end_ = 0;  // this rank's rows of [W; bᵀ]; y holds entries [K row_begin_, K row_end_)
   std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
-  std::vector<PetscScalar> ridge_;
+  std::vector<PetscScalar> ridge_;  // e^{x_j} (μ_b) on y's local entries, for x of (ridge_id_, ridge_state_)
+  PetscObjectId ridge_id_ = 0;
+  PetscObjectState ridge_state_ = -1;
+  PetscScalar ridge_scalar_ = 0;  // scalar x: the λ ridge_ holds
 };
 
 }  // namespace bilevel
