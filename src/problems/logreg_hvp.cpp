@@ -48,7 +48,9 @@ void LogregProblem::steady_hvp(Side& side, PetscReal scale, const PetscScalar* v
                          : options_.hvp_kernel == "panel"       ? detail::HvpKernel::Panel
                                                                 : detail::HvpKernel::Auto;
   const detail::HvpKernel kernel = detail::choose_hvp_kernel(requested, side.width);
-  const bool simd = options_.hvp_simd && side.strict_rows && detail::cpu_has_avx512();
+  const double per_row = A.rows > 0 ? static_cast<double>(A.ia[A.rows]) / static_cast<double>(A.rows) : 0.0;
+  const bool simd = detail::use_simd(
+      requested, kernel, options_.hvp_simd && side.strict_rows && detail::cpu_has_avx512(), per_row);
   detail::logistic_hvp(kernel,
                        simd,
                        A.rows,

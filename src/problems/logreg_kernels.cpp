@@ -55,6 +55,12 @@ HvpKernel choose_hvp_kernel(HvpKernel requested, PetscInt width) {
   return model_bytes <= kFusedModelBytes ? HvpKernel::Fused : HvpKernel::Interleaved;
 }
 
+bool use_simd(HvpKernel requested, HvpKernel kernel, bool allowed, double nonzeros_per_row) {
+  if (!allowed) return false;
+  if (requested != HvpKernel::Auto) return true;
+  return kernel == HvpKernel::Interleaved || nonzeros_per_row >= kSimdRowNonzeros;
+}
+
 namespace {
 
 // ---- portable loops ------------------------------------------------------------------------------------
@@ -111,12 +117,11 @@ PetscScalar panel_scalar(PetscInt rows,
 // ---- AVX-512 loops (8 nonzeros per step; the tail of a row under a mask) --------------------------------
 #if BILEVEL_HAVE_AVX512_LOOPS
 
-// The sum of the 8 lanes (the defined-source forms: GCC 12's _mm512_reduce_add_pd warns).
+// The sum of the 8 lanes (GCC 12's _mm512_reduce_add_pd warns of an undefined source).
 BILEVEL_AVX512 inline double sum8(__m512d x) {
-  const __m256d h =
-      _mm256_add_pd(_mm512_castpd512_pd256(x), _mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, x, 1));
-  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
+  alignas(64) double b[8];
+  _mm512_store_pd(b, x);
+  return ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
 }
 
 // Σ_p a_p x[s·ja_p] over p ∈ [begin, end), s = 1 or 2 (stride of x in doubles).

@@ -45,6 +45,14 @@ HvpKernel choose_hvp_kernel(HvpKernel requested, PetscInt width);
 /// docs/performance.md, "Sparse HVP kernels").
 inline constexpr std::int64_t kFusedModelBytes = std::int64_t{1} << 20;
 
+/// Whether `kernel` (as chosen) runs its AVX-512 loop: `allowed` (the option, the CPU and rows without
+/// repeated columns) and, under Auto, Interleaved always and Fused from kSimdRowNonzeros nonzeros per row
+/// on average (shorter rows spend the vector loop in its masked tail). Not collective.
+bool use_simd(HvpKernel requested, HvpKernel kernel, bool allowed, double nonzeros_per_row);
+
+/// Mean nonzeros per row from which Auto's Fused kernel takes the AVX-512 loop (docs/performance.md).
+inline constexpr double kSimdRowNonzeros = 16;
+
 /// Work arrays of the kernels (reused across calls).
 struct HvpWork {
   std::vector<PetscScalar> pairs;  ///< Interleaved: (v_j, out_j)
