@@ -1,6 +1,7 @@
 /// \file `logreg`: l2-regularised binary logistic regression with per-feature (or scalar) log-regularisers.
 /// Options: -bilevel_logreg_scalar, -bilevel_logreg_intercept, -bilevel_logreg_initial_x,
-/// -bilevel_logreg_positive_classes, -bilevel_logreg_n_val.
+/// -bilevel_logreg_positive_classes, -bilevel_logreg_n_val, -bilevel_logreg_model_comm,
+/// -bilevel_logreg_hvp_kernel, -bilevel_logreg_hvp_simd.
 ///
 /// Notation: z_i = a_i·w + c, m_i = b_i z_i, ℓ_i = log(1 + e^{−m_i}), r_i = dℓ_i/dz_i = −b_i σ(−m_i),
 /// d_i = d²ℓ_i/dz_i² = σ(z_i)(1 − σ(z_i)), λ_j = e^{x_j}.
@@ -57,6 +58,12 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
                     o.model_comm,
                     {"auto", "gather", "owners"},
                     "how sparse rows get the model: owners (entries the rows use), gather (whole model)");
+  o.hvp_kernel = reader.choice("hvp_kernel",
+                               o.hvp_kernel,
+                               {"auto", "fused", "interleaved", "panel"},
+                               "sparse HVP pass: fused, interleaved (v, out) pairs, or panels of rows");
+  o.hvp_simd =
+      reader.boolean("hvp_simd", o.hvp_simd, "AVX-512 loops for the sparse HVP when the CPU has them");
   return o;
 }
 
@@ -128,6 +135,8 @@ LogregProblem::LogregProblem(Dataset train,
                        mode);
       side->width = side->cols.size();
       side->c_pos = options_.intercept ? side->width - 1 : side->width;
+      detail::CsrView A(side->data.local);
+      side->strict_rows = detail::rows_strictly_increasing(A.rows, A.ia, A.ja);
     } else {
       side->width = dy_;
       side->c_pos = n_features_;

@@ -41,6 +41,32 @@ void logistic_hvp_csr(PetscInt rows,
   if (intercept) out[n_features] += tc;
 }
 
+void LogregProblem::steady_hvp(Side& side, PetscReal scale, const PetscScalar* v, PetscScalar* acc) {
+  detail::CsrView A(side.data.local);
+  const auto requested = options_.hvp_kernel == "fused"         ? detail::HvpKernel::Fused
+                         : options_.hvp_kernel == "interleaved" ? detail::HvpKernel::Interleaved
+                         : options_.hvp_kernel == "panel"       ? detail::HvpKernel::Panel
+                                                                : detail::HvpKernel::Auto;
+  const detail::HvpKernel kernel = detail::choose_hvp_kernel(requested, side.width);
+  const double per_row = A.rows > 0 ? static_cast<double>(A.ia[A.rows]) / static_cast<double>(A.rows) : 0.0;
+  const bool simd = detail::use_simd(
+      requested, kernel, options_.hvp_simd && side.strict_rows && detail::cpu_has_avx512(), per_row);
+  detail::logistic_hvp(kernel,
+                       simd,
+                       A.rows,
+                       A.ia,
+                       A.ja,
+                       A.values,
+                       side.d.data(),
+                       scale,
+                       v,
+                       side.c_pos,
+                       options_.intercept,
+                       acc,
+                       side.hvp_work);
+  hvp_kernel_used_ = std::string(detail::to_string(kernel)) + (simd ? "/avx512" : "");
+}
+
 void LogregProblem::lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) {
   const Vec ws[1] = {w};
   const Vec os[1] = {out};
@@ -95,8 +121,8 @@ void LogregProblem::lower_hvp_multi_impl(
   if (side.sparse) {
     detail::CsrView A(side.data.local);
     if (m == 1 && rows.full() && side.stamps.all_valid()) {
-      // The steady state: D cached, one fused pass (logistic_hvp_csr).
-      logistic_hvp_csr(A.rows, A.ia, A.ja, A.values, d, inv, V, cp, icpt, acc);
+      // The steady state: D cached, one pass of the chosen kernel (logreg_kernels.hpp).
+      steady_hvp(side, inv, V, acc);
     } else if (m == 1) {
       // One pass per row: t = a_i·v + v_c, and z_i = a_i·w + c in the same sweep when d_i is stale; then
       // t ← d_i t / n and acc += t [a_i; 1].
@@ -239,9 +265,7 @@ void LogregProblem::hvp_kernel_only(Vec y, Vec w) {
     side.cols.gather(w, v);
     PetscScalar* acc = detail::ensure(side.acc, static_cast<std::size_t>(side.width + 2));
     std::fill(acc, acc + side.width, 0.0);
-    detail::CsrView A(side.data.local);
-    logistic_hvp_csr(
-        A.rows, A.ia, A.ja, A.values, side.d.data(), inv, v, side.c_pos, options_.intercept, acc);
+    steady_hvp(side, inv, v, acc);
     return;
   }
   const PetscScalar* v = w_gather_->gather(w);

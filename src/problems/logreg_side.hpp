@@ -7,6 +7,7 @@
 #include "bilevel/data/dataset.hpp"
 #include "bilevel/problems/logreg.hpp"
 #include "data_parallel.hpp"
+#include "logreg_kernels.hpp"
 
 namespace bilevel {
 
@@ -35,6 +36,8 @@ struct LogregProblem::Side {
   PetscInt c_pos = 0;                 // position of the intercept in the side's model arrays
   PetscInt width = 0;                 // entries of the side's model arrays (compressed, or dy)
   std::vector<PetscScalar> acc, dir;  // sparse: compressed sums and gathered directions
+  detail::HvpWork hvp_work;           // sparse: work arrays of the HVP kernels
+  bool strict_rows = false;           // sparse: no repeated column within a row (vector scatter allowed)
 };
 
 }  // namespace bilevel

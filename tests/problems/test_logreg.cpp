@@ -399,3 +399,41 @@ TEST(LogregProblem, FusedKernelEqualsTwoPassProduct) {
 }
 
 }  // namespace
+
+/// Every sparse HVP kernel (fused, interleaved, panels of rows; portable and AVX-512 loops) gives the
+/// product of the reference loop (fused, portable) up to rounding, over more rows than one panel, and
+/// reports the kernel that ran: the AVX-512 loops whenever this CPU has them.
+TEST(LogregProblem, EverySparseHvpKernelRanAndEqualsTheReferenceLoop) {
+  const testdata::Global tr = testdata::make_global(4500, 90, 2, 5, 0.3);
+  const testdata::Global va = testdata::make_global(40, 90, 2, 6);
+  auto product = [&](const char* kernel, bool simd, std::string* used) {
+    bilevel::LogregOptions o;
+    o.hvp_kernel = kernel;
+    o.hvp_simd = simd;
+    bilevel::LogregProblem p(testdata::to_dataset(PETSC_COMM_WORLD, tr, DataFormat::Sparse),
+                             testdata::to_dataset(PETSC_COMM_WORLD, va, DataFormat::Sparse),
+                             std::nullopt,
+                             o);
+    auto x = p.create_upper_vec(), y = p.create_lower_vec(), w = p.create_lower_vec(),
+         hw = p.create_lower_vec();
+    testdata::fill(x, [](PetscInt j) { return -2.0 + 0.1 * j; });
+    testdata::fill(y, [](PetscInt j) { return 0.3 * std::cos(0.7 * j); });
+    testdata::fill(w, [](PetscInt j) { return std::sin(0.5 + j); });
+    p.lower_hvp(x, y, Batch::all(), w, hw);  // computes the curvature D
+    p.lower_hvp(x, y, Batch::all(), w, hw);  // the steady-state kernel
+    *used = p.hvp_kernel_used();
+    return gather(hw);
+  };
+  std::string used;
+  const auto reference = product("fused", false, &used);
+  EXPECT_EQ(used, "fused");
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  for (const char* kernel : {"fused", "interleaved", "panel"})
+    for (const bool simd : {false, true}) {
+      const auto h = product(kernel, simd, &used);
+      EXPECT_EQ(used, std::string(kernel) + (simd && avx512 ? "/avx512" : "")) << kernel;
+      EXPECT_LT(rel_diff(h, reference), 1e-13) << used;
+    }
+  product("auto", true, &used);  // 91 model entries: v and out fit in L2
+  EXPECT_EQ(used, std::string("fused") + (avx512 ? "/avx512" : ""));
+}

@@ -45,6 +45,12 @@ struct LogregOptions {
   /// model to every rank, one allreduce of the whole model), "auto" (owners from 4,096 model entries or at
   /// one rank; docs/performance.md has the measurement)
   std::string model_comm = "auto";
+  /// [-bilevel_logreg_hvp_kernel] the sparse HVP pass: "fused" (one pass per row, v and out apart),
+  /// "interleaved" (the same pass on pairs (v_j, out_j)), "panel" (per panel of rows, all a_i·v, then all
+  /// out += t_i a_i), "auto" (fused while v and out fit in 1 MiB, else interleaved; docs/performance.md)
+  std::string hvp_kernel = "auto";
+  /// [-bilevel_logreg_hvp_simd] AVX-512 loops for the sparse HVP when the CPU has them (checked at run time)
+  bool hvp_simd = true;
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
 };
@@ -127,6 +133,9 @@ class LogregProblem final : public BilevelProblem {
   /// Bytes one hvp_kernel_only pass reads from the local matrix (sparse: nnz·12 + (rows+1)·4 + rows·8;
   /// dense: 2·rows·n_features·8). Not collective.
   std::int64_t hvp_pass_bytes() const;
+  /// The sparse HVP kernel the last full-batch product ran, as "fused", "interleaved/avx512", ...; empty
+  /// before the first one or on dense data. Not collective.
+  const std::string& hvp_kernel_used() const { return hvp_kernel_used_; }
 
   /// Features after padding to the widest set. Not collective.
   PetscInt n_features() const { return n_features_; }
@@ -146,6 +155,8 @@ class LogregProblem final : public BilevelProblem {
 
  private:
   struct Side;  // one data set with its labels, curvature cache and work buffers
+  // The steady-state sparse pass: acc += scale [A 1]ᵀ D [A 1] v over all local training rows.
+  void steady_hvp(Side& side, PetscReal scale, const PetscScalar* v, PetscScalar* acc);
   /// Σ_i ℓ_i over the batch's local rows (when want_loss; else 0), Σ r_i [a_i; 1] into grad when not null;
   /// refreshes the curvature cache D of the training side.
   double loss_pass(Side& side,
@@ -179,6 +190,7 @@ class LogregProblem final : public BilevelProblem {
   std::unique_ptr<detail::ExpRegularisers> lambda_;  // e^x
   std::vector<PetscScalar> buffer_;                  // model-sized reduction buffer (+ value slots)
   std::vector<PetscScalar> multi_;                   // stacked buffers for hvp_multi
+  std::string hvp_kernel_used_;                      // see hvp_kernel_used()
   std::vector<PetscScalar> hvp_one_;                 // dense hvp_multi: one direction's sums
   std::vector<PetscScalar> reduce_;                  // dense: the model-sized sum over ranks
 };
