@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 packages="g++ make cmake pkg-config petsc-dev slepc-dev libopenmpi-dev openmpi-bin libboost-program-options-dev
           libgtest-dev dataset-fashion-mnist libopenblas0 zlib1g-dev libbz2-dev liblzma-dev python3-petsc4py
-          python3-mpi4py"
+          python3-mpi4py python3-numpy python3-matplotlib"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -9,10 +9,13 @@
 //     rank against its data, the HVP against the triad, an outer iteration's time and bytes sent (the
 //     library's count, PMPI as a cross-check), and the coordinator's share (scale.cpp, docs/scaling.md).
 //   bilevel-bench methods --out DIR [--seeds N] [--max-time S] [--problems a,b] [--methods a,b] [--no-report]
-//     runs every registered method (or --methods) on quadratic, logreg (ijcnn1) and hyperclean
-//     (Fashion-MNIST) for N seeds with a time budget per run; writes DIR/<problem>/<method>-seed<k>.csv
-//     (trace) and .json (summary), DIR/runs.csv, DIR/failures.txt, then calls report_methods.py on DIR
-//     (plots and time-to-target tables; docs/benchmarks.md explains them).
+//     runs every registered method (or --methods) on quadratic, spectral_logsumexp (LancBiO's synthetic
+//     problem), logreg (ijcnn1, benchopt's stochastic protocol: minibatches of 64) and hyperclean
+//     (Fashion-MNIST, LancBiO's deterministic protocol: 5,000 training rows) for N seeds with a time budget
+//     per run; a short calibration run per (problem, method) sets how often the run is monitored (about 50
+//     records per run); writes DIR/<problem>/<method>-seed<k>.csv (trace) and .json (summary),
+//     DIR/runs.csv, DIR/failures.txt, then calls report_methods.py on DIR (plots and time-to-target tables;
+//     docs/benchmarks.md explains them).
 // Timings are printed and written to JSON; they are never test assertions.
 #include <petsctime.h>
 
@@ -136,9 +139,59 @@ std::string format_number(double v) {
   return b;
 }
 
-/// Per-run time budget in seconds when --max-time is not given.
+/// Per-run time budget in seconds when --max-time is not given (sized so that the default suite, 4
+/// problems x 14 methods x 3 seeds, takes about 40 minutes at 2 ranks).
 double default_budget(const std::string& problem) {
-  return problem == "hyperclean" || problem == "spectral_logsumexp" ? 60.0 : 20.0;
+  if (problem == "hyperclean") return 16.0;
+  if (problem == "logreg") return 15.0;
+  if (problem == "spectral_logsumexp") return 12.0;
+  return 8.0;
+}
+
+/// Records wanted per run: the calibration run's rate sets -bilevel_monitor_every to about budget / this.
+constexpr double kRecordsPerRun = 50;
+
+/// Options database entries the suite sets for the runs of one problem (unless the command line gave them)
+/// and removes when the problem is done, so that they do not reach the next problem.
+class ScopedRunOptions {
+ public:
+  ScopedRunOptions() = default;
+  ScopedRunOptions(const ScopedRunOptions&) = delete;
+  ScopedRunOptions& operator=(const ScopedRunOptions&) = delete;
+  ~ScopedRunOptions() {
+    for (const auto& key : owned_) PetscOptionsClearValue(nullptr, key.c_str());
+  }
+  /// Sets key = value unless the command line gave key.
+  void set_default(const std::string& key, const std::string& value) {
+    if (option_given(key)) return;
+    set_option(key, value);
+    owned_.push_back(key);
+  }
+  /// Sets key = value for this problem's runs, replacing what an earlier run of it set.
+  void set(const std::string& key, const std::string& value) {
+    set_option(key, value);
+    if (std::find(owned_.begin(), owned_.end(), key) == owned_.end()) owned_.push_back(key);
+  }
+
+ private:
+  std::vector<std::string> owned_;
+};
+
+/// The options of one suite problem's runs. logreg: benchopt's stochastic protocol on ijcnn1 (algorithms.md
+/// 5.5.2), lower and upper minibatches of 64 for every method that samples. The others: deterministic
+/// protocols (LancBiO's, algorithms.md 5.2 and 5.6): minibatches as large as the data sets, i.e. full
+/// batches for every method, also for those whose own default samples (a size >= n is the full batch);
+/// quadratic and spectral_logsumexp have no samples. The suite asks for no exact metrics
+/// (-bilevel_monitor_exact_every): closed-form problems (quadratic) have them in every record anyway;
+/// elsewhere a record's accurate solves and its error bound's SLEPc estimate of μ cost more than the run
+/// (spectral_logsumexp at κ = 1e5: minutes per record, missing the 1e-8 tolerance; logreg: up to a minute
+/// per record for lancbio), so the plots use f(x_k, y_k).
+std::vector<std::pair<std::string, std::string>> protocol_options(const bilevel::BilevelProblem& problem) {
+  if (problem.name() == "logreg") return {{"-bilevel_batch_size", "64"}, {"-bilevel_upper_batch_size", "64"}};
+  const auto n = problem.dataset_sizes();
+  if (n.lower <= 0) return {};
+  return {{"-bilevel_batch_size", std::to_string(n.lower)},
+          {"-bilevel_upper_batch_size", std::to_string(std::max<PetscInt>(1, n.upper))}};
 }
 
 /// What the suite needs from the command line.
@@ -158,6 +211,7 @@ struct RunRow {
   std::string status = "error";  // ok | diverged | error
   std::string reason = "ERROR";
   std::int64_t iterations = 0;
+  std::int64_t monitor_every = 1;
   double wall_time_s = NAN, upper_objective = NAN;
   std::optional<double> test_accuracy;
   bilevel::OracleCounts counts;
@@ -169,14 +223,14 @@ struct RunRow {
       << "," << format_number(upper_objective) << "," << (test_accuracy ? format_number(*test_accuracy) : "")
       << "," << counts.grad_f << "," << counts.grad_g << "," << counts.hvp << "," << counts.jvp << ","
       << (counts.grad_f + counts.grad_g + counts.hvp + counts.jvp) << "," << counts.samples << ","
-      << counts.value_f << "," << counts.value_g << "\n";
+      << counts.value_f << "," << counts.value_g << "," << monitor_every << "\n";
     return s.str();
   }
 };
 
 const char* kRunsHeader =
     "problem,method,seed,status,converged_reason,outer_iterations,wall_time_s,upper_objective,test_accuracy,"
-    "grad_f,grad_g,hvp,jvp,oracle_calls,samples,value_f,value_g\n";
+    "grad_f,grad_g,hvp,jvp,oracle_calls,samples,value_f,value_g,monitor_every\n";
 
 /// runs.csv and failures.txt of the output folder, kept across invocations: a run replaces the line of the
 /// same (problem, method, seed), so problems can be run one at a time into one folder. Only rank 0 reads
@@ -269,8 +323,9 @@ void remove_outputs(MPI_Comm comm, const std::string& stem) {
 }
 
 /// Builds a suite problem from its defaults: quadratic with κ = 1e3 (dy 2000, dx 100), logreg on the
-/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files, finite_sum_quadratic and spectral_logsumexp
-/// with the papers' sizes (their own defaults). -bilevel_<problem>_* on the command line
+/// ijcnn1 files, hyperclean on the Debian Fashion-MNIST files with LancBiO's deterministic sizes (5,000
+/// training rows, 5,000 validation rows, p = 0.5; algorithms.md 5.6), finite_sum_quadratic and
+/// spectral_logsumexp with the papers' sizes (their own defaults). -bilevel_<problem>_* on the command line
 /// override the suite's choices. Collective.
 std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm,
                                                             const std::string& name,
@@ -284,6 +339,8 @@ std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm,
     inputs = settings.logreg_inputs;
   } else if (name == "hyperclean") {
     inputs.dataset = "fashion-mnist";
+    default_option("-bilevel_hyperclean_n_train", "5000");
+    default_option("-bilevel_hyperclean_n_val", "5000");
   }
   return bilevel::make_problem(comm, name, inputs);
 }
@@ -291,25 +348,82 @@ std::shared_ptr<bilevel::BilevelProblem> make_suite_problem(MPI_Comm comm,
 /// One run of `method` on the (reused) problem: fresh x, y from initial_point, trace and summary into
 /// dir/<method>-seed<seed>.{csv,json}. A failure (exception thrown collectively, e.g. a missing oracle)
 /// or divergence (negative converged reason) is returned as `failure`. Collective.
+/// Keeps (iteration, wall time without monitoring) of every record: the calibration run's rate.
+class RateMonitor : public bilevel::Monitor {
+ public:
+  explicit RateMonitor(std::vector<std::pair<std::int64_t, double>>& points) : points_(points) {}
+  void on_iteration(const bilevel::IterationRecord& r) override {
+    points_.emplace_back(r.iteration, r.wall_time);
+  }
+
+ private:
+  std::vector<std::pair<std::int64_t, double>>& points_;
+};
+
+/// -bilevel_monitor_every for the runs of `method` on `problem`: a calibration run (seed 0, a fifth of the
+/// budget and at most 3 s, a record every iteration, no test metrics, no outputs) measures
+/// its iterations per second (setup included), and the runs get about kRecordsPerRun records or more. 1 when
+/// the calibration fails or is too short (the run itself reports a failure). Collective.
+std::int64_t calibrate_monitor_every(MPI_Comm comm,
+                                     const std::shared_ptr<bilevel::BilevelProblem>& problem,
+                                     const std::string& method,
+                                     double budget,
+                                     ScopedRunOptions& options) {
+  std::vector<std::pair<std::int64_t, double>> points;
+  options.set("-bilevel_type", method);
+  options.set("-bilevel_seed", "0");
+  options.set("-bilevel_max_time", format_number(std::min(3.0, budget / 5)));
+  options.set("-bilevel_monitor_every", "1");
+  options.set("-bilevel_monitor_test", "false");
+  try {
+    problem->reset_counts();
+    bilevel::BilevelSolver solver(comm);
+    solver.set_problem(problem);
+    solver.add_monitor(std::make_unique<RateMonitor>(points));
+    solver.set_from_options();
+    bilevel::petsc::VecHandle x = problem->create_upper_vec(), y = problem->create_lower_vec();
+    problem->initial_point(x, y);
+    solver.solve(x, y);
+  } catch (const bilevel::Error&) {
+    // the run reports it
+  }
+  problem->reset_counts();
+  if (points.size() < 3) return 1;
+  // Iterations per second of solver time over the whole calibration, the first iteration (with the method's
+  // setup: SLEPc estimates, factorizations) included: a few cheap iterations at the end of a short
+  // calibration would otherwise promise far more iterations than the run makes.
+  const auto& last = points.back();
+  if (!(last.second > 0) || last.first < 1) return 1;
+  const double rate = static_cast<double>(last.first) / last.second;
+  // The run's loop ends at 90% of the budget (-bilevel_final_reserve); half of that for the load of a
+  // shared machine and the records' own cost.
+  const double expected = 0.5 * rate * 0.9 * budget;
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(expected / kRecordsPerRun));
+}
+
 RunRow run_method(MPI_Comm comm,
                   const std::shared_ptr<bilevel::BilevelProblem>& problem,
                   const std::string& method,
                   long seed,
                   double budget,
+                  std::int64_t monitor_every,
                   const std::string& dir,
+                  ScopedRunOptions& options,
                   std::string& failure) {
   RunRow row;
   row.problem = problem->name();
   row.method = method;
   row.seed = seed;
+  row.monitor_every = monitor_every;
   failure.clear();
   const std::string stem = dir + "/" + method + "-seed" + std::to_string(seed);
   remove_outputs(comm, stem);
-  set_option("-bilevel_type", method);
-  set_option("-bilevel_seed", std::to_string(seed));
-  set_option("-bilevel_max_time", format_number(budget));
-  set_option("-bilevel_monitor_test",
-             has(problem->capabilities(), bilevel::Capability::TestSet) ? "true" : "false");
+  options.set("-bilevel_type", method);
+  options.set("-bilevel_seed", std::to_string(seed));
+  options.set("-bilevel_max_time", format_number(budget));
+  options.set("-bilevel_monitor_every", std::to_string(monitor_every));
+  options.set("-bilevel_monitor_test",
+              has(problem->capabilities(), bilevel::Capability::TestSet) ? "true" : "false");
   try {
     problem->reset_counts();
     bilevel::BilevelSolver solver(comm);
@@ -406,6 +520,15 @@ int run_methods(const SuiteSettings& settings) {
   // describe the same last iterate (no final accurate lower solve) unless the command line says otherwise.
   default_option("-bilevel_max_it", "100000000");
   default_option("-bilevel_final_lower_solve", "false");
+  // The record schedule: the command line's, else calibrated per (problem, method); read once, since the
+  // suite sets it per run.
+  auto given_int = [](const char* key) -> std::optional<PetscInt> {
+    PetscInt v = 0;
+    PetscBool set = PETSC_FALSE;
+    BILEVEL_PETSC_CALL(PetscOptionsGetInt(nullptr, nullptr, key, &v, &set));
+    return set ? std::optional<PetscInt>(v) : std::nullopt;
+  };
+  const std::optional<PetscInt> user_every = given_int("-bilevel_monitor_every");
 
   make_directory(comm, settings.out);
   SuiteLedger ledger(comm, settings.out);
@@ -447,14 +570,19 @@ int run_methods(const SuiteSettings& settings) {
         PetscPrintf(comm, "problem %s built in %.1f s; %.0f s per run\n", name.c_str(), now() - t0, budget));
     const std::string dir = settings.out + "/" + name;
     make_directory(comm, dir);
+    ScopedRunOptions options;  // cleared when the problem is done
+    for (const auto& [key, value] : protocol_options(*problem)) options.set_default(key, value);
     for (const auto& method : methods) {
+      const std::int64_t every = user_every ? std::max<PetscInt>(1, *user_every)
+                                            : calibrate_monitor_every(comm, problem, method, budget, options);
       for (long seed = 0; seed < settings.seeds; ++seed) {
         std::string failure;
-        const RunRow row = run_method(comm, problem, method, seed, budget, dir, failure);
+        const RunRow row = run_method(comm, problem, method, seed, budget, every, dir, options, failure);
         ledger.record(row, failure);
         ledger.write();
         ++done;
-        std::string line = row.reason + ", " + std::to_string(row.iterations) + " it, " +
+        std::string line = row.reason + ", " + std::to_string(row.iterations) + " it (record every " +
+                           std::to_string(row.monitor_every) + "), " +
                            format_number(std::round(row.wall_time_s * 100) / 100) + " s, F " +
                            format_number(row.upper_objective);
         if (row.test_accuracy) line += ", test acc " + format_number(*row.test_accuracy);
@@ -494,10 +622,10 @@ int main(int argc, char** argv) {
       "seeds", po::value<long>()->default_value(3), "seeds 0..N-1 per method (methods suite)")(
       "max-time",
       po::value<double>(),
-      "seconds per run (methods suite; default hyperclean and spectral_logsumexp 60, others 20)")(
-      "problems",
-      po::value<std::string>()->default_value("quadratic,logreg,hyperclean"),
-      "comma-separated problems (methods suite; also finite_sum_quadratic, spectral_logsumexp)")(
+      "seconds per run (methods suite; default quadratic 5, spectral_logsumexp and logreg 12, hyperclean "
+      "18)")("problems",
+             po::value<std::string>()->default_value("quadratic,spectral_logsumexp,logreg,hyperclean"),
+             "comma-separated problems (methods suite; also finite_sum_quadratic, spectral_logsumexp)")(
       "methods",
       po::value<std::string>(),
       "comma-separated methods (methods suite; default every registered one)")(

@@ -1,33 +1,37 @@
 #!/usr/bin/python3
-"""Plots and time-to-target tables of a `bilevel-bench methods` output folder.
+"""Plots and time- and oracle-to-target tables of a `bilevel-bench methods` output folder.
 
     /usr/bin/python3 apps/bilevel_bench/report_methods.py DIR [--img-dir D] [--img-link PREFIX] [--markdown FILE]
 
 Reads DIR/runs.csv, DIR/failures.txt and the per-run traces DIR/<problem>/<method>-seed<k>.csv (+ .json)
-and writes, per problem, one PNG (DIR/img/methods-<problem>.png by default) with four panels:
+and writes a markdown report (DIR/report.md by default) with, per problem, the targets, a table of final
+values and one table per target (time and oracle calls to it), and one PNG per problem
+(DIR/img/methods-<problem>.png by default): each metric of the problem against oracle calls (left column,
+the primary axis: it does not depend on the machine's load) and against time (right column), each method
+as the median over seeds with a min/max band.
 
-    upper objective       vs time | vs oracle calls
-    test accuracy         vs time | vs oracle calls
-(quadratic: |f - F*| and the true hypergradient norm ||grad F(x_k)||, both on a log scale)
+Metrics (columns of the traces, src/core/monitor.cpp):
+* F: the value function F(x_k) = f(x_k, y*(x_k)) (`value_function`: closed form, or accurate lower solves
+  every few records when the suite asks for exact metrics), else the upper objective f(x_k, y_k);
+* ‖∇F‖: the exact hypergradient norm (`exact_hypergradient_norm`, else `true_hypergradient_norm`);
+* test accuracy, where the problem has a test set.
 
-each method as the mean over seeds with a min/max band, and a markdown report (DIR/report.md by default)
-with one table per problem. Definitions (also in docs/benchmarks.md):
+Targets, per problem (docs/benchmarks.md, "Definitions"):
+* F target: with a closed form (quadratic), F* + 1e-6 |F*|; with a known reference value (logreg on
+  ijcnn1: 0.2105, the best single-regulariser test log-loss of a 13-point grid, issue 14 item 4), that value
+  + 1%; otherwise F_best + a fraction of (F_0 − F_best), F_best the smallest F of any record of any run on
+  the problem, F_0 the median F at the start point: 1e-4 on spectral_logsumexp (F falls by four orders of
+  magnitude in the first iterations), 1e-2 elsewhere;
+* ‖∇F‖ target: 1e-4 (closed form) or 1e-2 (otherwise) times the median ‖∇F‖ at the start point;
+* accuracy target (no exact gradient): 99% of the largest test accuracy of any record.
+A run reaches a target at its first record that meets it; the tables give the median over the seeds that
+reached it of the time and of the oracle counts there, and "k/n" seeds.
 
-* time: the trace's wall_time_s (the solver's clock without its own monitoring evaluations);
-* oracle calls: grad_f + grad_g + hvp + jvp (cumulative; every Hessian- or Jacobian-vector product counts
-  one, a gradient of f counts one for both partial gradients, whatever the batch size: a minibatch call
-  of a stochastic method counts as much as a full-batch one; runs.csv also has the samples touched);
-  value evaluations are not counted;
-* final values: the last trace row, mean ± half the range over the seeds that did not diverge;
-* objective target: F_best + 0.01 |F_best|, F_best the smallest upper objective of any trace row of any
-  run on the problem (all methods, all seeds), or F* where the problem has a closed form (quadratic: an
-  iterate with y_k far from y*(x_k) can have f(x_k, y_k) < F*); a run reaches it at its first row with
-  F <= target;
-* accuracy target: 0.99 * A_best, A_best the largest test accuracy of any row; reached at the first row
-  with accuracy >= target;
-* quadratic gradient target: 1e-4 times the median over runs of ||grad F|| at the first record.
+Oracle calls: grad_f + grad_g + hvp + jvp (cumulative, as the summaries count them); a minibatch call counts
+one, whatever its size (the tables also give the samples touched). Value evaluations are not counted.
 
-Needs only numpy and matplotlib (Debian's python3-numpy, python3-matplotlib); draws with the Agg backend.
+Needs numpy; the plots need matplotlib (Debian's python3-matplotlib, which cluster/setup.sh installs).
+Without matplotlib the script writes the tables only and says so.
 """
 import argparse
 import csv
@@ -36,19 +40,26 @@ import math
 import os
 import sys
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError:  # tables only
+    plt = None
 
 PROBLEM_ORDER = ["quadratic", "finite_sum_quadratic", "spectral_logsumexp", "logreg", "hyperclean"]
-# problems with a closed-form F* and true hypergradient in their summaries and traces
-CLOSED_FORM = ("quadratic", "finite_sum_quadratic")
 ORACLES = ("grad_f", "grad_g", "hvp", "jvp")
-# Problem-specific keys of the summaries shown as extra table columns (hyperclean's detection of the
-# corrupted samples: sigma(x_i) < 1/2).
+# Problem-specific keys of the summaries shown as extra columns of the final-values table.
 SUMMARY_COLUMNS = {"detection_f1": "final detection F1"}
+MARKERS = "os^vD<>pP*Xhd"
+# Known reference values of F (for the default data): value, allowed relative excess, where it comes from.
+KNOWN_F = {"logreg": (0.2105, 0.01, "the best single-regulariser test log-loss of a 13-point grid on ijcnn1 "
+                                    "(issue 14, item 4)")}
+# Fraction of the initial gap F_0 − F_best left at the F target, where no closed form or known value exists.
+GAP_FRACTION = {"spectral_logsumexp": 1e-4}
 
 
 def read_runs(folder):
@@ -80,11 +91,21 @@ def read_trace(path):
         rows = list(csv.DictReader(f))
     if not rows:
         return None
+    value = column(rows, "value_function")
+    objective = column(rows, "upper_objective")
+    grad = column(rows, "exact_hypergradient_norm")
+    closed = column(rows, "true_hypergradient_norm")
+    grad = np.where(np.isfinite(grad), grad, closed)
     t = {
         "time": column(rows, "wall_time_s"),
-        "objective": column(rows, "upper_objective"),
-        "true_grad": column(rows, "true_hypergradient_norm"),
+        "value": value if np.isfinite(value).any() else objective,
+        "has_value_function": bool(np.isfinite(value).any()),
+        "grad": grad,
         "accuracy": column(rows, "test_accuracy"),
+        "samples": column(rows, "samples"),
+        "grads": column(rows, "grad_f") + column(rows, "grad_g"),
+        "hvp": column(rows, "hvp"),
+        "jvp": column(rows, "jvp"),
         "calls": sum(column(rows, k) for k in ORACLES),
     }
     return t
@@ -99,27 +120,24 @@ class Run:
         self.reason = row["converged_reason"]
         self.trace = trace
         self.summary = summary or {}
+        self.row = row
 
     def first_reach(self, key, target, larger_is_better=False):
-        """(time, calls) at the first record that meets the target, or None."""
+        """Index of the first record that meets the target, or None."""
         v = self.trace[key]
         with np.errstate(invalid="ignore"):
             hit = v >= target if larger_is_better else v <= target
         idx = np.flatnonzero(hit)
-        if idx.size == 0:
-            return None
-        i = idx[0]
-        return float(self.trace["time"][i]), float(self.trace["calls"][i])
-
-    def blew_up(self):
-        """Finite but exploded: the last objective is more than 10 times the first (objectives >= 0)."""
-        v = self.trace["objective"]
-        return bool(np.isfinite(v[0]) and v[0] > 0 and self.final("objective") > 10 * v[0])
+        return int(idx[0]) if idx.size else None
 
     def final(self, key):
         v = self.trace[key]
         finite = v[np.isfinite(v)]
         return float(finite[-1]) if finite.size else math.nan
+
+    def first(self, key):
+        v = self.trace[key]
+        return float(v[0]) if v.size and np.isfinite(v[0]) else math.nan
 
 
 def load(folder):
@@ -147,102 +165,86 @@ def optimal_objective(runs):
 
 
 def targets(problem, by_method):
+    """{'value': (reference, target, how), 'grad': ..., 'accuracy': ...} for the problem's runs."""
     all_runs = [r for rs in by_method.values() for r in rs]
     out = {}
-    objectives = np.concatenate([r.trace["objective"] for r in all_runs])
-    objectives = objectives[np.isfinite(objectives)]
     f_star = optimal_objective(all_runs)
+    values = np.concatenate([r.trace["value"] for r in all_runs])
+    values = values[np.isfinite(values)]
+    starts = [r.first("value") for r in all_runs if np.isfinite(r.first("value"))]
     if f_star is not None:
-        out["objective"] = (f_star, f_star + 0.01 * abs(f_star))
-    elif objectives.size:
-        best = float(objectives.min())
-        out["objective"] = (best, best + 0.01 * abs(best))
-    accuracies = np.concatenate([r.trace["accuracy"] for r in all_runs])
-    accuracies = accuracies[np.isfinite(accuracies)]
-    if accuracies.size:
-        best = float(accuracies.max())
-        out["accuracy"] = (best, 0.99 * best)
-    first_grads = [r.trace["true_grad"][0] for r in all_runs if np.isfinite(r.trace["true_grad"][0])]
+        out["value"] = (f_star, f_star + 1e-6 * abs(f_star), f"F* + 1e-6 |F*| (F* = {f_star:.10g}, closed form)")
+    elif problem in KNOWN_F and values.size:
+        ref, excess, where = KNOWN_F[problem]
+        out["value"] = (min(ref, float(values.min())), ref * (1 + excess),
+                        f"{ref:g} + {excess:.0%} ({where}; best record of any run: {float(values.min()):.6g})")
+    elif values.size and starts:
+        best, f0 = float(values.min()), float(np.median(starts))
+        frac = GAP_FRACTION.get(problem, 1e-2)
+        out["value"] = (best, best + frac * (f0 - best),
+                        f"F_best + {frac:g} (F_0 − F_best) (F_best = {best:.6g} best record of any run, "
+                        f"F_0 = {f0:.6g})")
+    first_grads = [r.first("grad") for r in all_runs if np.isfinite(r.first("grad"))]
     if first_grads:
         g0 = float(np.median(first_grads))
-        out["true_grad"] = (g0, 1e-4 * g0)
+        factor = 1e-4 if f_star is not None else 1e-2
+        out["grad"] = (g0, factor * g0, f"{factor:g} × ‖∇F(x_0)‖ (‖∇F(x_0)‖ = {g0:.3g})")
+    else:
+        accuracies = np.concatenate([r.trace["accuracy"] for r in all_runs])
+        accuracies = accuracies[np.isfinite(accuracies)]
+        if accuracies.size:
+            best = float(accuracies.max())
+            out["accuracy"] = (best, 0.99 * best, f"99% of A_best (A_best = {best:.4f}, best record of any run)")
     return out
 
 
-def spread(values):
-    """'mean ± half-range' over seeds (finite values only)."""
+def fmt(v, digits=4):
+    return "n/a" if not np.isfinite(v) else f"{v:.{digits}g}"
+
+
+def spread(values, digits=4):
+    """'median [min, max]' over seeds (finite values only)."""
     v = np.array([x for x in values if np.isfinite(x)])
     if v.size == 0:
-        return "n/a", math.nan
-    mean = float(v.mean())
-    half = float(v.max() - v.min()) / 2
-    return (f"{mean:.6g} ± {half:.2g}" if v.size > 1 else f"{mean:.6g}"), mean
+        return "n/a"
+    med = fmt(float(np.median(v)), digits)
+    return med if v.size == 1 or v.min() == v.max() else f"{med} [{fmt(v.min(), 3)}, {fmt(v.max(), 3)}]"
 
 
-def reach_cell(runs, key, target, larger_is_better=False):
-    """('time cell', 'calls cell', sort key) for a target."""
-    hits = [r.first_reach(key, target, larger_is_better) for r in runs]
-    reached = [h for h in hits if h is not None]
-    n = len(runs)
-    if not reached:
-        return "not reached", "not reached", math.inf
-    t = np.mean([h[0] for h in reached])
-    c = np.mean([h[1] for h in reached])
-    tag = f" ({len(reached)}/{n})"
-    return f"{t:.3g}{tag}", f"{c:.3g}{tag}", t if len(reached) == n else 1e12 + t
+def status_cell(runs, errors):
+    ok = sum(r.status == "ok" for r in runs)
+    cell = f"{ok}/{len(runs) + len(errors)}"
+    diverged = [r for r in runs if r.status == "diverged"]
+    if diverged:
+        cell += f" ({len(diverged)} diverged: {diverged[0].reason})"
+    return cell
 
 
-def table(problem, by_method, errors, failures, tg):
-    quadratic = problem in CLOSED_FORM
-    f_star = optimal_objective([r for rs in by_method.values() for r in rs]) if quadratic else None
-    lines = []
-    if quadratic:
-        head = ["method", "runs", "final f − F*", "final ‖∇F(x)‖", "time to F target (s)", "oracle calls to F target",
-                "time to ‖∇F‖ target (s)", "oracle calls to ‖∇F‖ target"]
-    else:
-        head = ["method", "runs", "final upper objective", "final test accuracy", "time to F target (s)",
-                "oracle calls to F target", "time to accuracy target (s)", "oracle calls to accuracy target"]
+def final_table(by_method, errors, failures, problem, tg):
+    head = ["method", "runs ok", "iterations", "final F"]
+    if "grad" in tg:
+        head.append("final ‖∇F‖")
+    has_acc = any(np.isfinite(r.trace["accuracy"]).any() for rs in by_method.values() for r in rs)
+    if has_acc:
+        head.append("final test accuracy")
     all_runs = [r for rs in by_method.values() for r in rs]
     extra = [k for k in SUMMARY_COLUMNS if any(r.summary.get(k) is not None for r in all_runs)]
     head += [SUMMARY_COLUMNS[k] for k in extra]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     body = []
     for method, runs in by_method.items():
-        ok = sum(r.status == "ok" for r in runs)
-        n_err = len(errors.get(method, []))
-        runs_cell = f"{ok}/{len(runs) + n_err}"
-        diverged = [r for r in runs if r.status == "diverged"]
-        if diverged:
-            runs_cell += f" ({len(diverged)} diverged: {diverged[0].reason})"
-        blown = [r for r in runs if r.status == "ok" and r.blew_up()]
-        if blown:
-            runs_cell += f" ({len(blown)} blew up: final F > 10 × first)"
-        # Final values over the runs that did not diverge; for a method whose every run diverged, the best
-        # objective reached before the divergence.
-        finished = [r for r in runs if r.status == "ok"]
-        if not finished:
-            best = min(float(np.nanmin(r.trace["objective"])) for r in runs)
-            final_obj, final_2 = f"all diverged (best before: {best:.6g})", "n/a"
-        elif quadratic and f_star is not None:
-            final_obj, _ = spread([r.final("objective") - f_star for r in finished])
-            final_2, _ = spread([r.final("true_grad") for r in finished])
-        else:
-            final_obj, _ = spread([r.final("objective") for r in finished])
-            final_2, _ = spread([r.final("accuracy") for r in finished])
-        t1, c1, key1 = reach_cell(runs, "objective", tg["objective"][1]) if "objective" in tg else ("", "", math.inf)
-        if quadratic and "true_grad" in tg:
-            t2, c2, key1 = reach_cell(runs, "true_grad", tg["true_grad"][1])
-        elif "accuracy" in tg:
-            t2, c2, _ = reach_cell(runs, "accuracy", tg["accuracy"][1], larger_is_better=True)
-        else:
-            t2 = c2 = "n/a"
-        final_sort = np.nanmean([r.final("true_grad" if quadratic else "objective") for r in finished] or [math.inf])
-        cells = [method, runs_cell, final_obj, final_2, t1, c1, t2, c2]
+        finished = [r for r in runs if r.status == "ok"] or runs
+        its = [float(r.summary.get("outer_iterations", math.nan)) for r in runs]
+        cells = [method, status_cell(runs, errors.get(method, [])), spread(its, 3),
+                 spread([r.final("value") for r in finished], 6)]
+        if "grad" in tg:
+            cells.append(spread([r.final("grad") for r in finished], 3))
+        if has_acc:
+            cells.append(spread([r.final("accuracy") for r in finished], 4))
         for k in extra:
             cells.append(spread([float(r.summary[k]) if r.summary.get(k) is not None else math.nan
-                                 for r in finished])[0])
-        body.append(((key1, final_sort), cells))
+                                 for r in finished]))
+        body.append((method, cells))
     for method, rows in errors.items():
         if method in by_method:
             continue
@@ -250,14 +252,52 @@ def table(problem, by_method, errors, failures, tg):
         message = failures.get(key, rows[0]["converged_reason"])
         if len(message) > 110:
             message = message[:107] + "..."
-        body.append(((math.inf, math.inf), [method, f"0/{len(rows)}", f"failed: {message}"] + [""] * (len(head) - 3)))
+        body.append((method, [method, f"0/{len(rows)}", f"failed: {message}"] + [""] * (len(head) - 3)))
     body.sort(key=lambda b: b[0])
-    lines += ["| " + " | ".join(cells) + " |" for _, cells in body]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for _, c in body])
+
+
+def target_table(by_method, key, target, larger_is_better=False):
+    """Time, oracle calls (and their kinds) and samples to a target; sorted by median oracle calls."""
+    head = ["method", "reached", "oracle calls", "gradients (f + g)", "HVPs", "JVPs", "samples", "time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
+    for method, runs in by_method.items():
+        hits = [(r, r.first_reach(key, target, larger_is_better)) for r in runs]
+        hits = [(r, i) for r, i in hits if i is not None]
+        n = len(runs)
+        if not hits:
+            body.append(((1, math.inf), [method, f"0/{n}"] + ["not reached"] + [""] * 5))
+            continue
+        med = lambda k: float(np.median([r.trace[k][i] for r, i in hits]))  # noqa: E731
+        calls = med("calls")
+        cells = [method, f"{len(hits)}/{n}", fmt(calls, 3), fmt(med("grads"), 3), fmt(med("hvp"), 3),
+                 fmt(med("jvp"), 3), fmt(med("samples"), 3), fmt(med("time"), 3)]
+        body.append(((0 if len(hits) == n else 0.5, calls), cells))
+    body.sort(key=lambda b: b[0])
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for _, c in body])
+
+
+def per_iteration_table(by_method):
+    """Oracle calls per outer iteration of each kind (runs.csv counts / iterations; median over seeds)."""
+    keys = ["grad_f", "grad_g", "hvp", "jvp", "samples"]
+    head = ["method"] + [f"{k} / iteration" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, runs in by_method.items():
+        per = {k: [] for k in keys}
+        for r in runs:
+            its = float(r.row.get("outer_iterations") or 0)
+            if its > 0:
+                for k in keys:
+                    if r.row.get(k, "") != "":
+                        per[k].append(float(r.row[k]) / its)
+        cells = [method] + [fmt(float(np.median(per[k])), 3) if per[k] else "n/a" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def band(runs, xkey, ykey, transform=None, points=200):
-    """Grid, mean, min, max over seeds of a step-interpolated y(x), on the x range every seed covers."""
+    """Grid, median, min, max over seeds of a step-interpolated y(x), on the x range every seed covers."""
     series = []
     for r in runs:
         x, y = r.trace[xkey], r.trace[ykey]
@@ -271,69 +311,71 @@ def band(runs, xkey, ykey, transform=None, points=200):
     lo = max(s[0][0] for s in series)
     hi = min(s[0][-1] for s in series)
     if not hi > lo:
-        if len(series) == 1 or hi == lo:
-            x, y = series[0]
-            return x, y, y, y
-        return None
+        x, y = series[0]
+        return x, y, y, y
     grid = np.geomspace(lo, hi, points)
     values = np.array([y[np.searchsorted(x, grid, side="right") - 1] for x, y in series])
-    return grid, values.mean(axis=0), values.min(axis=0), values.max(axis=0)
+    return grid, np.median(values, axis=0), values.min(axis=0), values.max(axis=0)
 
 
-def plot(problem, by_method, colors, tg, path):
-    quadratic = problem in CLOSED_FORM
+def plot(problem, by_method, styles, tg, path):
     all_runs = [r for rs in by_method.values() for r in rs]
-    f_star = optimal_objective(all_runs) if quadratic else None
-    has_accuracy = any(np.isfinite(r.trace["accuracy"]).any() for r in all_runs)
-    if quadratic and f_star is not None:
-        rows = [("objective", lambda y: np.abs(y - f_star), "|f(x_k, y_k) − F*|", True),
-                ("true_grad", None, "‖∇F(x_k)‖ (exact)", True)]
-    else:
-        rows = [("objective", None, "upper objective (validation loss)", False)]
-        if has_accuracy:
-            rows.append(("accuracy", None, "test accuracy", False))
-    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.6 * len(rows)), squeeze=False)
-    for i, (ykey, transform, label, log_y) in enumerate(rows):
-        for j, (xkey, xlabel) in enumerate([("time", "time (s, without monitoring)"),
-                                            ("calls", "oracle calls (grad_f + grad_g + hvp + jvp)")]):
+    rows = []
+    has_vf = any(r.trace["has_value_function"] for r in all_runs)
+    fname = "F(x_k) = f(x_k, y*(x_k))" if has_vf else "f(x_k, y_k) (upper objective)"
+    if "value" in tg:
+        ref = tg["value"][0]
+        values = np.concatenate([r.trace["value"] for r in all_runs])
+        values = values[np.isfinite(values)]
+        # F − F_ref on a log scale: F_ref is F* (closed form) or slightly below the best record
+        span = float(values.max() - ref) if values.size else 1.0
+        shift = ref if optimal_objective(all_runs) is not None else ref - 1e-4 * max(span, 1e-12)
+        rows.append(("value", lambda y, s=shift: y - s, f"{fname} − {'F*' if shift == ref else 'F_ref'}", True,
+                     tg["value"][1] - shift))
+    if "grad" in tg:
+        rows.append(("grad", None, "‖∇F(x_k)‖ (exact)", True, tg["grad"][1]))
+    if any(np.isfinite(r.trace["accuracy"]).any() for r in all_runs):
+        rows.append(("accuracy", None, "test accuracy", False, tg["accuracy"][1] if "accuracy" in tg else None))
+    if not rows:
+        return False
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.8 * len(rows)), squeeze=False)
+    for i, (ykey, transform, label, log_y, target) in enumerate(rows):
+        for j, (xkey, xlabel) in enumerate([("calls", "oracle calls (grad_f + grad_g + hvp + jvp)"),
+                                            ("time", "time (s, without monitoring; inflated by load)")]):
             ax = axes[i][j]
             for method, runs in by_method.items():
                 b = band(runs, xkey, ykey, transform)
                 if b is None:
                     continue
-                grid, mean, lo, hi = b
-                ax.plot(grid, mean, color=colors[method], label=method, lw=1.4)
+                grid, med, lo, hi = b
+                color, ls, marker = styles[method]
+                ax.plot(grid, med, color=color, ls=ls, label=method, lw=1.4, marker=marker,
+                        markevery=max(1, len(grid) // 6), ms=4)
                 if len(runs) > 1:
-                    ax.fill_between(grid, lo, hi, color=colors[method], alpha=0.18, lw=0)
+                    ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
             ax.set_xscale("log")
             if log_y:
                 ax.set_yscale("log")
-            elif ykey == "objective" and "objective" in tg:
-                best, target = tg["objective"]
-                starts = [r.trace["objective"][0] for r in all_runs if np.isfinite(r.trace["objective"][0])]
-                top = float(np.median(starts)) if starts else best + 1
-                pad = 0.05 * max(top - best, 1e-12)
-                ax.set_ylim(best - pad, top + pad)
-                ax.axhline(target, color="0.4", ls=":", lw=1)
-            elif ykey == "accuracy" and "accuracy" in tg:
-                best, target = tg["accuracy"]
-                finals = [r.final("accuracy") for r in all_runs if np.isfinite(r.final("accuracy"))]
-                low = min(min(finals), target) if finals else target
-                ax.set_ylim(low - 0.02 * (best - low + 1e-3), best + 0.1 * (best - low + 1e-3))
-                ax.axhline(target, color="0.4", ls=":", lw=1)
-            if quadratic and ykey == "true_grad" and "true_grad" in tg:
-                ax.axhline(tg["true_grad"][1], color="0.4", ls=":", lw=1)
-            if quadratic and ykey == "objective" and f_star is not None and "objective" in tg:
-                ax.axhline(tg["objective"][1] - f_star, color="0.4", ls=":", lw=1)
+            else:
+                starts = [r.first(ykey) for r in all_runs if np.isfinite(r.first(ykey))]
+                finals = [r.final(ykey) for r in all_runs if np.isfinite(r.final(ykey))]
+                if finals and starts and target is not None:
+                    low = min(float(np.median(starts)), target)  # from the start point's accuracy up
+                    best = max(finals + [target])
+                    ax.set_ylim(low - 0.02 * (best - low + 1e-3), best + 0.1 * (best - low + 1e-3))
+            if target is not None and np.isfinite(target) and (target > 0 or not log_y):
+                ax.axhline(target, color="0.3", ls=":", lw=1)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(fontsize=8, ncol=2)
+    axes[0][0].legend(fontsize=7, ncol=2)
     n_seeds = max(len(rs) for rs in by_method.values())
-    fig.suptitle(f"{problem}: mean over {n_seeds} seed(s), band = min/max; dotted line = target", fontsize=10)
+    fig.suptitle(f"{problem}: median over {n_seeds} seed(s), band = min/max over seeds; dotted line = target",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
+    return True
 
 
 def main():
@@ -346,52 +388,63 @@ def main():
     folder = args.folder
     img_dir = args.img_dir or os.path.join(folder, "img")
     markdown = args.markdown or os.path.join(folder, "report.md")
-    os.makedirs(img_dir, exist_ok=True)
+    if plt is None:
+        print("report_methods.py: matplotlib is not installed for this python (Debian: apt-get install "
+              "python3-matplotlib, which cluster/setup.sh does): writing the tables only, no plots")
+    else:
+        os.makedirs(img_dir, exist_ok=True)
     runs, errors = load(folder)
     failures = read_failures(folder)
     methods = sorted({m for p in list(runs.values()) + list(errors.values()) for m in p})
-    palette = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors
-    colors = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    styles = {}
+    if plt is not None:
+        palette = plt.get_cmap("tab10").colors
+        for i, m in enumerate(methods):
+            styles[m] = (palette[i % len(palette)], ["-", "--", "-."][(i // len(palette)) % 3],
+                         MARKERS[i % len(MARKERS)])
     problems = [p for p in PROBLEM_ORDER if p in runs or p in errors]
     problems += sorted(p for p in set(runs) | set(errors) if p not in PROBLEM_ORDER)
     out = ["# bilevel-bench methods report", ""]
+    if plt is None:
+        out += ["(no plots: matplotlib is not installed)", ""]
     plots = 0
     for problem in problems:
         by_method = dict(sorted(runs.get(problem, {}).items()))
         out += [f"## {problem}", ""]
+        perr = errors.get(problem, {})
         if not by_method:
-            out += ["No run of this problem produced a trace.", ""]
-            out += [table(problem, by_method, errors.get(problem, {}), failures, {}), ""]
+            out += ["No run of this problem produced a trace.", "", final_table({}, perr, failures, problem, {}), ""]
             continue
         tg = targets(problem, by_method)
-        f_star = optimal_objective([r for rs in by_method.values() for r in rs])
-        if f_star is not None:
-            out.append(f"- objective target: F* + 1% |F*| = {tg['objective'][1]:.6g} (F* = {f_star:.10g}, closed form)")
-        elif "objective" in tg:
-            out.append(f"- objective target: F_best + 1% |F_best| = {tg['objective'][1]:.6g} "
-                       f"(F_best = {tg['objective'][0]:.6g})")
-        if problem in CLOSED_FORM and "true_grad" in tg:
-            out.append(f"- gradient target: 1e-4 × median first-record ‖∇F‖ = {tg['true_grad'][1]:.3g}")
-        elif "accuracy" in tg:
-            out.append(f"- accuracy target: 99% of A_best = {tg['accuracy'][1]:.4f} (A_best = {tg['accuracy'][0]:.4f})")
+        has_vf = any(r.trace["has_value_function"] for rs in by_method.values() for r in rs)
+        out.append(f"- F is {'the value function F(x_k) = f(x_k, y*(x_k))' if has_vf else 'the upper objective f(x_k, y_k)'}")
+        names = {"value": "F target", "grad": "‖∇F‖ target", "accuracy": "accuracy target"}
+        for k, (_, target, how) in tg.items():
+            out.append(f"- {names[k]}: {how}: {target:.6g}")
         baselines = {r.summary.get("baseline_test_accuracy") for rs in by_method.values() for r in rs} - {None}
         if baselines:
             out.append(f"- baseline (same model trained on the noisy labels, uniform weights): test accuracy "
                        f"{', '.join(f'{b:.4f}' for b in sorted(baselines))}")
-        out.append("")
-        out.append(table(problem, by_method, errors.get(problem, {}), failures, tg))
-        out.append("")
-        name = f"methods-{problem}.png"
-        plot(problem, by_method, colors, tg, os.path.join(img_dir, name))
-        plots += 1
-        link = (args.img_link + name) if args.img_link is not None else os.path.relpath(
-            os.path.join(img_dir, name), os.path.dirname(os.path.abspath(markdown)))
-        out += [f"![{problem}]({link})", ""]
+        out += ["", "Final values (last record; median [min, max] over seeds):", "",
+                final_table(by_method, perr, failures, problem, tg), ""]
+        for k in tg:
+            out += [f"To the {names[k]} ({tg[k][1]:.4g}; medians over the seeds that reached it, sorted by "
+                    f"oracle calls):", "", target_table(by_method, k, tg[k][1], k == "accuracy"), ""]
+        out += ["Oracle calls per outer iteration (whole run; median over seeds):", "",
+                per_iteration_table(by_method), ""]
+        if plt is not None:
+            name = f"methods-{problem}.png"
+            if plot(problem, by_method, styles, tg, os.path.join(img_dir, name)):
+                plots += 1
+                link = (args.img_link + name) if args.img_link is not None else os.path.relpath(
+                    os.path.join(img_dir, name), os.path.dirname(os.path.abspath(markdown)))
+                out += [f"![{problem}]({link})", ""]
     if failures:
         out += ["## Failures (DIR/failures.txt)", ""] + [f"- {k}: {v}" for k, v in sorted(failures.items())] + [""]
     with open(markdown, "w") as f:
         f.write("\n".join(out))
-    print(f"report_methods.py: wrote {markdown} and {plots} plot(s) in {img_dir}")
+    where = f" and {plots} plot(s) in {img_dir}" if plt is not None else " (tables only: no matplotlib)"
+    print(f"report_methods.py: wrote {markdown}{where}")
 
 
 if __name__ == "__main__":

@@ -27,27 +27,15 @@ using bilevel::petsc::VecHandle;
 using seedtest::Options;
 using seedtest::quad;
 
-struct Outcome {
-  bilevel::SolveReport report;
-  std::vector<double> x;
-};
+using Outcome = seedtest::Run;
 
 /// One solve of nbo on `problem` with the options currently set; x gathered to every rank. Collective.
 Outcome solve(MPI_Comm comm, std::shared_ptr<bilevel::BilevelProblem> problem, PetscInt iterations) {
-  Options o{{"-bilevel_type", "nbo"}, {"-bilevel_max_it", std::to_string(iterations)}};
-  bilevel::BilevelSolver solver(comm);
-  solver.set_problem(problem);
-  solver.set_from_options();
-  auto x = problem->create_upper_vec(), y = problem->create_lower_vec();
-  problem->initial_point(x, y);
-  Outcome r;
-  r.report = solver.solve(x, y);
-  r.x = testdata::gather(x);
-  return r;
+  return seedtest::run_method(comm, std::move(problem), "nbo", iterations);
 }
 
 Outcome solve_quadratic(MPI_Comm comm, const bilevel::QuadraticOptions& q, PetscInt iterations) {
-  return solve(comm, std::make_shared<bilevel::QuadraticProblem>(comm, q), iterations);
+  return seedtest::run_quadratic(comm, q, "nbo", iterations);
 }
 
 /// Relative error of the first outer iteration's hypergradient estimate against ∇F(x_0), recovered from

@@ -3,8 +3,10 @@
 // multitask): a solve by a registered method with options set for its duration, a direction-wise central
 // difference of a reduced objective, the hypergradient computed from the oracles alone (closed form
 // hidden) and a value computed on one rank for the rank-count checks.
+#include <gtest/gtest.h>
 #include <petscvec.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -14,6 +16,7 @@
 
 #include "bilevel/bilevel.hpp"
 #include "bilevel/core/accurate_hypergradient.hpp"
+#include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_hessian.hpp"
 #include "support/forwarding_problem.hpp"
 #include "support/seed_harness.hpp"
@@ -88,6 +91,63 @@ inline bilevel::SolveReport solve(std::shared_ptr<bilevel::BilevelProblem> p,
   y = p->create_lower_vec();
   p->initial_point(x, y);
   return solver.solve(x, y);
+}
+
+// ---- checks shared by the problems with a closed form (finite_sum_quadratic, hyper_representation,
+// multitask)
+
+/// The closed-form y*(x) zeroes the full-batch lower gradient, ‖∇_y g(x, y*)‖ ≤ tol max(1, ‖y*‖), and is not
+/// trivially small (‖y*‖ > min_norm). Collective.
+inline void expect_closed_form_lower_solution(bilevel::BilevelProblem& p,
+                                              Vec x,
+                                              PetscReal min_norm,
+                                              PetscReal tol) {
+  auto y = p.create_lower_vec(), g = p.create_lower_vec();
+  p.exact_lower_solution(x, y);
+  p.lower_grad_y(x, y, bilevel::Batch::all(), g);
+  EXPECT_GT(norm(y), min_norm);
+  EXPECT_LT(norm(g), tol * std::max<PetscReal>(1, norm(y)));
+}
+
+/// ‖∇F(x)‖ from the oracles alone (closed form hidden, Newton-PCG from y, CG at rtol) equals the closed
+/// form's to a relative 1e-8, and the oracle path ran (HVPs counted). Collective.
+inline void expect_oracle_hypergradient_matches_closed_form(const std::shared_ptr<bilevel::BilevelProblem>& p,
+                                                            Vec x,
+                                                            Vec y,
+                                                            PetscReal rtol) {
+  auto g = p->create_upper_vec();
+  p->exact_hypergradient(x, g);
+  const auto from_oracles = hypergradient_norm_from_oracles(p, x, y, rtol);
+  ASSERT_TRUE(from_oracles);
+  EXPECT_GT(p->counts().hvp, 0);
+  EXPECT_GT(norm(g), 1e-3);
+  EXPECT_NEAR(*from_oracles, norm(g), 1e-8 * norm(g));
+}
+
+/// The closed-form ∇F(x) is the derivative of the value function F(x) = f(x, y*(x)): along d = wave(1, 2),
+/// ⟨∇F, d⟩ equals a central difference of F with step h to 1e-7 max(1, |⟨∇F, d⟩|). Collective.
+inline void expect_closed_form_hypergradient_is_the_derivative(bilevel::BilevelProblem& p,
+                                                               Vec x,
+                                                               PetscReal h) {
+  auto d = p.create_upper_vec(), g = p.create_upper_vec();
+  fill_wave(d, 1.0, 2.0);
+  p.exact_hypergradient(x, g);
+  PetscReal gd = 0;
+  VecDot(g, d, &gd);
+  const PetscReal fd = central_difference([&](Vec xx) { return p.exact_upper_objective(xx); }, x, d, h);
+  EXPECT_GT(std::abs(gd), 1e-4);
+  EXPECT_NEAR(fd, gd, 1e-7 * std::max<PetscReal>(1, std::abs(gd)));
+}
+
+/// Every derivative oracle agrees with finite differences of the values at (x, y) (relative 1e-7), and
+/// none of the six was skipped. Collective.
+inline void expect_every_oracle_passes_the_derivative_check(bilevel::BilevelProblem& p, Vec x, Vec y) {
+  const bilevel::DerivativeReport r = bilevel::check_derivatives(p, x, y);
+  EXPECT_TRUE(r.passed(1e-7)) << "largest relative error " << r.max_error();
+  for (const char* o : {"grad_y g", "grad_x g", "grad_y f", "grad_x f", "hvp", "jvp"}) {
+    ASSERT_NE(r.find(o), nullptr) << o;
+    EXPECT_FALSE(r.find(o)->skipped) << o;
+  }
 }
 
 }  // namespace papertest

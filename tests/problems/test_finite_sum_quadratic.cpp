@@ -27,43 +27,23 @@ std::shared_ptr<FiniteSumQuadraticProblem> make(MPI_Comm comm = PETSC_COMM_WORLD
 
 TEST(FiniteSumQuadratic, ClosedFormLowerSolutionZeroesTheFullBatchLowerGradient) {
   auto p = make();
-  auto x = p->create_upper_vec(), y = p->create_lower_vec(), g = p->create_lower_vec();
+  auto x = p->create_upper_vec();
   papertest::fill_wave(x, 0.8);
-
-  p->exact_lower_solution(x, y);
-  p->lower_grad_y(x, y, Batch::all(), g);
-
-  EXPECT_GT(papertest::norm(y), 0.1);
-  EXPECT_LT(papertest::norm(g), 1e-11 * papertest::norm(y));
+  papertest::expect_closed_form_lower_solution(*p, x, 0.1, 1e-11);
 }
 
 TEST(FiniteSumQuadratic, HypergradientFromTheOraclesMatchesTheClosedForm) {
   auto p = make();
-  auto x = p->create_upper_vec(), y = p->create_lower_vec(), g = p->create_upper_vec();
+  auto x = p->create_upper_vec(), y = p->create_lower_vec();
   papertest::fill_wave(x, 0.5);
-  p->exact_hypergradient(x, g);
-
-  const auto from_oracles = papertest::hypergradient_norm_from_oracles(p, x, y, 1e-11);
-
-  ASSERT_TRUE(from_oracles);
-  EXPECT_GT(p->counts().hvp, 0);  // the oracle path ran (CG on the lower Hessian)
-  EXPECT_GT(papertest::norm(g), 1e-2);
-  EXPECT_NEAR(*from_oracles, papertest::norm(g), 1e-8 * papertest::norm(g));
+  papertest::expect_oracle_hypergradient_matches_closed_form(p, x, y, 1e-11);
 }
 
 TEST(FiniteSumQuadratic, ClosedFormHypergradientIsTheDerivativeOfTheValueFunction) {
   auto p = make();
-  auto x = p->create_upper_vec(), d = p->create_upper_vec(), g = p->create_upper_vec();
+  auto x = p->create_upper_vec();
   papertest::fill_wave(x, 0.3);
-  papertest::fill_wave(d, 1.0, 2.0);
-  p->exact_hypergradient(x, g);
-  PetscReal gd = 0;
-  VecDot(g, d, &gd);
-
-  const PetscReal fd =
-      papertest::central_difference([&](Vec xx) { return p->exact_upper_objective(xx); }, x, d, 1e-4);
-
-  EXPECT_NEAR(fd, gd, 1e-7 * std::max<PetscReal>(1, std::abs(gd)));
+  papertest::expect_closed_form_hypergradient_is_the_derivative(*p, x, 1e-4);
 }
 
 TEST(FiniteSumQuadratic, OptimalPointHasZeroHypergradientAndTheLowestValue) {
@@ -83,13 +63,7 @@ TEST(FiniteSumQuadratic, EveryOraclePassesTheDerivativeCheck) {
   auto x = p->create_upper_vec(), y = p->create_lower_vec();
   papertest::fill_wave(x, 0.4);
   papertest::fill_wave(y, 0.2);
-
-  const bilevel::DerivativeReport r = bilevel::check_derivatives(*p, x, y);
-
-  EXPECT_TRUE(r.passed(1e-7)) << "largest relative error " << r.max_error();
-  ASSERT_NE(r.find("jvp"), nullptr);
-  EXPECT_FALSE(r.find("jvp")->skipped);
-  EXPECT_FALSE(r.find("grad_x g")->skipped);
+  papertest::expect_every_oracle_passes_the_derivative_check(*p, x, y);
 }
 
 TEST(FiniteSumQuadratic, MinibatchMeansOverAPartitionAverageToTheFullBatch) {

@@ -128,17 +128,25 @@ inline bilevel::SolveReport solve_from_initial_point(bilevel::BilevelSolver& sol
   return report;
 }
 
-/// Runs `method` for `iterations` outer iterations on the quadratic `q` on `comm`, from the problem's
-/// initial point, with the options currently set. Collective on comm.
+/// Runs `method` for `iterations` outer iterations on `p` on `comm`, from the problem's initial point, with
+/// the options currently set. Collective on comm.
+inline Run run_method(MPI_Comm comm,
+                      std::shared_ptr<bilevel::BilevelProblem> p,
+                      const std::string& method,
+                      PetscInt iterations) {
+  Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(iterations)}};
+  bilevel::BilevelSolver solver(comm);
+  Run r;
+  r.report = solve_from_initial_point(solver, p, &r.x);
+  return r;
+}
+
+/// run_method on the quadratic `q`. Collective on comm.
 inline Run run_quadratic(MPI_Comm comm,
                          const bilevel::QuadraticOptions& q,
                          const std::string& method,
                          PetscInt iterations) {
-  Options o{{"-bilevel_type", method}, {"-bilevel_max_it", std::to_string(iterations)}};
-  bilevel::BilevelSolver solver(comm);
-  Run r;
-  r.report = solve_from_initial_point(solver, std::make_shared<bilevel::QuadraticProblem>(comm, q), &r.x);
-  return r;
+  return run_method(comm, std::make_shared<bilevel::QuadraticProblem>(comm, q), method, iterations);
 }
 
 /// What solver.view() prints, read back on every rank through a file in the temporary directory (made
