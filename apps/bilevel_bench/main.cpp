@@ -6,8 +6,8 @@
 //   bilevel-bench scale [--rows R --cols C --nnz-per-row K --seed S | --train FILE [--validation FILE]]
 //     [--iterations N] [--data-dir DIR] [--keep-data] [--summary FILE]
 //     generates a synthetic sparse logistic problem (or reads files) and measures loading, peak memory per
-//     rank against its data, the HVP against the triad, an outer iteration's time and MPI bytes, and the
-//     coordinator's share (scale.cpp, docs/scaling.md).
+//     rank against its data, the HVP against the triad, an outer iteration's time and bytes sent (the
+//     library's count, PMPI as a cross-check), and the coordinator's share (scale.cpp, docs/scaling.md).
 //   bilevel-bench methods --out DIR [--seeds N] [--max-time S] [--problems a,b] [--methods a,b] [--no-report]
 //     runs every registered method (or --methods) on quadratic, spectral_logsumexp (LancBiO's synthetic
 //     problem), logreg (ijcnn1, benchopt's stochastic protocol: minibatches of 64) and hyperclean
