@@ -42,6 +42,12 @@ PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, Petsc
   return static_cast<PetscInt>(std::clamp<double>(n, static_cast<double>(lo), static_cast<double>(hi)));
 }
 
+PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt hi) {
+  if (!(kappa >= 1) || !(eps > 0) || eps >= 2) return lo;
+  const double k = std::ceil(0.5 * std::sqrt(kappa) * std::log(2.0 / eps));
+  return static_cast<PetscInt>(std::clamp<double>(k, static_cast<double>(lo), static_cast<double>(hi)));
+}
+
 void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps) {
   o.kind =
       read_choice(opts, "lower", o.kind, kLowerUpdateKinds, "lower-level update (auto: the problem's hint)");

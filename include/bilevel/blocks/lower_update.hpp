@@ -58,6 +58,11 @@ class LowerSpectrum {
 /// clamped to [lo, hi]. Not collective.
 PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, PetscInt hi);
 
+/// CG iterations that reduce the H-norm error of an SPD system of condition κ = L/μ by `eps`: the classical
+/// bound ||e_k||_H <= 2 ((√κ − 1)/(√κ + 1))^k ||e_0||_H gives k = ⌈½ √κ ln(2/eps)⌉, clamped to [lo, hi].
+/// Not collective.
+PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt hi);
+
 /// Reads -<prefix>lower, -<prefix>inner_steps and -<prefix>inner_step into `o` (`gd_steps` is the method's
 /// default T for gradient steps, shown in -help). Collective.
 void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps);
