@@ -5,6 +5,7 @@
 #include <petscviewer.h>
 
 #include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -42,6 +43,11 @@ class LowerSpectrum {
   /// With a bound L(x), renews L at x, and re-estimates μ when L moved by more than `drift` (relative) since
   /// μ was estimated: x changed the lower curvature. Returns true when μ was re-estimated.
   bool refresh(BilevelProblem& problem, Vec x, Vec y, PetscReal drift = 0.25);
+  /// refresh(), and besides re-estimates μ (and L without a bound) at every `period`-th outer iteration
+  /// (`iteration` > 0): μ can move while L does not (logreg: L is the data term's, μ follows e^{min x}).
+  /// Returns true when μ was re-estimated.
+  bool refresh_periodic(
+      BilevelProblem& problem, Vec x, Vec y, std::int64_t iteration, PetscInt period, PetscReal drift = 0.25);
   PetscReal lipschitz() const { return lipschitz_; }
   PetscReal strong_convexity() const { return mu_; }
   /// Registers μ and the L it was estimated with (a restart re-estimates at the same iterations). Not

@@ -252,7 +252,7 @@ class Bome : public Algorithm {
   /// the user set -bilevel_metric_ksp_max_it. Collective.
   void update_metric_budget(BilevelProblem& p, AlgorithmContext& ctx) {
     if (user_metric_budget_) return;
-    spectrum_.refresh(p, ctx.x, ctx.y);
+    spectrum_.refresh_periodic(p, ctx.x, ctx.y, ctx.iteration, kSpectrumPeriod);
     const PetscInt budget = metric_budget();
     if (budget == metric_budget_) return;
     metric_budget_ = budget;
@@ -262,6 +262,7 @@ class Bome : public Algorithm {
   // a metric need not be exact: 1e-2 reaches the same point as 1e-6 on ijcnn1 (docs/benchmarks.md)
   static constexpr PetscReal kMetricRtol = 1e-2;
   static constexpr PetscInt kMetricMinIts = 5, kMetricMaxIts = 200;
+  static constexpr PetscInt kSpectrumPeriod = 10;  // μ re-estimated every this many iterations
 
   BomeOptions o_;
   PetscReal xi_y_ = 0, last_lambda_ = 0;
