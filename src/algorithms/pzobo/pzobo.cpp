@@ -19,17 +19,17 @@
 /// orthogonal and coordinate directions (blocks/zeroth_order/directions.hpp), preconditioned paths
 /// (Capability::LowerPreconditioner: the cheap M, built at (x_k, y_k)), heavy-ball paths, and paths on
 /// sub-communicators (blocks/zeroth_order/paths.hpp). Defaults: L and μ_g from LowerSpectrum (the problem's
-/// bound or hint, else SLEPc; μ_g re-estimated every 10 iterations and a, β, N re-derived, since x moves the
-/// lower curvature), the optimal heavy ball a = 4/(√L + √μ_g)², β = ((√κ − 1)/(√κ + 1))², N = ⌈2√κ⌉ in
-/// [10, 200]; without a positive μ_g, a = 1/L, β = 0, N = 10; preconditioned, a = 1/λ_max(M H), β = 0, N
-/// = 10. Directions: when x has d <= 32 entries, a full orthogonal frame (Q = d, (1/Q) Σ u_j u_jᵀ = I
-/// exactly, so the estimate has no sampling error); else the paper's Q = 10 Gaussian directions. Minibatch
-/// 1024: the heavy-ball paths (β ≈ 0.9 on ijcnn1) amplify the minibatch noise; with 256 x wandered (test
-/// log-loss on ijcnn1 0.222 after 200 iterations, 0.204 with 1024; docs/benchmarks.md). Reference: D. Sow, K.
-/// Ji, Y. Liang, "On the convergence theory for Hessian-free bilevel algorithms", NeurIPS 2022, arXiv
-/// 2110.07004. Options -bilevel_pzobo_: inner_steps, inner_step, inner_momentum, directions, direction_type,
-/// smoothing, batch_size, path_groups, support, precondition, one_step_projection. Measurements:
-/// docs/benchmarks.md.
+/// bound or hint, else SLEPc; μ_g re-estimated every -bilevel_pzobo_spectrum_every = 10 iterations and a, β,
+/// N re-derived, since x moves the lower curvature), the optimal heavy ball a = 4/(√L + √μ_g)², β = ((√κ −
+/// 1)/(√κ + 1))², N = ⌈2√κ⌉ in [10, 200]; without a positive μ_g, a = 1/L, β = 0, N = 10; preconditioned, a =
+/// 1/λ_max(M H), β = 0, N = 10. Directions: when x has d <= 32 entries, a full orthogonal frame (Q = d, (1/Q)
+/// Σ u_j u_jᵀ = I exactly, so the estimate has no sampling error); else the paper's Q = 10 Gaussian
+/// directions. Minibatch 1024: the heavy-ball paths (β ≈ 0.9 on ijcnn1) amplify the minibatch noise; with 256
+/// x wandered (test log-loss on ijcnn1 0.222 after 200 iterations, 0.204 with 1024; docs/benchmarks.md).
+/// Reference: D. Sow, K. Ji, Y. Liang, "On the convergence theory for Hessian-free bilevel algorithms",
+/// NeurIPS 2022, arXiv 2110.07004. Options -bilevel_pzobo_: inner_steps, inner_step, inner_momentum,
+/// directions, direction_type, smoothing, batch_size, path_groups, support, precondition,
+/// one_step_projection, spectrum_every. Measurements: docs/benchmarks.md.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -69,6 +69,7 @@ struct PzoboOptions {
   Support support = Support::Auto;  ///< [support] auto | full | batch (the minibatches' entries of x)
   bool precondition = false;        ///< [precondition] paths step with −a M ∇_y g
   bool one_step_projection = true;  ///< [one_step_projection] N = 1: c_j from one JVP (μ → 0)
+  PetscInt spectrum_every = 10;     ///< [spectrum_every] re-estimate μ_g every k iterations (0: on L drift)
 };
 
 class Pzobo : public Algorithm {
@@ -115,6 +116,11 @@ class Pzobo : public Algorithm {
         "one_step_projection",
         o_.one_step_projection,
         "with N = 1, c_j = -a u_j^T J M grad_y f from one JVP (the limit mu -> 0; smoothing unused)");
+    o_.spectrum_every = opts.integer(
+        "spectrum_every",
+        o_.spectrum_every,
+        "re-estimate mu_g (SLEPc) every k iterations for the derived a, beta, N (0: only when L drifts)",
+        0);
     o_.support =
         read_choice(opts,
                     "support",
@@ -255,7 +261,7 @@ class Pzobo : public Algorithm {
                                                 "iterations; a, beta, N follow it)\n",
                                                 spectrum_.lipschitz(),
                                                 spectrum_.strong_convexity(),
-                                                static_cast<int>(kSpectrumPeriod)));
+                                                static_cast<int>(o_.spectrum_every)));
     if (projected_)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer,
@@ -273,7 +279,7 @@ class Pzobo : public Algorithm {
   /// a, β and N from the lower spectrum at x_k: L renewed (the problem's bound L(x)), μ re-estimated when L
   /// drifted (LowerSpectrum::refresh); the minibatch sequence follows N. Collective.
   void follow_spectrum(BilevelProblem& p, AlgorithmContext& ctx) {
-    spectrum_.refresh_periodic(p, ctx.x, ctx.y, ctx.iteration, kSpectrumPeriod);
+    spectrum_.refresh_periodic(p, ctx.x, ctx.y, ctx.iteration, o_.spectrum_every);
     const PathParameters pp =
         path_parameters_from_spectrum({o_.inner_step, o_.inner_momentum, o_.inner_steps},
                                       spectrum_.lipschitz(),
@@ -286,8 +292,6 @@ class Pzobo : public Algorithm {
   }
   /// Directions by default: a full orthogonal frame (no sampling error) up to this d, else the paper's 10.
   static constexpr PetscInt kFrameMax = 32, kPaperDirections = 10;
-  /// μ re-estimated every this many iterations (LowerSpectrum::refresh_periodic)
-  static constexpr PetscInt kSpectrumPeriod = 10;
 
   /// The one-step JVP mode's c_j = −a u_jᵀ J z, z = M ∇_y f (M as the paths used it), J z = ∇_x⟨∇_y g(x_k,
   /// y⁰; B_1), z⟩: one lower_jvp at the paths' start (ctx.y is still y⁰). Collective.
