@@ -19,17 +19,17 @@
 /// orthogonal and coordinate directions (blocks/zeroth_order/directions.hpp), preconditioned paths
 /// (Capability::LowerPreconditioner: the cheap M, built at (x_k, y_k)), heavy-ball paths, and paths on
 /// sub-communicators (blocks/zeroth_order/paths.hpp). Defaults: L and μ_g from LowerSpectrum (the problem's
-/// bound or hint, else SLEPc; μ_g re-estimated every -bilevel_pzobo_spectrum_every = 10 iterations and a, β,
-/// N re-derived, since x moves the lower curvature), the optimal heavy ball a = 4/(√L + √μ_g)², β = ((√κ −
-/// 1)/(√κ + 1))², N = ⌈2√κ⌉ in [10, 200]; without a positive μ_g, a = 1/L, β = 0, N = 10; preconditioned, a =
-/// 1/λ_max(M H), β = 0, N = 10. Directions: when x has d <= 32 entries, a full orthogonal frame (Q = d, (1/Q)
-/// Σ u_j u_jᵀ = I exactly, so the estimate has no sampling error); else the paper's Q = 10 Gaussian
-/// directions. Minibatch 1024: the heavy-ball paths (β ≈ 0.9 on ijcnn1) amplify the minibatch noise; with 256
-/// x wandered (test log-loss on ijcnn1 0.222 after 200 iterations, 0.204 with 1024; docs/benchmarks.md).
-/// Reference: D. Sow, K. Ji, Y. Liang, "On the convergence theory for Hessian-free bilevel algorithms",
-/// NeurIPS 2022, arXiv 2110.07004. Options -bilevel_pzobo_: inner_steps, inner_step, inner_momentum,
-/// directions, direction_type, smoothing, batch_size, path_groups, support, precondition,
-/// one_step_projection, spectrum_every. Measurements: docs/benchmarks.md.
+/// bound or hint, else SLEPc; μ_g re-estimated when L(x) drifts by 25%, or every
+/// -bilevel_pzobo_spectrum_every iterations, and a, β, N re-derived, since x moves the lower curvature), the
+/// optimal heavy ball a = 4/(√L + √μ_g)², β = ((√κ − 1)/(√κ + 1))², N = ⌈2√κ⌉ in [10, 200]; without a
+/// positive μ_g, a = 1/L, β = 0, N = 10; preconditioned, a = 1/λ_max(M H), β = 0, N = 10. Directions: when x
+/// has d <= 32 entries, a full orthogonal frame (Q = d, (1/Q) Σ u_j u_jᵀ = I exactly, so the estimate has no
+/// sampling error); else the paper's Q = 10 Gaussian directions. Minibatch 1024: the heavy-ball paths (β ≈
+/// 0.9 on ijcnn1) amplify the minibatch noise; with 256 x wandered (test log-loss on ijcnn1 0.222 after 200
+/// iterations, 0.204 with 1024; docs/benchmarks.md). Reference: D. Sow, K. Ji, Y. Liang, "On the convergence
+/// theory for Hessian-free bilevel algorithms", NeurIPS 2022, arXiv 2110.07004. Options -bilevel_pzobo_:
+/// inner_steps, inner_step, inner_momentum, directions, direction_type, smoothing, batch_size, path_groups,
+/// support, precondition, one_step_projection, spectrum_every. Measurements: docs/benchmarks.md.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -69,7 +69,7 @@ struct PzoboOptions {
   Support support = Support::Auto;  ///< [support] auto | full | batch (the minibatches' entries of x)
   bool precondition = false;        ///< [precondition] paths step with −a M ∇_y g
   bool one_step_projection = true;  ///< [one_step_projection] N = 1: c_j from one JVP (μ → 0)
-  PetscInt spectrum_every = 10;     ///< [spectrum_every] re-estimate μ_g every k iterations (0: on L drift)
+  PetscInt spectrum_every = 0;      ///< [spectrum_every] re-estimate μ_g every k iterations (0: on L drift)
 };
 
 class Pzobo : public Algorithm {
@@ -257,8 +257,8 @@ class Pzobo : public Algorithm {
         o_.precondition ? "preconditioned (-a M grad, cheap M)" : "plain (M = I)"));
     if (use_spectrum_)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                                "  lower spectrum: L %g, mu %g (mu re-estimated every %d "
-                                                "iterations; a, beta, N follow it)\n",
+                                                "  lower spectrum: L %g, mu %g (mu re-estimated when L "
+                                                "drifts 25%%, or every %d iterations; a, beta, N follow)\n",
                                                 spectrum_.lipschitz(),
                                                 spectrum_.strong_convexity(),
                                                 static_cast<int>(o_.spectrum_every)));
