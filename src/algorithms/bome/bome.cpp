@@ -29,14 +29,13 @@
 /// 0.5 diverges, 0.2 stalls at 83.0% test accuracy, 0.1 reaches 83.5% in 150 iterations).
 /// Without a problem M, when ŷ takes Newton steps (the problem hints that gradient steps of 1/L crawl, e.g.
 /// logreg), the metric is M = H(x_k, y_k)⁻¹ applied by CG (KSP -bilevel_metric_, rtol 1e-2, zero start; its
-/// budget ⌈½√κ ln(2/rtol)⌉ in [5, 200] from κ = L/μ of LowerSpectrum, μ by SLEPc at the start, again when
-/// L drifts by 25%; the rtol ends the solves, the budget only caps them) and ξ_y = 1/2: in the metric H⁻¹ the
-/// curvature of g along y is 1, so this is the plain a/2. Measured on ijcnn1 (per-feature regularisers, 100
-/// iterations, 2 ranks): test log-loss 0.204 against 0.275 with the plain step a/2 (docs/benchmarks.md).
-/// -bilevel_bome_normalize divides the y step by 1 + λ (so it stays stable as λ grows); it did not help on
-/// hyperclean and is off by default.
-/// Options (-bilevel_bome_*): lower, inner_steps, inner_step, lower_step, precondition,
-/// normalize, eta, barrier, inner_warm_start.
+/// budget ⌈½√κ ln(2/rtol)⌉ in [5, 200] from κ = L/μ of LowerSpectrum at the start, μ by SLEPc; the rtol
+/// ends the solves and the budget only caps them, so no re-estimate: on 20news one took minutes) and ξ_y =
+/// 1/2: in the metric H⁻¹ the curvature of g along y is 1, so this is the plain a/2. Measured on ijcnn1
+/// (per-feature regularisers, 100 iterations, 2 ranks): test log-loss 0.204 against 0.275 with the plain step
+/// a/2 (docs/benchmarks.md). -bilevel_bome_normalize divides the y step by 1 + λ (so it stays stable as λ
+/// grows); it did not help on hyperclean and is off by default. Options (-bilevel_bome_*): lower,
+/// inner_steps, inner_step, lower_step, precondition, normalize, eta, barrier, inner_warm_start.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -182,7 +181,7 @@ class Bome : public Algorithm {
       p.lower_precondition(qy_, mqy_);
       p.lower_precondition(fy_, mfy_);
     } else if (metric_) {
-      update_metric_budget(p, ctx);
+      update_metric_budget();
       metric_->solve(ctx.x, ctx.y, lb, qy_, mqy_);  // H⁻¹ ∇_y q̂
       metric_->solve(ctx.x, ctx.y, lb, fy_, mfy_);  // H⁻¹ ∇_y f
     } else {
@@ -257,11 +256,10 @@ class Bome : public Algorithm {
     return cg_iterations_for(
         spectrum_.lipschitz() / spectrum_.strong_convexity(), kMetricRtol, kMetricMinIts, kMetricMaxIts);
   }
-  /// Renews L (and μ when L drifted, LowerSpectrum::refresh) and the metric's CG budget with them, unless
-  /// the user set -bilevel_metric_ksp_max_it. Collective.
-  void update_metric_budget(BilevelProblem& p, AlgorithmContext& ctx) {
+  /// The metric's CG budget from the spectrum (checkpointed, so a restart caps the same), unless the user
+  /// set -bilevel_metric_ksp_max_it. Collective.
+  void update_metric_budget() {
     if (user_metric_budget_) return;
-    spectrum_.refresh(p, ctx.x, ctx.y);  // the budget is a cap (rtol decides): no periodic SLEPc runs
     const PetscInt budget = metric_budget();
     if (budget == metric_budget_) return;
     metric_budget_ = budget;
