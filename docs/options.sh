@@ -29,7 +29,7 @@ upper stepper Adam with step 0.3. Settings tuned for one problem and one method 
 `-bilevel_view` prints the settings a run used, with a line for the tuned file it read.
 
 The Krylov solvers on the lower Hessian take PETSc's own KSP and PC options under their prefixes
-(`-bilevel_hyper_`, `-bilevel_inner_`, `-bilevel_final_`, for example `-bilevel_hyper_ksp_rtol`); they are
+(`-bilevel_hyper_`, `-bilevel_inner_`, `-bilevel_final_`, bome's `-bilevel_metric_`, for example `-bilevel_hyper_ksp_rtol`); they are
 created when a run starts, so `-help` lists them only during a run (docs/architecture.md).
 
 ## Long options (`bilevel-solve --help`)

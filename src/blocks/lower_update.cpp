@@ -31,7 +31,19 @@ bool LowerSpectrum::refresh(BilevelProblem& problem, Vec x, Vec y, PetscReal dri
   return true;
 }
 
+bool LowerSpectrum::refresh_periodic(
+    BilevelProblem& problem, Vec x, Vec y, std::int64_t iteration, PetscInt period, PetscReal drift) {
+  if (refresh(problem, x, y, drift)) return true;
+  if (period <= 0 || iteration <= 0 || iteration % period != 0) return false;
+  if (!follows_bound_) lipschitz_ = resolve_lower_lipschitz(problem, x, y);
+  if (!mu_from_hint_) mu_ = estimate_lower_strong_convexity(problem, x, y);
+  mu_ = std::min(mu_, lipschitz_);
+  lipschitz_at_mu_ = lipschitz_;
+  return true;
+}
+
 void LowerSpectrum::declare_state(StateRegistry& state, const std::string& prefix) {
+  state.add(prefix + "lipschitz", lipschitz_);  // without a bound L(x) it is not renewed: keep it
   state.add(prefix + "mu", mu_);
   state.add(prefix + "lipschitz_at_mu", lipschitz_at_mu_);
 }
@@ -40,6 +52,12 @@ PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, Petsc
   if (!(rate > 0) || rate >= 1) return rate >= 1 ? hi : lo;
   const double n = std::ceil(std::log(eps) / std::log(rate));
   return static_cast<PetscInt>(std::clamp<double>(n, static_cast<double>(lo), static_cast<double>(hi)));
+}
+
+PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt hi) {
+  if (!(kappa >= 1) || !(eps > 0) || eps >= 2) return lo;
+  const double k = std::ceil(0.5 * std::sqrt(kappa) * std::log(2.0 / eps));
+  return static_cast<PetscInt>(std::clamp<double>(k, static_cast<double>(lo), static_cast<double>(hi)));
 }
 
 void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps) {

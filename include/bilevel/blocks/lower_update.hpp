@@ -5,6 +5,7 @@
 #include <petscviewer.h>
 
 #include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -42,6 +43,11 @@ class LowerSpectrum {
   /// With a bound L(x), renews L at x, and re-estimates μ when L moved by more than `drift` (relative) since
   /// μ was estimated: x changed the lower curvature. Returns true when μ was re-estimated.
   bool refresh(BilevelProblem& problem, Vec x, Vec y, PetscReal drift = 0.25);
+  /// refresh(), and besides re-estimates μ (and L without a bound) at every `period`-th outer iteration
+  /// (`iteration` > 0): μ can move while L does not (logreg: L is the data term's, μ follows e^{min x}).
+  /// Returns true when μ was re-estimated.
+  bool refresh_periodic(
+      BilevelProblem& problem, Vec x, Vec y, std::int64_t iteration, PetscInt period, PetscReal drift = 0.25);
   PetscReal lipschitz() const { return lipschitz_; }
   PetscReal strong_convexity() const { return mu_; }
   /// Registers μ and the L it was estimated with (a restart re-estimates at the same iterations). Not
@@ -57,6 +63,11 @@ class LowerSpectrum {
 /// steps on a quadratic: rate = 1 − η μ) until it is below `eps` times the first: ceil(ln eps / ln rate),
 /// clamped to [lo, hi]. Not collective.
 PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, PetscInt hi);
+
+/// CG iterations that reduce the H-norm error of an SPD system of condition κ = L/μ by `eps`: the classical
+/// bound ||e_k||_H <= 2 ((√κ − 1)/(√κ + 1))^k ||e_0||_H gives k = ⌈½ √κ ln(2/eps)⌉, clamped to [lo, hi].
+/// Not collective.
+PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt hi);
 
 /// Reads -<prefix>lower, -<prefix>inner_steps and -<prefix>inner_step into `o` (`gd_steps` is the method's
 /// default T for gradient steps, shown in -help). Collective.

@@ -18,13 +18,18 @@
 /// Additions to the paper: directions on the entries of x the minibatches read (Capability::PerSampleUpper),
 /// orthogonal and coordinate directions (blocks/zeroth_order/directions.hpp), preconditioned paths
 /// (Capability::LowerPreconditioner: the cheap M, built at (x_k, y_k)), heavy-ball paths, and paths on
-/// sub-communicators (blocks/zeroth_order/paths.hpp). Defaults: with μ_g known (ProblemHints), the optimal
-/// heavy ball a = 4/(√L + √μ_g)², β = ((√κ − 1)/(√κ + 1))², N = ⌈2√κ⌉ in [10, 200]; without, a = 1/L, β = 0,
-/// N = 10; preconditioned, a = 1/λ_max(M H), β = 0, N = 10.
-/// Reference: D. Sow, K. Ji, Y. Liang, "On the convergence theory for Hessian-free bilevel algorithms",
-/// NeurIPS 2022, arXiv 2110.07004.
-/// Options -bilevel_pzobo_: inner_steps, inner_step, inner_momentum, directions, direction_type, smoothing,
-/// batch_size, path_groups, support, precondition, one_step_projection. Measurements: docs/benchmarks.md.
+/// sub-communicators (blocks/zeroth_order/paths.hpp). Defaults: L and μ_g from LowerSpectrum (the problem's
+/// bound or hint, else SLEPc; μ_g re-estimated when L(x) drifts by 25%, or every
+/// -bilevel_pzobo_spectrum_every iterations, and a, β, N re-derived, since x moves the lower curvature), the
+/// optimal heavy ball a = 4/(√L + √μ_g)², β = ((√κ − 1)/(√κ + 1))², N = ⌈2√κ⌉ in [10, 200]; without a
+/// positive μ_g, a = 1/L, β = 0, N = 10; preconditioned, a = 1/λ_max(M H), β = 0, N = 10. Directions: when x
+/// has d <= 32 entries, a full orthogonal frame (Q = d, (1/Q) Σ u_j u_jᵀ = I exactly, so the estimate has no
+/// sampling error); else the paper's Q = 10 Gaussian directions. Minibatch 1024: the heavy-ball paths (β ≈
+/// 0.9 on ijcnn1) amplify the minibatch noise; with 256 x wandered (test log-loss on ijcnn1 0.222 after 200
+/// iterations, 0.204 with 1024; docs/benchmarks.md). Reference: D. Sow, K. Ji, Y. Liang, "On the convergence
+/// theory for Hessian-free bilevel algorithms", NeurIPS 2022, arXiv 2110.07004. Options -bilevel_pzobo_:
+/// inner_steps, inner_step, inner_momentum, directions, direction_type, smoothing, batch_size, path_groups,
+/// support, precondition, one_step_projection, spectrum_every. Measurements: docs/benchmarks.md.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "bilevel/blocks/choices.hpp"
+#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/blocks/zeroth_order/directions.hpp"
 #include "bilevel/blocks/zeroth_order/paths.hpp"
 #include "bilevel/core/algorithm.hpp"
@@ -54,14 +60,16 @@ struct PzoboOptions {
   PetscInt inner_steps = 0;       ///< [inner_steps] N
   PetscReal inner_step = 0;       ///< [inner_step] a
   PetscReal inner_momentum = -1;  ///< [inner_momentum] β (0: gradient descent)
-  PetscInt directions = 10;       ///< [directions] Q; 0: one per coordinate of the support (coordinate type)
+  PetscInt directions = -1;  ///< [directions] Q; −1: d if d <= kFrameMax else 10; 0: one per coordinate
+  bool auto_type = true;     ///< [direction_type auto] orthogonal when Q >= d (a full frame), else Gaussian
   DirectionType direction_type = DirectionType::Gaussian;  ///< [direction_type]
   PetscReal smoothing = 0.01;                              ///< [smoothing] μ of the explicit paths
-  PetscInt batch_size = 256;        ///< [batch_size] minibatch when -bilevel_batch_size is unset (0: full)
+  PetscInt batch_size = 1024;       ///< [batch_size] minibatch when -bilevel_batch_size is unset (0: full)
   PetscInt path_groups = 0;         ///< [path_groups] sub-communicators for the paths (0: auto)
   Support support = Support::Auto;  ///< [support] auto | full | batch (the minibatches' entries of x)
   bool precondition = false;        ///< [precondition] paths step with −a M ∇_y g
   bool one_step_projection = true;  ///< [one_step_projection] N = 1: c_j from one JVP (μ → 0)
+  PetscInt spectrum_every = 0;      ///< [spectrum_every] re-estimate μ_g every k iterations (0: on L drift)
 };
 
 class Pzobo : public Algorithm {
@@ -75,16 +83,25 @@ class Pzobo : public Algorithm {
         opts.real("inner_step", o_.inner_step, "step a of the paths (0: derived from L, mu_g)", 0.0);
     o_.inner_momentum =
         opts.real("inner_momentum", o_.inner_momentum, "heavy-ball momentum (-1: derived; 0: GD)", -1.0, 1.0);
-    o_.directions =
-        opts.integer("directions", o_.directions, "directions Q (0: one per coordinate of the support)", 0);
-    const std::string type = opts.choice("direction_type",
-                                         to_string(o_.direction_type),
-                                         direction_type_names(),
-                                         "i.i.d. Gaussian (paper), orthogonal, or coordinates sqrt(d) e_i");
-    o_.direction_type = *direction_type_from_string(type);
+    o_.directions = opts.integer(
+        "directions",
+        o_.directions,
+        "directions Q (-1: d if x has d <= 32 entries, else 10; 0: one per coordinate of the support)",
+        -1);
+    std::vector<std::string> types = direction_type_names();
+    types.insert(types.begin(), "auto");
+    const std::string type = opts.choice(
+        "direction_type",
+        o_.auto_type ? "auto" : to_string(o_.direction_type),
+        types,
+        "auto (orthogonal if Q >= d, else Gaussian), i.i.d. Gaussian (paper), orthogonal, or coordinates "
+        "sqrt(d) e_i");
+    o_.auto_type = type == "auto";
+    o_.direction_type = o_.auto_type ? DirectionType::Gaussian : *direction_type_from_string(type);
     o_.smoothing = opts.real(
         "smoothing", o_.smoothing, "difference step mu of the explicit paths (unused by the JVP mode)", 0.0);
     if (!(o_.smoothing > 0)) throw InputError("option -bilevel_pzobo_smoothing must be > 0");
+    if (o_.directions == 0 && o_.auto_type) o_.direction_type = DirectionType::Coordinate;
     if (o_.directions == 0 && o_.direction_type != DirectionType::Coordinate)
       throw InputError(
           "option -bilevel_pzobo_directions 0 (one direction per coordinate of the support) needs "
@@ -99,6 +116,11 @@ class Pzobo : public Algorithm {
         "one_step_projection",
         o_.one_step_projection,
         "with N = 1, c_j = -a u_j^T J M grad_y f from one JVP (the limit mu -> 0; smoothing unused)");
+    o_.spectrum_every = opts.integer(
+        "spectrum_every",
+        o_.spectrum_every,
+        "re-estimate mu_g (SLEPc) every k iterations for the derived a, beta, N (0: only when L drifts)",
+        0);
     o_.support =
         read_choice(opts,
                     "support",
@@ -113,8 +135,20 @@ class Pzobo : public Algorithm {
       throw InputError(
           "option -bilevel_pzobo_precondition needs a problem with a lower-level preconditioner (" +
           p.name() + " has none)");
-    const PathParameters pp = derive_path_parameters(
-        p, ctx.x, ctx.y, {o_.inner_step, o_.inner_momentum, o_.inner_steps}, o_.precondition);
+    const PathParameters given{o_.inner_step, o_.inner_momentum, o_.inner_steps};
+    use_spectrum_ = false;
+    if (!o_.precondition && (given.a <= 0 || given.beta < 0 || given.steps <= 0)) {
+      try {  // L and μ of the lower Hessian (μ from SLEPc where the problem gives none)
+        spectrum_.estimate(p, ctx.x, ctx.y);
+        use_spectrum_ = true;
+      } catch (const NumericalFailure&) {
+        throw;
+      } catch (const Error&) {  // no positive λ_min: gradient-descent paths (derive_path_parameters)
+      }
+    }
+    const PathParameters pp = use_spectrum_ ? path_parameters_from_spectrum(
+                                                  given, spectrum_.lipschitz(), spectrum_.strong_convexity())
+                                            : derive_path_parameters(p, ctx.x, ctx.y, given, o_.precondition);
     a_ = pp.a, beta_ = pp.beta, n_ = pp.steps, derived_ = pp.derived;
     const bool stochastic = has(p.capabilities(), Capability::Stochastic);
     const DatasetSizes n = p.dataset_sizes();
@@ -132,18 +166,22 @@ class Pzobo : public Algorithm {
     const bool restricted = batch_ > 0 && per_sample && o_.support != Support::Full;
     PetscInt dx = 0;
     BILEVEL_PETSC_CALL(VecGetSize(ctx.x, &dx));
-    q_ = o_.directions > 0 ? o_.directions : (restricted ? batch_ * n_ : dx);  // 0: every coordinate once
+    q_ = o_.directions > 0    ? o_.directions
+         : o_.directions == 0 ? (restricted ? batch_ * n_ : dx)  // 0: every coordinate once
+                              : (!restricted && dx <= kFrameMax ? dx : kPaperDirections);
+    type_ = o_.auto_type && o_.directions != 0
+                ? (!restricted && q_ >= dx ? DirectionType::Orthogonal : DirectionType::Gaussian)
+                : o_.direction_type;
     mu_ = o_.smoothing;
     projected_ = n_ == 1 && o_.one_step_projection;
-    dirs_.setup(o_.direction_type, q_, dx, restricted, ctx.seed);
+    dirs_.setup(type_, q_, dx, restricted, ctx.seed);
     int size = 1;
     MPI_Comm_size(ctx.comm, &size);
     const PetscInt groups = projected_ ? 1 : (o_.path_groups > 0 ? o_.path_groups : size);
     paths_.setup(p, projected_ ? 0 : q_, groups);
     // Direction vectors on the full communicator: what Gaussian and orthogonal estimates combine, and what
     // explicit coordinate paths on it perturb x with.
-    const bool vectors =
-        o_.direction_type != DirectionType::Coordinate || (!projected_ && paths_.groups() == 1);
+    const bool vectors = type_ != DirectionType::Coordinate || (!projected_ && paths_.groups() == 1);
     constexpr double kMaxDirectionEntries = 268435456;  // 2 GiB of direction vectors
     if (vectors && static_cast<double>(q_) * static_cast<double>(dx) > kMaxDirectionEntries)
       throw InputError("pzobo: " + std::to_string(q_) + " direction vectors of size " + std::to_string(dx) +
@@ -163,6 +201,7 @@ class Pzobo : public Algorithm {
     BilevelProblem& p = ctx.problem;
     StepResult r;
     const DatasetSizes n = p.dataset_sizes();
+    if (use_spectrum_) follow_spectrum(p, ctx);
     batches_.draw(s_.lower, n.lower);  // B_1..B_N, shared by every path (PZOBO-S)
     const Batch ub = s_.upper.draw(n.upper, upper_batch_);
     dirs_.draw(ctx.iteration, batches_.indices());  // u_1..u_Q on the support
@@ -192,6 +231,7 @@ class Pzobo : public Algorithm {
   void declare_state(StateRegistry& state) override {
     state.add("pzobo.y_prev", y_prev_.get());  // the paths' momentum term
     state.add("pzobo.", s_);
+    spectrum_.declare_state(state, "pzobo.spectrum.");  // μ of the derived a, β and N
   }
 
   void view(PetscViewer viewer) const override {
@@ -208,13 +248,20 @@ class Pzobo : public Algorithm {
         beta_ >= 0 ? beta_ : o_.inner_momentum,
         derived_ ? "derived from L and mu_g" : "given or gradient descent",
         static_cast<int>(q_ > 0 ? q_ : o_.directions),
-        to_string(o_.direction_type),
+        to_string(type_),
         o_.smoothing,
         projected_ ? " (unused)" : "",
         static_cast<int>(batch_),
         static_cast<int>(upper_batch_),
         dirs_.restricted() ? "the minibatches' entries of x" : "every entry of x",
         o_.precondition ? "preconditioned (-a M grad, cheap M)" : "plain (M = I)"));
+    if (use_spectrum_)
+      BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
+                                                "  lower spectrum: L %g, mu %g (mu re-estimated when L "
+                                                "drifts 25%%, or every %d iterations; a, beta, N follow)\n",
+                                                spectrum_.lipschitz(),
+                                                spectrum_.strong_convexity(),
+                                                static_cast<int>(o_.spectrum_every)));
     if (projected_)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer,
@@ -229,6 +276,23 @@ class Pzobo : public Algorithm {
   }
 
  private:
+  /// a, β and N from the lower spectrum at x_k: L renewed (the problem's bound L(x)), μ re-estimated when L
+  /// drifted (LowerSpectrum::refresh); the minibatch sequence follows N. Collective.
+  void follow_spectrum(BilevelProblem& p, AlgorithmContext& ctx) {
+    spectrum_.refresh_periodic(p, ctx.x, ctx.y, ctx.iteration, o_.spectrum_every);
+    const PathParameters pp =
+        path_parameters_from_spectrum({o_.inner_step, o_.inner_momentum, o_.inner_steps},
+                                      spectrum_.lipschitz(),
+                                      spectrum_.strong_convexity());
+    a_ = pp.a, beta_ = pp.beta, derived_ = pp.derived;
+    if (pp.steps != n_ && !projected_) {
+      n_ = pp.steps;
+      batches_.setup(n_, batch_);
+    }
+  }
+  /// Directions by default: a full orthogonal frame (no sampling error) up to this d, else the paper's 10.
+  static constexpr PetscInt kFrameMax = 32, kPaperDirections = 10;
+
   /// The one-step JVP mode's c_j = −a u_jᵀ J z, z = M ∇_y f (M as the paths used it), J z = ∇_x⟨∇_y g(x_k,
   /// y⁰; B_1), z⟩: one lower_jvp at the paths' start (ctx.y is still y⁰). Collective.
   void jvp_differences(AlgorithmContext& ctx) {
@@ -245,7 +309,9 @@ class Pzobo : public Algorithm {
   PzoboOptions o_;
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
-  bool derived_ = false, projected_ = false;
+  bool derived_ = false, projected_ = false, use_spectrum_ = false;
+  DirectionType type_ = DirectionType::Gaussian;
+  LowerSpectrum spectrum_;
   StepSamplers s_;
   BatchSequence batches_;
   Directions dirs_;

@@ -38,11 +38,15 @@ PathParameters derive_path_parameters(
     if (out.steps <= 0) out.steps = 10;
     return out;
   }
-  const ProblemHints h = p.hints();
   const bool need_l = given.a <= 0 || given.beta < 0 || given.steps <= 0;
-  const PetscReal L = need_l ? resolve_lower_lipschitz(p, x, y) : 0;
-  const PetscReal mu_g = h.lower_strong_convexity.value_or(0);
-  const bool have_mu = need_l && mu_g > 0 && mu_g < L;
+  if (!need_l) return out;
+  return path_parameters_from_spectrum(
+      given, resolve_lower_lipschitz(p, x, y), p.hints().lower_strong_convexity.value_or(0));
+}
+
+PathParameters path_parameters_from_spectrum(PathParameters given, PetscReal L, PetscReal mu_g) {
+  PathParameters out = given;
+  const bool have_mu = mu_g > 0 && mu_g < L;
   const PetscReal sqrt_kappa = have_mu ? std::sqrt(L / mu_g) : 0;
   out.derived = given.beta < 0 && have_mu;
   if (given.beta < 0) out.beta = have_mu ? std::pow((sqrt_kappa - 1) / (sqrt_kappa + 1), 2) : 0;

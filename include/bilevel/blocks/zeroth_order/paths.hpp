@@ -53,6 +53,8 @@ struct PathParameters {
   PetscInt steps = 0;    ///< N (0: derive)
   bool derived = false;  ///< set by derive_path_parameters: a and β came from L and μ_g (or λ_max(M H))
 };
+/// The derivation above from given L and μ (μ <= 0: unknown, gradient descent). Not collective.
+PathParameters path_parameters_from_spectrum(PathParameters given, PetscReal L, PetscReal mu);
 /// Collective.
 PathParameters derive_path_parameters(
     BilevelProblem& p, Vec x, Vec y, PathParameters given, bool precondition);
