@@ -53,7 +53,10 @@ class Stocbio : public Algorithm {
     o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "SGD steps on y per outer iteration", 0);
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step on y (0: 1/L estimated by SLEPc)", 0.0);
     o_.neumann_steps = opts.integer(
-        "neumann_steps", o_.neumann_steps, "Neumann terms Q (0: truncation error 1e-4 from L and mu, at most n/batch with minibatches)", 0);
+        "neumann_steps",
+        o_.neumann_steps,
+        "Neumann terms Q (0: truncation error 1e-4 from L and mu, at most n/batch with minibatches)",
+        0);
     o_.neumann_eta = opts.real(
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) full batch, 1/L minibatch)", 0.0);
     o_.batch_size = opts.integer(
@@ -66,7 +69,8 @@ class Stocbio : public Algorithm {
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
     const PetscInt n = p.dataset_sizes().lower;
     // one pass over the training samples per series (file comment); no cap with full batches
-    max_terms_ = batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxTerms, (n + batch_ - 1) / batch_) : kMaxTerms;
+    max_terms_ =
+        batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxTerms, (n + batch_ - 1) / batch_) : kMaxTerms;
     need_spectrum_ = o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0;
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     follow_bound_ = need_spectrum_ && p.lower_lipschitz_bound(ctx.x).has_value();
