@@ -70,10 +70,15 @@ TEST(Soba, EachIterationCallsEveryOracleOnce) {
 
 TEST(Soba, MinibatchesOfTheGivenSizeAndDecayingSteps) {
   // one training batch of 16 for ∇_y g, H v and J v, one validation batch of 16 for ∇f per iteration
-  Options o{{"-bilevel_soba_batch_size", "16"}, {"-bilevel_final_lower_solve", "0"}};
+  // the method's own defaults, not logreg's tuned settings (cluster/tuned/logreg/soba.opts)
+  Options o{
+      {"-bilevel_soba_batch_size", "16"}, {"-bilevel_final_lower_solve", "0"}, {"-bilevel_tuned", "false"}};
   const Outcome r = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 5);
   EXPECT_EQ(r.report.counts.samples, 5 * 4 * 16);
-  Options t{{"-bilevel_type", "soba"}, {"-bilevel_max_it", "1"}, {"-bilevel_soba_batch_size", "16"}};
+  Options t{{"-bilevel_type", "soba"},
+            {"-bilevel_max_it", "1"},
+            {"-bilevel_soba_batch_size", "16"},
+            {"-bilevel_tuned", "false"}};
   bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
   seedtest::solve_from_initial_point(solver, small_logreg(PETSC_COMM_WORLD));
   const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);

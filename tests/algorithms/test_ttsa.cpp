@@ -74,7 +74,8 @@ TEST(Ttsa, RandomTruncationOnMinibatchesIsUnbiasedAndCheaper) {
   // HIA with minibatches: p uniform in {0..Q−1} products per iteration, E p = (Q − 1)/2
   Options o{{"-bilevel_ttsa_batch_size", "16"},
             {"-bilevel_ttsa_neumann_steps", "21"},
-            {"-bilevel_final_lower_solve", "0"}};
+            {"-bilevel_final_lower_solve", "0"},
+            {"-bilevel_tuned", "false"}};  // the method's defaults, not cluster/tuned/logreg/ttsa.opts
   const Outcome r = solve(PETSC_COMM_WORLD, small_logreg(PETSC_COMM_WORLD), 100);
   const double mean = static_cast<double>(r.report.counts.hvp) / 100;
   EXPECT_GT(mean, 7.0);
@@ -110,7 +111,8 @@ TEST(Ttsa, ViewStatesTheVariantReferenceAndSchedules) {
   Options o{{"-bilevel_type", "ttsa"},
             {"-bilevel_max_it", "1"},
             {"-bilevel_ttsa_variant", "bsa"},
-            {"-bilevel_ttsa_batch_size", "16"}};
+            {"-bilevel_ttsa_batch_size", "16"},
+            {"-bilevel_tuned", "false"}};
   bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
   seedtest::solve_from_initial_point(solver, small_logreg(PETSC_COMM_WORLD));
   const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);

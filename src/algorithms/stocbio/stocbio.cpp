@@ -12,7 +12,11 @@
 /// (I − η H)^{Q+1} below 1e-4 (1e-2 with minibatches, whose sampling error dominates), ln(1e-4)/ln(1 − η μ),
 /// so the estimate's bias does not stall the outer loop (the paper's Q = 10 with η = 1/L leaves 0.99^{11} ≈
 /// 90% of v* missing at κ = 100, and ||∇F|| stalled at 0.95 on the quadratic). μ is re-estimated when L(x)
-/// drifts by 25%. Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta,
+/// drifts by 25%. With minibatches Q is also capped at ⌈n/b⌉ (n training samples, batch b): the series then
+/// reads each sample about once, a longer one costs more than a full-batch product per term and its sampling
+/// error no longer shrinks; on ijcnn1 (κ up to 1e3 as x lowers the regularisers) the uncapped Q reached
+/// thousands of terms per iteration and 100 iterations did not end in 180 s (docs/baselines-single-loop.md).
+/// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta,
 /// batch_size.
 #include <petscviewer.h>
 
@@ -49,7 +53,10 @@ class Stocbio : public Algorithm {
     o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "SGD steps on y per outer iteration", 0);
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step on y (0: 1/L estimated by SLEPc)", 0.0);
     o_.neumann_steps = opts.integer(
-        "neumann_steps", o_.neumann_steps, "Neumann terms Q (0: truncation error 1e-4 from L and mu)", 0);
+        "neumann_steps",
+        o_.neumann_steps,
+        "Neumann terms Q (0: truncation error 1e-4 from L and mu, at most n/batch with minibatches)",
+        0);
     o_.neumann_eta = opts.real(
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) full batch, 1/L minibatch)", 0.0);
     o_.batch_size = opts.integer(
@@ -60,6 +67,10 @@ class Stocbio : public Algorithm {
     BilevelProblem& p = ctx.problem;
     batch_ = ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size;
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
+    const PetscInt n = p.dataset_sizes().lower;
+    // one pass over the training samples per series (file comment); no cap with full batches
+    max_terms_ =
+        batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxTerms, (n + batch_ - 1) / batch_) : kMaxTerms;
     need_spectrum_ = o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0;
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     follow_bound_ = need_spectrum_ && p.lower_lipschitz_bound(ctx.x).has_value();
@@ -123,8 +134,8 @@ class Stocbio : public Algorithm {
              ? o_.neumann_steps
              : terms_for_contraction(std::max(std::abs(1 - eta_n_ * mu), std::abs(1 - eta_n_ * L)),
                                      batch_ == 0 ? kSeriesAccuracy : kSeriesAccuracyMinibatch,
-                                     10,
-                                     kMaxTerms);
+                                     std::min<PetscInt>(10, max_terms_),
+                                     max_terms_);
   }
   static constexpr PetscReal kSeriesAccuracy = 1e-4;
   // with minibatches the estimate's sampling error (tens of percent at batch 256) dominates a 1e-2 bias
@@ -136,6 +147,7 @@ class Stocbio : public Algorithm {
   PetscReal eta_y_ = 0, eta_n_ = 0;
   bool follow_bound_ = false;  // default steps 1/L from the problem's bound L(x), renewed every iteration
   PetscInt batch_ = 0;
+  PetscInt max_terms_ = kMaxTerms;  // kMaxTerms, or ⌈n/b⌉ with minibatches
   LowerUpdate lower_;
   NeumannSolver neumann_;
   ImplicitStep implicit_;
