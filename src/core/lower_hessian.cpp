@@ -6,6 +6,7 @@
 #include <string>
 
 #include "bilevel/petsc/callback.hpp"
+#include "bilevel/petsc/compat.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/options.hpp"
 #include "bilevel/petsc/vec_access.hpp"
@@ -87,7 +88,17 @@ petsc::KspHandle make_hessian_ksp(
 
 namespace {
 
-/// One extreme eigenvalue of H(x, y) by SLEPc; `converged` tells whether it met rtol. Collective.
+/// EPS monitor that keeps the current first Ritz value (the approximation closest to the wanted end of the
+/// spectrum, converged or not): when no eigenpair meets the tolerance, EPSGetEigenvalue has nothing to
+/// return, and the last Ritz value is the estimate.
+PetscErrorCode keep_first_ritz(EPS, PetscInt, PetscInt, PetscScalar* eigr, PetscScalar*, PetscReal*, PetscInt nest, void* ctx) {
+  if (nest > 0) *static_cast<PetscScalar*>(ctx) = eigr[0];
+  return PETSC_SUCCESS;
+}
+
+/// One extreme eigenvalue of H(x, y) by SLEPc; `converged` tells whether it met rtol (else the value is the
+/// last Ritz value: for the smallest eigenvalue it lies above λ_min, for the largest below λ_max; NaN when
+/// SLEPc produced none). Collective.
 PetscScalar extreme_eigenvalue(BilevelProblem& problem,
                                Vec x,
                                Vec y,
@@ -108,12 +119,15 @@ PetscScalar extreme_eigenvalue(BilevelProblem& problem,
   BILEVEL_PETSC_CALL(EPSSetTolerances(eps, rtol, max_it));
   BILEVEL_PETSC_CALL(EPSSetOptionsPrefix(eps, petsc::prefixed("bilevel_eig_").c_str()));
   BILEVEL_PETSC_CALL(EPSSetFromOptions(eps));
+  PetscScalar ritz = std::nan("");
+  BILEVEL_PETSC_CALL(EPSMonitorSet(eps, keep_first_ritz, &ritz, nullptr));
   BILEVEL_PETSC_CALL_GUARDED(shell.pending(), EPSSolve(eps));
   PetscInt nconv = 0;
   BILEVEL_PETSC_CALL(EPSGetConverged(eps, &nconv));
+  *converged = nconv > 0;
+  if (!*converged) return ritz;  // NaN if SLEPc never got to a Ritz value: the callers' checks reject it
   PetscScalar lambda = 0, im = 0;
   BILEVEL_PETSC_CALL(EPSGetEigenvalue(eps, 0, &lambda, &im));
-  *converged = nconv > 0;
   return lambda;
 }
 
