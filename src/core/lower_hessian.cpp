@@ -91,7 +91,8 @@ namespace {
 /// EPS monitor that keeps the current first Ritz value (the approximation closest to the wanted end of the
 /// spectrum, converged or not): when no eigenpair meets the tolerance, EPSGetEigenvalue has nothing to
 /// return, and the last Ritz value is the estimate.
-PetscErrorCode keep_first_ritz(EPS, PetscInt, PetscInt, PetscScalar* eigr, PetscScalar*, PetscReal*, PetscInt nest, void* ctx) {
+PetscErrorCode keep_first_ritz(
+    EPS, PetscInt, PetscInt, PetscScalar* eigr, PetscScalar*, PetscReal*, PetscInt nest, void* ctx) {
   if (nest > 0) *static_cast<PetscScalar*>(ctx) = eigr[0];
   return PETSC_SUCCESS;
 }
