@@ -63,7 +63,10 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
                                {"auto", "fused", "interleaved", "panel"},
                                "sparse HVP pass: fused, interleaved (v, out) pairs, or panels of rows");
   o.hvp_simd =
-      reader.boolean("hvp_simd", o.hvp_simd, "AVX-512 loops for the sparse HVP when the CPU has them");
+      reader.boolean("hvp_simd",
+                     o.hvp_simd,
+                     "AVX-512 loops for the sparse HVP when the CPU has them (kernel auto: not on AMD, where "
+                     "they measured slower)");
   return o;
 }
 

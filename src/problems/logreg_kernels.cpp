@@ -55,9 +55,22 @@ HvpKernel choose_hvp_kernel(HvpKernel requested, PetscInt width) {
   return model_bytes <= kFusedModelBytes ? HvpKernel::Fused : HvpKernel::Interleaved;
 }
 
+bool cpu_gathers_pay() {
+#if BILEVEL_HAVE_AVX512_LOOPS
+  static const bool pay = [] {
+    __builtin_cpu_init();
+    return !__builtin_cpu_is("amd");
+  }();
+  return pay;
+#else
+  return false;
+#endif
+}
+
 bool use_simd(HvpKernel requested, HvpKernel kernel, bool allowed, double nonzeros_per_row) {
   if (!allowed) return false;
   if (requested != HvpKernel::Auto) return true;
+  if (!cpu_gathers_pay()) return false;
   return kernel == HvpKernel::Interleaved || nonzeros_per_row >= kSimdRowNonzeros;
 }
 

@@ -45,9 +45,15 @@ HvpKernel choose_hvp_kernel(HvpKernel requested, PetscInt width);
 /// docs/performance.md, "Sparse HVP kernels").
 inline constexpr std::int64_t kFusedModelBytes = std::int64_t{1} << 20;
 
+/// Whether this CPU's AVX-512 gathers and scatters beat the portable loops: measured yes on Intel, no on AMD
+/// EPYC (Zen 4: 1.2–1.9× slower at 200k and 22 columns; docs/performance.md, "The same kernels on AMD
+/// EPYC"). Read once. Not collective.
+bool cpu_gathers_pay();
+
 /// Whether `kernel` (as chosen) runs its AVX-512 loop: `allowed` (the option, the CPU and rows without
-/// repeated columns) and, under Auto, Interleaved always and Fused from kSimdRowNonzeros nonzeros per row
-/// on average (shorter rows spend the vector loop in its masked tail). Not collective.
+/// repeated columns) and, under Auto, only where cpu_gathers_pay(), then Interleaved always and Fused from
+/// kSimdRowNonzeros nonzeros per row on average (shorter rows spend the vector loop in its masked tail). An
+/// explicit -bilevel_logreg_hvp_kernel takes the AVX-512 loop whenever allowed. Not collective.
 bool use_simd(HvpKernel requested, HvpKernel kernel, bool allowed, double nonzeros_per_row);
 
 /// Mean nonzeros per row from which Auto's Fused kernel takes the AVX-512 loop (docs/performance.md).

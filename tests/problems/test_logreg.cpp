@@ -402,7 +402,7 @@ TEST(LogregProblem, FusedKernelEqualsTwoPassProduct) {
 
 /// Every sparse HVP kernel (fused, interleaved, panels of rows; portable and AVX-512 loops) gives the
 /// product of the reference loop (fused, portable) up to rounding, over more rows than one panel, and
-/// reports the kernel that ran: the AVX-512 loops whenever this CPU has them.
+/// reports the kernel that ran: the AVX-512 loops whenever this CPU has them and they are asked for.
 TEST(LogregProblem, EverySparseHvpKernelRanAndEqualsTheReferenceLoop) {
   const testdata::Global tr = testdata::make_global(4500, 90, 2, 5, 0.3);
   const testdata::Global va = testdata::make_global(40, 90, 2, 6);
@@ -434,6 +434,9 @@ TEST(LogregProblem, EverySparseHvpKernelRanAndEqualsTheReferenceLoop) {
       EXPECT_EQ(used, std::string(kernel) + (simd && avx512 ? "/avx512" : "")) << kernel;
       EXPECT_LT(rel_diff(h, reference), 1e-13) << used;
     }
-  product("auto", true, &used);  // 91 model entries: v and out fit in L2
-  EXPECT_EQ(used, std::string("fused") + (avx512 ? "/avx512" : ""));
+  // 91 model entries: v and out fit in L2; auto takes the AVX-512 loop except on AMD CPUs, where the
+  // portable loops measured faster (docs/performance.md)
+  product("auto", true, &used);
+  __builtin_cpu_init();
+  EXPECT_EQ(used, std::string("fused") + (avx512 && !__builtin_cpu_is("amd") ? "/avx512" : ""));
 }
