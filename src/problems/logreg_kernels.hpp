@@ -46,7 +46,7 @@ HvpKernel choose_hvp_kernel(HvpKernel requested, PetscInt width);
 inline constexpr std::int64_t kFusedModelBytes = std::int64_t{1} << 20;
 
 /// Whether this CPU's AVX-512 gathers and scatters beat the portable loops: measured yes on Intel, no on AMD
-/// EPYC (Zen 4: 1.2–1.9× slower at 200k and 22 columns; docs/performance.md, "The same kernels on AMD
+/// EPYC with AVX-512 (1.2–1.9× slower at 200k and 22 columns; docs/performance.md, "The same kernels on AMD
 /// EPYC"). Read once. Not collective.
 bool cpu_gathers_pay();
 
