@@ -1,7 +1,7 @@
 /// \file `logreg`: l2-regularised binary logistic regression with per-feature (or scalar) log-regularisers.
 /// Options: -bilevel_logreg_scalar, -bilevel_logreg_intercept, -bilevel_logreg_initial_x,
 /// -bilevel_logreg_positive_classes, -bilevel_logreg_n_val, -bilevel_logreg_model_comm,
-/// -bilevel_logreg_hvp_kernel, -bilevel_logreg_hvp_simd.
+/// -bilevel_logreg_hvp_kernel, -bilevel_logreg_hvp_simd, -bilevel_logreg_preconditioner.
 ///
 /// Notation: z_i = a_i·w + c, m_i = b_i z_i, ℓ_i = log(1 + e^{−m_i}), r_i = dℓ_i/dz_i = −b_i σ(−m_i),
 /// d_i = d²ℓ_i/dz_i² = σ(z_i)(1 − σ(z_i)), λ_j = e^{x_j}.
@@ -67,6 +67,11 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
                      o.hvp_simd,
                      "AVX-512 loops for the sparse HVP when the CPU has them (kernel auto: not on AMD, where "
                      "they measured slower)");
+  o.preconditioner =
+      reader.choice("preconditioner",
+                    o.preconditioner,
+                    {"jacobi", "none"},
+                    "lower preconditioner offered to the methods: jacobi (diag(H)^-1) or none");
   return o;
 }
 
@@ -197,7 +202,8 @@ petsc::VecHandle LogregProblem::create_upper_vec() const {
 }
 
 Capability LogregProblem::capabilities() const {
-  return detail::data_capabilities(test_ != nullptr);
+  const Capability c = detail::data_capabilities(test_ != nullptr);
+  return options_.preconditioner == "jacobi" ? c | Capability::LowerPreconditioner : c;
 }
 
 DatasetSizes LogregProblem::dataset_sizes() const {
@@ -222,6 +228,7 @@ ProblemHints LogregProblem::hints() const {
   // The regularisers e^{x_j} move over decades during a run, so a gradient step 1/L fixed at the start
   // becomes unstable (docs/benchmarks.md); truncated Newton on the small model is cheap and stays stable.
   h.lower_update = "newton";
+  h.preconditioner_is_metric = false;  // Jacobi: a CG preconditioner, too crude a metric for steps on y
   return h;
 }
 

@@ -8,6 +8,7 @@
 // clang-format on
 
 #include <algorithm>
+#include <cmath>
 
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/vec_access.hpp"
@@ -250,6 +251,67 @@ void LogregProblem::lower_hvp_multi_impl(
     const PetscInt jend = std::min(y_end_, nf) - y_begin_;
     for (PetscInt l = 0; l < jend; ++l) o[l] += (options_.scalar ? lam[0] : lam[l]) * vq[l];
   }
+}
+
+// Jacobi: M = diag(H)⁻¹ with diag(H)_j = (1/n) Σ_i d_i a_ij² + λ_j on w and (1/n) Σ_i d_i on the intercept,
+// d_i the logistic curvature at y. One pass over the local training rows (refreshing stale d_i first),
+// the column sums added over ranks onto y's layout like an HVP's.
+void LogregProblem::lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind /*kind*/) {
+  if (options_.preconditioner != "jacobi")
+    throw NotImplemented("logreg: -bilevel_logreg_preconditioner none offers no lower-level preconditioner");
+  check_layouts(x, y);
+  Side& side = *train_;
+  const PetscScalar* yf = model_of(side, y);
+  if (!side.stamps.all_valid()) {
+    PetscInt ignored = 0;
+    loss_pass(side, Batch::all(), yf, nullptr, &ignored, false);
+  }
+  const PetscInt width = side.width, rows = side.data.local_rows();
+  const PetscReal* d = side.d.data();
+  PetscScalar* acc = detail::ensure(side.sparse ? side.acc : buffer_, static_cast<std::size_t>(width + 2));
+  std::fill(acc, acc + width, 0.0);
+  double dsum = 0;
+  if (side.sparse) {
+    detail::CsrView A(side.data.local);
+    for (PetscInt i = 0; i < rows; ++i) {
+      for (PetscInt p = A.ia[i]; p < A.ia[i + 1]; ++p) acc[A.ja[p]] += d[i] * A.values[p] * A.values[p];
+      dsum += d[i];
+    }
+  } else {
+    detail::DenseView A(side.data.local);
+    for (PetscInt j = 0; j < n_features_; ++j) {
+      const PetscScalar* col = A.values + j * A.lda;
+      double s = 0;
+      for (PetscInt i = 0; i < rows; ++i) s += d[i] * col[i] * col[i];
+      acc[j] = s;
+    }
+    for (PetscInt i = 0; i < rows; ++i) dsum += d[i];
+  }
+  if (options_.intercept) acc[side.c_pos] = dsum;
+  if (!inv_diag_) inv_diag_ = create_lower_vec();
+  sums_to(side, acc, 1.0 / static_cast<PetscReal>(side.data.n_rows), inv_diag_);
+  const PetscScalar* lam = regularisers(x);
+  PetscReal largest = 0;
+  {
+    petsc::WriteView o(inv_diag_);
+    const PetscInt jend = std::min(y_end_, n_features_) - y_begin_;
+    for (PetscInt l = 0; l < jend; ++l) o[l] += options_.scalar ? lam[0] : lam[l];
+    for (PetscInt l = 0; l < o.size(); ++l) largest = std::max(largest, std::abs(o[l]));
+  }
+  // An intercept whose rows all saturate (d_i → 0) would get an unbounded M; such entries (and anything
+  // not finite) take the scale of the largest diagonal entry instead.
+  PetscReal global_largest = largest;
+  BILEVEL_PETSC_CALL(MPI_Allreduce(&largest, &global_largest, 1, MPIU_REAL, MPI_MAX, comm_));
+  const PetscReal floor = 1e-12 * global_largest;
+  petsc::WriteView o(inv_diag_);
+  for (PetscInt l = 0; l < o.size(); ++l)
+    o[l] =
+        std::isfinite(o[l]) && o[l] > floor ? 1.0 / o[l] : (global_largest > 0 ? 1.0 / global_largest : 1.0);
+}
+
+void LogregProblem::lower_precondition_impl(Vec r, Vec out) {
+  if (!inv_diag_) throw Error("logreg: lower_precondition called before lower_preconditioner_setup");
+  BILEVEL_PETSC_CALL(VecPointwiseMult(out, inv_diag_, r));
 }
 
 void LogregProblem::hvp_kernel_only(Vec y, Vec w) {

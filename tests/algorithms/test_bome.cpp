@@ -112,9 +112,10 @@ TEST(Bome, LowersTheValidationLossOnASmallLogreg) {
   EXPECT_LT(after, before - 1e-3);
 }
 
-// logreg has no preconditioner and hints Newton steps for ŷ, so the y-part of the step is taken in the metric
-// H⁻¹ (CG, KSP -bilevel_metric_, ξ_y = 1/2): in 10 iterations it lowers F below the plain step ξ_y = 1/(2L)
-// (on ijcnn1: test log-loss 0.204 after 100 iterations against 0.275; docs/benchmarks.md).
+// logreg's Jacobi preconditioner is no metric (ProblemHints::preconditioner_is_metric) and logreg hints
+// Newton steps for ŷ, so the y-part of the step is taken in the metric H⁻¹ (PCG with the Jacobi M, KSP
+// -bilevel_metric_, ξ_y = 1/2): in 10 iterations it lowers F below the plain step ξ_y = 1/(2L) (on ijcnn1:
+// test log-loss 0.204 after 100 iterations against 0.275; docs/benchmarks.md).
 TEST(Bome, OnLogregTheNewtonMetricOnYLowersTheValidationLossFasterThanThePlainStep) {
   const PetscReal metric = seedtest::logreg_losses(PETSC_COMM_WORLD, "bome", 10).second;
   PetscReal plain = 0;

@@ -210,6 +210,46 @@ TEST_P(LogregTest, HvpMatchesTheExplicitHessianAndFollowsAModelChangedInPlace) {
   EXPECT_LT(after, 1e-12);
 }
 
+TEST_P(LogregTest, JacobiPreconditionerIsTheInverseHessianDiagonalAtItsSetupPointUntilTheNextSetup) {
+  auto& p = *problem_;
+  ASSERT_TRUE(bilevel::has(p.capabilities(), bilevel::Capability::LowerPreconditioner));
+  auto r_vec = p.create_lower_vec(), out = p.create_lower_vec();
+  testdata::fill(r_vec, [](PetscInt j) { return 1.0 + 0.5 * std::cos(2.0 * j); });
+  const auto r = ref();
+  const auto x = gather(x_), rv = gather(r_vec);
+  const auto all = Reference::all(tr_);
+  const auto expected = [&](const std::vector<double>& y) {  // r_j / H_jj at (x, y)
+    const auto h = r.hessian(x, y, all);
+    std::vector<double> m(rv.size());
+    for (std::size_t j = 0; j < rv.size(); ++j) m[j] = rv[j] / h[j * rv.size() + j];
+    return m;
+  };
+  const auto y0 = gather(y_);
+
+  p.lower_preconditioner_setup(x_, y_);
+  p.lower_precondition(r_vec, out);
+  EXPECT_LT(rel_diff(gather(out), expected(y0)), 1e-12);
+  VecScale(y_, -1.7);  // M stays the one built at y0 until the next setup
+  p.lower_precondition(r_vec, out);
+  EXPECT_LT(rel_diff(gather(out), expected(y0)), 1e-12);
+  p.lower_preconditioner_setup(x_, y_);
+  p.lower_precondition(r_vec, out);
+  EXPECT_LT(rel_diff(gather(out), expected(gather(y_))), 1e-12);
+  EXPECT_GT(rel_diff(expected(gather(y_)), expected(y0)), 1e-3);  // the two points give different M
+}
+
+TEST(LogregProblem, PreconditionerNoneOffersNoLowerPreconditioner) {
+  const auto tr = testdata::make_global(20, 5, 2, 1), va = testdata::make_global(10, 5, 2, 2);
+  bilevel::LogregOptions o;
+  o.preconditioner = "none";
+  bilevel::LogregProblem p(testdata::to_dataset(PETSC_COMM_WORLD, tr, DataFormat::Sparse),
+                           testdata::to_dataset(PETSC_COMM_WORLD, va, DataFormat::Sparse),
+                           std::nullopt,
+                           o);
+  EXPECT_FALSE(bilevel::has(p.capabilities(), bilevel::Capability::LowerPreconditioner));
+  EXPECT_THROW(p.lower_preconditioner_setup(nullptr, nullptr), bilevel::Error);
+}
+
 TEST_P(LogregTest, HvpMultiMatchesSingleProducts) {
   auto& p = *problem_;
   std::vector<bilevel::petsc::VecHandle> in, out, single;

@@ -134,6 +134,10 @@ struct ProblemHints {
   /// How methods with a choice should update y: "gd" (steps 1/L) or "newton" (truncated Newton-CG) for
   /// ill-conditioned lower levels where steps of 1/L crawl.
   std::string lower_update = "gd";
+  /// Whether the problem's preconditioner M (Capability::LowerPreconditioner) is close enough to H⁻¹ to
+  /// serve as the metric of steps on y (bome's y-step y − ξ M d_y), not only as a Krylov preconditioner.
+  /// False for a diagonal M (logreg's Jacobi): methods then take such steps in H⁻¹ by PCG with M.
+  bool preconditioner_is_metric = true;
   std::optional<PetscInt> max_iterations;  ///< default of -bilevel_max_it for this problem
   std::optional<PetscReal> max_time;       ///< default of -bilevel_max_time (seconds) for this problem
 };

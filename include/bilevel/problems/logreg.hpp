@@ -51,6 +51,10 @@ struct LogregOptions {
   std::string hvp_kernel = "auto";
   /// [-bilevel_logreg_hvp_simd] AVX-512 loops for the sparse HVP when the CPU has them (checked at run time)
   bool hvp_simd = true;
+  /// [-bilevel_logreg_preconditioner] the lower preconditioner M ≈ H⁻¹ offered to the methods
+  /// (Capability::LowerPreconditioner): "jacobi" (M = diag(H)⁻¹ at (x, y), one pass over the training
+  /// rows per setup, applied entry-wise) or "none"
+  std::string preconditioner = "jacobi";
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
 };
@@ -152,6 +156,8 @@ class LogregProblem final : public BilevelProblem {
   void lower_hvp_multi_impl(
       Vec x, Vec y, const Batch& batch, std::span<const Vec> w, std::span<const Vec> out) override;
   void lower_jvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
+  void lower_preconditioner_setup_impl(Vec x, Vec y, PreconditionerKind kind) override;
+  void lower_precondition_impl(Vec r, Vec out) override;
 
  private:
   struct Side;  // one data set with its labels, curvature cache and work buffers
@@ -193,6 +199,7 @@ class LogregProblem final : public BilevelProblem {
   std::string hvp_kernel_used_;                      // see hvp_kernel_used()
   std::vector<PetscScalar> hvp_one_;                 // dense hvp_multi: one direction's sums
   std::vector<PetscScalar> reduce_;                  // dense: the model-sized sum over ranks
+  petsc::VecHandle inv_diag_;                        // Jacobi: 1 / diag(H) at the last setup (y's layout)
 };
 
 }  // namespace bilevel

@@ -27,14 +27,18 @@
 /// y reaches it at the rate of M H instead of H. ŷ then follows the problem's lower update (the Newton hint
 /// on hyperclean, block LowerUpdate; -bilevel_bome_lower). Default ξ_y = 0.1 with M (hyperclean, measured:
 /// 0.5 diverges, 0.2 stalls at 83.0% test accuracy, 0.1 reaches 83.5% in 150 iterations).
-/// Without a problem M, when ŷ takes Newton steps (the problem hints that gradient steps of 1/L crawl, e.g.
+/// Without a problem M fit to be a metric (ProblemHints::preconditioner_is_metric; logreg's Jacobi M is only
+/// a CG preconditioner), when ŷ takes Newton steps (the problem hints that gradient steps of 1/L crawl, e.g.
 /// logreg), the metric is M = H(x_k, y_k)⁻¹ applied by CG (KSP -bilevel_metric_, rtol 1e-2, zero start; its
 /// budget ⌈½√κ ln(2/rtol)⌉ in [5, 200] from κ = L/μ of LowerSpectrum at the start, μ by SLEPc; the rtol
 /// ends the solves and the budget only caps them, so no re-estimate: on 20news one took minutes) and ξ_y =
 /// 1/2: in the metric H⁻¹ the curvature of g along y is 1, so this is the plain a/2. Measured on ijcnn1
 /// (per-feature regularisers, 100 iterations, 2 ranks): test log-loss 0.204 against 0.275 with the plain step
 /// a/2 (docs/benchmarks.md). -bilevel_bome_normalize divides the y step by 1 + λ (so it stays stable as λ
-/// grows); it did not help on hyperclean and is off by default. Options (-bilevel_bome_*): lower,
+/// grows). In the metric H⁻¹ it is on unless given: that step contracts y − y*(x) by 1 − ξ_y λ, unstable
+/// once λ > 2/ξ_y = 4, and with the CG preconditioned by logreg's Jacobi M (close to H⁻¹) 20 Newsgroups
+/// reached F = 0.064 and then diverged. It did not help on hyperclean and is off there (the problem's M).
+/// Options (-bilevel_bome_*): lower,
 /// inner_steps, inner_step, lower_step, precondition, normalize, eta, barrier, inner_warm_start.
 #include <petscviewer.h>
 
@@ -69,8 +73,8 @@ struct BomeOptions {
   LowerUpdateOptions lower;
   PetscReal lower_step = 0;  ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2 (M: 0.1, H⁻¹: 0.5)
   bool precondition = true;  ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
-  bool normalize = false;    ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ)
-  PetscReal eta = 0.5;       ///< [-bilevel_bome_eta] barrier coefficient η
+  bool normalize = false;  ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ); not given: on in the metric H⁻¹
+  PetscReal eta = 0.5;     ///< [-bilevel_bome_eta] barrier coefficient η
   BomeBarrier barrier =
       BomeBarrier::GradNorm;     ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
   bool inner_warm_start = true;  ///< [-bilevel_bome_inner_warm_start] ŷ from the previous ŷ (else y_k)
@@ -96,7 +100,10 @@ class Bome : public Algorithm {
         o_.precondition,
         "take the y-part of the step in a metric M ~ inverse lower Hessian: the problem's, else H^-1 by CG "
         "(KSP -bilevel_metric_) when y-hat takes Newton steps");
-    o_.normalize = opts.boolean("normalize", o_.normalize, "divide the y step by 1 + lambda");
+    normalize_given_ = opts.has("normalize");
+    o_.normalize = opts.boolean("normalize",
+                                o_.normalize,
+                                "divide the y step by 1 + lambda (default: only in the metric H^-1 by CG)");
     o_.eta = opts.real("eta", o_.eta, "barrier coefficient eta", 0.0);
     o_.barrier = read_choice(opts,
                              "barrier",
@@ -114,7 +121,8 @@ class Bome : public Algorithm {
     y_hat_ = p.create_lower_vec();
     BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
     lower_.setup(p, ctx.x, y_hat_, o_.lower, 10);
-    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
+    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner) &&
+          p.hints().preconditioner_is_metric;
     metric_.reset();
     if (o_.precondition && !pc_ && lower_.kind() == LowerUpdateKind::Newton) {
       // M = H(x_k, y_k)⁻¹ by CG to a relative residual kMetricRtol; its budget from κ = L/μ (SLEPc).
@@ -132,6 +140,9 @@ class Bome : public Algorithm {
           nullptr, nullptr, (std::string("-") + kMetricPrefix + "ksp_max_it").c_str(), &given));
       user_metric_budget_ = given == PETSC_TRUE;
     }
+    // In the metric H⁻¹ the y-step contracts y − y*(x) by 1 − ξ_y λ, unstable once λ > 2/ξ_y = 4: there the
+    // step is divided by 1 + λ unless the user says otherwise (20 Newsgroups, docs/benchmarks.md).
+    normalize_ = normalize_given_ ? o_.normalize : metric_ != nullptr;
     if (o_.lower_step > 0) {
       xi_y_ = o_.lower_step;
     } else if (metric_) {
@@ -203,7 +214,7 @@ class Bome : public Algorithm {
     require_finite(dx_norm, ConvergedReason::DivergedNaN, "the norm of the step direction d_x");
     BILEVEL_PETSC_CALL(VecNorm(qy_, NORM_2, &r.lower_residual));  // ||∇_y g(x_k, y_k)||
     ctx.upper.step(ctx.x, fx_);                                   // x_{k+1} = P(x_k − ξ_x d_x)
-    const PetscReal xi = o_.normalize ? xi_y_ / (1 + lambda) : xi_y_;
+    const PetscReal xi = normalize_ ? xi_y_ / (1 + lambda) : xi_y_;
     BILEVEL_PETSC_CALL(VecAXPY(ctx.y, -xi, mfy_));  // y_{k+1} = y_k − ξ_y d_y
     last_lambda_ = lambda;
     r.hypergradient = fx_;  // d_x, the direction x moved along
@@ -228,7 +239,7 @@ class Bome : public Algorithm {
         static_cast<int>(lower_.steps()),
         lower_.step(),
         xi_y_ > 0 ? xi_y_ : o_.lower_step,
-        o_.normalize ? "/(1+lambda)" : "",
+        normalize_ ? "/(1+lambda)" : "",
         pc_       ? "problem's M"
         : metric_ ? "H^-1 by CG"
                   : "identity",
@@ -279,6 +290,7 @@ class Bome : public Algorithm {
   LowerSpectrum spectrum_;
   PetscInt metric_budget_ = 0;
   bool user_metric_budget_ = false;
+  bool normalize_given_ = false, normalize_ = false;  // -bilevel_bome_normalize given; the rule in force
   petsc::VecHandle y_hat_, qy_, fy_, mqy_, mfy_, qx_, gx_hat_, fx_;
   StepSamplers s_;
 };
