@@ -100,6 +100,7 @@ PetscInt CgLinearSolver::solve(Vec x, Vec y, const Batch& batch, Vec b, Vec v) {
 void NeumannSolver::setup(Vec y_layout) {
   p_ = petsc::duplicate(y_layout);
   hp_ = petsc::duplicate(y_layout);
+  mhp_ = petsc::duplicate(y_layout);
 }
 
 void NeumannSolver::solve(BilevelProblem& problem,
@@ -110,16 +111,26 @@ void NeumannSolver::solve(BilevelProblem& problem,
                           PetscInt q_steps,
                           PetscReal eta,
                           BatchSampler* sampler,
-                          PetscInt batch_size) {
+                          PetscInt batch_size,
+                          bool precondition) {
   petsc::ScopedEvent ev(petsc::events().hypergradient);
   if (!p_) setup(y);
   const PetscInt n = problem.dataset_sizes().lower;
-  BILEVEL_PETSC_CALL(VecCopy(b, p_));  // p_0 = b
-  BILEVEL_PETSC_CALL(VecCopy(b, v));   // v = Σ p_q
+  if (precondition) {
+    problem.lower_precondition(b, p_);  // p_0 = M b
+  } else {
+    BILEVEL_PETSC_CALL(VecCopy(b, p_));  // p_0 = b
+  }
+  BILEVEL_PETSC_CALL(VecCopy(p_, v));  // v = Σ p_q
   for (PetscInt q = 0; q < q_steps; ++q) {
     const Batch batch = sampler ? sampler->draw(n, batch_size) : Batch::all();
-    problem.lower_hvp(x, y, batch, p_, hp_);     // H(B_q) p_q
-    BILEVEL_PETSC_CALL(VecAXPY(p_, -eta, hp_));  // p_{q+1} = p_q - eta H p_q
+    problem.lower_hvp(x, y, batch, p_, hp_);  // H(B_q) p_q
+    if (precondition) {
+      problem.lower_precondition(hp_, mhp_);        // M H(B_q) p_q
+      BILEVEL_PETSC_CALL(VecAXPY(p_, -eta, mhp_));  // p_{q+1} = p_q - eta M H p_q
+    } else {
+      BILEVEL_PETSC_CALL(VecAXPY(p_, -eta, hp_));  // p_{q+1} = p_q - eta H p_q
+    }
     BILEVEL_PETSC_CALL(VecAXPY(v, 1.0, p_));
   }
   BILEVEL_PETSC_CALL(VecScale(v, eta));  // v = eta Σ_{q=0}^{Q} p_q ≈ H⁻¹ b

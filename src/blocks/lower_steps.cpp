@@ -15,6 +15,7 @@ PetscReal resolve_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y) {
 
 void GradientSteps::setup(Vec y_layout) {
   g_ = petsc::duplicate(y_layout);
+  mg_ = petsc::duplicate(y_layout);
 }
 
 PetscReal GradientSteps::run(BilevelProblem& problem,
@@ -23,7 +24,8 @@ PetscReal GradientSteps::run(BilevelProblem& problem,
                              PetscInt steps,
                              PetscReal eta,
                              BatchSampler* sampler,
-                             PetscInt batch_size) {
+                             PetscInt batch_size,
+                             bool precondition) {
   petsc::ScopedEvent ev(petsc::events().lower_solve);
   if (!g_) setup(y);
   const PetscInt n = problem.dataset_sizes().lower;
@@ -32,8 +34,13 @@ PetscReal GradientSteps::run(BilevelProblem& problem,
     const Batch batch = sampler ? sampler->draw(n, batch_size) : Batch::all();
     problem.lower_grad_y(x, y, batch, g_);  // g = ∇_y g(x, y; B_t)
     BILEVEL_PETSC_CALL(VecNorm(g_, NORM_2, &norm));
-    if (!std::isfinite(norm)) break;           // diverged: the caller decides (the same on every rank)
-    BILEVEL_PETSC_CALL(VecAXPY(y, -eta, g_));  // y <- y - eta g
+    if (!std::isfinite(norm)) break;  // diverged: the caller decides (the same on every rank)
+    if (precondition) {
+      problem.lower_precondition(g_, mg_);        // M g
+      BILEVEL_PETSC_CALL(VecAXPY(y, -eta, mg_));  // y <- y - eta M g
+    } else {
+      BILEVEL_PETSC_CALL(VecAXPY(y, -eta, g_));  // y <- y - eta g
+    }
   }
   return norm;
 }

@@ -87,7 +87,14 @@ void LowerUpdate::setup(
   steps_ = options.steps > 0 ? options.steps : (newton ? 1 : gd_steps);
   theta_ = 0;
   follow_bound_ = false;
-  if (!newton) {
+  precondition_ =
+      !newton && options.precondition && has(problem.capabilities(), Capability::LowerPreconditioner);
+  if (precondition_) {
+    theta_ = options.step > 0
+                 ? options.step
+                 : 1.0 / estimate_preconditioned_lipschitz(problem, x, y, 20, PreconditionerKind::Cheap);
+    gd_.setup(y);
+  } else if (!newton) {
     const std::optional<PetscReal> bound = options.step > 0 ? std::nullopt : problem.lower_lipschitz_bound(x);
     follow_bound_ = bound.has_value();
     theta_ =
@@ -103,7 +110,9 @@ PetscReal LowerUpdate::run(
   PetscReal norm = 0;
   if (kind_ == LowerUpdateKind::Gd) {
     if (follow_bound_) theta_ = 1.0 / *problem.lower_lipschitz_bound(x);  // θ = 1/L(x) for the current x
-    norm = gd_.run(problem, x, y, steps_, theta_, &sampler, batch_size);  // y <- y − θ ∇_y g, T times
+    if (precondition_ && steps_ > 0) problem.lower_preconditioner_setup(x, y, PreconditionerKind::Cheap);
+    // y <- y − θ ∇_y g (or θ M ∇_y g), T times
+    norm = gd_.run(problem, x, y, steps_, theta_, &sampler, batch_size, precondition_);
   } else {
     const Batch b = sampler.draw(problem.dataset_sizes().lower, batch_size);
     norm = newton_.run(problem, x, y, steps_, b);  // y <- y − H⁻¹∇_y g (truncated CG), T times
@@ -120,8 +129,9 @@ PetscReal LowerUpdate::run(
 
 void LowerUpdate::view(PetscViewer viewer) const {
   BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                            "lower %s, inner_steps %d, inner_step %g\n",
+                                            "lower %s%s, inner_steps %d, inner_step %g\n",
                                             kind_name(),
+                                            precondition_ ? " (in the problem's M)" : "",
                                             static_cast<int>(steps_),
                                             static_cast<double>(theta_)));
   view_ksp(viewer);

@@ -2,9 +2,11 @@
 
 #include <slepceps.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/petsc/callback.hpp"
 #include "bilevel/petsc/compat.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -156,7 +158,7 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
 }
 
 PetscReal estimate_preconditioned_lipschitz(
-    BilevelProblem& problem, Vec x, Vec y, PetscInt iterations, PreconditionerKind kind) {
+    BilevelProblem& problem, Vec x, Vec y, PetscInt iterations, PreconditionerKind kind, const Batch& batch) {
   petsc::VecHandle v = petsc::duplicate(y), hv = petsc::duplicate(y);
   {
     PetscInt lo = 0, hi = 0;
@@ -168,7 +170,7 @@ PetscReal estimate_preconditioned_lipschitz(
   PetscReal norm = 0, lambda = 0;
   BILEVEL_PETSC_CALL(VecNormalize(v, &norm));
   for (PetscInt k = 0; k < iterations; ++k) {
-    problem.lower_hvp(x, y, Batch::all(), v, hv);  // H v
+    problem.lower_hvp(x, y, batch, v, hv);         // H v
     problem.lower_precondition(hv, v);             // v <- M H v
     BILEVEL_PETSC_CALL(VecNormalize(v, &lambda));  // ||M H v|| for ||v|| = 1
   }
@@ -176,6 +178,26 @@ PetscReal estimate_preconditioned_lipschitz(
     throw Error("preconditioned lower Hessian M H has no positive dominant eigenvalue: estimate " +
                 std::to_string(lambda));
   return 1.1 * lambda;
+}
+
+PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
+                                                      Vec x,
+                                                      Vec y,
+                                                      PetscInt batch_size,
+                                                      std::uint64_t seed,
+                                                      PetscInt samples,
+                                                      PreconditionerKind kind,
+                                                      bool minibatch_only) {
+  const PetscInt n = problem.dataset_sizes().lower;
+  const bool full = batch_size <= 0 || batch_size >= n;
+  PetscReal lipschitz =
+      full || !minibatch_only ? estimate_preconditioned_lipschitz(problem, x, y, 20, kind) : 0;
+  if (full) return lipschitz;
+  BatchSampler sampler(seed, SamplerStream::Hessian);
+  for (PetscInt s = 0; s < samples; ++s)
+    lipschitz = std::max(
+        lipschitz, estimate_preconditioned_lipschitz(problem, x, y, 20, kind, sampler.draw(n, batch_size)));
+  return lipschitz;
 }
 
 }  // namespace bilevel

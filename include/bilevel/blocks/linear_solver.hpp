@@ -66,7 +66,10 @@ class CgLinearSolver {
 };
 
 /// Neumann series (stocBiO, algorithms.md §3.3): p_0 = b, p_{q+1} = p_q − eta H(B_q) p_q, v = eta Σ_{q=0}^{Q}
-/// p_q, with a fresh batch B_q per product (size batch_size, 0 = full). Collective.
+/// p_q, with a fresh batch B_q per product (size batch_size, 0 = full). With `precondition`, the series of
+/// (M H)⁻¹ M = H⁻¹ with the problem's M of its last lower_preconditioner_setup (the caller's): p_0 = M b,
+/// p_{q+1} = p_q − eta M H(B_q) p_q, converging for eta < 2/λ_max(M H) at the rate of M H's condition
+/// number. Collective.
 class NeumannSolver {
  public:
   void setup(Vec y_layout);
@@ -78,10 +81,11 @@ class NeumannSolver {
              PetscInt q_steps,
              PetscReal eta,
              BatchSampler* sampler,
-             PetscInt batch_size);
+             PetscInt batch_size,
+             bool precondition = false);
 
  private:
-  petsc::VecHandle p_, hp_;
+  petsc::VecHandle p_, hp_, mhp_;
 };
 
 }  // namespace bilevel

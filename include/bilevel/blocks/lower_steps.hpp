@@ -18,7 +18,9 @@ namespace bilevel {
 PetscReal resolve_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y);
 
 /// T steps of (stochastic) gradient descent on y: y <- y - eta ∇_y g(x, y; B_t), B_t a fresh batch of
-/// `batch_size` training samples per step (0 = full batch). Work vector allocated once. Collective.
+/// `batch_size` training samples per step (0 = full batch); with `precondition`, y <- y − eta M ∇_y g with
+/// the problem's M of its last lower_preconditioner_setup (the caller's). Work vectors allocated once.
+/// Collective.
 class GradientSteps {
  public:
   GradientSteps() = default;
@@ -31,10 +33,11 @@ class GradientSteps {
                 PetscInt steps,
                 PetscReal eta,
                 BatchSampler* sampler,
-                PetscInt batch_size);
+                PetscInt batch_size,
+                bool precondition = false);
 
  private:
-  petsc::VecHandle g_;
+  petsc::VecHandle g_, mg_;
 };
 
 /// Inexact Newton steps on y: y <- y − d with d ≈ H(x, y)⁻¹ ∇_y g(x, y) from a truncated CG (HessianKsp,

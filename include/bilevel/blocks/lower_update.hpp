@@ -31,6 +31,10 @@ struct LowerUpdateOptions {
   PetscInt steps = 0;          ///< T per outer iteration; 0: the method's gd default, 1 for newton
   PetscReal step = 0;          ///< θ of the gradient steps; 0: 1/L (hints, else SLEPc)
   PetscInt newton_cg_its = 5;  ///< the method's default of -bilevel_inner_ksp_max_it
+  /// Gradient steps in the problem's M (Capability::LowerPreconditioner): y <- y − θ M ∇_y g, M set up at
+  /// (x, y) at the start of every run; θ (step 0) = 1/λ_max(M H) from power steps at setup. Ignored for
+  /// Newton steps (their CG uses M anyway) and for problems without a preconditioner.
+  bool precondition = false;
 };
 
 /// The lower Hessian's extreme eigenvalues, for defaults that need no tuning (step sizes, series lengths,
@@ -88,6 +92,10 @@ class LowerUpdate {
   LowerUpdateKind kind() const { return kind_; }
   const char* kind_name() const { return name_of(kind_, kLowerUpdateKinds); }
   PetscInt steps() const { return steps_; }
+  /// Sets θ of the gradient steps (a method that re-estimates its step bound). Not collective.
+  void set_step(PetscReal theta) { theta_ = theta; }
+  /// Whether the gradient steps are taken in the problem's M. Not collective.
+  bool preconditioned() const { return precondition_; }
   /// θ of the gradient steps (0 for Newton). Not collective.
   PetscReal step() const { return theta_; }
   /// One line "lower KIND, inner_steps T, inner_step θ", and the Newton KSP's settings. Collective on the
@@ -101,6 +109,7 @@ class LowerUpdate {
   PetscInt steps_ = 0;
   PetscReal theta_ = 0;
   bool follow_bound_ = false;  // θ = 1/lower_lipschitz_bound(x) at every run
+  bool precondition_ = false;  // gradient steps in the problem's M
   GradientSteps gd_;
   NewtonSteps newton_;
 };

@@ -3,6 +3,7 @@
 #include <petscksp.h>
 #include <petscmat.h>
 
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
@@ -62,15 +63,33 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
 /// positive (H not positive definite). Collective.
 PetscReal estimate_lower_strong_convexity(BilevelProblem& problem, Vec x, Vec y, PetscReal rtol = 1e-4);
 
-/// Largest eigenvalue of M H(x, y) (full batch; M the problem's preconditioner built at (x, y),
-/// Capability::LowerPreconditioner), by `iterations` steps of the power method from a fixed start
+/// Largest eigenvalue of M H(x, y; batch) (M the problem's preconditioner built at (x, y) on the full
+/// batch, Capability::LowerPreconditioner), by `iterations` steps of the power method from a fixed start
 /// (v_i = cos(1 + i), i the global index, so the estimate does not depend on the rank count), padded by 10%
 /// because the power method approaches it from below. M H is similar to the SPD Lᵀ H L, so the eigenvalue
-/// is real and positive. Costs `iterations` HVPs. `kind` selects the M (PreconditionerKind). Collective.
+/// is real and positive. Costs `iterations` HVPs on `batch`. `kind` selects the M (PreconditionerKind).
+/// Collective.
 PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem,
                                             Vec x,
                                             Vec y,
                                             PetscInt iterations = 20,
-                                            PreconditionerKind kind = PreconditionerKind::Accurate);
+                                            PreconditionerKind kind = PreconditionerKind::Accurate,
+                                            const Batch& batch = Batch::all());
+
+/// The step bound of stochastic steps in M: the largest of estimate_preconditioned_lipschitz on the full
+/// batch and on `samples` minibatches of `batch_size` drawn from a sampler of its own (seed, Hessian stream).
+/// A minibatch Hessian can have a larger λ_max(M H_B) than the full one (a rare feature's rows, scaled by
+/// n/b, against M's full-batch diagonal), and steps 1/λ_max(M H) then diverge with minibatches. With
+/// batch_size 0 or >= n: the full-batch estimate; else, after the first call (`minibatch_only`), the
+/// minibatches alone (their λ_max exceeds the full batch's in expectation). Costs 20 HVPs per batch.
+/// Collective.
+PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
+                                                      Vec x,
+                                                      Vec y,
+                                                      PetscInt batch_size,
+                                                      std::uint64_t seed,
+                                                      PetscInt samples = 3,
+                                                      PreconditionerKind kind = PreconditionerKind::Cheap,
+                                                      bool minibatch_only = false);
 
 }  // namespace bilevel

@@ -24,7 +24,13 @@
 /// Memory: the K stored iterates take K · (local dim y) · 8 bytes per rank. A K over
 /// -bilevel_itd_memory_limit (MiB per rank) is refused at setup, naming the option; the automatic K is
 /// capped to fit instead.
-/// Options (-bilevel_itd_*): inner_steps, inner_step, momentum, truncation_tol, memory_limit.
+/// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_itd_precondition, default on;
+/// not in the papers): the unrolled map is Φ_t = y_t − α M ∇_y g + β (y_t − y_{t−1}) with M built at (x, y_0)
+/// and held fixed for the K steps (its x-dependence multiplies ∇_y g, which vanishes at y*(x), so the limit
+/// K → ∞ is still dy*/dx); backward u = M ā_{t+1}, h −= α J u, ā_t = (1 + β) ā_{t+1} − α H u − β ā_{t+2}.
+/// α = 1/λ_max(M H) (power steps; with minibatches the largest of three), renewed every 10 iterations; no μ
+/// of M H, so β = 0 and K = 10. 20 Newsgroups (κ(H) ≈ 10⁷): 0.32 → 0.012.
+/// Options (-bilevel_itd_*): inner_steps, inner_step, momentum, truncation_tol, memory_limit, precondition.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -39,6 +45,7 @@
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/converged_reason.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -53,6 +60,7 @@ struct ItdOptions {
   PetscReal memory_limit_mib = 2048;  ///< [-bilevel_itd_memory_limit] MiB per rank for the K iterates
   PetscInt max_auto_steps = 2000;     ///< the automatic K is at most this
   PetscInt fallback_steps = 10;       ///< K without μ
+  bool precondition = true;           ///< [-bilevel_itd_precondition] steps in the problem's M
 };
 
 class Itd : public Algorithm {
@@ -78,19 +86,30 @@ class Itd : public Algorithm {
         opts.real("truncation_tol", o_.truncation_tol, "epsilon of the automatic K", 1e-300, 1.0);
     o_.memory_limit_mib =
         opts.real("memory_limit", o_.memory_limit_mib, "MiB per rank for the K stored lower iterates", 0.0);
+    o_.precondition = opts.boolean("precondition",
+                                   o_.precondition,
+                                   "with a problem preconditioner M: unroll y <- y - alpha M grad_y g, alpha "
+                                   "1/lambda_max(M H) (not in the papers)");
   }
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     const ProblemHints h = p.hints();
-    const std::optional<PetscReal> bound = o_.inner_step > 0 ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
+    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
+    const DatasetSizes n = p.dataset_sizes();
+    batch_ = n.lower > 0 ? ctx.batch_size : 0;
+    const std::optional<PetscReal> bound =
+        o_.inner_step > 0 || pc_ ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
     follow_bound_ = bound.has_value();
     const PetscReal L = o_.inner_step > 0 ? 1.0 / o_.inner_step
-                        : bound           ? *bound
-                                          : resolve_lower_lipschitz(p, ctx.x, ctx.y);
+                        : pc_ ? estimate_preconditioned_lipschitz_minibatch(p, ctx.x, ctx.y, batch_, ctx.seed)
+                        : bound ? *bound
+                                : resolve_lower_lipschitz(p, ctx.x, ctx.y);
+    // μ of H says nothing about M H: with M, steps 1/λ_max(M H) and the fallback K
     const std::optional<PetscReal> mu =
-        h.lower_strong_convexity && *h.lower_strong_convexity > 0 && !follow_bound_ ? h.lower_strong_convexity
-                                                                                    : std::nullopt;
+        h.lower_strong_convexity && *h.lower_strong_convexity > 0 && !follow_bound_ && !pc_
+            ? h.lower_strong_convexity
+            : std::nullopt;
     // Heavy ball with Polyak's optimal α, β when μ is known; else gradient steps 1/L
     const PetscReal sq = mu ? std::sqrt(std::max<PetscReal>(1, L / *mu)) : 1;
     beta_ = o_.momentum >= 0 ? o_.momentum : mu ? std::pow((sq - 1) / (sq + 1), 2) : 0.0;
@@ -130,7 +149,8 @@ class Itd : public Algorithm {
         auto_note_ = "automatic: K rho^K <= truncation_tol";
       } else {
         k_ = o_.fallback_steps;
-        auto_note_ = "automatic: the problem gives no mu";
+        auto_note_ =
+            pc_ ? "automatic: steps in the problem's M, no mu of M H" : "automatic: the problem gives no mu";
       }
       if (k_ > fits) {
         k_ = std::max<PetscInt>(1, fits);
@@ -146,8 +166,7 @@ class Itd : public Algorithm {
     fx_ = p.create_upper_vec();
     jv_ = p.create_upper_vec();
     gd_.setup(ctx.y);
-    const DatasetSizes n = p.dataset_sizes();
-    batch_ = n.lower > 0 ? ctx.batch_size : 0;
+    if (pc_) mu_ = p.create_lower_vec();
     upper_batch_ = n.upper > 0 ? (ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_) : 0;
     samplers_ = StepSamplers(ctx.seed);
   }
@@ -155,6 +174,18 @@ class Itd : public Algorithm {
   StepResult step(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     if (follow_bound_) alpha_ = 1.0 / *p.lower_lipschitz_bound(ctx.x);  // α = 1/L(x) for the current x
+    if (pc_ && o_.inner_step == 0 && ctx.iteration > 0 && ctx.iteration % kRefreshPeriod == 0)
+      // λ_max(M H) follows x (e^x moves against the data's curvature); minibatches: their largest
+      alpha_ = 1.0 / estimate_preconditioned_lipschitz_minibatch(
+                         p,
+                         ctx.x,
+                         ctx.y,
+                         batch_,
+                         ctx.seed + static_cast<std::uint64_t>(ctx.iteration),
+                         3,
+                         PreconditionerKind::Cheap,
+                         /*minibatch_only=*/true);
+    if (pc_) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);  // M at (x, y_0), fixed
     const PetscInt n = p.dataset_sizes().lower;
     StepResult r;
     replay_ = samplers_.lower;  // the forward pass's batches, drawn again in the backward pass
@@ -162,7 +193,7 @@ class Itd : public Algorithm {
     // Forward: y_{t+1} = y_t − α ∇_y g(x, y_t; B_t), keeping y_t.
     for (PetscInt t = 0; t < k_; ++t) {
       BILEVEL_PETSC_CALL(VecCopy(ctx.y, iterates_[static_cast<std::size_t>(t)]));
-      r.lower_residual = gd_.run(p, ctx.x, ctx.y, 1, alpha_, &samplers_.lower, batch_);  // y − α ∇_y g
+      r.lower_residual = gd_.run(p, ctx.x, ctx.y, 1, alpha_, &samplers_.lower, batch_, pc_);  // y − α M ∇_y g
       if (t > 0 && beta_ > 0)  // + β (y_t − y_{t−1})
         BILEVEL_PETSC_CALL(VecAXPBYPCZ(ctx.y,
                                        beta_,
@@ -184,10 +215,16 @@ class Itd : public Algorithm {
       Vec yt = iterates_[static_cast<std::size_t>(t)];
       if (sampled) replay_.set_draws(first_draw + static_cast<std::uint64_t>(t));
       const Batch b = sampled ? replay_.draw(n, batch_) : Batch::all();
-      p.lower_jvp(ctx.x, yt, b, a_, jv_);  // (∂Φ_t/∂x)ᵀ ā_{t+1} = −α J ā_{t+1}
+      // with M (symmetric, fixed): (∂Φ_t/∂y)ᵀ = (1 + β) I − α H M, (∂Φ_t/∂x)ᵀ = −α J M, so u = M ā_{t+1}
+      Vec u = a_;
+      if (pc_) {
+        p.lower_precondition(a_, mu_);
+        u = mu_;
+      }
+      p.lower_jvp(ctx.x, yt, b, u, jv_);  // (∂Φ_t/∂x)ᵀ ā_{t+1} = −α J u
       BILEVEL_PETSC_CALL(VecAXPY(fx_, -alpha_, jv_));
       if (t == 0) break;
-      p.lower_hvp(ctx.x, yt, b, a_, hv_);
+      p.lower_hvp(ctx.x, yt, b, u, hv_);
       BILEVEL_PETSC_CALL(VecAXPBYPCZ(a2_, 1 + beta_, -alpha_, -beta_, a_, hv_));  // a2 <- ā_t
       std::swap(a_, a2_);
     }
@@ -197,7 +234,10 @@ class Itd : public Algorithm {
     return r;
   }
 
-  void declare_state(StateRegistry& state) override { state.add("itd.", samplers_); }
+  void declare_state(StateRegistry& state) override {
+    state.add("itd.", samplers_);
+    state.add("itd.alpha", alpha_);
+  }
 
   void view(PetscViewer viewer) const override {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
@@ -218,10 +258,11 @@ class Itd : public Algorithm {
     BILEVEL_PETSC_CALL(
         PetscViewerASCIIPrintf(viewer,
                                "memory: K stored lower iterates, %g MiB per rank (memory_limit "
-                               "%g MiB); batch %d\n",
+                               "%g MiB); batch %d%s\n",
                                memory_mib_,
                                o_.memory_limit_mib,
-                               static_cast<int>(batch_)));
+                               static_cast<int>(batch_),
+                               pc_ ? "; steps in the problem's M (alpha 1/lambda_max(M H))" : ""));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPopTab(viewer));
   }
 
@@ -233,8 +274,10 @@ class Itd : public Algorithm {
   double memory_mib_ = 0;
   std::string auto_note_;
   PetscInt batch_ = 0, upper_batch_ = 0;
-  std::vector<petsc::VecHandle> iterates_;  // y_0 … y_{K−1}
-  petsc::VecHandle a_, a2_, hv_, fx_, jv_;
+  std::vector<petsc::VecHandle> iterates_;       // y_0 … y_{K−1}
+  petsc::VecHandle a_, a2_, hv_, fx_, jv_, mu_;  // mu_: M ā (with a preconditioner)
+  bool pc_ = false;                              // unrolled steps in the problem's M
+  static constexpr std::int64_t kRefreshPeriod = 10;
   GradientSteps gd_;
   StepSamplers samplers_;
   BatchSampler replay_;

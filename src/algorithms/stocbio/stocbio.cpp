@@ -16,8 +16,15 @@
 /// reads each sample about once, a longer one costs more than a full-batch product per term and its sampling
 /// error no longer shrinks; on ijcnn1 (κ up to 1e3 as x lowers the regularisers) the uncapped Q reached
 /// thousands of terms per iteration and 100 iterations did not end in 180 s (docs/baselines-single-loop.md).
+/// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_stocbio_precondition, default
+/// on; not in the paper): SGD on y and the series both in M, y <- y − θ M ∇_y g(B_t) and p_0 = M ∇_y f,
+/// p_{q+1} = p_q − η M H(B_q) p_q (the series of (M H)⁻¹ M = H⁻¹), M built at (x_k, y_k) once per
+/// iteration, θ = η = 1/λ_max(M H_B), the largest of the full batch's and three minibatches' power estimates,
+/// renewed every 10 iterations (x moves e^x against the data's curvature); Q = 50 terms, at most ⌈n/b⌉. On
+/// 20 Newsgroups (κ(H) ≈ 10⁷, logreg's Jacobi M) the plain series stalled at test log-loss 0.32; in M it
+/// passes (docs/benchmarks.md, "Defaults on a second LIBSVM set").
 /// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta,
-/// batch_size.
+/// batch_size, precondition.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -42,6 +49,7 @@ struct StocbioOptions {
   PetscInt neumann_steps = 0;  ///< [-bilevel_stocbio_neumann_steps] Q; 0: from the spectrum (above)
   PetscReal neumann_eta = 0;   ///< [-bilevel_stocbio_neumann_eta] η; 0: 2/(L + μ) full batch, 1/L minibatch
   PetscInt batch_size = 256;   ///< [-bilevel_stocbio_batch_size] when -bilevel_batch_size is not given
+  bool precondition = true;    ///< [-bilevel_stocbio_precondition] series in the problem's M (file comment)
 };
 
 class Stocbio : public Algorithm {
@@ -61,6 +69,10 @@ class Stocbio : public Algorithm {
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) full batch, 1/L minibatch)", 0.0);
     o_.batch_size = opts.integer(
         "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
+    o_.precondition = opts.boolean("precondition",
+                                   o_.precondition,
+                                   "with a problem preconditioner M: the series of (M H)^-1 M and y by the "
+                                   "problem's lower update (not in the paper)");
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -71,16 +83,28 @@ class Stocbio : public Algorithm {
     // one pass over the training samples per series (file comment); no cap with full batches
     max_terms_ =
         batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxTerms, (n + batch_ - 1) / batch_) : kMaxTerms;
-    need_spectrum_ = o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0;
+    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
+    need_spectrum_ = !pc_ && (o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0);
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     follow_bound_ = need_spectrum_ && p.lower_lipschitz_bound(ctx.x).has_value();
-    if (need_spectrum_) spectrum_.estimate(p, ctx.x, ctx.y);
-    eta_y_ = o_.inner_step > 0 ? o_.inner_step : 1.0 / spectrum_.lipschitz();
-    series_from_spectrum();
-    LowerUpdateOptions lo;  // SGD on y with the step above (the paper's update, whatever the problem hints)
+    LowerUpdateOptions lo;  // SGD on y (the paper's update, whatever the problem hints)
     lo.kind = LowerUpdateKind::Gd;
+    if (pc_) {
+      // both in the problem's M: steps 1/λ_max(M H) (power steps at the start) on y and in the series
+      follow_bound_ = false;
+      pc_lipschitz_ = estimate_preconditioned_lipschitz_minibatch(p, ctx.x, ctx.y, batch_, ctx.seed);
+      eta_y_ = o_.inner_step > 0 ? o_.inner_step : 1.0 / pc_lipschitz_;
+      eta_n_ = o_.neumann_eta > 0 ? o_.neumann_eta : 1.0 / pc_lipschitz_;
+      q_ = o_.neumann_steps > 0 ? o_.neumann_steps : std::min(max_terms_, kPreconditionedTerms);
+      lo.step = eta_y_;
+      lo.precondition = true;
+    } else {
+      if (need_spectrum_) spectrum_.estimate(p, ctx.x, ctx.y);
+      eta_y_ = o_.inner_step > 0 ? o_.inner_step : 1.0 / spectrum_.lipschitz();
+      series_from_spectrum();
+      lo.step = o_.inner_step > 0 || !follow_bound_ ? eta_y_ : 0;  // 0: LowerUpdate follows the bound
+    }
     lo.steps = o_.inner_steps;
-    lo.step = o_.inner_step > 0 || !follow_bound_ ? eta_y_ : 0;  // 0: LowerUpdate follows the bound
     lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps);
     neumann_.setup(ctx.y);
     const PetscInt ubatch = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
@@ -93,7 +117,10 @@ class Stocbio : public Algorithm {
       spectrum_.refresh(ctx.problem, ctx.x, ctx.y);
       series_from_spectrum();
     }
+    if (pc_ && ctx.iteration > 0 && ctx.iteration % kRefreshPeriod == 0) refresh_preconditioned_steps(ctx);
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
+      // M: the lower update's, at (x_k, y_k); built here only when it took no steps
+      if (pc_ && lower_.steps() == 0) ctx.problem.lower_preconditioner_setup(ctx.x, ctx.y);
       neumann_.solve(ctx.problem,
                      ctx.x,
                      ctx.y,
@@ -102,7 +129,8 @@ class Stocbio : public Algorithm {
                      q_,
                      eta_n_,
                      &implicit_.hessian_sampler(),
-                     implicit_.batches().lower);
+                     implicit_.batches().lower,
+                     pc_);
       r.inner_iterations = q_;
     });
   }
@@ -110,22 +138,45 @@ class Stocbio : public Algorithm {
   void declare_state(StateRegistry& state) override {
     implicit_.declare_state(state);
     spectrum_.declare_state(state, "stocbio.spectrum.");
+    state.add("stocbio.eta_y", eta_y_);
+    state.add("stocbio.eta_n", eta_n_);
   }
 
   void view(PetscViewer viewer) const override {
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "stocbio: Neumann-series stochastic bilevel (Ji, Yang & Liang 2021)\n"
-        "  inner_steps %d, inner_step %g, neumann_steps %d, neumann_eta %g, batch %d\n",
+        "  inner_steps %d, inner_step %g, neumann_steps %d, neumann_eta %g, batch %d%s\n",
         static_cast<int>(o_.inner_steps),
         eta_y_,
         static_cast<int>(q_),
         eta_n_,
-        static_cast<int>(batch_)));
+        static_cast<int>(batch_),
+        pc_ ? "; steps on y and series in the problem's M (1/lambda_max(M H))" : ""));
   }
 
  private:
   StocbioOptions o_;
+  /// With M: λ_max(M H_B) on three fresh minibatches (their draws depend on the iteration), so the steps
+  /// 1/λ follow x, which lowers e^x and raises the minibatch curvature against M's diagonal; the user's
+  /// inner_step and neumann_eta stay.
+  void refresh_preconditioned_steps(AlgorithmContext& ctx) {
+    pc_lipschitz_ =
+        estimate_preconditioned_lipschitz_minibatch(ctx.problem,
+                                                    ctx.x,
+                                                    ctx.y,
+                                                    batch_,
+                                                    ctx.seed + static_cast<std::uint64_t>(ctx.iteration),
+                                                    3,
+                                                    PreconditionerKind::Cheap,
+                                                    /*minibatch_only=*/true);
+    if (o_.inner_step == 0) {
+      eta_y_ = 1.0 / pc_lipschitz_;
+      lower_.set_step(eta_y_);
+    }
+    if (o_.neumann_eta == 0) eta_n_ = 1.0 / pc_lipschitz_;
+  }
+  static constexpr std::int64_t kRefreshPeriod = 10;
   /// η and Q of the series from the options, else from the spectrum (see the file comment).
   void series_from_spectrum() {
     const PetscReal L = spectrum_.lipschitz(), mu = spectrum_.strong_convexity();
@@ -141,6 +192,9 @@ class Stocbio : public Algorithm {
   // with minibatches the estimate's sampling error (tens of percent at batch 256) dominates a 1e-2 bias
   static constexpr PetscReal kSeriesAccuracyMinibatch = 1e-2;
   static constexpr PetscInt kMaxTerms = 5000;
+  static constexpr PetscInt kPreconditionedTerms = 50;
+  bool pc_ = false;             // the series in the problem's M
+  PetscReal pc_lipschitz_ = 0;  // λ_max(M H) at the start (power steps, padded 10%)
   LowerSpectrum spectrum_;
   bool need_spectrum_ = false;
   PetscInt q_ = 10;
