@@ -330,6 +330,11 @@ class RecordingProblem : public bilevel::BilevelProblem {
   void lower_jvp_impl(Vec x, Vec y, const bilevel::Batch& b, Vec w, Vec out) override {
     inner_->lower_jvp(x, y, b, w, out);
   }
+  // logreg's Jacobi M: pzobo's paths step in it by default
+  void lower_preconditioner_setup_impl(Vec x, Vec y, bilevel::PreconditionerKind kind) override {
+    inner_->lower_preconditioner_setup(x, y, kind);
+  }
+  void lower_precondition_impl(Vec r, Vec out) override { inner_->lower_precondition(r, out); }
 
  private:
   std::shared_ptr<bilevel::BilevelProblem> inner_;

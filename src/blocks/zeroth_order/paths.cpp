@@ -28,12 +28,17 @@ void BatchSequence::draw(BatchSampler& sampler, PetscInt n) {
   }
 }
 
-PathParameters derive_path_parameters(
-    BilevelProblem& p, Vec x, Vec y, PathParameters given, bool precondition) {
+PathParameters derive_path_parameters(BilevelProblem& p,
+                                      Vec x,
+                                      Vec y,
+                                      PathParameters given,
+                                      bool precondition,
+                                      PetscInt batch_size,
+                                      std::uint64_t seed) {
   PathParameters out = given;
   if (precondition) {
     out.derived = given.a <= 0;
-    if (out.derived) out.a = 1.0 / estimate_preconditioned_lipschitz(p, x, y, 20, PreconditionerKind::Cheap);
+    if (out.derived) out.a = 1.0 / estimate_preconditioned_lipschitz_minibatch(p, x, y, batch_size, seed);
     out.beta = std::max<PetscReal>(given.beta, 0);
     if (out.steps <= 0) out.steps = 10;
     return out;

@@ -55,9 +55,16 @@ struct PathParameters {
 };
 /// The derivation above from given L and μ (μ <= 0: unknown, gradient descent). Not collective.
 PathParameters path_parameters_from_spectrum(PathParameters given, PetscReal L, PetscReal mu);
-/// Collective.
-PathParameters derive_path_parameters(
-    BilevelProblem& p, Vec x, Vec y, PathParameters given, bool precondition);
+/// With `precondition`, a = 1/λ_max(M H_B): the largest of the full batch's and, for paths on minibatches of
+/// `batch_size` (0: full), three minibatches' power estimates (estimate_preconditioned_lipschitz_minibatch,
+/// its batches from `seed`; a minibatch's can exceed the full batch's). Collective.
+PathParameters derive_path_parameters(BilevelProblem& p,
+                                      Vec x,
+                                      Vec y,
+                                      PathParameters given,
+                                      bool precondition,
+                                      PetscInt batch_size = 0,
+                                      std::uint64_t seed = 0);
 
 /// The path iteration's parameters.
 struct PathSteps {
