@@ -200,4 +200,22 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
   return lipschitz;
 }
 
+std::optional<PetscReal> renewed_preconditioned_lipschitz(BilevelProblem& problem,
+                                                          Vec x,
+                                                          Vec y,
+                                                          PetscInt batch_size,
+                                                          std::uint64_t seed,
+                                                          std::int64_t iteration,
+                                                          std::int64_t period) {
+  if (iteration <= 0 || period <= 0 || iteration % period != 0) return std::nullopt;
+  return estimate_preconditioned_lipschitz_minibatch(problem,
+                                                     x,
+                                                     y,
+                                                     batch_size,
+                                                     seed + static_cast<std::uint64_t>(iteration),
+                                                     3,
+                                                     PreconditionerKind::Cheap,
+                                                     /*minibatch_only=*/true);
+}
+
 }  // namespace bilevel

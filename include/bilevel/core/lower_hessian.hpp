@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -91,5 +92,17 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
                                                       PetscInt samples = 3,
                                                       PreconditionerKind kind = PreconditionerKind::Cheap,
                                                       bool minibatch_only = false);
+
+/// The renewal of such a bound while x moves the lower curvature (steps 1/λ_max(M H_B) of stocbio, ttsa, itd
+/// and pzobo): at outer iteration k > 0 with k % period == 0, estimate_preconditioned_lipschitz_minibatch on
+/// three fresh minibatches (seed + k, the cheap M; the full batch when batch_size is 0), else nullopt. A
+/// restart at iteration k draws the same batches. Collective.
+std::optional<PetscReal> renewed_preconditioned_lipschitz(BilevelProblem& problem,
+                                                          Vec x,
+                                                          Vec y,
+                                                          PetscInt batch_size,
+                                                          std::uint64_t seed,
+                                                          std::int64_t iteration,
+                                                          std::int64_t period = 10);
 
 }  // namespace bilevel

@@ -174,17 +174,9 @@ class Itd : public Algorithm {
   StepResult step(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     if (follow_bound_) alpha_ = 1.0 / *p.lower_lipschitz_bound(ctx.x);  // α = 1/L(x) for the current x
-    if (pc_ && o_.inner_step == 0 && ctx.iteration > 0 && ctx.iteration % kRefreshPeriod == 0)
-      // λ_max(M H) follows x (e^x moves against the data's curvature); minibatches: their largest
-      alpha_ = 1.0 / estimate_preconditioned_lipschitz_minibatch(
-                         p,
-                         ctx.x,
-                         ctx.y,
-                         batch_,
-                         ctx.seed + static_cast<std::uint64_t>(ctx.iteration),
-                         3,
-                         PreconditionerKind::Cheap,
-                         /*minibatch_only=*/true);
+    if (pc_ && o_.inner_step == 0)  // λ_max(M H) follows x (e^x moves against the data's curvature)
+      if (const auto L = renewed_preconditioned_lipschitz(p, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration))
+        alpha_ = 1.0 / *L;
     if (pc_) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);  // M at (x, y_0), fixed
     const PetscInt n = p.dataset_sizes().lower;
     StepResult r;
@@ -277,7 +269,6 @@ class Itd : public Algorithm {
   std::vector<petsc::VecHandle> iterates_;       // y_0 … y_{K−1}
   petsc::VecHandle a_, a2_, hv_, fx_, jv_, mu_;  // mu_: M ā (with a preconditioner)
   bool pc_ = false;                              // unrolled steps in the problem's M
-  static constexpr std::int64_t kRefreshPeriod = 10;
   GradientSteps gd_;
   StepSamplers samplers_;
   BatchSampler replay_;

@@ -213,17 +213,9 @@ class Pzobo : public Algorithm {
     StepResult r;
     const DatasetSizes n = p.dataset_sizes();
     if (use_spectrum_) follow_spectrum(p, ctx);
-    if (o_.precondition && derived_ && ctx.iteration > 0 && ctx.iteration % kRefreshPeriod == 0)
-      // a = 1/λ_max(M H_B) follows x (e^x moves against the data's curvature): three fresh minibatches
-      a_ = 1.0 /
-           estimate_preconditioned_lipschitz_minibatch(p,
-                                                       ctx.x,
-                                                       ctx.y,
-                                                       batch_,
-                                                       ctx.seed + static_cast<std::uint64_t>(ctx.iteration),
-                                                       3,
-                                                       PreconditionerKind::Cheap,
-                                                       /*minibatch_only=*/true);
+    if (o_.precondition && derived_)  // a = 1/λ_max(M H_B) follows x (e^x moves against the data's curvature)
+      if (const auto L = renewed_preconditioned_lipschitz(p, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration))
+        a_ = 1.0 / *L;
     batches_.draw(s_.lower, n.lower);  // B_1..B_N, shared by every path (PZOBO-S)
     const Batch ub = s_.upper.draw(n.upper, upper_batch_);
     dirs_.draw(ctx.iteration, batches_.indices());  // u_1..u_Q on the support
@@ -333,8 +325,7 @@ class Pzobo : public Algorithm {
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
   bool derived_ = false, projected_ = false, use_spectrum_ = false;
-  bool precondition_given_ = false;                   // -bilevel_pzobo_precondition given
-  static constexpr std::int64_t kRefreshPeriod = 10;  // iterations between estimates of a (preconditioned)
+  bool precondition_given_ = false;  // -bilevel_pzobo_precondition given
   DirectionType type_ = DirectionType::Gaussian;
   LowerSpectrum spectrum_;
   StepSamplers s_;

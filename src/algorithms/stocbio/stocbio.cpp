@@ -117,7 +117,7 @@ class Stocbio : public Algorithm {
       spectrum_.refresh(ctx.problem, ctx.x, ctx.y);
       series_from_spectrum();
     }
-    if (pc_ && ctx.iteration > 0 && ctx.iteration % kRefreshPeriod == 0) refresh_preconditioned_steps(ctx);
+    if (pc_) refresh_preconditioned_steps(ctx);
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
       // M: the lower update's, at (x_k, y_k); built here only when it took no steps
       if (pc_ && lower_.steps() == 0) ctx.problem.lower_preconditioner_setup(ctx.x, ctx.y);
@@ -157,26 +157,20 @@ class Stocbio : public Algorithm {
 
  private:
   StocbioOptions o_;
-  /// With M: λ_max(M H_B) on three fresh minibatches (their draws depend on the iteration), so the steps
+  /// With M: λ_max(M H_B) renewed every 10 iterations (renewed_preconditioned_lipschitz), so the steps
   /// 1/λ follow x, which lowers e^x and raises the minibatch curvature against M's diagonal; the user's
   /// inner_step and neumann_eta stay.
   void refresh_preconditioned_steps(AlgorithmContext& ctx) {
-    pc_lipschitz_ =
-        estimate_preconditioned_lipschitz_minibatch(ctx.problem,
-                                                    ctx.x,
-                                                    ctx.y,
-                                                    batch_,
-                                                    ctx.seed + static_cast<std::uint64_t>(ctx.iteration),
-                                                    3,
-                                                    PreconditionerKind::Cheap,
-                                                    /*minibatch_only=*/true);
+    const auto L =
+        renewed_preconditioned_lipschitz(ctx.problem, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration);
+    if (!L) return;
+    pc_lipschitz_ = *L;
     if (o_.inner_step == 0) {
       eta_y_ = 1.0 / pc_lipschitz_;
       lower_.set_step(eta_y_);
     }
     if (o_.neumann_eta == 0) eta_n_ = 1.0 / pc_lipschitz_;
   }
-  static constexpr std::int64_t kRefreshPeriod = 10;
   /// η and Q of the series from the options, else from the spectrum (see the file comment).
   void series_from_spectrum() {
     const PetscReal L = spectrum_.lipschitz(), mu = spectrum_.strong_convexity();

@@ -161,21 +161,13 @@ class Ttsa : public Algorithm {
       if (o_.inner_step == 0) beta0_ = 1.0 / L;
       if (o_.neumann_eta == 0) eta_ = 1.0 / L;  // (a problem with a bound L(x) states no μ here)
     }
-    if (pc_ && ctx.iteration > 0 && ctx.iteration % kRefreshPeriod == 0) {
-      // λ_max(M H_B) on three fresh minibatches: x lowers e^x and raises the minibatch curvature against
-      // M's diagonal, so the steps follow it (the user's inner_step and neumann_eta stay)
-      const PetscReal L =
-          estimate_preconditioned_lipschitz_minibatch(p,
-                                                      ctx.x,
-                                                      ctx.y,
-                                                      batch_,
-                                                      ctx.seed + static_cast<std::uint64_t>(ctx.iteration),
-                                                      3,
-                                                      PreconditionerKind::Cheap,
-                                                      /*minibatch_only=*/true);
-      if (o_.inner_step == 0) beta0_ = 1.0 / L;
-      if (o_.neumann_eta == 0) eta_ = 1.0 / L;
-    }
+    // with M: λ_max(M H_B) renewed every 10 iterations, since x lowers e^x and raises the minibatch
+    // curvature against M's diagonal (the user's inner_step and neumann_eta stay)
+    if (pc_)
+      if (const auto L = renewed_preconditioned_lipschitz(p, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration)) {
+        if (o_.inner_step == 0) beta0_ = 1.0 / *L;
+        if (o_.neumann_eta == 0) eta_ = 1.0 / *L;
+      }
     StepResult r;
     if (pc_) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);  // M at (x_k, y_k)
     // 1. y_{k+1}: T SGD steps of β_k (TTSA: one), in M with a preconditioner
@@ -272,8 +264,7 @@ class Ttsa : public Algorithm {
   PetscReal beta0_ = 0, eta_ = 0, ax_ = 0, ay_ = 0;
   PetscInt q_ = 0, steps_ = 1, batch_ = 0, upper_batch_ = 0, last_depth_ = 0;
   bool follow_bound_ = false, random_ = false;
-  bool pc_ = false;                                   // steps and series in the problem's M
-  static constexpr std::int64_t kRefreshPeriod = 10;  // iterations between estimates of λ_max(M H_B)
+  bool pc_ = false;  // steps and series in the problem's M
   GradientSteps gd_;
   NeumannSolver neumann_;
   StepSamplers s_;
