@@ -117,7 +117,10 @@ class Stocbio : public Algorithm {
       spectrum_.refresh(ctx.problem, ctx.x, ctx.y);
       series_from_spectrum();
     }
-    if (pc_) refresh_preconditioned_steps(ctx);
+    if (pc_) {
+      refresh_preconditioned_steps(ctx);
+      lower_.set_step(eta_y_);  // also after a restart, which restores eta_y_ after setup() set the step
+    }
     return implicit_.run(ctx, lower_, [&](Vec b, Vec v, StepResult& r) {
       // M: the lower update's, at (x_k, y_k); built here only when it took no steps
       if (pc_ && lower_.steps() == 0) ctx.problem.lower_preconditioner_setup(ctx.x, ctx.y);
@@ -165,10 +168,7 @@ class Stocbio : public Algorithm {
         renewed_preconditioned_lipschitz(ctx.problem, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration);
     if (!L) return;
     pc_lipschitz_ = *L;
-    if (o_.inner_step == 0) {
-      eta_y_ = 1.0 / pc_lipschitz_;
-      lower_.set_step(eta_y_);
-    }
+    if (o_.inner_step == 0) eta_y_ = 1.0 / pc_lipschitz_;
     if (o_.neumann_eta == 0) eta_n_ = 1.0 / pc_lipschitz_;
   }
   /// η and Q of the series from the options, else from the spectrum (see the file comment).
