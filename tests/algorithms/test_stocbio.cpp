@@ -12,18 +12,32 @@ struct OptionGuard {
   const char* key_;
 };
 
+/// A 45-dimensional quadratic of condition κ (with the preconditioner of error `pc_error` when >= 0) at x =
+/// 1, y = 0, with b = 1 and exact = H⁻¹ b for the series tests.
+struct SeriesProblem {
+  explicit SeriesProblem(PetscReal kappa, PetscReal pc_error = -1)
+      : p(PETSC_COMM_WORLD, options(kappa, pc_error)) {
+    VecSet(x, 1.0);
+    VecSet(y, 0.0);
+    VecSet(b, 1.0);
+    p.apply_inverse(b, exact);
+  }
+  static bilevel::QuadraticOptions options(PetscReal kappa, PetscReal pc_error) {
+    bilevel::QuadraticOptions o;
+    o.dim_lower = 45;
+    o.dim_upper = 4;
+    o.condition = kappa;
+    o.preconditioner_error = pc_error;
+    return o;
+  }
+  bilevel::QuadraticProblem p;
+  bilevel::petsc::VecHandle x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(),
+                            v = p.create_lower_vec(), exact = p.create_lower_vec();
+};
+
 TEST(Stocbio, NeumannSeriesApproachesTheInverseAsTermsGrow) {
-  bilevel::QuadraticOptions o;
-  o.dim_lower = 45;
-  o.dim_upper = 4;
-  o.condition = 10;
-  bilevel::QuadraticProblem p(PETSC_COMM_WORLD, o);
-  auto x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(), v = p.create_lower_vec(),
-       exact = p.create_lower_vec();
-  VecSet(x, 1.0);
-  VecSet(y, 0.0);
-  VecSet(b, 1.0);
-  p.apply_inverse(b, exact);
+  SeriesProblem sp(10);
+  auto& [p, x, y, b, v, exact] = sp;
   bilevel::NeumannSolver neumann;
   neumann.setup(y);
   PetscReal previous = 1e300;
@@ -44,18 +58,8 @@ TEST(Stocbio, NeumannSeriesApproachesTheInverseAsTermsGrow) {
 // 0.5), 30 terms of η = 1/λ_max(M H) bring v within 1e-4 of H⁻¹ b, where the plain series at 1/L keeps most
 // of it.
 TEST(Stocbio, PreconditionedNeumannSeriesReachesTheInverseInTermsThePlainOneCannot) {
-  bilevel::QuadraticOptions o;
-  o.dim_lower = 45;
-  o.dim_upper = 4;
-  o.condition = 1000;
-  o.preconditioner_error = 0.5;
-  bilevel::QuadraticProblem p(PETSC_COMM_WORLD, o);
-  auto x = p.create_upper_vec(), y = p.create_lower_vec(), b = p.create_lower_vec(), v = p.create_lower_vec(),
-       exact = p.create_lower_vec();
-  VecSet(x, 1.0);
-  VecSet(y, 0.0);
-  VecSet(b, 1.0);
-  p.apply_inverse(b, exact);
+  SeriesProblem sp(1000, 0.5);
+  auto& [p, x, y, b, v, exact] = sp;
   PetscReal exact_norm = 0;
   VecNorm(exact, NORM_2, &exact_norm);
   const PetscReal eta = 1.0 / bilevel::estimate_preconditioned_lipschitz(p, x, y);
