@@ -36,8 +36,8 @@
 /// (per-feature regularisers, 100 iterations, 2 ranks): test log-loss 0.204 against 0.275 with the plain step
 /// a/2 (docs/benchmarks.md). -bilevel_bome_normalize divides the y step by 1 + λ (so it stays stable as λ
 /// grows). In the metric H⁻¹ it is on unless given: that step contracts y − y*(x) by 1 − ξ_y λ, unstable
-/// once λ > 2/ξ_y = 4, and with the CG preconditioned by logreg's Jacobi M (close to H⁻¹) 20 Newsgroups
-/// reached F = 0.064 and then diverged. It did not help on hyperclean and is off there (the problem's M).
+/// once λ > 2/ξ_y = 4, which a CG preconditioned by logreg's Jacobi M (close to H⁻¹) reaches (measured in
+/// docs/benchmarks.md, "Defaults on a second LIBSVM set"). It did not help on hyperclean and is off there.
 /// Options (-bilevel_bome_*): lower,
 /// inner_steps, inner_step, lower_step, precondition, normalize, eta, barrier, inner_warm_start.
 #include <petscviewer.h>

@@ -29,7 +29,7 @@
 /// and held fixed for the K steps (its x-dependence multiplies ∇_y g, which vanishes at y*(x), so the limit
 /// K → ∞ is still dy*/dx); backward u = M ā_{t+1}, h −= α J u, ā_t = (1 + β) ā_{t+1} − α H u − β ā_{t+2}.
 /// α = 1/λ_max(M H) (power steps; with minibatches the largest of three), renewed every 10 iterations; no μ
-/// of M H, so β = 0 and K = 10. 20 Newsgroups (κ(H) ≈ 10⁷): 0.32 → 0.012.
+/// of M H, so β = 0 and K = 10 (docs/benchmarks.md, "Defaults on a second LIBSVM set", has the measurement).
 /// Options (-bilevel_itd_*): inner_steps, inner_step, momentum, truncation_tol, memory_limit, precondition.
 #include <petscviewer.h>
 

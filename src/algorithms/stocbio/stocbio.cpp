@@ -20,9 +20,9 @@
 /// on; not in the paper): SGD on y and the series both in M, y <- y − θ M ∇_y g(B_t) and p_0 = M ∇_y f,
 /// p_{q+1} = p_q − η M H(B_q) p_q (the series of (M H)⁻¹ M = H⁻¹), M built at (x_k, y_k) once per
 /// iteration, θ = η = 1/λ_max(M H_B), the largest of the full batch's and three minibatches' power estimates,
-/// renewed every 10 iterations (x moves e^x against the data's curvature); Q = 50 terms, at most ⌈n/b⌉. On
-/// 20 Newsgroups (κ(H) ≈ 10⁷, logreg's Jacobi M) the plain series stalled at test log-loss 0.32; in M it
-/// passes (docs/benchmarks.md, "Defaults on a second LIBSVM set").
+/// renewed every 10 iterations (x moves e^x against the data's curvature); Q = 50 terms, at most ⌈n/b⌉.
+/// Where κ(H) is large (logreg per-feature on 20 Newsgroups) the plain series stalls and the series in M
+/// does not (docs/benchmarks.md, "Defaults on a second LIBSVM set").
 /// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta,
 /// batch_size, precondition.
 #include <petscviewer.h>

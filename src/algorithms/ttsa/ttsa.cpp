@@ -23,7 +23,8 @@
 /// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_ttsa_precondition, default
 /// on; not in the papers): the SGD steps y <- y − β_k M ∇_y g and the series (HIA or expected) of
 /// (M H)⁻¹ M = H⁻¹, M built at (x_k, y_k) every iteration; β_0 = η = 1/λ_max(M H_B) (full batch and three
-/// minibatches, power steps), renewed every 10 iterations, Q = 10 (no μ of M H). 20 Newsgroups: 0.31 → 0.010.
+/// minibatches, power steps), renewed every 10 iterations, Q = 10 (no μ of M H); docs/benchmarks.md,
+/// "Defaults on a second LIBSVM set", has the measurement.
 /// Options (-bilevel_ttsa_*): variant, inner_steps, inner_step, neumann_steps, neumann_eta, truncation,
 /// upper_decay, lower_decay, batch_size, precondition.
 #include <petscviewer.h>
