@@ -350,7 +350,7 @@ def plot(problem, by_method, styles, tg, path):
     fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.8 * len(rows)), squeeze=False)
     for i, (ykey, transform, label, log_y, target, top) in enumerate(rows):
         for j, (xkey, xlabel) in enumerate([("calls", "oracle calls (grad_f + grad_g + hvp + jvp)"),
-                                            ("time", "time (s, without monitoring; inflated by load)")]):
+                                            ("time", "time (s, without monitoring)")]):
             ax = axes[i][j]
             for method, runs in by_method.items():
                 b = band(runs, xkey, ykey, transform)

@@ -23,10 +23,12 @@ PetscErrorCode hessian_mult(Mat H, Vec w, Vec out) {
   return petsc::guarded(ctx->pending, [&] { ctx->problem->lower_hvp(ctx->x, ctx->y, ctx->batch, w, out); });
 }
 
-// PCApply of the shell preconditioner: out = M r (the problem's M ≈ H⁻¹ at the point of the last set_point).
+// PCApply of the shell preconditioner: out = M r (the problem's M ≈ H⁻¹ at the point of the last set_point)
+// on a full-batch operator; out = r (plain CG) on a minibatch one (HessianShell::set_point says why).
 PetscErrorCode problem_pc_apply(PC pc, Vec r, Vec out) {
   HessianShell::Context* ctx = nullptr;
   PetscCall(PCShellGetContext(pc, &ctx));
+  if (!ctx->apply_m) return VecCopy(r, out);
   return petsc::guarded(ctx->pending, [&] { ctx->problem->lower_precondition(r, out); });
 }
 
@@ -70,7 +72,12 @@ void HessianShell::set_point(Vec x, Vec y, const Batch& batch) {
     ctx_->indices.assign(batch.indices.begin(), batch.indices.end());
     ctx_->batch = Batch::of(ctx_->indices);
   }
-  if (ctx_->precondition) ctx_->problem->lower_preconditioner_setup(x, y);
+  // The problem's M approximates the inverse of the full-batch Hessian. A minibatch Hessian H_B misses the
+  // curvature of the features and rows outside B (down to e^{x_j} on ijcnn1 per-feature logreg), and PCG with
+  // M resolves those near-null directions that a few plain CG steps leave alone: with batches of 64 to 256
+  // rows the warm-started PCG solves diverged (docs/benchmarks.md, "Preconditioned solves on minibatches").
+  ctx_->apply_m = ctx_->precondition && ctx_->batch.full;
+  if (ctx_->apply_m) ctx_->problem->lower_preconditioner_setup(x, y);
 }
 
 petsc::KspHandle make_hessian_ksp(
@@ -198,6 +205,12 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
     lipschitz = std::max(
         lipschitz, estimate_preconditioned_lipschitz(problem, x, y, 20, kind, sampler.draw(n, batch_size)));
   return lipschitz;
+}
+
+bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_size) {
+  if (!has(problem.capabilities(), Capability::LowerPreconditioner)) return false;
+  return batch_size <= 0 || batch_size >= problem.dataset_sizes().lower ||
+         batch_size >= kMinPreconditionedBatch;
 }
 
 std::optional<PetscReal> renewed_preconditioned_lipschitz(BilevelProblem& problem,

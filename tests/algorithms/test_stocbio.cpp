@@ -1,8 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "bilevel/bilevel.hpp"
+#include "problems/synthetic.hpp"
+#include "support/seed_harness.hpp"
 
 namespace {
 
@@ -123,6 +129,38 @@ TEST(Stocbio, DefaultsFromTheSpectrumConvergeOnTheConditionHundredQuadratic) {
     if (iterations[0] != '0') EXPECT_EQ(r.counts.hvp, 100 * 461) << "the derived Q = 461 was not used";
   }
   EXPECT_LT(end, 1e-3 * start);
+}
+
+// Constant-step SGD in the problem's M is stocbio's default only from lower batches of 128 rows (core's
+// preconditioned_steps_by_default: with 64 rows, steps 1/λ_max(M H_B) from a few batches diverged on
+// ijcnn1); -bilevel_stocbio_precondition given wins either way. logreg offers M (Jacobi).
+TEST(Stocbio, StepsInTheProblemsMAreTheDefaultFromBatchesOf128RowsAndAnExplicitChoiceWins) {
+  const auto view = [](const std::string& batch, const std::string& precondition) {
+    const auto tr = testdata::make_global(300, 7, 2, 41), va = testdata::make_global(60, 7, 2, 42);
+    auto p = std::make_shared<bilevel::LogregProblem>(
+        testdata::to_dataset(PETSC_COMM_WORLD, tr, bilevel::DataFormat::Sparse),
+        testdata::to_dataset(PETSC_COMM_WORLD, va, bilevel::DataFormat::Sparse),
+        std::nullopt,
+        bilevel::LogregOptions{});
+    std::vector<std::pair<std::string, std::string>> kv{{"-bilevel_type", "stocbio"},
+                                                        {"-bilevel_max_it", "2"},
+                                                        {"-bilevel_batch_size", batch},
+                                                        {"-bilevel_final_lower_solve", "0"},
+                                                        {"-bilevel_tuned", "false"}};
+    if (!precondition.empty()) kv.emplace_back("-bilevel_stocbio_precondition", precondition);
+    seedtest::Options o(kv);
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    seedtest::solve_from_initial_point(solver, p);
+    return seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
+  };
+  const std::string in_m = "series in the problem's M";
+  const std::string b64 = view("64", ""), b128 = view("128", ""), forced = view("64", "true"),
+                    off = view("128", "false");
+  EXPECT_NE(b64.find("batch 64"), std::string::npos) << b64;
+  EXPECT_EQ(b64.find(in_m), std::string::npos) << b64;
+  EXPECT_NE(b128.find(in_m), std::string::npos) << b128;
+  EXPECT_NE(forced.find(in_m), std::string::npos) << forced;
+  EXPECT_EQ(off.find(in_m), std::string::npos) << off;
 }
 
 }  // namespace

@@ -22,13 +22,15 @@ class HessianShell {
  public:
   HessianShell(BilevelProblem& problem, Vec y_layout);
   /// Sets the point (x, y) and the batch the products use; the Vecs and the batch's indices must stay
-  /// alive while the operator is used. Not collective, unless a preconditioner is attached: then it also
-  /// rebuilds the problem's M at (x, y), which is collective.
+  /// alive while the operator is used. Not collective, unless a preconditioner is attached and the batch is
+  /// full: then it also rebuilds the problem's M at (x, y), which is collective. On a minibatch the attached
+  /// PC applies the identity (plain CG): M approximates the full Hessian's inverse, not H_B's.
   void set_point(Vec x, Vec y, const Batch& batch);
   /// Makes `ksp`'s PC a PCSHELL applying the problem's M ≈ H⁻¹ (Capability::LowerPreconditioner), rebuilt
-  /// by every later set_point, and makes KSP test the unpreconditioned residual ||b − H v|| (so tolerances
-  /// mean the same with and without M). Call before KSPSetFromOptions, so -<prefix>pc_type still overrides
-  /// it. Returns false (and sets PCNONE) when the problem has no preconditioner. Not collective.
+  /// by every later full-batch set_point (the identity on minibatches), and makes KSP test the
+  /// unpreconditioned residual ||b − H v|| (so tolerances mean the same with and without M). Call before
+  /// KSPSetFromOptions, so -<prefix>pc_type still overrides it. Returns false (and sets PCNONE) when the
+  /// problem has no preconditioner. Not collective.
   bool attach_preconditioner(KSP ksp);
   Mat mat() const { return mat_; }
   std::exception_ptr& pending() { return ctx_->pending; }
@@ -39,7 +41,8 @@ class HessianShell {
     Batch batch;
     std::vector<PetscInt> indices;  // owned copy of a minibatch
     std::exception_ptr pending;
-    bool precondition = false;  // set_point rebuilds the problem's M
+    bool precondition = false;  // a PC is attached: full-batch set_points rebuild the problem's M
+    bool apply_m = false;       // the PC applies M (full batch) or the identity (minibatch)
   };
 
  private:
@@ -92,6 +95,18 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
                                                       PetscInt samples = 3,
                                                       PreconditionerKind kind = PreconditionerKind::Cheap,
                                                       bool minibatch_only = false);
+
+/// Smallest minibatch on which constant-step SGD in the problem's M is a method's default. A step
+/// 1/λ_max(M H_B) estimated on a few batches is exceeded by the rare batch whose rows carry most of a
+/// feature's curvature (M is the full data's diagonal); with constant steps such batches recur and the
+/// iterates blow up: on ijcnn1 with batches of 64 stocbio, itd and pzobo in M diverged in 2, 1 and 2 of 3
+/// seeds, with 128 and 256 none did (docs/benchmarks.md, "Preconditioned solves on minibatches").
+inline constexpr PetscInt kMinPreconditionedBatch = 128;
+
+/// The default of -bilevel_<method>_precondition for methods whose lower steps are constant-step SGD in M
+/// (stocbio, itd, pzobo): the problem has M, and the lower batch is full (batch_size <= 0 or >= the lower
+/// data set) or holds at least kMinPreconditionedBatch rows. Not collective.
+bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_size);
 
 /// The renewal of such a bound while x moves the lower curvature (steps 1/λ_max(M H_B) of stocbio, ttsa, itd
 /// and pzobo): at outer iteration k > 0 with k % period == 0, estimate_preconditioned_lipschitz_minibatch on

@@ -24,12 +24,13 @@
 /// Memory: the K stored iterates take K · (local dim y) · 8 bytes per rank. A K over
 /// -bilevel_itd_memory_limit (MiB per rank) is refused at setup, naming the option; the automatic K is
 /// capped to fit instead.
-/// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_itd_precondition, default on;
-/// not in the papers): the unrolled map is Φ_t = y_t − α M ∇_y g + β (y_t − y_{t−1}) with M built at (x, y_0)
-/// and held fixed for the K steps (its x-dependence multiplies ∇_y g, which vanishes at y*(x), so the limit
-/// K → ∞ is still dy*/dx); backward u = M ā_{t+1}, h −= α J u, ā_t = (1 + β) ā_{t+1} − α H u − β ā_{t+2}.
-/// α = 1/λ_max(M H) (power steps; with minibatches the largest of three), renewed every 10 iterations; no μ
-/// of M H, so β = 0 and K = 10 (docs/benchmarks.md, "Defaults on a second LIBSVM set", has the measurement).
+/// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_itd_precondition, default on
+/// when the lower batch is full or has >= 128 rows, core's preconditioned_steps_by_default; not in the
+/// papers): the unrolled map is Φ_t = y_t − α M ∇_y g + β (y_t − y_{t−1}) with M built at (x, y_0) and held
+/// fixed for the K steps (its x-dependence multiplies ∇_y g, which vanishes at y*(x), so the limit K → ∞ is
+/// still dy*/dx); backward u = M ā_{t+1}, h −= α J u, ā_t = (1 + β) ā_{t+1} − α H u − β ā_{t+2}. α =
+/// 1/λ_max(M H) (power steps; with minibatches the largest of three), renewed every 10 iterations; no μ of M
+/// H, so β = 0 and K = 10 (docs/benchmarks.md, "Defaults on a second LIBSVM set", has the measurement).
 /// Options (-bilevel_itd_*): inner_steps, inner_step, momentum, truncation_tol, memory_limit, precondition.
 #include <petscviewer.h>
 
@@ -86,18 +87,21 @@ class Itd : public Algorithm {
         opts.real("truncation_tol", o_.truncation_tol, "epsilon of the automatic K", 1e-300, 1.0);
     o_.memory_limit_mib =
         opts.real("memory_limit", o_.memory_limit_mib, "MiB per rank for the K stored lower iterates", 0.0);
+    precondition_given_ = opts.has("precondition");
     o_.precondition = opts.boolean("precondition",
                                    o_.precondition,
                                    "with a problem preconditioner M: unroll y <- y - alpha M grad_y g, alpha "
-                                   "1/lambda_max(M H) (not in the papers)");
+                                   "1/lambda_max(M H) (not in the papers; default: when the lower batch is "
+                                   "full or has >= 128 rows)");
   }
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
     const ProblemHints h = p.hints();
-    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
     const DatasetSizes n = p.dataset_sizes();
     batch_ = n.lower > 0 ? ctx.batch_size : 0;
+    pc_ = (precondition_given_ ? o_.precondition : preconditioned_steps_by_default(p, batch_)) &&
+          has(p.capabilities(), Capability::LowerPreconditioner);
     const std::optional<PetscReal> bound =
         o_.inner_step > 0 || pc_ ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
     follow_bound_ = bound.has_value();
@@ -269,6 +273,7 @@ class Itd : public Algorithm {
   std::vector<petsc::VecHandle> iterates_;       // y_0 … y_{K−1}
   petsc::VecHandle a_, a2_, hv_, fx_, jv_, mu_;  // mu_: M ā (with a preconditioner)
   bool pc_ = false;                              // unrolled steps in the problem's M
+  bool precondition_given_ = false;              // -bilevel_itd_precondition given
   GradientSteps gd_;
   StepSamplers samplers_;
   BatchSampler replay_;

@@ -22,13 +22,13 @@
 /// bound or hint, else SLEPc; μ_g re-estimated when L(x) drifts by 25%, or every
 /// -bilevel_pzobo_spectrum_every iterations, and a, β, N re-derived, since x moves the lower curvature), the
 /// optimal heavy ball a = 4/(√L + √μ_g)², β = ((√κ − 1)/(√κ + 1))², N = ⌈2√κ⌉ in [10, 200]; without a
-/// positive μ_g, a = 1/L, β = 0, N = 10; preconditioned (the default when the problem has M), a =
-/// 1/λ_max(M H_B), the largest of the full batch's and three minibatches' power estimates (a minibatch's can
-/// exceed the full one's: with the full-batch step the paths diverged on 20 Newsgroups after ~150
-/// iterations), renewed every 10 iterations, β = 0, N = 10. Directions: when x
-/// has d <= 32 entries, a full orthogonal frame (Q = d, (1/Q) Σ u_j u_jᵀ = I exactly, so the estimate has no
-/// sampling error); else the paper's Q = 10 Gaussian directions. Minibatch 1024: the heavy-ball paths (β ≈
-/// 0.9 on ijcnn1) amplify the minibatch noise; with 256 x wandered (test log-loss on ijcnn1 0.222 after 200
+/// positive μ_g, a = 1/L, β = 0, N = 10; preconditioned (the default when the problem has M and the batch is
+/// full or >= 128 rows), a = 1/λ_max(M H_B), the largest of the full batch's and three minibatches' power
+/// estimates (a minibatch's can exceed the full one's: with the full-batch step the paths diverged on 20
+/// Newsgroups after ~150 iterations), renewed every 10 iterations, β = 0, N = 10. Directions: when x has d <=
+/// 32 entries, a full orthogonal frame (Q = d, (1/Q) Σ u_j u_jᵀ = I exactly, so the estimate has no sampling
+/// error); else the paper's Q = 10 Gaussian directions. Minibatch 1024: the heavy-ball paths (β ≈ 0.9 on
+/// ijcnn1) amplify the minibatch noise; with 256 x wandered (test log-loss on ijcnn1 0.222 after 200
 /// iterations, 0.204 with 1024; docs/benchmarks.md). Reference: D. Sow, K. Ji, Y. Liang, "On the convergence
 /// theory for Hessian-free bilevel algorithms", NeurIPS 2022, arXiv 2110.07004. Options -bilevel_pzobo_:
 /// inner_steps, inner_step, inner_momentum, directions, direction_type, smoothing, batch_size, path_groups,
@@ -120,7 +120,8 @@ class Pzobo : public Algorithm {
     o_.precondition =
         opts.boolean("precondition",
                      o_.precondition,
-                     "paths step with -a M grad_y g, cheap M (default: when the problem has M)");
+                     "paths step with -a M grad_y g, cheap M (default: when the problem has M and the "
+                     "lower batch is full or has >= 128 rows)");
     o_.one_step_projection = opts.boolean(
         "one_step_projection",
         o_.one_step_projection,
@@ -140,7 +141,11 @@ class Pzobo : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    if (!precondition_given_) o_.precondition = has(p.capabilities(), Capability::LowerPreconditioner);
+    const bool stochastic = has(p.capabilities(), Capability::Stochastic);
+    const DatasetSizes n = p.dataset_sizes();
+    batch_ = stochastic ? (ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size) : 0;
+    if (batch_ >= n.lower) batch_ = 0;
+    if (!precondition_given_) o_.precondition = preconditioned_steps_by_default(p, batch_);
     if (o_.precondition && !has(p.capabilities(), Capability::LowerPreconditioner))
       throw InputError(
           "option -bilevel_pzobo_precondition needs a problem with a lower-level preconditioner (" +
@@ -156,10 +161,6 @@ class Pzobo : public Algorithm {
       } catch (const Error&) {  // no positive λ_min: gradient-descent paths (derive_path_parameters)
       }
     }
-    const bool stochastic = has(p.capabilities(), Capability::Stochastic);
-    const DatasetSizes n = p.dataset_sizes();
-    batch_ = stochastic ? (ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size) : 0;
-    if (batch_ >= n.lower) batch_ = 0;
     const PathParameters pp =
         use_spectrum_
             ? path_parameters_from_spectrum(given, spectrum_.lipschitz(), spectrum_.strong_convexity())

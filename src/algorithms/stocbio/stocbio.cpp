@@ -17,14 +17,14 @@
 /// error no longer shrinks; on ijcnn1 (κ up to 1e3 as x lowers the regularisers) the uncapped Q reached
 /// thousands of terms per iteration and 100 iterations did not end in 180 s (docs/baselines-single-loop.md).
 /// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_stocbio_precondition, default
-/// on; not in the paper): SGD on y and the series both in M, y <- y − θ M ∇_y g(B_t) and p_0 = M ∇_y f,
-/// p_{q+1} = p_q − η M H(B_q) p_q (the series of (M H)⁻¹ M = H⁻¹), M built at (x_k, y_k) once per
-/// iteration, θ = η = 1/λ_max(M H_B), the largest of the full batch's and three minibatches' power estimates,
-/// renewed every 10 iterations (x moves e^x against the data's curvature); Q = 50 terms, at most ⌈n/b⌉.
-/// Where κ(H) is large (logreg per-feature on 20 Newsgroups) the plain series stalls and the series in M
-/// does not (docs/benchmarks.md, "Defaults on a second LIBSVM set").
-/// Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps, neumann_eta,
-/// batch_size, precondition.
+/// on when the lower batch is full or has >= 128 rows, core's preconditioned_steps_by_default; not in the
+/// paper): SGD on y and the series both in M, y <- y − θ M ∇_y g(B_t) and p_0 = M ∇_y f, p_{q+1} = p_q − η M
+/// H(B_q) p_q (the series of (M H)⁻¹ M = H⁻¹), M built at (x_k, y_k) once per iteration, θ = η = 1/λ_max(M
+/// H_B), the largest of the full batch's and three minibatches' power estimates, renewed every 10 iterations
+/// (x moves e^x against the data's curvature); Q = 50 terms, at most ⌈n/b⌉. Where κ(H) is large (logreg
+/// per-feature on 20 Newsgroups) the plain series stalls and the series in M does not (docs/benchmarks.md,
+/// "Defaults on a second LIBSVM set"). Options (-bilevel_stocbio_*): inner_steps, inner_step, neumann_steps,
+/// neumann_eta, batch_size, precondition.
 #include <petscviewer.h>
 
 #include <algorithm>
@@ -69,10 +69,13 @@ class Stocbio : public Algorithm {
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) full batch, 1/L minibatch)", 0.0);
     o_.batch_size = opts.integer(
         "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
-    o_.precondition = opts.boolean("precondition",
-                                   o_.precondition,
-                                   "with a problem preconditioner M: the series of (M H)^-1 M and y by the "
-                                   "problem's lower update (not in the paper)");
+    precondition_given_ = opts.has("precondition");
+    o_.precondition =
+        opts.boolean("precondition",
+                     o_.precondition,
+                     "with a problem preconditioner M: the series of (M H)^-1 M and y by the "
+                     "problem's lower update (not in the paper; default: when the lower batch is "
+                     "full or has >= 128 rows)");
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -83,7 +86,8 @@ class Stocbio : public Algorithm {
     // one pass over the training samples per series (file comment); no cap with full batches
     max_terms_ =
         batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxTerms, (n + batch_ - 1) / batch_) : kMaxTerms;
-    pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
+    pc_ = (precondition_given_ ? o_.precondition : preconditioned_steps_by_default(p, batch_)) &&
+          has(p.capabilities(), Capability::LowerPreconditioner);
     need_spectrum_ = !pc_ && (o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0);
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     follow_bound_ = need_spectrum_ && p.lower_lipschitz_bound(ctx.x).has_value();
@@ -187,8 +191,9 @@ class Stocbio : public Algorithm {
   static constexpr PetscReal kSeriesAccuracyMinibatch = 1e-2;
   static constexpr PetscInt kMaxTerms = 5000;
   static constexpr PetscInt kPreconditionedTerms = 50;
-  bool pc_ = false;             // the series in the problem's M
-  PetscReal pc_lipschitz_ = 0;  // λ_max(M H) at the start (power steps, padded 10%)
+  bool pc_ = false;                  // the series in the problem's M
+  bool precondition_given_ = false;  // -bilevel_stocbio_precondition given
+  PetscReal pc_lipschitz_ = 0;       // λ_max(M H) at the start (power steps, padded 10%)
   LowerSpectrum spectrum_;
   bool need_spectrum_ = false;
   PetscInt q_ = 10;
