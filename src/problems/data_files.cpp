@@ -156,4 +156,24 @@ void binarize_labels(Dataset& data, const std::vector<double>& positive) {
   data.n_classes = 2;
 }
 
+bool dense_storage(const std::string& format, const Dataset& train) {
+  if (format != "auto") return format == "dense";
+  PetscInt nnz = 0;
+  if (train.format == DataFormat::Sparse) {
+    MatInfo info;
+    BILEVEL_PETSC_CALL(MatGetInfo(train.local, MAT_LOCAL, &info));
+    nnz = static_cast<PetscInt>(info.nz_used);
+  } else {
+    nnz = train.local_rows() * train.n_features;
+  }
+  const double rows = static_cast<double>(train.local_rows());
+  const double local[2] = {12.0 * static_cast<double>(nnz) + 4.0 * rows,
+                           8.0 * rows * static_cast<double>(train.n_features)};
+  double sum[2] = {0, 0}, max_dense = 0;
+  MPI_Allreduce(local, sum, 2, MPI_DOUBLE, MPI_SUM, train.comm);
+  MPI_Allreduce(&local[1], &max_dense, 1, MPI_DOUBLE, MPI_MAX, train.comm);
+  constexpr double kMaxDenseBytes = 512.0 * 1024 * 1024;
+  return sum[1] <= 2.0 * sum[0] && max_dense <= kMaxDenseBytes;
+}
+
 }  // namespace bilevel::detail

@@ -41,4 +41,10 @@ std::vector<double> parse_class_list(const std::string& text, const std::string&
 /// class 0 (−1); class_values becomes {−1, +1}. Not collective.
 void binarize_labels(Dataset& data, const std::vector<double>& positive);
 
+/// -bilevel_<problem>_format for sets read from files: whether to store them dense. "dense"/"sparse" as
+/// given; "auto": dense when the training set's dense storage (8 rows n_features bytes) is at most twice
+/// its CSR arrays (12 bytes per nonzero, 4 per row) and at most 512 MiB on every rank; the same decision on
+/// every rank. Collective on train.comm.
+bool dense_storage(const std::string& format, const Dataset& train);
+
 }  // namespace bilevel::detail

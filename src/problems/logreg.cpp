@@ -72,6 +72,12 @@ LogregOptions LogregOptions::from_options(MPI_Comm comm) {
                     o.preconditioner,
                     {"jacobi", "none"},
                     "lower preconditioner offered to the methods: jacobi (diag(H)^-1) or none");
+  o.format =
+      reader.choice("format",
+                    o.format,
+                    {"auto", "dense", "sparse"},
+                    "storage of the data read from files: auto (dense when at most 2x the CSR bytes and "
+                    "512 MiB per rank), dense, sparse");
   return o;
 }
 
@@ -187,6 +193,9 @@ std::unique_ptr<LogregProblem> LogregProblem::from_files(MPI_Comm comm,
     detail::binarize_labels(va, positive);
     if (te) detail::binarize_labels(*te, positive);
   }
+  if (detail::dense_storage(options.format, tr))
+    for (Dataset* d : {&tr, &va, te ? &*te : nullptr})
+      if (d) convert_format(*d, DataFormat::Dense);
   return std::make_unique<LogregProblem>(std::move(tr), std::move(va), std::move(te), options);
 }
 

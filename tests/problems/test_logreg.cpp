@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -419,6 +420,70 @@ TEST(LogregProblem, FromFilesReadsTrainingValidationAndTestSets) {
   PetscReal x0 = 0;
   VecMax(x, nullptr, &x0);
   EXPECT_NEAR(x0, std::log(1e-2), 1e-12);
+  MPI_Barrier(PETSC_COMM_WORLD);
+  if (rank == 0) std::filesystem::remove_all(dir);
+}
+
+// -bilevel_logreg_format auto stores a set whose dense storage is at most twice its CSR arrays dense (the
+// dense products ran: no sparse HVP kernel is named) and a sparse one as CSR; "sparse" and "dense" force
+// either, and both storages give the same oracles.
+TEST(LogregProblem, FromFilesStoresDenseIshSetsDenseAndSparseSetsAsCsrUnlessTheFormatIsGiven) {
+  int rank = 0;
+  long id = 0;
+  MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
+  if (rank == 0) id = static_cast<long>(getpid());
+  MPI_Bcast(&id, 1, MPI_LONG, 0, PETSC_COMM_WORLD);
+  const auto dir = std::filesystem::temp_directory_path() / ("bilevel_logreg_format_" + std::to_string(id));
+  // rows of `per_row` features among `features`, starting at a row-dependent column
+  auto write = [&](const std::string& name, PetscInt rows, int features, int per_row) {
+    std::string s;
+    for (PetscInt i = 0; i < rows; ++i) {
+      s += (i % 3 == 0) ? "+1" : "-1";
+      std::vector<int> cols;
+      for (int k = 0; k < per_row; ++k) cols.push_back(1 + static_cast<int>((i * 7 + k) % features));
+      std::sort(cols.begin(), cols.end());
+      cols.erase(std::unique(cols.begin(), cols.end()), cols.end());
+      for (int j : cols) s += " " + std::to_string(j) + ":" + std::to_string(0.5 + 0.1 * ((i + j) % 5));
+      s += "\n";
+    }
+    if (rank == 0) {
+      std::filesystem::create_directories(dir);
+      std::ofstream(dir / name) << s;
+    }
+    return (dir / name).string();
+  };
+  const auto dense_tr = write("dense.svm", 30, 6, 6), dense_va = write("dense_va.svm", 12, 6, 6);
+  const auto sparse_tr = write("sparse.svm", 30, 200, 2), sparse_va = write("sparse_va.svm", 12, 200, 2);
+  MPI_Barrier(PETSC_COMM_WORLD);
+  struct Run {
+    bool dense_products;
+    PetscReal value;
+    std::vector<double> hvp;
+  };
+  auto run = [&](const std::string& tr, const std::string& va, const char* format) {
+    bilevel::LogregOptions o;
+    o.format = format;
+    auto p = bilevel::LogregProblem::from_files(PETSC_COMM_WORLD, tr, va, "", o);
+    auto x = p->create_upper_vec(), y = p->create_lower_vec(), w = p->create_lower_vec(),
+         out = p->create_lower_vec();
+    p->initial_point(x, y);
+    testdata::fill(y, [](PetscInt j) { return 0.2 * std::sin(1.0 + j); });
+    testdata::fill(w, [](PetscInt j) { return 1.0 + 0.5 * std::cos(2.0 * j); });
+    p->lower_grad_y(x, y, Batch::all(), out);  // fills the curvature cache: the next HVP is the steady pass
+    p->lower_hvp(x, y, Batch::all(), w, out);
+    return Run{p->hvp_kernel_used().empty(), p->lower_value(x, y, Batch::all()), gather(out)};
+  };
+  const Run dense_auto = run(dense_tr, dense_va, "auto"), dense_csr = run(dense_tr, dense_va, "sparse");
+  const Run sparse_auto = run(sparse_tr, sparse_va, "auto"),
+            sparse_dense = run(sparse_tr, sparse_va, "dense");
+  EXPECT_TRUE(dense_auto.dense_products);
+  EXPECT_FALSE(dense_csr.dense_products);
+  EXPECT_FALSE(sparse_auto.dense_products);
+  EXPECT_TRUE(sparse_dense.dense_products);
+  EXPECT_NEAR(dense_auto.value, dense_csr.value, 1e-13 * std::abs(dense_csr.value));
+  EXPECT_LT(rel_diff(dense_auto.hvp, dense_csr.hvp), 1e-13);
+  EXPECT_NEAR(sparse_auto.value, sparse_dense.value, 1e-13 * std::abs(sparse_dense.value));
+  EXPECT_LT(rel_diff(sparse_auto.hvp, sparse_dense.hvp), 1e-13);
   MPI_Barrier(PETSC_COMM_WORLD);
   if (rank == 0) std::filesystem::remove_all(dir);
 }
