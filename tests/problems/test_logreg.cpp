@@ -385,13 +385,38 @@ TEST(LogregProblem, MultiClassLabelsAreAnInputErrorNamingTheFileAndTheAlternativ
   }
 }
 
+/// A folder under the temporary directory, named once for all ranks (rank 0's pid), where rank 0 writes
+/// files every rank then reads; removed at the end of the scope. Collective.
+class SharedTempDir {
+ public:
+  explicit SharedTempDir(const std::string& prefix) {
+    MPI_Comm_rank(PETSC_COMM_WORLD, &rank_);
+    long id = rank_ == 0 ? static_cast<long>(getpid()) : 0;
+    MPI_Bcast(&id, 1, MPI_LONG, 0, PETSC_COMM_WORLD);
+    dir_ = std::filesystem::temp_directory_path() / (prefix + std::to_string(id));
+  }
+  SharedTempDir(const SharedTempDir&) = delete;
+  SharedTempDir& operator=(const SharedTempDir&) = delete;
+  ~SharedTempDir() {
+    MPI_Barrier(PETSC_COMM_WORLD);
+    if (rank_ == 0) std::filesystem::remove_all(dir_);
+  }
+  /// Writes `text` to the file `name` (rank 0) and returns its path (every rank). Not collective.
+  std::string write(const std::string& name, const std::string& text) const {
+    if (rank_ == 0) {
+      std::filesystem::create_directories(dir_);
+      std::ofstream(dir_ / name) << text;
+    }
+    return (dir_ / name).string();
+  }
+
+ private:
+  int rank_ = 0;
+  std::filesystem::path dir_;
+};
+
 TEST(LogregProblem, FromFilesReadsTrainingValidationAndTestSets) {
-  int rank = 0;
-  long id = 0;
-  MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
-  if (rank == 0) id = static_cast<long>(getpid());
-  MPI_Bcast(&id, 1, MPI_LONG, 0, PETSC_COMM_WORLD);
-  const auto dir = std::filesystem::temp_directory_path() / ("bilevel_logreg_" + std::to_string(id));
+  const SharedTempDir dir("bilevel_logreg_");
   auto write = [&](const std::string& name, PetscInt rows, int features) {
     std::string s;
     for (PetscInt i = 0; i < rows; ++i) {
@@ -400,11 +425,7 @@ TEST(LogregProblem, FromFilesReadsTrainingValidationAndTestSets) {
         s += " " + std::to_string(j) + ":" + std::to_string(0.5 + 0.1 * ((i + j) % 5));
       s += "\n";
     }
-    if (rank == 0) {
-      std::filesystem::create_directories(dir);
-      std::ofstream(dir / name) << s;
-    }
-    return (dir / name).string();
+    return dir.write(name, s);
   };
   const auto train = write("train.svm", 25, 5), val = write("val.svm", 11, 5), test = write("test.svm", 7, 3);
   MPI_Barrier(PETSC_COMM_WORLD);
@@ -420,20 +441,13 @@ TEST(LogregProblem, FromFilesReadsTrainingValidationAndTestSets) {
   PetscReal x0 = 0;
   VecMax(x, nullptr, &x0);
   EXPECT_NEAR(x0, std::log(1e-2), 1e-12);
-  MPI_Barrier(PETSC_COMM_WORLD);
-  if (rank == 0) std::filesystem::remove_all(dir);
 }
 
 // -bilevel_logreg_format auto stores a set whose dense storage is at most twice its CSR arrays dense (the
 // dense products ran: no sparse HVP kernel is named) and a sparse one as CSR; "sparse" and "dense" force
 // either, and both storages give the same oracles.
 TEST(LogregProblem, FromFilesStoresDenseIshSetsDenseAndSparseSetsAsCsrUnlessTheFormatIsGiven) {
-  int rank = 0;
-  long id = 0;
-  MPI_Comm_rank(PETSC_COMM_WORLD, &rank);
-  if (rank == 0) id = static_cast<long>(getpid());
-  MPI_Bcast(&id, 1, MPI_LONG, 0, PETSC_COMM_WORLD);
-  const auto dir = std::filesystem::temp_directory_path() / ("bilevel_logreg_format_" + std::to_string(id));
+  const SharedTempDir dir("bilevel_logreg_format_");
   // rows of `per_row` features among `features`, starting at a row-dependent column
   auto write = [&](const std::string& name, PetscInt rows, int features, int per_row) {
     std::string s;
@@ -446,11 +460,7 @@ TEST(LogregProblem, FromFilesStoresDenseIshSetsDenseAndSparseSetsAsCsrUnlessTheF
       for (int j : cols) s += " " + std::to_string(j) + ":" + std::to_string(0.5 + 0.1 * ((i + j) % 5));
       s += "\n";
     }
-    if (rank == 0) {
-      std::filesystem::create_directories(dir);
-      std::ofstream(dir / name) << s;
-    }
-    return (dir / name).string();
+    return dir.write(name, s);
   };
   const auto dense_tr = write("dense.svm", 30, 6, 6), dense_va = write("dense_va.svm", 12, 6, 6);
   const auto sparse_tr = write("sparse.svm", 30, 200, 2), sparse_va = write("sparse_va.svm", 12, 200, 2);
@@ -484,8 +494,6 @@ TEST(LogregProblem, FromFilesStoresDenseIshSetsDenseAndSparseSetsAsCsrUnlessTheF
   EXPECT_LT(rel_diff(dense_auto.hvp, dense_csr.hvp), 1e-13);
   EXPECT_NEAR(sparse_auto.value, sparse_dense.value, 1e-13 * std::abs(sparse_dense.value));
   EXPECT_LT(rel_diff(sparse_auto.hvp, sparse_dense.hvp), 1e-13);
-  MPI_Barrier(PETSC_COMM_WORLD);
-  if (rank == 0) std::filesystem::remove_all(dir);
 }
 
 TEST(LogregProblem, FusedKernelEqualsTwoPassProduct) {
