@@ -58,7 +58,7 @@ struct LogregOptions {
   /// [-bilevel_logreg_format] storage of the data sets read from files: "sparse" (CSR), "dense"
   /// (column-major, the oracles as dense matrix-vector products), "auto" (dense when dense storage of the
   /// training set is at most twice its CSR arrays and at most 512 MiB per rank; on ijcnn1, 1.1 times the
-  /// CSR bytes, the HVP is 2.3 to 3.7 times faster dense: docs/performance.md)
+  /// CSR bytes, the HVP is 2.3 to 3.8 times faster dense: docs/performance.md)
   std::string format = "auto";
   /// Reads the keys above (prefix -bilevel_logreg_). Collective on comm.
   static LogregOptions from_options(MPI_Comm comm);
