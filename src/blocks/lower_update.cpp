@@ -60,9 +60,12 @@ PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt
   return static_cast<PetscInt>(std::clamp<double>(k, static_cast<double>(lo), static_cast<double>(hi)));
 }
 
-void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps) {
+void read_lower_update_options(petsc::OptionsReader& opts,
+                               LowerUpdateOptions& o,
+                               PetscInt gd_steps,
+                               const std::string& auto_means) {
   o.kind =
-      read_choice(opts, "lower", o.kind, kLowerUpdateKinds, "lower-level update (auto: the problem's hint)");
+      read_choice(opts, "lower", o.kind, kLowerUpdateKinds, "lower-level update (auto: " + auto_means + ")");
   o.steps = opts.integer("inner_steps",
                          o.steps,
                          "steps on y per outer iteration (0: " + std::to_string(gd_steps) + " gd / 1 newton)",

@@ -207,10 +207,14 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
   return lipschitz;
 }
 
+bool full_lower_batch(BilevelProblem& problem, PetscInt batch_size) {
+  return batch_size <= 0 || !has(problem.capabilities(), Capability::Stochastic) ||
+         batch_size >= problem.dataset_sizes().lower;
+}
+
 bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_size) {
   if (!has(problem.capabilities(), Capability::LowerPreconditioner)) return false;
-  return batch_size <= 0 || batch_size >= problem.dataset_sizes().lower ||
-         batch_size >= kMinPreconditionedBatch;
+  return full_lower_batch(problem, batch_size) || batch_size >= kMinPreconditionedBatch;
 }
 
 std::optional<PetscReal> renewed_preconditioned_lipschitz(BilevelProblem& problem,

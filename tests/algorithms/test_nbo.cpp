@@ -316,4 +316,20 @@ TEST(NboSaga, IteratesAreTheSameOnOneRankAndOnAllRanksAndTheViewStatesTheMemory)
     EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
 }
 
+// The default variant (auto) is the paper's pairing: NBO-CG on full batches, NSBO-SGD on minibatches (the cg
+// variant on a 64-row Hessian is a Newton step to that batch's minimiser: DIVERGED_NAN on ijcnn1); an
+// explicit -bilevel_nbo_variant wins.
+TEST(Nbo, AutoTakesConjugateGradientsOnFullBatchesAndGradientStepsOnMinibatchesAndAnExplicitVariantWins) {
+  const std::string full = seedtest::logreg_view_text(PETSC_COMM_WORLD, {{"-bilevel_type", "nbo"}});
+  const std::string mini =
+      seedtest::logreg_view_text(PETSC_COMM_WORLD, {{"-bilevel_type", "nbo"}, {"-bilevel_batch_size", "64"}});
+  const std::string forced = seedtest::logreg_view_text(
+      PETSC_COMM_WORLD,
+      {{"-bilevel_type", "nbo"}, {"-bilevel_batch_size", "64"}, {"-bilevel_nbo_variant", "cg"}});
+  EXPECT_NE(full.find("nbo: NBO-CG"), std::string::npos) << full;
+  EXPECT_NE(mini.find("nbo: NSBO-SGD"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("lower batch 64"), std::string::npos) << mini;
+  EXPECT_NE(forced.find("nbo: NBO-CG"), std::string::npos) << forced;
+}
+
 }  // namespace

@@ -293,5 +293,23 @@ inline std::pair<PetscReal, PetscReal> logreg_losses(MPI_Comm comm,
   return {out[0], out[1]};
 }
 
+/// The text of -bilevel_view after 2 iterations with options `kv` (which name the method) on a small
+/// synthetic logreg (300 x 7 training, 60 x 7 validation, sparse rows split over comm; it offers M and
+/// minibatches), tuned settings off. Collective on comm.
+inline std::string logreg_view_text(MPI_Comm comm, std::vector<std::pair<std::string, std::string>> kv) {
+  const auto tr = testdata::make_global(300, 7, 2, 41), va = testdata::make_global(60, 7, 2, 42);
+  auto p =
+      std::make_shared<bilevel::LogregProblem>(testdata::to_dataset(comm, tr, bilevel::DataFormat::Sparse),
+                                               testdata::to_dataset(comm, va, bilevel::DataFormat::Sparse),
+                                               std::nullopt,
+                                               bilevel::LogregOptions{});
+  kv.insert(kv.end(),
+            {{"-bilevel_max_it", "2"}, {"-bilevel_final_lower_solve", "0"}, {"-bilevel_tuned", "false"}});
+  Options o(kv);
+  bilevel::BilevelSolver solver(comm);
+  solve_from_initial_point(solver, p);
+  return solver_view_text(comm, solver);
+}
+
 }  // namespace seedtest
 #endif

@@ -74,8 +74,12 @@ PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, Petsc
 PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt hi);
 
 /// Reads -<prefix>lower, -<prefix>inner_steps and -<prefix>inner_step into `o` (`gd_steps` is the method's
-/// default T for gradient steps, shown in -help). Collective.
-void read_lower_update_options(petsc::OptionsReader& opts, LowerUpdateOptions& o, PetscInt gd_steps);
+/// default T for gradient steps, `auto_means` what the method resolves auto to; both shown in -help).
+/// Collective.
+void read_lower_update_options(petsc::OptionsReader& opts,
+                               LowerUpdateOptions& o,
+                               PetscInt gd_steps,
+                               const std::string& auto_means = "the problem's hint");
 
 /// Collective on the problem's communicator.
 class LowerUpdate {

@@ -96,6 +96,10 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
                                                       PreconditionerKind kind = PreconditionerKind::Cheap,
                                                       bool minibatch_only = false);
 
+/// Whether a lower batch of `batch_size` rows is the whole lower data set: batch_size <= 0, at least the
+/// lower set's size, or a problem without minibatches (no Capability::Stochastic). Not collective.
+bool full_lower_batch(BilevelProblem& problem, PetscInt batch_size);
+
 /// Smallest minibatch on which constant-step SGD in the problem's M is a method's default. A step
 /// 1/λ_max(M H_B) estimated on a few batches is exceeded by the rare batch whose rows carry most of a
 /// feature's curvature (M is the full data's diagonal); with constant steps such batches recur and the

@@ -38,6 +38,14 @@
 /// grows). In the metric H⁻¹ it is on unless given: that step contracts y − y*(x) by 1 − ξ_y λ, unstable
 /// once λ > 2/ξ_y = 4, which a CG preconditioned by logreg's Jacobi M (close to H⁻¹) reaches (measured in
 /// docs/benchmarks.md, "Defaults on a second LIBSVM set"). It did not help on hyperclean and is off there.
+/// On minibatches (-bilevel_batch_size below the lower data set) -bilevel_bome_lower auto takes gradient
+/// steps whatever the problem hints, and so the y-step has no metric H⁻¹: a Newton step on a minibatch
+/// jumps to that batch's minimiser, which no step size averages, and H_B⁻¹ of a minibatch Hessian is
+/// largest along the features the batch lacks. On ijcnn1 with batches of 64 (benchopt's protocol) the
+/// Newton ŷ and metric diverged (DIVERGED_LINEAR_SOLVE) on every seed at batches of 64, 128 and 256 and
+/// ended at 0.202–0.222 at 512 and 1024; gradient steps ended at 0.197–0.198 at 64, 128 and 1024
+/// (docs/benchmarks.md,
+/// "Newton steps on minibatches"). An explicit -bilevel_bome_lower newton still takes Newton steps.
 /// Options (-bilevel_bome_*): lower,
 /// inner_steps, inner_step, lower_step, precondition, normalize, eta, barrier, inner_warm_start.
 #include <petscviewer.h>
@@ -55,6 +63,7 @@
 #include "bilevel/blocks/reductions.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
@@ -89,7 +98,7 @@ class Bome : public Algorithm {
   }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    read_lower_update_options(opts, o_.lower, 10);
+    read_lower_update_options(opts, o_.lower, 10, "the problem's hint; gd on minibatches");
     o_.lower_step =
         opts.real("lower_step",
                   o_.lower_step,
@@ -120,7 +129,11 @@ class Bome : public Algorithm {
     BilevelProblem& p = ctx.problem;
     y_hat_ = p.create_lower_vec();
     BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
-    lower_.setup(p, ctx.x, y_hat_, o_.lower, 10);
+    batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
+    // auto on a minibatch: gradient steps whatever the problem hints (see the file comment)
+    LowerUpdateOptions lower = o_.lower;
+    if (lower.kind == LowerUpdateKind::Auto && !full_lower_batch(p, batch_)) lower.kind = LowerUpdateKind::Gd;
+    lower_.setup(p, ctx.x, y_hat_, lower, 10);
     pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner) &&
           p.hints().preconditioner_is_metric;
     metric_.reset();
@@ -162,7 +175,6 @@ class Bome : public Algorithm {
     qx_ = p.create_upper_vec();
     gx_hat_ = p.create_upper_vec();
     fx_ = p.create_upper_vec();
-    batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
     s_ = StepSamplers(ctx.seed);  // ŷ's steps: lower; the terms of q̂: hessian; ∇f: upper
   }
 

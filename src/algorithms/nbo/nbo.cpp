@@ -31,6 +31,12 @@
 /// regularisers fell (test log-loss 0.42 against 0.11 now). A T from κ = L/μ (as bome's metric budget) was
 /// measured and not taken: there L/μ reached 105/7e-6, every budget hit its cap, and SLEPc's μ estimates
 /// cost more than the solves (docs/benchmarks.md, "Defaults on a second LIBSVM set").
+/// Variant auto (the default): cg on full batches, sgd on minibatches (-bilevel_batch_size below the lower
+/// data set), as the paper pairs them. The cg variant on a minibatch is a Newton step to that batch's
+/// minimiser: no step size averages its noise, and H_B⁻¹ of a minibatch Hessian is largest along the
+/// features the batch lacks. On ijcnn1 it ended in DIVERGED_NAN on every seed at batches of 64, 256 and 512
+/// and on one of two at 1024, where sgd ran to the time limit (docs/benchmarks.md, "Newton steps on
+/// minibatches").
 /// Cost per iteration: 1 ∇_y g, 2 ∇f, 1 JVP and 2T+1 HVPs in T+1 passes (the first iteration, u_0 = 0: 2T
 /// HVPs in T passes).
 /// With a problem preconditioner (Capability::LowerPreconditioner) the cg variant is PCG on both systems
@@ -50,20 +56,24 @@
 #include "bilevel/blocks/two_system_solver.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
 namespace {
 
-/// NBO-GD, NBO-CG, NSBO-SGD or NSBO-SAGA.
-enum class NboVariant { Gd, Cg, Sgd, Saga };
-constexpr std::array<Named<NboVariant>, 4> kVariants{
-    {{"gd", NboVariant::Gd}, {"cg", NboVariant::Cg}, {"sgd", NboVariant::Sgd}, {"saga", NboVariant::Saga}}};
+/// NBO-GD, NBO-CG, NSBO-SGD or NSBO-SAGA; auto: NBO-CG on full batches, NSBO-SGD on minibatches.
+enum class NboVariant { Auto, Gd, Cg, Sgd, Saga };
+constexpr std::array<Named<NboVariant>, 5> kVariants{{{"auto", NboVariant::Auto},
+                                                      {"gd", NboVariant::Gd},
+                                                      {"cg", NboVariant::Cg},
+                                                      {"sgd", NboVariant::Sgd},
+                                                      {"saga", NboVariant::Saga}}};
 
 /// Settings of Nbo. Options database keys in brackets.
 struct NboOptions {
-  NboVariant variant = NboVariant::Cg;  ///< [-bilevel_nbo_variant gd|cg|sgd|saga]
+  NboVariant variant = NboVariant::Auto;  ///< [-bilevel_nbo_variant auto|gd|cg|sgd|saga]
   PetscInt inner_steps =
       0;  ///< [-bilevel_nbo_inner_steps] T (CG its / T+1 steps); 0: cg 5 with PCG, else 50; gd/sgd/saga 1
   PetscReal step = 0;  ///< [-bilevel_nbo_step] η of the gradient steps (gd, sgd); 0: 1/L
@@ -82,8 +92,13 @@ class Nbo : public Algorithm {
   std::string_view type() const override { return "nbo"; }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    o_.variant = read_choice(
-        opts, "variant", o_.variant, kVariants, "NBO-GD, NBO-CG, the stochastic NSBO-SGD or NSBO-SAGA");
+    o_.variant =
+        read_choice(opts,
+                    "variant",
+                    o_.variant,
+                    kVariants,
+                    "NBO-GD, NBO-CG, the stochastic NSBO-SGD or NSBO-SAGA (auto: cg on full batches, "
+                    "sgd on minibatches)");
     o_.inner_steps = opts.integer("inner_steps",
                                   o_.inner_steps,
                                   "T: CG iterations (cg) or T+1 gradient steps (gd, sgd); 0: cg 5 with the "
@@ -120,24 +135,28 @@ class Nbo : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
+    const bool stochastic = has(p.capabilities(), Capability::Stochastic);
+    // auto: the paper's deterministic NBO-CG on full batches, its stochastic NSBO-SGD on minibatches
+    variant_ = o_.variant != NboVariant::Auto                         ? o_.variant
+               : full_lower_batch(p, stochastic ? ctx.batch_size : 0) ? NboVariant::Cg
+                                                                      : NboVariant::Sgd;
     eta_ = o_.step;
     step_reductions_ = 0;
-    if (o_.variant != NboVariant::Cg && eta_ == 0) eta_ = 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
-    const bool stochastic = has(p.capabilities(), Capability::Stochastic);
+    if (variant_ != NboVariant::Cg && eta_ == 0) eta_ = 1.0 / resolve_lower_lipschitz(p, ctx.x, ctx.y);
     batch_ = 0;
     if (stochastic && ctx.batch_size > 0)
       batch_ = ctx.batch_size;
-    else if (stochastic && (o_.variant == NboVariant::Sgd || o_.variant == NboVariant::Saga))
+    else if (stochastic && (variant_ == NboVariant::Sgd || variant_ == NboVariant::Saga))
       batch_ = o_.batch_size;
     upper_batch_ = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
     two_.setup(ctx.y,
-               o_.variant == NboVariant::Cg && o_.precondition &&
+               variant_ == NboVariant::Cg && o_.precondition &&
                    has(p.capabilities(), Capability::LowerPreconditioner));
     // paper: T = 1 for NBO-GD, 5 for NBO-CG; plain CG to a residual of 1e-6 within 50 (see the file comment)
-    steps_ = o_.inner_steps > 0             ? o_.inner_steps
-             : o_.variant != NboVariant::Cg ? 1
-             : two_.preconditioned()        ? 5
-                                            : 50;
+    steps_ = o_.inner_steps > 0           ? o_.inner_steps
+             : variant_ != NboVariant::Cg ? 1
+             : two_.preconditioned()      ? 5
+                                          : 50;
     cg_rtol_ = o_.cg_rtol >= 0 ? o_.cg_rtol : two_.preconditioned() ? 1e-10 : 1e-6;
     gy_ = p.create_lower_vec();
     fy_ = p.create_lower_vec();
@@ -149,7 +168,7 @@ class Nbo : public Algorithm {
     u_zero_ = true;
     if (o_.warmup_newton > 0) newton_.setup(p, ctx.y, steps_);
     s_ = StepSamplers(ctx.seed);
-    if (o_.variant == NboVariant::Saga) setup_saga(p, ctx.seed);
+    if (variant_ == NboVariant::Saga) setup_saga(p, ctx.seed);
   }
 
   StepResult step(AlgorithmContext& ctx) override {
@@ -162,7 +181,7 @@ class Nbo : public Algorithm {
       const Batch wb = s_.hessian.draw(n.lower, batch_);
       newton_.run(p, ctx.x, ctx.y, o_.warmup_newton, wb);
     }
-    const bool saga = o_.variant == NboVariant::Saga;
+    const bool saga = variant_ == NboVariant::Saga;
     PetscInt islot = 0, oslot = 0;
     if (saga) {
       islot = saga_inner_.draw();
@@ -180,13 +199,13 @@ class Nbo : public Algorithm {
     // H_k v = ∇_y g from v = 0 and H_k u = ∇_y f from u_k (or from 0)
     const TwoSystemSolver::Systems systems{{gy_, fy_}, {v_, u_}, {true, u_zero_ || !o_.warm_start}};
     TwoSystemSolver::Report rep;
-    if (o_.variant == NboVariant::Cg) {
+    if (variant_ == NboVariant::Cg) {
       // T CG iterations on each system, one pass per iteration
       rep = two_.cg(p, ctx.x, ctx.y, s_.hessian.draw(n.lower, batch_), systems, steps_, cg_rtol_);
     } else {
       // T+1 steps  v <- v − η (H_k v − ∇_y g),  u <- u − η (H_k u − ∇_y f)   (NBO-GD Alg. 2 step 2; NSBO-SGD
       // with a fresh batch per step)
-      const bool sgd = o_.variant == NboVariant::Sgd && batch_ > 0;
+      const bool sgd = variant_ == NboVariant::Sgd && batch_ > 0;
       // NSBO-SAGA: a fresh slot per step, each product H v_i replaced by its SAGA direction
       PetscInt step_slot = 0;
       TwoSystemSolver::StepHooks hooks;
@@ -246,7 +265,7 @@ class Nbo : public Algorithm {
     state.add("nbo.eta", eta_);
     state.add("nbo.step_reductions", step_reductions_);
     state.add("nbo.", s_);
-    if (o_.variant != NboVariant::Saga) return;
+    if (variant_ != NboVariant::Saga) return;
     saga_inner_.declare_state(state, "nbo.saga_inner_slots");
     saga_outer_.declare_state(state, "nbo.saga_outer_slots");
     saga_steps_.declare_state(state, "nbo.saga_step_slots");
@@ -284,16 +303,16 @@ class Nbo : public Algorithm {
   }
 
   void view(PetscViewer viewer) const override {
-    const char* name = o_.variant == NboVariant::Cg    ? "NBO-CG"
-                       : o_.variant == NboVariant::Gd  ? "NBO-GD"
-                       : o_.variant == NboVariant::Sgd ? "NSBO-SGD"
-                                                       : "NSBO-SAGA";
+    const char* name = variant_ == NboVariant::Cg    ? "NBO-CG"
+                       : variant_ == NboVariant::Gd  ? "NBO-GD"
+                       : variant_ == NboVariant::Sgd ? "NSBO-SGD"
+                                                     : "NSBO-SAGA";
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
         viewer,
         "nbo: %s, inexact-Newton curvature-aware hypergradient (Dong, Yang, Yao & Zhang, ICML 2025)\n",
         name));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPushTab(viewer));
-    if (o_.variant == NboVariant::Cg)
+    if (variant_ == NboVariant::Cg)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
                                                 "variant cg: T = %d %s iterations per system, cg_rtol %g\n",
                                                 static_cast<int>(steps_),
@@ -303,7 +322,7 @@ class Nbo : public Algorithm {
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer,
           "variant %s: T+1 = %d gradient steps per system, step eta %g%s, adaptive %s (%d reductions)\n",
-          name_of(o_.variant, kVariants),
+          name_of(variant_, kVariants),
           static_cast<int>(steps_ + 1),
           eta_,
           o_.step == 0 ? " (from 1/L)" : "",
@@ -324,7 +343,7 @@ class Nbo : public Algorithm {
                                               "lower batch %d (0 = full), upper batch %d\n",
                                               static_cast<int>(batch_),
                                               static_cast<int>(upper_batch_)));
-    if (o_.variant == NboVariant::Saga)
+    if (variant_ == NboVariant::Saga)
       BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(
           viewer,
           "SAGA memory: %d training minibatches x (3 dy + dx) + %d validation x (dy + dx) = %.3g MiB\n",
@@ -336,7 +355,8 @@ class Nbo : public Algorithm {
 
  private:
   NboOptions o_;
-  PetscReal cg_rtol_ = 0;  // after the default
+  NboVariant variant_ = NboVariant::Cg;  // after auto
+  PetscReal cg_rtol_ = 0;                // after the default
   PetscReal eta_ = 0;
   PetscInt steps_ = 0;  // T after the variant default
   PetscInt step_reductions_ = 0;
