@@ -27,6 +27,15 @@ double counter_normal(std::uint64_t seed, std::uint64_t stream, std::uint64_t co
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
+std::pair<double, double> counter_normal_pair(std::uint64_t seed,
+                                              std::uint64_t stream,
+                                              std::uint64_t counter) {
+  const double u1 = 1.0 - counter_uniform(seed, stream, 2 * counter);
+  const double u2 = counter_uniform(seed, stream, 2 * counter + 1);
+  const double r = std::sqrt(-2.0 * std::log(u1)), t = 2.0 * M_PI * u2;
+  return {r * std::cos(t), r * std::sin(t)};
+}
+
 Batch BatchSampler::next(PetscInt n, PetscInt size) {
   const std::uint64_t draw = draws_++;
   if (size <= 0 || size >= n) return Batch::all();

@@ -251,17 +251,33 @@ const PetscScalar* TrackedModel::get(LocalColumns& cols, Vec y) {
 
 const PetscScalar* ExpRegularisers::of(Vec x, bool scalar) {
   if (scalar) {
-    lam_.assign(1, std::exp(gather_.gather(x)[0]));
-    return lam_.data();
+    scalar_.assign(1, std::exp(gather_.gather(x)[0]));
+    return scalar_.data();
   }
   const VecKey now = vec_key(x);
-  if (now == key_ && !lam_.empty()) return lam_.data();
-  key_ = now;
+  ++clock_;
+  for (Entry& e : cache_)
+    if (e.key == now) {
+      e.last_use = clock_;
+      return e.lam.data();
+    }
   petsc::ReadView xv(x);
-  lam_.resize(static_cast<std::size_t>(xv.size()));
-  for (PetscInt j = 0; j < xv.size(); ++j)
-    lam_[static_cast<std::size_t>(j)] = std::exp(xv[j]);  // λ_j = e^{x_j}
-  return lam_.data();
+  const auto n = static_cast<std::size_t>(xv.size());
+  const std::size_t capacity = std::clamp<std::size_t>(
+      kMaxBytes / (sizeof(PetscScalar) * std::max<std::size_t>(n, 1)), 1, kMaxEntries);
+  Entry* slot = nullptr;
+  if (cache_.size() < capacity) {
+    slot = &cache_.emplace_back();
+  } else {
+    slot = &*std::min_element(
+        cache_.begin(), cache_.end(), [](const Entry& a, const Entry& b) { return a.last_use < b.last_use; });
+  }
+  ++evaluations_;
+  slot->key = now;
+  slot->last_use = clock_;
+  slot->lam.resize(n);
+  for (std::size_t j = 0; j < n; ++j) slot->lam[j] = std::exp(xv[static_cast<PetscInt>(j)]);  // λ_j = e^{x_j}
+  return slot->lam.data();
 }
 
 petsc::VecHandle create_feature_vec(

@@ -212,16 +212,31 @@ class TrackedModel {
 
 /// λ = e^x for the log-regularised problems (logreg, softmax): of the local entries of a per-feature x, or of
 /// a scalar x gathered to every rank. Per-feature λ is recomputed only when x's local content changed (its
-/// VecKey), not per call. Collective on x's communicator (the scalar gather).
+/// VecKey), not per call, and the λ of the last few x are kept (least recently used first out, at most
+/// kMaxEntries and kMaxBytes per rank): a caller that alternates among several points (zeroth-order paths
+/// at x and x + μ u_j stepping side by side) then computes each e^x once per point instead of once per call.
+/// Collective on x's communicator (the scalar gather).
 class ExpRegularisers {
  public:
   /// λ_j = e^{x_j} (local entries) or λ = e^x (one replicated value), valid until the next call.
   const PetscScalar* of(Vec x, bool scalar);
 
+  /// How many times e^x was computed for a per-feature x (cache misses). Not collective.
+  std::uint64_t evaluations() const { return evaluations_; }
+
+  static constexpr std::size_t kMaxEntries = 16;
+  static constexpr std::size_t kMaxBytes = std::size_t{64} << 20;
+
  private:
+  struct Entry {
+    VecKey key;
+    std::uint64_t last_use = 0;
+    std::vector<PetscScalar> lam;
+  };
   Gatherer gather_;
-  std::vector<PetscScalar> lam_;
-  VecKey key_;
+  std::vector<PetscScalar> scalar_;
+  std::vector<Entry> cache_;
+  std::uint64_t clock_ = 0, evaluations_ = 0;
 };
 
 /// A per-feature upper Vec: one entry on rank 0 (scalar), or features [begin, min(end, n_features)) on this

@@ -479,6 +479,11 @@ PetscReal LogregProblem::lower_value_impl(Vec x, Vec y, const Batch& batch) {
 
 void LogregProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) {
   check_layouts(x, y);
+  data_grad_y(y, batch, gy);
+  add_regulariser_grad(x, y, gy);
+}
+
+void LogregProblem::data_grad_y(Vec y, const Batch& batch, Vec gy) {
   Side& side = *train_;
   const PetscScalar* yf = model_of(side, y);
   PetscScalar* acc =
@@ -487,6 +492,9 @@ void LogregProblem::lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) 
   PetscInt n = 0;
   loss_pass(side, batch, yf, acc, &n, false);
   sums_to(side, acc, 1.0 / static_cast<PetscReal>(n), gy);  // (1/n) Σ r_i [a_i; 1]
+}
+
+void LogregProblem::add_regulariser_grad(Vec x, Vec y, Vec gy) {
   const PetscScalar* lam = regularisers(x);
   petsc::ReadView yv(y);
   petsc::WriteView out(gy);

@@ -356,4 +356,19 @@ std::int64_t LogregProblem::hvp_pass_bytes() const {
   return nnz * 12 + (rows + 1) * 4 + rows * 8;
 }
 
+/// ∇_y g(x_j, y; B) for several x_j at one y (zeroth-order paths start at one y⁰). The data
+/// term (1/n) Σ_{i ∈ B} r_i [a_i; 1] does not depend on x, so one pass over the batch's rows serves every
+/// x_j, and each output adds its own λ(x_j) ∘ w: the same operations, in the same order, as
+/// lower_grad_y_impl per output, so the results are identical to m single calls.
+void LogregProblem::lower_grad_y_multi_impl(std::span<const Vec> xs,
+                                            Vec y,
+                                            const Batch& batch,
+                                            std::span<const Vec> gys) {
+  if (xs.empty()) return;
+  for (Vec x : xs) check_layouts(x, y);
+  data_grad_y(y, batch, gys[0]);
+  for (std::size_t j = 1; j < gys.size(); ++j) BILEVEL_PETSC_CALL(VecCopy(gys[0], gys[j]));
+  for (std::size_t j = 0; j < gys.size(); ++j) add_regulariser_grad(xs[j], y, gys[j]);
+}
+
 }  // namespace bilevel

@@ -58,4 +58,21 @@ TEST(CounterRandom, NormalDrawsHaveUnitVariance) {
   EXPECT_NEAR(sq / n, 1.0, 0.05);
 }
 
+// Box-Muller's cosine and sine of one pair of draws: the first is counter_normal's number; the second is
+// standard normal too and uncorrelated with the first.
+TEST(CounterRandom, NormalPairsStartWithTheSingleNormalAndTheirSecondIsAnIndependentNormal) {
+  double sum = 0, sq = 0, cross = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    const auto [a, b] = bilevel::counter_normal_pair(1, 2, static_cast<std::uint64_t>(i));
+    EXPECT_EQ(a, bilevel::counter_normal(1, 2, static_cast<std::uint64_t>(i)));
+    sum += b;
+    sq += b * b;
+    cross += a * b;
+  }
+  EXPECT_NEAR(sum / n, 0.0, 0.03);
+  EXPECT_NEAR(sq / n, 1.0, 0.05);
+  EXPECT_NEAR(cross / n, 0.0, 0.03);
+}
+
 }  // namespace

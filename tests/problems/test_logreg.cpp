@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../../src/problems/data_parallel.hpp"
 #include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -267,6 +268,65 @@ TEST_P(LogregTest, HvpMultiMatchesSingleProducts) {
 
   for (int q = 0; q < 3; ++q) EXPECT_LT(rel_diff(gather(out[q]), gather(single[q])), 1e-13);
   EXPECT_EQ(p.counts().hvp, 6);
+}
+
+// Zeroth-order paths start at one y⁰ from several x_j: lower_grad_y_multi makes one data pass for all and
+// must equal the single gradients bit for bit (and the serial reference), on the full data and a minibatch.
+TEST_P(LogregTest, GradientsAtSeveralXAndOneYEqualTheSingleGradientsBitForBit) {
+  auto& p = *problem_;
+  std::vector<bilevel::petsc::VecHandle> xs, multi, single;
+  for (int q = 0; q < 3; ++q) {
+    xs.push_back(p.create_upper_vec());
+    VecCopy(x_, xs.back());
+    auto shift = p.create_upper_vec();
+    testdata::fill(shift, [q](PetscInt j) { return 0.3 * q * std::sin(1.0 + j); });
+    VecAXPY(xs.back(), 1.0, shift);
+    multi.push_back(p.create_lower_vec());
+    single.push_back(p.create_lower_vec());
+  }
+  std::vector<Vec> vx = {xs[0], xs[1], xs[2]}, vout = {multi[0], multi[1], multi[2]};
+  const std::vector<PetscInt> idx = {1, 2, 7, 19, 30, 44};
+  const auto r = ref();
+  for (const Batch& batch : {Batch::all(), Batch::of(idx)}) {
+    p.lower_grad_y_multi(vx, y_, batch, vout);
+    for (int q = 0; q < 3; ++q) p.lower_grad_y(xs[q], y_, batch, single[q]);
+    const auto rows = batch.full ? Reference::all(tr_) : idx;
+    for (int q = 0; q < 3; ++q) {
+      EXPECT_EQ(gather(multi[q]), gather(single[q])) << q;
+      EXPECT_LT(rel_diff(gather(multi[q]), r.g_grad(gather(xs[q]), gather(y_), rows)), 1e-12) << q;
+    }
+  }
+  EXPECT_EQ(p.counts().grad_g, 12);
+}
+
+// e^x is cached per point: alternating among three x computes each once; a point changed in place is
+// recomputed; beyond kMaxEntries points the least recently used one goes first.
+TEST(ExpRegularisers, AlternatingPointsComputeEachExponentialOnceAndAChangedPointAgain) {
+  std::vector<bilevel::petsc::VecHandle> xs;
+  for (int q = 0; q < 20; ++q) {
+    xs.emplace_back();
+    VecCreateMPI(PETSC_COMM_WORLD, PETSC_DECIDE, 7, xs.back().out());
+    testdata::fill(xs.back(), [q](PetscInt j) { return -1.0 + 0.1 * q + 0.2 * j; });
+  }
+  bilevel::detail::ExpRegularisers lam;
+  const auto check = [&](int q) {
+    const PetscScalar* l = lam.of(xs[static_cast<std::size_t>(q)], false);
+    const auto x = gather(xs[static_cast<std::size_t>(q)]);
+    PetscInt lo = 0, hi = 0;
+    VecGetOwnershipRange(xs[static_cast<std::size_t>(q)], &lo, &hi);
+    for (PetscInt i = lo; i < hi; ++i) EXPECT_EQ(l[i - lo], std::exp(x[static_cast<std::size_t>(i)]));
+  };
+  for (int round = 0; round < 5; ++round)
+    for (int q = 0; q < 3; ++q) check(q);
+  EXPECT_EQ(lam.evaluations(), 3u);
+  VecScale(xs[1], 0.5);  // same Vec, new content
+  check(1);
+  check(0);
+  EXPECT_EQ(lam.evaluations(), 4u);
+  for (int q = 3; q < 3 + static_cast<int>(bilevel::detail::ExpRegularisers::kMaxEntries); ++q) check(q);
+  EXPECT_EQ(lam.evaluations(), 4u + bilevel::detail::ExpRegularisers::kMaxEntries);
+  check(1);  // evicted (least recently used), computed again
+  EXPECT_EQ(lam.evaluations(), 5u + bilevel::detail::ExpRegularisers::kMaxEntries);
 }
 
 TEST_P(LogregTest, JvpMatchesTheCrossDerivative) {

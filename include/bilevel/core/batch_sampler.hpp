@@ -3,6 +3,7 @@
 #include <petscsys.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "bilevel/core/problem.hpp"
@@ -16,6 +17,11 @@ std::uint64_t counter_random(std::uint64_t seed, std::uint64_t stream, std::uint
 double counter_uniform(std::uint64_t seed, std::uint64_t stream, std::uint64_t counter);
 /// Standard normal (Box-Muller on two counter_uniform draws).
 double counter_normal(std::uint64_t seed, std::uint64_t stream, std::uint64_t counter);
+/// Two independent standard normals from the same two draws (Box-Muller's cosine and sine: one logarithm,
+/// square root and sincos for both); the first equals counter_normal(seed, stream, counter). Not collective.
+std::pair<double, double> counter_normal_pair(std::uint64_t seed,
+                                              std::uint64_t stream,
+                                              std::uint64_t counter);
 
 /// The counter_random streams of the methods' samplers and generators, one number each, so no two draws
 /// of a run share a stream (the problems' own generators use streams >= 100, the derivative checker its

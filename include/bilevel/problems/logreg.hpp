@@ -156,6 +156,10 @@ class LogregProblem final : public BilevelProblem {
   void upper_grad_impl(Vec x, Vec y, const Batch& batch, Vec gx, Vec gy) override;
   PetscReal lower_value_impl(Vec x, Vec y, const Batch& batch) override;
   void lower_grad_y_impl(Vec x, Vec y, const Batch& batch, Vec gy) override;
+  void lower_grad_y_multi_impl(std::span<const Vec> x,
+                               Vec y,
+                               const Batch& batch,
+                               std::span<const Vec> gy) override;
   void lower_grad_x_impl(Vec x, Vec y, const Batch& batch, Vec gx) override;
   void lower_hvp_impl(Vec x, Vec y, const Batch& batch, Vec w, Vec out) override;
   void lower_hvp_multi_impl(
@@ -185,6 +189,10 @@ class LogregProblem final : public BilevelProblem {
   const PetscScalar* model_of(Side& side, Vec y);
   /// out = scale · (the side's model-sized sums acc, added over ranks onto y's layout). Collective.
   void sums_to(Side& side, const PetscScalar* acc, PetscReal scale, Vec out);
+  /// gy = (1/n) Σ_{i ∈ batch} r_i [a_i; 1], the data term of ∇_y g (it does not depend on x). Collective.
+  void data_grad_y(Vec y, const Batch& batch, Vec gy);
+  /// gy += λ(x) ∘ w, the regulariser's term of ∇_y g (features only). Not collective for per-feature x.
+  void add_regulariser_grad(Vec x, Vec y, Vec gy);
   void check_layouts(Vec x, Vec y) const;
   std::optional<PetscReal> data_lipschitz_;  // L_data of lower_lipschitz_bound, computed at the first call
   /// max_i ||[a_i 1]||² and mean_i ||[a_i 1]||² of the training and validation rows (smoothness_constants),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/petsc/error.hpp"
@@ -135,10 +136,18 @@ void Directions::form(std::span<const Vec> u) {
     return;
   }
   const bool orthogonal = type_ == DirectionType::Orthogonal;
-  // Entry i of u_j: counter_normal(seed, 7, (k Q + j) dx + i), j 0-based.
+  // Entries 2m and 2m+1 of u_j: the cosine and sine normal of counter_normal_pair(seed, 7, (k Q + j) ⌈dx/2⌉
+  // + m), j 0-based (one Box-Muller draw for two entries).
+  const std::uint64_t half = (static_cast<std::uint64_t>(dim_) + 1) / 2;
+  auto pair_of = [&](std::size_t j, PetscInt i) {
+    return counter_normal_pair(
+        seed_,
+        kStreamDirections,
+        (static_cast<std::uint64_t>(k_) * q + j) * half + static_cast<std::uint64_t>(i) / 2);
+  };
   auto entry = [&](std::size_t j, PetscInt i) {
-    const std::uint64_t base = (static_cast<std::uint64_t>(k_) * q + j) * static_cast<std::uint64_t>(dim_);
-    return counter_normal(seed_, kStreamDirections, base + static_cast<std::uint64_t>(i));
+    const auto [c, s] = pair_of(j, i);
+    return i % 2 == 0 ? c : s;
   };
   if (restricted_) {
     // Every rank draws the rows of the d × Q block it needs (all of them to orthonormalise: redundant work,
@@ -162,7 +171,10 @@ void Directions::form(std::span<const Vec> u) {
   }
   for (std::size_t j = 0; j < q; ++j) {
     petsc::WriteView w(u[j]);
-    for (PetscInt i = lo; i < hi; ++i) w[i - lo] = entry(j, i);
+    PetscInt i = lo;
+    if (i % 2 == 1 && i < hi) w[0] = entry(j, i++);
+    for (; i + 1 < hi; i += 2) std::tie(w[i - lo], w[i + 1 - lo]) = pair_of(j, i);
+    if (i < hi) w[i - lo] = entry(j, i);
   }
   if (!orthogonal) return;
   // Modified Gram-Schmidt on the distributed vectors, blocks of min(Q, dx), norms √dx.
