@@ -126,6 +126,16 @@ TEST(Ttsa, IteratesAreTheSameOnOneRankAndOnAllRanks) {
   }
 }
 
+// The spectrum's Q = ⌈ln 100/(ημ)⌉ is 230,000 at κ = 1e5; the default stops at kMaxSeriesTerms (as
+// stocbio's), the user's neumann_steps is taken as given.
+TEST(Ttsa, TheDefaultSeriesLengthIsCappedAt5000TermsAndTheUsersIsNot) {
+  const std::string capped = seedtest::view_text(PETSC_COMM_WORLD, quad(1e5), "ttsa");
+  EXPECT_NE(capped.find("Q = 5000 terms"), std::string::npos) << capped;
+  Options o{{"-bilevel_ttsa_neumann_steps", "6000"}};
+  const std::string given = seedtest::view_text(PETSC_COMM_WORLD, quad(1e5), "ttsa");
+  EXPECT_NE(given.find("Q = 6000 terms"), std::string::npos) << given;
+}
+
 TEST(Ttsa, ViewStatesTheVariantReferenceAndSchedules) {
   {
     const std::string text = seedtest::view_text(PETSC_COMM_WORLD, quad(100), "ttsa");

@@ -68,6 +68,11 @@ class LowerSpectrum {
 /// clamped to [lo, hi]. Not collective.
 PetscInt terms_for_contraction(PetscReal rate, PetscReal eps, PetscInt lo, PetscInt hi);
 
+/// Most terms a Neumann series takes by default (stocbio, ttsa): the count from the spectrum grows as κ
+/// ln(1/eps), and at κ = 1e5 (spectral_logsumexp) ttsa's 461,000 products made one iteration of its 12 s
+/// suite budget (docs/benchmarks.md); the user's -bilevel_<method>_neumann_steps is not capped.
+inline constexpr PetscInt kMaxSeriesTerms = 5000;
+
 /// CG iterations that reduce the H-norm error of an SPD system of condition κ = L/μ by `eps`: the classical
 /// bound ||e_k||_H <= 2 ((√κ − 1)/(√κ + 1))^k ||e_0||_H gives k = ⌈½ √κ ln(2/eps)⌉, clamped to [lo, hi].
 /// Not collective.

@@ -84,8 +84,8 @@ class Stocbio : public Algorithm {
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
     const PetscInt n = p.dataset_sizes().lower;
     // one pass over the training samples per series (file comment); no cap with full batches
-    max_terms_ =
-        batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxTerms, (n + batch_ - 1) / batch_) : kMaxTerms;
+    max_terms_ = batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxSeriesTerms, (n + batch_ - 1) / batch_)
+                                          : kMaxSeriesTerms;
     pc_ = (precondition_given_ ? o_.precondition : preconditioned_steps_by_default(p, batch_)) &&
           has(p.capabilities(), Capability::LowerPreconditioner);
     need_spectrum_ = !pc_ && (o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0);
@@ -189,7 +189,6 @@ class Stocbio : public Algorithm {
   static constexpr PetscReal kSeriesAccuracy = 1e-4;
   // with minibatches the estimate's sampling error (tens of percent at batch 256) dominates a 1e-2 bias
   static constexpr PetscReal kSeriesAccuracyMinibatch = 1e-2;
-  static constexpr PetscInt kMaxTerms = 5000;
   static constexpr PetscInt kPreconditionedTerms = 50;
   bool pc_ = false;                  // the series in the problem's M
   bool precondition_given_ = false;  // -bilevel_stocbio_precondition given
@@ -200,7 +199,7 @@ class Stocbio : public Algorithm {
   PetscReal eta_y_ = 0, eta_n_ = 0;
   bool follow_bound_ = false;  // default steps 1/L from the problem's bound L(x), renewed every iteration
   PetscInt batch_ = 0;
-  PetscInt max_terms_ = kMaxTerms;  // kMaxTerms, or ⌈n/b⌉ with minibatches
+  PetscInt max_terms_ = kMaxSeriesTerms;  // kMaxSeriesTerms, or ⌈n/b⌉ with minibatches
   LowerUpdate lower_;
   NeumannSolver neumann_;
   ImplicitStep implicit_;

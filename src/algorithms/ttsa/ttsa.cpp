@@ -16,19 +16,20 @@
 /// constant steps and the expected truncation, the only noise left being the method's own.
 /// Defaults: β_0 = 1/L (problem bound L(x) where it has one, else hint or SLEPc); η = 2/(L + μ) where the
 /// problem states μ (the fastest Richardson series), else 1/L; Q = ⌈ln 100/(η μ)⌉ where μ is known (series
-/// bias (1 − ημ)^Q <= 1e-2), else 10 (benchopt). No v is carried between iterations (the method's design),
-/// so every iteration pays Q ≈ (κ/2) ln 100 products: on the condition-100 quadratic 5,000 iterations are
-/// ~1.2M HVPs, several minutes at 2 ranks (tests/algorithms/test_ttsa.cpp states the limit).
-/// Cost: T ∇_y g + p HVP (E p = (Q − 1)/2; Q expected) + 1 JVP + 1 ∇f.
-/// In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_ttsa_precondition, default
-/// on; not in the papers): the SGD steps y <- y − β_k M ∇_y g and the series (HIA or expected) of
-/// (M H)⁻¹ M = H⁻¹, M built at (x_k, y_k) every iteration; β_0 = η = 1/λ_max(M H_B) (full batch and three
+/// bias (1 − ημ)^Q <= 1e-2; at most kMaxSeriesTerms = 5,000, as stocbio), else 10 (benchopt). No v is carried
+/// between iterations (the method's design), so every iteration pays Q ≈ (κ/2) ln 100 products: on the
+/// condition-100 quadratic 5,000 iterations are ~1.2M HVPs, several minutes at 2 ranks
+/// (tests/algorithms/test_ttsa.cpp states the limit). Cost: T ∇_y g + p HVP (E p = (Q − 1)/2; Q expected) + 1
+/// JVP + 1 ∇f. In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_ttsa_precondition,
+/// default on; not in the papers): the SGD steps y <- y − β_k M ∇_y g and the series (HIA or expected) of (M
+/// H)⁻¹ M = H⁻¹, M built at (x_k, y_k) every iteration; β_0 = η = 1/λ_max(M H_B) (full batch and three
 /// minibatches, power steps), renewed every 10 iterations, Q = 10 (no μ of M H); docs/benchmarks.md,
 /// "Defaults on a second LIBSVM set", has the measurement.
 /// Options (-bilevel_ttsa_*): variant, inner_steps, inner_step, neumann_steps, neumann_eta, truncation,
 /// upper_decay, lower_decay, batch_size, precondition.
 #include <petscviewer.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <optional>
@@ -37,6 +38,7 @@
 #include "bilevel/blocks/implicit_step.hpp"
 #include "bilevel/blocks/linear_solver.hpp"
 #include "bilevel/blocks/lower_steps.hpp"
+#include "bilevel/blocks/lower_update.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/batch_sampler.hpp"
 #include "bilevel/core/checkpoint.hpp"
@@ -79,11 +81,11 @@ class Ttsa : public Algorithm {
         read_choice(opts, "variant", o_.variant, kTtsaVariants, "TTSA (single loop) or BSA (inner loop)");
     o_.inner_steps = opts.integer("inner_steps", o_.inner_steps, "SGD steps on y per iteration (bsa)", 1);
     o_.inner_step = opts.real("inner_step", o_.inner_step, "step beta_0 on y (0: 1/L)", 0.0);
-    o_.neumann_steps =
-        opts.integer("neumann_steps",
-                     o_.neumann_steps,
-                     "Q of the Neumann series (0: ceil(ln 100/(eta mu)) where mu is known, else 10)",
-                     0);
+    o_.neumann_steps = opts.integer(
+        "neumann_steps",
+        o_.neumann_steps,
+        "Q of the Neumann series (0: ceil(ln 100/(eta mu)) where mu is known, at most 5000; else 10)",
+        0);
     o_.neumann_eta = opts.real(
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) where mu is known, else 1/L)", 0.0);
     o_.truncation =
@@ -130,8 +132,10 @@ class Ttsa : public Algorithm {
     // η = 2/(L + μ) where μ is known: the Richardson step with the fastest series, ratio (κ−1)/(κ+1)
     eta_ = o_.neumann_eta > 0 ? o_.neumann_eta : mu && *mu > 0 && *mu < L ? 2.0 / (L + *mu) : 1.0 / L;
     q_ = o_.neumann_steps;
-    if (q_ == 0)  // bias of the series (1 − ημ)^Q <= 1e-2
-      q_ = mu && *mu > 0 ? static_cast<PetscInt>(std::ceil(std::log(100.0) / (eta_ * *mu))) : 10;
+    if (q_ == 0)  // bias of the series (1 − ημ)^Q <= 1e-2, at most kMaxSeriesTerms
+      q_ = mu && *mu > 0 ? static_cast<PetscInt>(std::min<double>(std::ceil(std::log(100.0) / (eta_ * *mu)),
+                                                                  static_cast<double>(kMaxSeriesTerms)))
+                         : 10;
     upper_batch_ = !stochastic ? 0 : (ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_);
     const DatasetSizes n = p.dataset_sizes();
     const bool minibatches = (batch_ > 0 && batch_ < n.lower) || (upper_batch_ > 0 && upper_batch_ < n.upper);
