@@ -130,12 +130,8 @@ TEST(Bome, OnLogregTheNewtonMetricOnYLowersTheValidationLossFasterThanThePlainSt
 // metric H⁻¹), but takes gradient steps on minibatches, with no metric (on ijcnn1 with batches of 64 to
 // 256 the Newton ŷ and metric diverged on every seed); an explicit -bilevel_bome_lower newton wins.
 TEST(Bome, OnLogregMinibatchesTheAutoLowerUpdateTakesGradientStepsAndAnExplicitNewtonWins) {
-  const std::string full = seedtest::logreg_view_text(PETSC_COMM_WORLD, {{"-bilevel_type", "bome"}});
-  const std::string mini = seedtest::logreg_view_text(
-      PETSC_COMM_WORLD, {{"-bilevel_type", "bome"}, {"-bilevel_batch_size", "64"}});
-  const std::string forced = seedtest::logreg_view_text(
-      PETSC_COMM_WORLD,
-      {{"-bilevel_type", "bome"}, {"-bilevel_batch_size", "64"}, {"-bilevel_bome_lower", "newton"}});
+  const auto [full, mini, forced] =
+      seedtest::batch_default_views(PETSC_COMM_WORLD, "bome", "-bilevel_bome_lower", "newton");
   EXPECT_NE(full.find("lower newton"), std::string::npos) << full;
   EXPECT_NE(full.find("metric on y H^-1 by CG"), std::string::npos) << full;
   EXPECT_NE(mini.find("lower gd"), std::string::npos) << mini;

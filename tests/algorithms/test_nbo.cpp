@@ -320,12 +320,8 @@ TEST(NboSaga, IteratesAreTheSameOnOneRankAndOnAllRanksAndTheViewStatesTheMemory)
 // variant on a 64-row Hessian is a Newton step to that batch's minimiser: DIVERGED_NAN on ijcnn1); an
 // explicit -bilevel_nbo_variant wins.
 TEST(Nbo, AutoTakesConjugateGradientsOnFullBatchesAndGradientStepsOnMinibatchesAndAnExplicitVariantWins) {
-  const std::string full = seedtest::logreg_view_text(PETSC_COMM_WORLD, {{"-bilevel_type", "nbo"}});
-  const std::string mini =
-      seedtest::logreg_view_text(PETSC_COMM_WORLD, {{"-bilevel_type", "nbo"}, {"-bilevel_batch_size", "64"}});
-  const std::string forced = seedtest::logreg_view_text(
-      PETSC_COMM_WORLD,
-      {{"-bilevel_type", "nbo"}, {"-bilevel_batch_size", "64"}, {"-bilevel_nbo_variant", "cg"}});
+  const auto [full, mini, forced] =
+      seedtest::batch_default_views(PETSC_COMM_WORLD, "nbo", "-bilevel_nbo_variant", "cg");
   EXPECT_NE(full.find("nbo: NBO-CG"), std::string::npos) << full;
   EXPECT_NE(mini.find("nbo: NSBO-SGD"), std::string::npos) << mini;
   EXPECT_NE(mini.find("lower batch 64"), std::string::npos) << mini;

@@ -311,5 +311,20 @@ inline std::string logreg_view_text(MPI_Comm comm, std::vector<std::pair<std::st
   return solver_view_text(comm, solver);
 }
 
+/// The -bilevel_view texts of `method` on that logreg with a full lower batch, with minibatches of 64 rows,
+/// and with minibatches of 64 and the option `-key value` given (a default chosen by batch size, and the
+/// user's value winning over it). Collective on comm.
+struct BatchDefaultViews {
+  std::string full, mini, given;
+};
+inline BatchDefaultViews batch_default_views(MPI_Comm comm,
+                                             const std::string& method,
+                                             const std::string& key,
+                                             const std::string& value) {
+  return {logreg_view_text(comm, {{"-bilevel_type", method}}),
+          logreg_view_text(comm, {{"-bilevel_type", method}, {"-bilevel_batch_size", "64"}}),
+          logreg_view_text(comm, {{"-bilevel_type", method}, {"-bilevel_batch_size", "64"}, {key, value}})};
+}
+
 }  // namespace seedtest
 #endif

@@ -112,6 +112,10 @@ inline constexpr PetscInt kMinPreconditionedBatch = 128;
 /// data set) or holds at least kMinPreconditionedBatch rows. Not collective.
 bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_size);
 
+/// Whether such a method steps in M: the user's -bilevel_<method>_precondition when `given`, else
+/// preconditioned_steps_by_default; false whenever the problem has no M. Not collective.
+bool resolve_preconditioned_steps(BilevelProblem& problem, PetscInt batch_size, bool given, bool value);
+
 /// The renewal of such a bound while x moves the lower curvature (steps 1/λ_max(M H_B) of stocbio, ttsa, itd
 /// and pzobo): at outer iteration k > 0 with k % period == 0, estimate_preconditioned_lipschitz_minibatch on
 /// three fresh minibatches (seed + k, the cheap M; the full batch when batch_size is 0), else nullopt. A

@@ -44,8 +44,8 @@
 /// largest along the features the batch lacks. On ijcnn1 with batches of 64 (benchopt's protocol) the
 /// Newton ŷ and metric diverged (DIVERGED_LINEAR_SOLVE) on every seed at batches of 64, 128 and 256 and
 /// ended at 0.202–0.222 at 512 and 1024; gradient steps ended at 0.197–0.198 at 64, 128 and 1024
-/// (docs/benchmarks.md,
-/// "Newton steps on minibatches"). An explicit -bilevel_bome_lower newton still takes Newton steps.
+/// (docs/benchmarks.md, "Newton steps on minibatches"). An explicit -bilevel_bome_lower newton still takes
+/// Newton steps.
 /// Options (-bilevel_bome_*): lower,
 /// inner_steps, inner_step, lower_step, precondition, normalize, eta, barrier, inner_warm_start.
 #include <petscviewer.h>

@@ -100,8 +100,7 @@ class Itd : public Algorithm {
     const ProblemHints h = p.hints();
     const DatasetSizes n = p.dataset_sizes();
     batch_ = n.lower > 0 ? ctx.batch_size : 0;
-    pc_ = (precondition_given_ ? o_.precondition : preconditioned_steps_by_default(p, batch_)) &&
-          has(p.capabilities(), Capability::LowerPreconditioner);
+    pc_ = resolve_preconditioned_steps(p, batch_, precondition_given_, o_.precondition);
     const std::optional<PetscReal> bound =
         o_.inner_step > 0 || pc_ ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
     follow_bound_ = bound.has_value();

@@ -86,8 +86,7 @@ class Stocbio : public Algorithm {
     // one pass over the training samples per series (file comment); no cap with full batches
     max_terms_ = batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxSeriesTerms, (n + batch_ - 1) / batch_)
                                           : kMaxSeriesTerms;
-    pc_ = (precondition_given_ ? o_.precondition : preconditioned_steps_by_default(p, batch_)) &&
-          has(p.capabilities(), Capability::LowerPreconditioner);
+    pc_ = resolve_preconditioned_steps(p, batch_, precondition_given_, o_.precondition);
     need_spectrum_ = !pc_ && (o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0);
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     follow_bound_ = need_spectrum_ && p.lower_lipschitz_bound(ctx.x).has_value();
