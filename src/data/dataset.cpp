@@ -42,15 +42,25 @@ petsc::MatHandle create_dense(PetscInt m, PetscInt n, PetscScalar** array, Petsc
   return dense;
 }
 
-petsc::MatHandle csr_to_dense(const LocalCsr& csr, PetscInt n_cols) {
-  const PetscInt m = csr.rows();
+/// The sequential AIJ block `a` as a MATSEQDENSE of n_cols columns. Not collective.
+petsc::MatHandle csr_to_dense(Mat a, PetscInt n_cols) {
+  // The CSR arrays are read where they are (MatGetRowIJ and the value array): no copy of the matrix.
+  PetscInt m = 0;
+  const PetscInt* ia = nullptr;
+  const PetscInt* ja = nullptr;
+  PetscBool done = PETSC_FALSE;
+  BILEVEL_PETSC_CALL(MatGetRowIJ(a, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
+  if (!done) throw Error("MatGetRowIJ: the local block is not a sequential AIJ matrix");
+  const PetscScalar* values = nullptr;
+  BILEVEL_PETSC_CALL(MatSeqAIJGetArrayRead(a, &values));
   PetscScalar* array = nullptr;
   PetscInt lda = 0;
   petsc::MatHandle dense = create_dense(m, n_cols, &array, &lda);
   for (PetscInt i = 0; i < m; ++i)
-    for (PetscInt k = csr.row_ptr[i]; k < csr.row_ptr[i + 1]; ++k)
-      array[i + static_cast<std::size_t>(csr.cols[k]) * lda] = csr.vals[k];
+    for (PetscInt k = ia[i]; k < ia[i + 1]; ++k) array[i + static_cast<std::size_t>(ja[k]) * lda] = values[k];
   BILEVEL_PETSC_CALL(MatDenseRestoreArray(dense, &array));
+  BILEVEL_PETSC_CALL(MatSeqAIJRestoreArrayRead(a, &values));
+  BILEVEL_PETSC_CALL(MatRestoreRowIJ(a, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
   BILEVEL_PETSC_CALL(MatAssemblyBegin(dense, MAT_FINAL_ASSEMBLY));
   BILEVEL_PETSC_CALL(MatAssemblyEnd(dense, MAT_FINAL_ASSEMBLY));
   return dense;
@@ -218,7 +228,7 @@ void convert_format(Dataset& data, DataFormat format) {
   if (data.format == format) return;
   collective(data.comm, [&] {
     if (format == DataFormat::Dense)
-      data.local = csr_to_dense(copy_csr(data.local), data.n_features);
+      data.local = csr_to_dense(data.local, data.n_features);
     else
       data.local = LocalCsr::adopt(dense_to_csr(data.local), data.n_features);
   });
