@@ -73,12 +73,16 @@ void read_lower_update_options(petsc::OptionsReader& opts,
   o.step = opts.real("inner_step", o.step, "gradient step on y (0: 1/L, from the problem or SLEPc)", 0.0);
 }
 
-void LowerUpdate::setup(
-    BilevelProblem& problem, Vec x, Vec y, const LowerUpdateOptions& options, PetscInt gd_steps) {
+void LowerUpdate::setup(BilevelProblem& problem,
+                        Vec x,
+                        Vec y,
+                        const LowerUpdateOptions& options,
+                        PetscInt gd_steps,
+                        PetscInt batch_size) {
   const ProblemHints h = problem.hints();
   kind_ = options.kind;
   if (kind_ == LowerUpdateKind::Auto) {
-    if (h.lower_update == "gd")
+    if (!full_lower_batch(problem, batch_size) || h.lower_update == "gd")
       kind_ = LowerUpdateKind::Gd;
     else if (h.lower_update == "newton")
       kind_ = LowerUpdateKind::Newton;

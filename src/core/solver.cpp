@@ -149,10 +149,11 @@ void BilevelSolver::view(PetscViewer viewer) const {
     const auto& u = upper_->options();
     const std::string type(to_string(u.type));
     BILEVEL_PETSC_CALL(PetscViewerASCIIPrintf(viewer,
-                                              "upper stepper %s, step %g, decay %g, box [%g, %g]\n",
+                                              "upper stepper %s, step %g, decay %g%s, box [%g, %g]\n",
                                               type.c_str(),
                                               u.step,
-                                              u.decay,
+                                              upper_->decay(),
+                                              u.decay < 0 ? " (auto)" : "",
                                               u.lower_bound,
                                               u.upper_bound));
   }
@@ -202,7 +203,12 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
     }
   }
 
-  upper_->setup(x);
+  // Hypergradients from minibatches (either level) are noisy: the upper step's default decay follows.
+  const DatasetSizes sizes = problem.dataset_sizes();
+  const bool minibatches = has(have, Capability::Stochastic) &&
+                           ((options_.batch_size > 0 && options_.batch_size < sizes.lower) ||
+                            (options_.upper_batch_size > 0 && options_.upper_batch_size < sizes.upper));
+  upper_->setup(x, minibatches);
   upper_->project(x);
   AlgorithmContext ctx{problem, comm_, x, y, *upper_, options_.seed};
   ctx.batch_size = options_.batch_size;

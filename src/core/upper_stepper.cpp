@@ -12,6 +12,9 @@ namespace bilevel {
 
 void UpperStepperOptions::validate() const {
   if (!(step > 0)) throw InputError("option -bilevel_upper_step must be > 0");
+  if (!(decay == -1 || (decay >= 0 && decay <= 1)))
+    throw InputError("option -bilevel_upper_decay must be -1 (auto) or in [0, 1], not " +
+                     std::to_string(decay));
   if (!(lower_bound < upper_bound))
     throw InputError("options -bilevel_upper_lb and -bilevel_upper_ub must satisfy lb < ub");
 }
@@ -28,7 +31,11 @@ void UpperStepper::set_from_options(petsc::OptionsReader& opts) {
       "type", std::string(to_string(options_.type)), {"sgd", "momentum", "adam"}, "upper-level stepper");
   from_string(type, &options_.type);  // choice() accepted only these names
   options_.step = opts.real("step", options_.step, "upper-level step size", 0.0);
-  options_.decay = opts.real("decay", options_.decay, "step_k = step/(k+1)^decay", 0.0, 1.0);
+  options_.decay = opts.real("decay",
+                             options_.decay,
+                             "step_k = step/(k+1)^decay (-1: 1/2 when the run draws minibatches, else 0)",
+                             -1.0,
+                             1.0);
   options_.momentum = opts.real("momentum", options_.momentum, "momentum / Adam beta1", 0.0, 1.0);
   options_.beta2 = opts.real("beta2", options_.beta2, "Adam beta2", 0.0, 1.0);
   options_.epsilon = opts.real("epsilon", options_.epsilon, "Adam epsilon", 0.0);
@@ -37,8 +44,9 @@ void UpperStepper::set_from_options(petsc::OptionsReader& opts) {
   options_.validate();
 }
 
-void UpperStepper::setup(Vec x) {
+void UpperStepper::setup(Vec x, bool minibatches) {
   options_.validate();
+  decay_ = options_.decay >= 0 ? options_.decay : (minibatches ? 0.5 : 0.0);
   m_.reset();
   s_.reset();
   BILEVEL_PETSC_CALL(VecDuplicate(x, m_.out()));
@@ -56,7 +64,7 @@ void UpperStepper::declare_state(StateRegistry& state) {
 }
 
 PetscReal UpperStepper::current_step() const {
-  return options_.step / std::pow(static_cast<PetscReal>(k_ + 1), options_.decay);
+  return options_.step / std::pow(static_cast<PetscReal>(k_ + 1), decay_);
 }
 
 void UpperStepper::step(Vec x, Vec direction) {

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "bilevel/bilevel.hpp"
 #include "support/seed_harness.hpp"
@@ -120,5 +121,26 @@ TEST(AidCg, TheLinearSystemKspTakesTheMethodDefaultsAndTheUsersValuesWin) {
   const seedtest::Run r = seedtest::run_quadratic(PETSC_COMM_WORLD, quad(100), "aidcg", 1);
   EXPECT_EQ(r.report.counts.hvp, 3);
 }
+
+#ifdef SEEDTEST_HAVE_LOGREG
+// On logreg minibatches aidcg's lower update auto takes gradient steps (logreg hints Newton, which on a
+// 64-row batch jumps to that batch's minimiser) and the upper step decays as 1/√(k+1) (with constant Adam
+// steps the noise walked the regularisers to the box edge: the majority-class collapse on ijcnn1); full
+// batches keep the Newton hint and constant steps, and the user's values win.
+TEST(AidCg, OnLogregMinibatchesTheDefaultsTakeGradientStepsOnYAndADecayingUpperStep) {
+  const auto [full, mini, forced] =
+      seedtest::batch_default_views(PETSC_COMM_WORLD, "aidcg", "-bilevel_aidcg_lower", "newton");
+  EXPECT_NE(full.find("lower newton"), std::string::npos) << full;
+  EXPECT_NE(full.find("decay 0. (auto)"), std::string::npos) << full;
+  EXPECT_NE(mini.find("lower gd"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("decay 0.5 (auto)"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("batch 64"), std::string::npos) << mini;
+  EXPECT_NE(forced.find("lower newton"), std::string::npos) << forced;
+  const std::string given = seedtest::logreg_view_text(
+      PETSC_COMM_WORLD,
+      {{"-bilevel_type", "aidcg"}, {"-bilevel_batch_size", "64"}, {"-bilevel_upper_decay", "0.2"}});
+  EXPECT_NE(given.find("decay 0.2,"), std::string::npos) << given;
+}
+#endif
 
 }  // namespace

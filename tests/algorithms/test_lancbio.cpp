@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "support/seed_harness.hpp"
@@ -87,6 +88,17 @@ TEST(LancBio, ViewStatesTheMethodTheReferenceAndTheSettings) {
 TEST(LancBio, LowersTheValidationLossOnASmallLogreg) {
   const auto [before, after] = seedtest::logreg_losses(PETSC_COMM_WORLD, "lancbio", 10);
   EXPECT_LT(after, before - 1e-3);
+}
+
+// The lower update's auto is logreg's Newton hint on a full batch and gradient steps on minibatches (the
+// shared LowerUpdate block); an explicit -bilevel_lancbio_lower newton wins.
+TEST(LancBio, OnLogregMinibatchesTheAutoLowerUpdateTakesGradientStepsAndAnExplicitNewtonWins) {
+  const auto [full, mini, forced] =
+      seedtest::batch_default_views(PETSC_COMM_WORLD, "lancbio", "-bilevel_lancbio_lower", "newton");
+  EXPECT_NE(full.find("lower newton"), std::string::npos) << full;
+  EXPECT_NE(mini.find("lower gd"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("decay 0.5 (auto)"), std::string::npos) << mini;
+  EXPECT_NE(forced.find("lower newton"), std::string::npos) << forced;
 }
 #endif
 

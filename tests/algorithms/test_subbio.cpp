@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "bilevel/core/lower_hessian.hpp"
@@ -68,6 +69,17 @@ TEST(SubBio, ViewStatesTheMethodTheReferenceAndTheSettings) {
 TEST(SubBio, LowersTheValidationLossOnASmallLogreg) {
   const auto [before, after] = seedtest::logreg_losses(PETSC_COMM_WORLD, "subbio", 10);
   EXPECT_LT(after, before - 1e-3);
+}
+
+// The lower update's auto is logreg's Newton hint on a full batch and gradient steps on minibatches (the
+// shared LowerUpdate block); an explicit -bilevel_subbio_lower newton wins.
+TEST(SubBio, OnLogregMinibatchesTheAutoLowerUpdateTakesGradientStepsAndAnExplicitNewtonWins) {
+  const auto [full, mini, forced] =
+      seedtest::batch_default_views(PETSC_COMM_WORLD, "subbio", "-bilevel_subbio_lower", "newton");
+  EXPECT_NE(full.find("lower newton"), std::string::npos) << full;
+  EXPECT_NE(mini.find("lower gd"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("decay 0.5 (auto)"), std::string::npos) << mini;
+  EXPECT_NE(forced.find("lower newton"), std::string::npos) << forced;
 }
 #endif
 

@@ -129,6 +129,36 @@ TEST_F(UpperStepperTest, DecayShrinksTheStepAsOneOverAPowerOfTheStepCount) {
   EXPECT_NEAR(s.current_step(), 0.05, 1e-15);  // before the 4th step: 0.1/√4
 }
 
+// Decay auto (-1, the default) is 1/2 when the run draws minibatches (stochastic hypergradients) and 0
+// otherwise; a given decay wins in both cases; a method's own schedule replaces only the auto value; a
+// decay outside {-1} ∪ [0, 1] is an input error.
+TEST_F(UpperStepperTest, AutoDecayIsOneHalfOnMinibatchesZeroOnFullBatchesAndAGivenDecayWins) {
+  auto s = stepper(UpperStepperType::Sgd, 0.1);
+  ASSERT_EQ(s.options().decay, -1);
+  s.setup(x_, true);
+  EXPECT_EQ(s.decay(), 0.5);
+  for (int k = 0; k < 3; ++k) step(s, 1.0);
+  EXPECT_NEAR(s.current_step(), 0.05, 1e-15);  // 0.1/√4
+  s.setup(x_, false);
+  EXPECT_EQ(s.decay(), 0.0);
+  step(s, 1.0);
+  EXPECT_EQ(s.current_step(), 0.1);
+  s.setup(x_, true);
+  s.replace_default_decay(0.0);
+  EXPECT_EQ(s.decay(), 0.0);
+
+  s.options().decay = 0.25;
+  s.setup(x_, true);
+  EXPECT_EQ(s.decay(), 0.25);
+  s.replace_default_decay(0.0);  // the user's value wins over a method's schedule
+  EXPECT_EQ(s.decay(), 0.25);
+  s.setup(x_, false);
+  EXPECT_EQ(s.decay(), 0.25);
+
+  s.options().decay = -0.5;
+  EXPECT_THROW(s.setup(x_, true), bilevel::InputError);
+}
+
 TEST_F(UpperStepperTest, OptionsOverrideTheHintsAndBadValuesAreInputErrors) {
   bilevel::ProblemHints h;
   h.upper_stepper = UpperStepperType::Adam;

@@ -101,7 +101,11 @@ TEST(HyperRepresentation, DeterministicAndStochasticMethodsReduceTheExactHypergr
     std::vector<std::pair<std::string, std::string>> o{{"-bilevel_max_it", "150"},
                                                        {"-bilevel_upper_step", "1"}};
     if (stochastic)
-      o.insert(o.end(), {{"-bilevel_batch_size", "32"}, {"-bilevel_stocbio_neumann_steps", "50"}});
+      o.insert(
+          o.end(),
+          {{"-bilevel_batch_size", "32"},
+           {"-bilevel_stocbio_neumann_steps", "50"},
+           {"-bilevel_upper_decay", "0"}});  // the constant step this test sets (default on minibatches: 1/2)
     const auto r = papertest::solve(p, method, o, x, y);
     p->exact_hypergradient(x, g);
     const PetscReal f = p->exact_upper_objective(x), noise_floor = 0.5 * 0.1 * 0.1;  // σ²/2 of the targets

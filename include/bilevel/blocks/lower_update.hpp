@@ -84,14 +84,22 @@ PetscInt cg_iterations_for(PetscReal kappa, PetscReal eps, PetscInt lo, PetscInt
 void read_lower_update_options(petsc::OptionsReader& opts,
                                LowerUpdateOptions& o,
                                PetscInt gd_steps,
-                               const std::string& auto_means = "the problem's hint");
+                               const std::string& auto_means = "the problem's hint; gd on minibatches");
 
 /// Collective on the problem's communicator.
 class LowerUpdate {
  public:
   /// Resolves the kind, the number of steps and θ (estimating L only for gradient steps) and allocates
-  /// the work space. `gd_steps` is the method's default T for gradient steps.
-  void setup(BilevelProblem& problem, Vec x, Vec y, const LowerUpdateOptions& options, PetscInt gd_steps);
+  /// the work space. `gd_steps` is the method's default T for gradient steps, `batch_size` the lower batch
+  /// the steps draw (0: full). Auto is the problem's hint on full batches and gradient steps on minibatches:
+  /// a Newton step on a minibatch jumps to that batch's minimiser, which no step size averages, and H_B⁻¹ is
+  /// largest along the features the batch lacks (docs/benchmarks.md, "Newton steps on minibatches").
+  void setup(BilevelProblem& problem,
+             Vec x,
+             Vec y,
+             const LowerUpdateOptions& options,
+             PetscInt gd_steps,
+             PetscInt batch_size);
   /// T steps on y at x (gradient steps draw a fresh batch of `batch_size` per step from `sampler`; Newton
   /// steps use one batch); returns ||∇_y g|| at the point before the last step. When θ is the default 1/L
   /// and the problem bounds L(x) (BilevelProblem::lower_lipschitz_bound), θ = 1/bound(x) is taken anew at

@@ -18,7 +18,9 @@ class StateRegistry;
 struct UpperStepperOptions {
   UpperStepperType type = UpperStepperType::Adam;  ///< [-bilevel_upper_type sgd|momentum|adam]
   PetscReal step = 0.1;                            ///< [-bilevel_upper_step] base step size
-  PetscReal decay = 0;                             ///< [-bilevel_upper_decay] step_k = step / (k+1)^decay
+  /// [-bilevel_upper_decay] step_k = step / (k+1)^decay; −1 (auto): 1/2 when the run draws minibatches, else
+  /// 0
+  PetscReal decay = -1;
   PetscReal momentum = 0.9;  ///< [-bilevel_upper_momentum] heavy-ball beta (momentum) / Adam beta1
   PetscReal beta2 = 0.999;   ///< [-bilevel_upper_beta2] Adam second-moment decay
   PetscReal epsilon = 1e-8;  ///< [-bilevel_upper_epsilon] Adam denominator guard
@@ -41,8 +43,18 @@ class UpperStepper {
   void set_from_options(petsc::OptionsReader& opts);
   UpperStepperOptions& options() { return options_; }
   const UpperStepperOptions& options() const { return options_; }
-  /// Allocates the optimizer state in x's layout and zeroes it (step count 0). Collective.
-  void setup(Vec x);
+  /// Allocates the optimizer state in x's layout and zeroes it (step count 0), and resolves decay auto:
+  /// 1/2 when `minibatches` (the hypergradients are stochastic: step_k = step/√(k+1), the schedule of
+  /// Kingma & Ba 2015, Thm. 4.1, for Adam and of Robbins–Monro for SGD; constant steps let the noise walk x
+  /// without bound), else 0. Collective.
+  void setup(Vec x, bool minibatches = false);
+  /// The decay in use (auto resolved by setup). Not collective.
+  PetscReal decay() const { return decay_; }
+  /// A method with its own step schedule (ttsa) replaces the default decay; the user's
+  /// -bilevel_upper_decay still wins. Not collective.
+  void replace_default_decay(PetscReal decay) {
+    if (options_.decay < 0) decay_ = decay;
+  }
   /// Registers the persistent state (m, s, step count) for checkpoints. Not collective.
   void declare_state(StateRegistry& state);
   /// x <- P_box(x - update(direction)); the update rule is SGD, heavy-ball momentum or Adam.
@@ -57,6 +69,7 @@ class UpperStepper {
   UpperStepperOptions options_;
   petsc::VecHandle m_, s_;  // optimizer state in x's layout (first and second moments)
   std::int64_t k_ = 0;      // steps taken
+  PetscReal decay_ = 0;     // options_.decay with auto resolved
 };
 
 }  // namespace bilevel

@@ -42,7 +42,7 @@ class AidCg : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    lower_.setup(p, ctx.x, ctx.y, o_.lower, 10);
+    lower_.setup(p, ctx.x, ctx.y, o_.lower, 10, ctx.batch_size);
     cg_ = std::make_unique<CgLinearSolver>(p, ctx.y, o_.cg_max_it, o_.cg_rtol);
     implicit_.setup(p, ctx.seed, {ctx.batch_size, ctx.upper_batch_size});
   }

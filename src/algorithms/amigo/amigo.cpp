@@ -76,7 +76,7 @@ class Amigo : public Algorithm {
     lo.kind = LowerUpdateKind::Gd;
     lo.steps = o_.inner_steps;
     lo.step = o_.inner_step > 0 || !follow_bound_ ? eta_y_ : 0;  // 0: LowerUpdate follows the bound
-    lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps);
+    lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps, batch_);
     if (o_.solver == AmigoLinearSolver::Cg)
       cg_ = std::make_unique<CgLinearSolver>(p, ctx.y, o_.linear_steps, o_.cg_rtol);
     r_ = p.create_lower_vec();

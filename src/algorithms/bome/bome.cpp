@@ -39,7 +39,8 @@
 /// once λ > 2/ξ_y = 4, which a CG preconditioned by logreg's Jacobi M (close to H⁻¹) reaches (measured in
 /// docs/benchmarks.md, "Defaults on a second LIBSVM set"). It did not help on hyperclean and is off there.
 /// On minibatches (-bilevel_batch_size below the lower data set) -bilevel_bome_lower auto takes gradient
-/// steps whatever the problem hints, and so the y-step has no metric H⁻¹: a Newton step on a minibatch
+/// steps whatever the problem hints (the LowerUpdate block's rule, shared with aidcg, subbio and lancbio),
+/// and so the y-step has no metric H⁻¹: a Newton step on a minibatch
 /// jumps to that batch's minimiser, which no step size averages, and H_B⁻¹ of a minibatch Hessian is
 /// largest along the features the batch lacks. On ijcnn1 with batches of 64 (benchopt's protocol) the
 /// Newton ŷ and metric diverged (DIVERGED_LINEAR_SOLVE) on every seed at batches of 64, 128 and 256 and
@@ -98,7 +99,7 @@ class Bome : public Algorithm {
   }
 
   void set_from_options(petsc::OptionsReader& opts) override {
-    read_lower_update_options(opts, o_.lower, 10, "the problem's hint; gd on minibatches");
+    read_lower_update_options(opts, o_.lower, 10);
     o_.lower_step =
         opts.real("lower_step",
                   o_.lower_step,
@@ -130,10 +131,7 @@ class Bome : public Algorithm {
     y_hat_ = p.create_lower_vec();
     BILEVEL_PETSC_CALL(VecCopy(ctx.y, y_hat_));
     batch_ = has(p.capabilities(), Capability::Stochastic) ? ctx.batch_size : 0;
-    // auto on a minibatch: gradient steps whatever the problem hints (see the file comment)
-    LowerUpdateOptions lower = o_.lower;
-    if (lower.kind == LowerUpdateKind::Auto && !full_lower_batch(p, batch_)) lower.kind = LowerUpdateKind::Gd;
-    lower_.setup(p, ctx.x, y_hat_, lower, 10);
+    lower_.setup(p, ctx.x, y_hat_, o_.lower, 10, batch_);  // auto on a minibatch: gradient steps
     pc_ = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner) &&
           p.hints().preconditioner_is_metric;
     metric_.reset();

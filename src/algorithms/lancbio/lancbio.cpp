@@ -68,7 +68,7 @@ class LancBio : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    lower_.setup(p, ctx.x, ctx.y, o_.lower, 5);
+    lower_.setup(p, ctx.x, ctx.y, o_.lower, 5, ctx.batch_size);
     dim_ = o_.initial_dim;
     lanczos_.setup(
         ctx.y, o_.max_dim, o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner));

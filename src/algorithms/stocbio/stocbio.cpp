@@ -108,7 +108,7 @@ class Stocbio : public Algorithm {
       lo.step = o_.inner_step > 0 || !follow_bound_ ? eta_y_ : 0;  // 0: LowerUpdate follows the bound
     }
     lo.steps = o_.inner_steps;
-    lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps);
+    lower_.setup(p, ctx.x, ctx.y, lo, o_.inner_steps, batch_);
     neumann_.setup(ctx.y);
     const PetscInt ubatch = ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_;
     implicit_.setup(p, ctx.seed, {batch_, ubatch});

@@ -55,7 +55,7 @@ class SubBio : public Algorithm {
 
   void setup(AlgorithmContext& ctx) override {
     BilevelProblem& p = ctx.problem;
-    lower_.setup(p, ctx.x, ctx.y, o_.lower, 5);
+    lower_.setup(p, ctx.x, ctx.y, o_.lower, 5, ctx.batch_size);
     const bool pc = o_.precondition && has(p.capabilities(), Capability::LowerPreconditioner);
     // η: the step of the Richardson iteration the subspace contains; with M, 1/λ_max(M H) (power method)
     eta_ = o_.subspace_step > 0 ? o_.subspace_step

@@ -142,6 +142,7 @@ class Ttsa : public Algorithm {
     const bool ttsa = o_.variant == TtsaVariant::Ttsa;
     ax_ = o_.upper_decay >= 0 ? o_.upper_decay : (!minibatches ? 0.0 : ttsa ? 0.6 : 0.5);
     ay_ = o_.lower_decay >= 0 ? o_.lower_decay : (!minibatches ? 0.0 : ttsa ? 0.4 : 0.5);
+    ctx.upper.replace_default_decay(0);  // a_x is the schedule: the stepper's default decay would repeat it
     random_ = o_.truncation == Truncation::Auto ? minibatches : o_.truncation == Truncation::Random;
     steps_ = ttsa ? 1 : o_.inner_steps;
     gd_.setup(ctx.y);
