@@ -122,9 +122,11 @@ void DynamicLanczos::extend(BilevelProblem& problem, Vec x, Vec y, const Batch& 
   apply_m(t_, mt_);                                // M ω
   PetscReal b2 = 0;
   BILEVEL_PETSC_CALL(VecDot(t_, mt_, &b2));  // β_j² = ||ω||² (ωᵀ M ω)
-  std::swap(m_prev_, m_);                    // q_{j-1} <- q_j
-  std::swap(m_, t_);                         // dual m_{j+1} <- ω / β_j
-  std::swap(q_, mt_);                        // q_{j+1} <- M ω / β_j
+  // The contents move, not the handles: the checkpoint registry holds these Vecs by identity (swapped
+  // handles put q, m and m_prev under each other's names, and a restart inside a cycle went astray).
+  BILEVEL_PETSC_CALL(VecSwap(m_prev_, m_));  // q_{j-1} <- q_j
+  BILEVEL_PETSC_CALL(VecSwap(m_, t_));       // dual m_{j+1} <- ω / β_j
+  BILEVEL_PETSC_CALL(VecSwap(q_, mt_));      // q_{j+1} <- M ω / β_j
   const PetscReal b = b2 > 0 ? std::sqrt(b2) : 0;
   const PetscReal scale = std::abs(a) + (j > 0 ? beta_.back() : 0);
   if (std::isfinite(b) && b > 1e3 * PETSC_MACHINE_EPSILON * scale) {

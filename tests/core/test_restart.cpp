@@ -149,7 +149,8 @@ INSTANTIATE_TEST_SUITE_P(Registered,
                          ::testing::ValuesIn(bilevel::algorithm_registry().names()));
 
 TEST(RestartVariants, OfTheSagaAndMovingAverageMethodsContinueBitForBit) {
-  // the SAGA tables and the moving averages are state too (the registered defaults cover soba, saba, ttsa)
+  // the SAGA tables and the moving averages are state too (the registered defaults
+  // cover soba, saba, ttsa)
   const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> cases{
       {"nbo", {"-bilevel_nbo_variant", "saga"}},
       {"saba", {"-bilevel_saba_variant", "ma"}},
@@ -161,6 +162,15 @@ TEST(RestartVariants, OfTheSagaAndMovingAverageMethodsContinueBitForBit) {
         method,
         10,
         {{"-bilevel_batch_size", "16"}, {"-bilevel_upper_batch_size", "8"}, option});
+  // lancbio's cycles of 4 Lanczos steps, the halfway point (5) inside one: the cycle's Hessian batch is
+  // state (unpreconditioned: a restart of a preconditioned run opens a new cycle, M is not checkpointed)
+  expect_restart_equals_uninterrupted(small_logreg(),
+                                      "lancbio",
+                                      10,
+                                      {{"-bilevel_batch_size", "16"},
+                                       {"-bilevel_upper_batch_size", "8"},
+                                       {"-bilevel_lancbio_initial_dim", "4"},
+                                       {"-bilevel_lancbio_precondition", "false"}});
 }
 
 /// Raises SIGTERM in the last rank only, after iteration `at`.

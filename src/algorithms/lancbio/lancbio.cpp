@@ -15,11 +15,13 @@
 /// have: on ill-conditioned lower levels (hyperclean, κ ≈ 1e5) it is what lets a basis of a few vectors solve
 /// H v = b. Options (-bilevel_lancbio_*): lower, inner_steps, inner_step, initial_dim, dim_inc, dim_fre,
 /// max_dim, exact_residual, precondition. Minibatches follow -bilevel_batch_size / -bilevel_upper_batch_size
-/// (default full).
+/// (default full); on minibatches a cycle keeps the Hessian batch it restarted with (the paper is
+/// deterministic; a new batch per Lanczos step mixed operators in one basis and v diverged).
 #include <petscviewer.h>
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "bilevel/blocks/dynamic_lanczos.hpp"
 #include "bilevel/blocks/implicit_step.hpp"
@@ -86,11 +88,18 @@ class LancBio : public Algorithm {
       if (ctx.iteration > 0 && ctx.iteration % o_.dim_fre == 0)
         dim_ = std::min<PetscInt>(
             o_.max_dim, static_cast<PetscInt>(std::ceil(static_cast<PetscReal>(dim_) * o_.dim_inc)));
-      const Batch hb = implicit_.next_hessian_batch(p);
+      const Batch drawn = implicit_.next_hessian_batch(p);
       // Restart when the basis holds m vectors (or the recurrence broke down): v̄ = v_k, w = A_k v̄ (Alg. 4).
-      if (lanczos_.dimension() == 0 || lanczos_.dimension() >= dim_ || lanczos_.exhausted())
-        lanczos_.restart(p, ctx.x, ctx.y, hb, v, b);
-      lanczos_.extend(p, ctx.x, ctx.y, hb);      // one Lanczos step with A_k = H(x_k, y_{k+1})
+      // On minibatches a cycle keeps the batch it restarted with, so that its steps are Lanczos steps of one
+      // operator H_B(x_k, y_k) that moves with x and y as in the paper; with a new batch per step the basis
+      // mixed operators and v grew without bound (docs/benchmarks.md, "Decaying upper steps on minibatches").
+      if (lanczos_.dimension() == 0 || lanczos_.dimension() >= dim_ || lanczos_.exhausted()) {
+        cycle_full_ = drawn.full;
+        cycle_rows_.assign(drawn.indices.begin(), drawn.indices.end());
+        lanczos_.restart(p, ctx.x, ctx.y, drawn, v, b);
+      }
+      const Batch hb = cycle_full_ ? Batch::all() : Batch::of(cycle_rows_);
+      lanczos_.extend(p, ctx.x, ctx.y, hb);      // one Lanczos step with A_k = H(x_k, y_{k+1}; B)
       r.linear_residual = lanczos_.solve(b, v);  // v_{k+1} = v̄ + Q_j T_j⁻¹ Q_jᵀ(b_k − w)
       r.inner_iterations = lanczos_.dimension();
       if (o_.exact_residual) {
@@ -105,6 +114,8 @@ class LancBio : public Algorithm {
     implicit_.declare_state(state);
     lanczos_.declare_state(state);
     state.add("lancbio.dim", dim_);
+    state.add("lancbio.cycle_full", cycle_full_);
+    state.add("lancbio.cycle_rows", cycle_rows_);
   }
 
   void view(PetscViewer viewer) const override {
@@ -131,6 +142,8 @@ class LancBio : public Algorithm {
  private:
   LancBioOptions o_;
   PetscInt dim_ = 1, batch_ = 0;
+  bool cycle_full_ = true;  // the current cycle's Hessian batch: full, or cycle_rows_
+  std::vector<PetscInt> cycle_rows_;
   LowerUpdate lower_;
   DynamicLanczos lanczos_;
   ImplicitStep implicit_;
