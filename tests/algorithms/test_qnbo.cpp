@@ -185,4 +185,21 @@ TEST(Qnbo, LowersTheValidationLossOfLogisticRegression) {
   }
 }
 
+#ifdef SEEDTEST_HAVE_LOGREG
+// On logreg minibatches subroutine A takes SGD steps by default (P = 10, T = 0: a unit quasi-Newton step on
+// a 64-row batch jumps to that batch's minimiser); full batches keep P = 0, T = 3; a given T wins and P
+// keeps its minibatch default.
+TEST(Qnbo, OnLogregMinibatchesTheLowerLevelTakesGradientStepsUnlessTheStepsAreGiven) {
+  const auto [full, mini, given] =
+      seedtest::batch_default_views(PETSC_COMM_WORLD, "qnbo", "-bilevel_qnbo_qn_steps", "2");
+  EXPECT_NE(full.find("P = 0 warm-up steps"), std::string::npos) << full;
+  EXPECT_NE(full.find("T = 3 quasi-Newton steps"), std::string::npos) << full;
+  EXPECT_NE(mini.find("P = 10 warm-up steps"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("T = 0 quasi-Newton steps"), std::string::npos) << mini;
+  EXPECT_NE(mini.find("lower batch 64"), std::string::npos) << mini;
+  EXPECT_NE(given.find("P = 10 warm-up steps"), std::string::npos) << given;
+  EXPECT_NE(given.find("T = 2 quasi-Newton steps"), std::string::npos) << given;
+}
+#endif
+
 }  // namespace

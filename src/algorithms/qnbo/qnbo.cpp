@@ -33,6 +33,8 @@
 /// or kept across iterations in one first-in-first-out memory (keep_pairs true, the default for BFGS): x
 /// moves little per iteration, and on Fashion-MNIST hyper-cleaning the kept pairs track y* and u much better
 /// for the same gradients. Pairs with ||s|| < pair_min_step max(1, ||y||) are not stored (rounding noise).
+/// On minibatches (-bilevel_batch_size below the training set) P = 10 and T = 0 unless given: subroutine A
+/// takes SGD steps (a unit quasi-Newton step on a minibatch jumps to the batch's minimiser), B is unchanged.
 /// Cost per iteration: P + T + 1 (A) + Q_k + 1 (fresh B) gradients of g, 1 ∇f, 1 JVP, no HVP.
 /// Options (-bilevel_qnbo_*): kind, warmup_steps, warmup_step, qn_steps, qn_step, step_control, ihvp,
 /// fresh_steps, fresh_schedule, fresh_tilt, fresh_scale, fresh_rtol, fresh_warm_start, fresh_output, memory,
@@ -54,6 +56,7 @@
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/line_search.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/upper_stepper.hpp"
 #include "bilevel/petsc/error.hpp"
 #include "bilevel/petsc/logging.hpp"
@@ -111,9 +114,18 @@ class Qnbo : public Algorithm {
 
   void set_from_options(petsc::OptionsReader& opts) override {
     o_.kind = read_choice(opts, "kind", o_.kind, kKinds, "quasi-Newton update: qNBO(BFGS) or qNBO(SR1)");
-    o_.warmup_steps = opts.integer("warmup_steps", o_.warmup_steps, "P gradient warm-up steps on y", 0);
+    warmup_given_ = opts.has("warmup_steps");
+    o_.warmup_steps = opts.integer("warmup_steps",
+                                   o_.warmup_steps,
+                                   "P gradient warm-up steps on y (on minibatches: 10 unless given)",
+                                   0);
     o_.warmup_step = opts.real("warmup_step", o_.warmup_step, "warm-up step beta (0: 1/L)", 0.0);
-    o_.qn_steps = opts.integer("qn_steps", o_.qn_steps, "T quasi-Newton steps on y per outer iteration", 0);
+    qn_given_ = opts.has("qn_steps");
+    o_.qn_steps =
+        opts.integer("qn_steps",
+                     o_.qn_steps,
+                     "T quasi-Newton steps on y per outer iteration (on minibatches: 0 unless given)",
+                     0);
     o_.qn_step = opts.real("qn_step", o_.qn_step, "quasi-Newton step length gamma", 0.0);
     o_.step_control =
         read_choice(opts,
@@ -171,9 +183,16 @@ class Qnbo : public Algorithm {
     if (step_control_ == StepControl::Auto)
       step_control_ =
           has(p.capabilities(), Capability::LowerValue) ? StepControl::Armijo : StepControl::Secant;
+    // On minibatches the lower level takes gradient steps unless the user sets P or T: a quasi-Newton step
+    // of length γ = 1 on a minibatch jumps to that batch's minimiser, as a Newton step does (ijcnn1, batches
+    // of 64: 0.243-0.255 with T = 3 against 0.205-0.207 with P = 10, T = 0; docs/benchmarks.md). The
+    // inverse-Hessian products of subroutine B keep their quasi-Newton pairs.
+    const bool minibatches = !full_lower_batch(p, ctx.batch_size);
+    warmup_steps_ = warmup_given_ || !minibatches ? o_.warmup_steps : 10;
+    qn_steps_ = qn_given_ || !minibatches ? o_.qn_steps : 0;
     memory_ = o_.memory > 0
                   ? o_.memory
-                  : (o_.keep_pairs ? 20 : o_.qn_steps + (o_.ihvp == Ihvp::Fresh ? o_.fresh_steps + 1 : 0));
+                  : (o_.keep_pairs ? 20 : qn_steps_ + (o_.ihvp == Ihvp::Fresh ? o_.fresh_steps + 1 : 0));
     memory_ = std::max<PetscInt>(memory_, 1);
     approx_ = make_inverse_hessian_approx(ctx.y, o_.kind, memory_, o_.backend, "bilevel_qnbo_");
     approx_->set_scale(beta_);  // H0 = β I until the first pair
@@ -203,12 +222,12 @@ class Qnbo : public Algorithm {
     // ---- Subroutine A: P warm-up gradient steps, then T quasi-Newton steps on g(x_k, ·).
     {
       petsc::ScopedEvent ev(petsc::events().lower_solve);
-      if (o_.warmup_steps > 0)  // y <- y − β ∇_y g(x_k, y; B_t), P times
-        warmup_.run(p, ctx.x, ctx.y, o_.warmup_steps, beta_, &samplers_.hessian, batch_);
+      if (warmup_steps_ > 0)  // y <- y − β ∇_y g(x_k, y; B_t), P times
+        warmup_.run(p, ctx.x, ctx.y, warmup_steps_, beta_, &samplers_.hessian, batch_);
       if (!o_.keep_pairs) approx_->reset();
       value_valid_ = false;                   // x (and the batch) changed
       p.lower_grad_y(ctx.x, ctx.y, lb, gy_);  // ∇_y g(x_k, y_0)
-      for (PetscInt t = 0; t < o_.qn_steps; ++t) {
+      for (PetscInt t = 0; t < qn_steps_; ++t) {
         if (!lower_step(p, ctx.x, ctx.y, lb)) break;  // y <- y − γ H_t ∇_y g, pair (s, Δ∇_y g) stored
         ++its;
       }
@@ -265,9 +284,9 @@ class Qnbo : public Algorithm {
         viewer,
         "lower level: P = %d warm-up steps (beta %g), T = %d quasi-Newton steps (gamma %g, step control %s, "
         "%lld steps shortened)\n",
-        static_cast<int>(o_.warmup_steps),
+        static_cast<int>(warmup_steps_),
         beta_,
-        static_cast<int>(o_.qn_steps),
+        static_cast<int>(qn_steps_),
         o_.qn_step,
         name_of(step_control_, kStepControls),
         static_cast<long long>(shortened_)));
@@ -475,6 +494,8 @@ class Qnbo : public Algorithm {
   QnboOptions o_;
   PetscReal beta_ = 0;
   PetscInt memory_ = 0, batch_ = 0, upper_batch_ = 0;
+  PetscInt warmup_steps_ = 0, qn_steps_ = 3;  // P and T in use (the minibatch defaults resolved)
+  bool warmup_given_ = false, qn_given_ = false;
   std::unique_ptr<InverseHessianApprox> approx_;
   GradientSteps warmup_;
   petsc::VecHandle gy_, gnew_, d_, s_, dg_, z_, gz_, r_, w_, wp_, gwp_, pair_s_, fy_, u_, fx_, jv_;
