@@ -13,22 +13,39 @@
 namespace bilevel {
 namespace {
 
-/// A copy of a sequential AIJ matrix's rows in CSR arrays. Not collective.
-LocalCsr copy_csr(Mat a) {
+/// Read access to a sequential AIJ matrix's CSR arrays where they are (MatGetRowIJ and the value array),
+/// restored when it goes out of scope. Not collective.
+class CsrRead {
+ public:
+  explicit CsrRead(Mat a) : a_(a) {
+    PetscBool done = PETSC_FALSE;
+    BILEVEL_PETSC_CALL(MatGetRowIJ(a_, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
+    if (!done) throw Error("MatGetRowIJ: the local block is not a sequential AIJ matrix");
+    BILEVEL_PETSC_CALL(MatSeqAIJGetArrayRead(a_, &values));
+  }
+  CsrRead(const CsrRead&) = delete;
+  CsrRead& operator=(const CsrRead&) = delete;
+  ~CsrRead() {
+    PetscBool done = PETSC_FALSE;
+    (void)MatSeqAIJRestoreArrayRead(a_, &values);
+    (void)MatRestoreRowIJ(a_, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done);
+  }
   PetscInt m = 0;
   const PetscInt* ia = nullptr;
   const PetscInt* ja = nullptr;
-  PetscBool done = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(MatGetRowIJ(a, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
-  if (!done) throw Error("MatGetRowIJ: the local block is not a sequential AIJ matrix");
   const PetscScalar* values = nullptr;
-  BILEVEL_PETSC_CALL(MatSeqAIJGetArrayRead(a, &values));
+
+ private:
+  Mat a_;
+};
+
+/// A copy of a sequential AIJ matrix's rows in CSR arrays. Not collective.
+LocalCsr copy_csr(Mat a) {
+  const CsrRead r(a);
   LocalCsr csr;
-  csr.row_ptr.assign(ia, ia + m + 1);
-  csr.cols.assign(ja, ja + ia[m]);
-  csr.vals.assign(values, values + ia[m]);
-  BILEVEL_PETSC_CALL(MatSeqAIJRestoreArrayRead(a, &values));
-  BILEVEL_PETSC_CALL(MatRestoreRowIJ(a, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
+  csr.row_ptr.assign(r.ia, r.ia + r.m + 1);
+  csr.cols.assign(r.ja, r.ja + r.ia[r.m]);
+  csr.vals.assign(r.values, r.values + r.ia[r.m]);
   return csr;
 }
 
@@ -44,23 +61,14 @@ petsc::MatHandle create_dense(PetscInt m, PetscInt n, PetscScalar** array, Petsc
 
 /// The sequential AIJ block `a` as a MATSEQDENSE of n_cols columns. Not collective.
 petsc::MatHandle csr_to_dense(Mat a, PetscInt n_cols) {
-  // The CSR arrays are read where they are (MatGetRowIJ and the value array): no copy of the matrix.
-  PetscInt m = 0;
-  const PetscInt* ia = nullptr;
-  const PetscInt* ja = nullptr;
-  PetscBool done = PETSC_FALSE;
-  BILEVEL_PETSC_CALL(MatGetRowIJ(a, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
-  if (!done) throw Error("MatGetRowIJ: the local block is not a sequential AIJ matrix");
-  const PetscScalar* values = nullptr;
-  BILEVEL_PETSC_CALL(MatSeqAIJGetArrayRead(a, &values));
+  const CsrRead r(a);  // no copy of the matrix
   PetscScalar* array = nullptr;
   PetscInt lda = 0;
-  petsc::MatHandle dense = create_dense(m, n_cols, &array, &lda);
-  for (PetscInt i = 0; i < m; ++i)
-    for (PetscInt k = ia[i]; k < ia[i + 1]; ++k) array[i + static_cast<std::size_t>(ja[k]) * lda] = values[k];
+  petsc::MatHandle dense = create_dense(r.m, n_cols, &array, &lda);
+  for (PetscInt i = 0; i < r.m; ++i)
+    for (PetscInt k = r.ia[i]; k < r.ia[i + 1]; ++k)
+      array[i + static_cast<std::size_t>(r.ja[k]) * lda] = r.values[k];
   BILEVEL_PETSC_CALL(MatDenseRestoreArray(dense, &array));
-  BILEVEL_PETSC_CALL(MatSeqAIJRestoreArrayRead(a, &values));
-  BILEVEL_PETSC_CALL(MatRestoreRowIJ(a, 0, PETSC_FALSE, PETSC_FALSE, &m, &ia, &ja, &done));
   BILEVEL_PETSC_CALL(MatAssemblyBegin(dense, MAT_FINAL_ASSEMBLY));
   BILEVEL_PETSC_CALL(MatAssemblyEnd(dense, MAT_FINAL_ASSEMBLY));
   return dense;
