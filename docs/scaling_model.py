@@ -5,12 +5,16 @@ ngram2) and hyper-cleaning with 5M samples.
 
 usage: docs/scaling_model.py [--set NAME=VALUE ...] BIG_1RANK.json SMALL_1RANK.json [BYTES_P.json ...]
                              [--split MODEL_1RANK.json MODEL_2RANK.json] [--ngram2 ngram2-columns.json]
+                             [--ngram2-runs SOLVE_1RANK.json SOLVE_2RANK.json]
   BIG/SMALL: two 1-rank runs with the same --cols and different --rows (they separate the per-nonzero cost
     from the per-model-entry cost of an oracle call); BYTES_*: runs at several rank counts (oversubscribed
     is fine: only their byte counts are used); --split: a model-dominated problem (many columns, few
     nonzeros) at 1 and 2 ranks: its 1-rank run gives c_model for a model that does not fit in cache, and with
     --set fit_split=1 its 2-rank run fits the share s of model-sized work split over the owners (else
-    INPUTS["split_share"]); --ngram2: the counts of docs/scaling-data/ngram2_columns.py.
+    INPUTS["split_share"]); --ngram2: the counts of docs/scaling-data/ngram2_columns.py; --ngram2-runs: the
+    summaries of `bilevel-solve` on that problem at 1 and 2 ranks (scale-news20-ngram2's command): the 1-rank
+    run calibrates the compute constants for this data set (one factor on c_nz and c_model: its skewed
+    columns and long rows do not cost what uniform random ones do), the 2-rank run checks the prediction.
   --set NAME=VALUE overrides one of INPUTS below, e.g. --set ns_per_nonzero=2.5 after the HVP kernel changed.
 
 Per outer iteration of C oracle calls (HVPs, gradients, the JVP: each one pass over the rank's rows), in the
@@ -27,7 +31,8 @@ Per outer iteration of C oracle calls (HVPs, gradients, the JVP: each one pass o
             (bytes per iteration = C h 8 k(P) (P - 1)/P, k(P) = d (1 - exp(-nnz/(P d))) for random columns).
   t_coord   the coordinator: 3 reductions of a few scalars per iteration (the boundary decision, two NaN
             checks), 3 (2 a L), L = ceil(log2 P), plus rank 0's own decision work (coordinator_fraction T(1)).
-Compute constants are scaled to a quiet machine: c * triad_measured / INPUTS["triad_quiet"]. Network
+Compute constants are scaled to a quiet machine: c * triad_measured / INPUTS["triad_quiet"] (the reference
+is the 1-rank triad of the quiet machine the fit runs were taken on, so predicted seconds are that machine's). Network
 constants are assumptions (no network here): a = 2 us per message, b = 10 GB/s per rank.
 """
 import json
@@ -40,7 +45,9 @@ INPUTS = {
     "ns_per_nonzero": None,
     "split_share": 0.5,  # share of model-sized work on the entries a rank owns (the rest: on its k(P) columns)
     "fit_split": 0,  # 1: fit split_share from the --split 2-rank run (only on a quiet machine: 2 ranks need 2 cores)
-    "triad_quiet": 15.0,  # GB/s, one rank, quiet development machine (shared/reference/performance-facts.md)
+    # GB/s, one rank: the quiet 2-vCPU AMD EPYC of the fit runs in docs/scaling-data/ (their 1-rank triads:
+    # 26.9-31.1). The Intel machine of shared/reference/performance-facts.md measured 15.
+    "triad_quiet": 29.0,
     "alpha": 2e-6,  # s per message (InfiniBand-class latency incl. software)
     "beta": 10e9,  # bytes/s per rank
 }
@@ -106,9 +113,9 @@ def iteration(m, w, p):
     """Parts of T(P) in seconds: data pass, model-sized work, communication, coordinator."""
     a, b = INPUTS["alpha"], INPUTS["beta"]
     L = math.ceil(math.log2(p)) if p > 1 else 0
-    d, C, k = w["d"], w.get("C", m["C"]), w["k"](p)
-    data = C * m["c_nz"] * w["nnz_max"](p)
-    model = C * m["c_model"] * (m["share"] * d / p + (1 - m["share"]) * (d if p == 1 else k))
+    d, C, k, f = w["d"], w.get("C", m["C"]), w["k"](p), w.get("factor", 1.0)
+    data = f * C * m["c_nz"] * w["nnz_max"](p)
+    model = f * C * m["c_model"] * (m["share"] * d / p + (1 - m["share"]) * (d if p == 1 else k))
     comm = 0.0 if p == 1 else C * m["h"] * (a * min(p - 1, k) + 8 * k * (p - 1) / p / b)
     coord = m["coord"] + 3 * 2 * a * L
     return data, model, comm, coord
@@ -129,7 +136,7 @@ def table(m, name, w):
 
 def main():
     args = sys.argv[1:]
-    files, split, ngram2 = [], [], None
+    files, split, ngram2, ngram2_runs = [], [], None, []
     while args:
         a = args.pop(0)
         if a == "--set":
@@ -141,6 +148,8 @@ def main():
             split = [load(args.pop(0)), load(args.pop(0))]
         elif a == "--ngram2":
             ngram2 = load(args.pop(0))
+        elif a == "--ngram2-runs":
+            ngram2_runs = [load(args.pop(0)), load(args.pop(0))]
         else:
             files.append(a)
     if len(files) < 2:
@@ -163,10 +172,24 @@ def main():
     # file (docs/scaling-data/ngram2_columns.py); between the counted P, k and nnz_max are interpolated.
     if ngram2:
         r = ngram2["ranks"]
-        # C measured on this problem (docs/performance.md: 47 HVPs in 3 aidcg iterations, and one gradient of
-        # g, one JVP and one gradient of f per iteration), not the synthetic problem's 16
+        # C measured on this problem (-log_view of scale-news20-ngram2's 1-rank run: 319 HVPs, 62 gradients and
+        # 20 JVPs in 20 aidcg iterations), not the synthetic problem's
         ng = dict(d=ngram2["features"] + 1, nnz_max=lambda p: r[str(p)]["nnz_max"], k=lambda p: r[str(p)]["k_max"],
-                  C=47 / 3 + 3)
+                  C=(319 + 62 + 20) / 20)
+        if ngram2_runs:
+            # One factor on the compute constants so that T(1) is the measured 1-rank time per iteration; the
+            # communication and the coordinator keep their fitted/assumed constants.
+            one, two = ngram2_runs
+            per_it = lambda s: s["wall_time_s"] / s["outer_iterations"]
+            data, model, comm, coord = iteration(m, ng, 1)
+            ng["factor"] = (per_it(one) - coord) / (data + model)
+            t2 = sum(iteration(m, ng, 2))
+            k2 = r["2"]["k_max"]
+            print(f"20 Newsgroups ngram2 calibration: measured {per_it(one):.3f} s per iteration at 1 rank, uniform-"
+                  f"column constants give {data + model + coord:.3f} s: factor {ng['factor']:.2f} on c_nz and c_model; "
+                  f"check at 2 ranks: measured {per_it(two):.3f} s, model {t2:.3f} s; bytes per iteration at 2 "
+                  f"ranks: measured {two['bytes_communicated_per_iteration'] / 1e6:.1f} MB, model "
+                  f"{ng['C'] * m['h'] * 8 * k2 / 2 / 1e6:.1f} MB")
         table(m, f"20 Newsgroups ngram2 per-feature ({ngram2['rows']:,} x {ngram2['features']:,}, "
                  f"{ngram2['nonzeros']:,} nonzeros)", ng)
     # hyper-cleaning, 5M samples of 784 pixels, 10 classes: a call is one dense pass over the rank's rows
