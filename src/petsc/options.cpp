@@ -70,10 +70,10 @@ std::string OptionsReader::key(std::string_view name) const {
   return k;
 }
 
-bool OptionsReader::has(std::string_view name) const {
+bool OptionsReader::given(std::string_view name) const {
   PetscBool set = PETSC_FALSE;
   BILEVEL_PETSC_CALL(PetscOptionsHasName(nullptr, nullptr, key(name).c_str(), &set));
-  return set;
+  return set || defaults_.find(name) != defaults_.end();
 }
 
 std::optional<std::string> OptionsReader::value(std::string_view name) const {
@@ -175,28 +175,47 @@ std::uint64_t OptionsReader::unsigned64(std::string_view name, std::uint64_t def
   return v.value_or(def);
 }
 
+namespace {
+std::string lowercase(std::string t) {
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+  return t;
+}
+// PETSc's spellings (PetscOptionsStringToBool), already lowercased; a bare key is true
+std::optional<bool> parse_bool(const std::string& t) {
+  if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on") return true;
+  if (t == "0" || t == "false" || t == "no" || t == "off") return false;
+  return std::nullopt;
+}
+}  // namespace
+
 bool OptionsReader::boolean(std::string_view name, bool def, std::string_view help) {
   help_line(name, shown_default(name, def ? "true" : "false"), help);
   const std::optional<std::string> given = value(name);
   if (!given) return def;
-  // PETSc's spellings (PetscOptionsStringToBool), in any case; a bare key is true
-  std::string t = *given;
-  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on") return true;
-  if (t == "0" || t == "false" || t == "no" || t == "off") return false;
+  if (const std::optional<bool> b = parse_bool(lowercase(*given))) return *b;
   throw InputError("bad value '" + *given + "' for option " + key(name) +
                    ": expected true or false (also yes/no, on/off, 1/0, in any case)");
+}
+
+std::optional<bool> OptionsReader::boolean_or_auto(std::string_view name, std::string_view help) {
+  help_line(name, shown_default(name, "auto"), help);
+  const std::optional<std::string> given = value(name);
+  if (!given) return std::nullopt;
+  const std::string t = lowercase(*given);
+  if (t == "auto") return std::nullopt;
+  if (const std::optional<bool> b = parse_bool(t)) return *b;
+  throw InputError("bad value '" + *given + "' for option " + key(name) +
+                   ": expected auto, true or false (also yes/no, on/off, 1/0, in any case)");
 }
 
 std::optional<OptionsReader::Viewer> OptionsReader::viewer(std::string_view name, std::string_view help) {
   help_line(name, "false", std::string(help) + " (ascii[:FILE[:FORMAT]]; bare: stdout)");
   const std::optional<std::string> given = value(name);
   if (!given) return std::nullopt;
-  std::string t = *given;
-  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (t == "0" || t == "false" || t == "no" || t == "off") return std::nullopt;
+  const std::optional<bool> spelled = parse_bool(lowercase(*given));
+  if (spelled && !*spelled) return std::nullopt;
   Viewer v;
-  if (t.empty() || t == "1" || t == "true" || t == "yes" || t == "on") {
+  if (spelled) {
     v.viewer = ViewerHandle::borrow(PETSC_VIEWER_STDOUT_(comm_));
     return v;
   }

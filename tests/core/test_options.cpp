@@ -139,6 +139,27 @@ TEST(OptionsReader, BooleansTakePetscSpellingsInAnyCase) {
             std::string::npos);
 }
 
+// A boolean whose default is the caller's rule: absent or `auto` (any case) leaves it to the rule, a given or
+// tuned value decides, anything else is an error listing auto; given() counts tuned values as given.
+TEST(OptionsReader, BooleanOrAutoLeavesTheDefaultToTheCallersRuleUnlessAValueIsGiven) {
+  OptionGuard a("-bilevel_test_auto", "AUTO"), b("-bilevel_test_off", "No"), c("-bilevel_test_bare", nullptr),
+      d("-bilevel_test_bad", "maybe");
+  bilevel::petsc::OptionsReader opts(PETSC_COMM_WORLD, "bilevel_test_");
+  opts.set_defaults({{"tuned", "false"}});
+
+  EXPECT_EQ(opts.boolean_or_auto("absent", "rule"), std::nullopt);
+  EXPECT_EQ(opts.boolean_or_auto("auto", "rule"), std::nullopt);
+  EXPECT_EQ(opts.boolean_or_auto("off", "rule"), std::optional<bool>(false));
+  EXPECT_EQ(opts.boolean_or_auto("bare", "rule"), std::optional<bool>(true));
+  EXPECT_EQ(opts.boolean_or_auto("tuned", "rule"), std::optional<bool>(false));
+  const std::string bad = input_error([&] { opts.boolean_or_auto("bad", "rule"); });
+  EXPECT_NE(bad.find("-bilevel_test_bad"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("expected auto, true or false"), std::string::npos) << bad;
+  EXPECT_TRUE(opts.given("off"));
+  EXPECT_TRUE(opts.given("tuned"));
+  EXPECT_FALSE(opts.given("absent"));
+}
+
 // What bilevel-solve reports at the end of a run: the -bilevel_ options nothing read, with the closest
 // name that something did read.
 TEST(OptionsReader, UnreadOptionsAreListedWithTheClosestKnownName) {

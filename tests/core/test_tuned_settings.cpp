@@ -145,6 +145,31 @@ TEST(TunedSettings, TheProblemsFileGivesDefaultsAndTheUsersOptionsWin) {
   EXPECT_EQ(off_view.find("defaults tuned"), std::string::npos) << off_view;
 }
 
+// A tuned value counts as given: where a method's default is a rule applied unless the option is given
+// (bome's normalize: on only in the metric H^-1 by CG, so off on the quadratic), the tuned value replaces
+// the rule as the user's value would.
+TEST(TunedSettings, ATunedValueReplacesARuleBasedDefaultAsAUsersValueWould) {
+  TempDir dir(PETSC_COMM_WORLD);
+  dir.write("quadratic/bome.opts", "-bilevel_bome_normalize true\n");
+  auto view = [&](const char* tuned) {
+    Options o{{"-bilevel_tuned_dir", dir.path()},
+              {"-bilevel_type", "bome"},
+              {"-bilevel_max_it", "1"},
+              {"-bilevel_tuned", tuned}};
+    auto problem = small_quadratic();
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    solver.set_problem(problem);
+    solver.set_from_options();
+    auto x = problem->create_upper_vec(), y = problem->create_lower_vec();
+    problem->initial_point(x, y);
+    solver.solve(x, y);
+    return view_text(solver, dir);
+  };
+  const std::string tuned = view("true"), rule = view("false");
+  EXPECT_NE(tuned.find("/(1+lambda)"), std::string::npos) << tuned;
+  EXPECT_EQ(rule.find("/(1+lambda)"), std::string::npos) << rule;
+}
+
 TEST(TunedSettings, AKeyNoReaderAsksForIsAnErrorNamingTheFile) {
   TempDir dir(PETSC_COMM_WORLD);
   dir.write("quadratic/aidcg.opts", "-bilevel_upper_stpe 0.25\n");

@@ -49,6 +49,10 @@ class OptionsReader {
   /// An unsigned 64-bit integer in [0, 2^64 − 1] (seeds).
   std::uint64_t unsigned64(std::string_view name, std::uint64_t def, std::string_view help);
   bool boolean(std::string_view name, bool def, std::string_view help);
+  /// A boolean whose default is a rule the caller applies once it knows the problem and the batch: -help
+  /// shows `<auto>` (or the tuned default), `help` states the rule. nullopt when neither the database nor the
+  /// tuned defaults give the option, or when its value is `auto`; else the boolean (PETSc's spellings).
+  std::optional<bool> boolean_or_auto(std::string_view name, std::string_view help);
   std::string string(std::string_view name, std::string_view def, std::string_view help);
   /// One of `choices`; anything else is an InputError listing them.
   std::string choice(std::string_view name,
@@ -64,8 +68,9 @@ class OptionsReader {
     PetscViewerFormat format = PETSC_VIEWER_DEFAULT;
   };
   std::optional<Viewer> viewer(std::string_view name, std::string_view help);
-  /// True if the key is present in the database.
-  bool has(std::string_view name) const;
+  /// True if the option is given: present in the database, or among the defaults of set_defaults (a tuned
+  /// value replaces the code's default, so a rule that applies "unless given" yields to it too).
+  bool given(std::string_view name) const;
   /// Defaults that replace the code's for keys absent from the database (name without prefix → value as
   /// it would be typed): the tuned settings of a (problem, method) pair (core/tuned_settings.hpp). They are
   /// validated like typed values and shown as the defaults in -help. Not collective.

@@ -110,10 +110,10 @@ class Bome : public Algorithm {
         o_.precondition,
         "take the y-part of the step in a metric M ~ inverse lower Hessian: the problem's, else H^-1 by CG "
         "(KSP -bilevel_metric_) when y-hat takes Newton steps");
-    normalize_given_ = opts.has("normalize");
-    o_.normalize = opts.boolean("normalize",
-                                o_.normalize,
-                                "divide the y step by 1 + lambda (default: only in the metric H^-1 by CG)");
+    const std::optional<bool> normalize = opts.boolean_or_auto(
+        "normalize", "divide the y step by 1 + lambda (auto: only in the metric H^-1 by CG)");
+    normalize_given_ = normalize.has_value();
+    if (normalize) o_.normalize = *normalize;
     o_.eta = opts.real("eta", o_.eta, "barrier coefficient eta", 0.0);
     o_.barrier = read_choice(opts,
                              "barrier",

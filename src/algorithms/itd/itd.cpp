@@ -87,12 +87,13 @@ class Itd : public Algorithm {
         opts.real("truncation_tol", o_.truncation_tol, "epsilon of the automatic K", 1e-300, 1.0);
     o_.memory_limit_mib =
         opts.real("memory_limit", o_.memory_limit_mib, "MiB per rank for the K stored lower iterates", 0.0);
-    precondition_given_ = opts.has("precondition");
-    o_.precondition = opts.boolean("precondition",
-                                   o_.precondition,
-                                   "with a problem preconditioner M: unroll y <- y - alpha M grad_y g, alpha "
-                                   "1/lambda_max(M H) (not in the papers; default: when the lower batch is "
-                                   "full or has >= 128 rows)");
+    const std::optional<bool> precondition =
+        opts.boolean_or_auto("precondition",
+                             "with a problem preconditioner M: unroll y <- y - alpha M grad_y g, alpha "
+                             "1/lambda_max(M H) (not in the papers; auto: when the lower batch is full or "
+                             "has >= 128 rows)");
+    precondition_given_ = precondition.has_value();
+    if (precondition) o_.precondition = *precondition;
   }
 
   void setup(AlgorithmContext& ctx) override {

@@ -116,12 +116,12 @@ class Pzobo : public Algorithm {
         opts.integer("batch_size", o_.batch_size, "minibatch if -bilevel_batch_size unset (0: full)", 0);
     o_.path_groups =
         opts.integer("path_groups", o_.path_groups, "sub-communicators for the paths (0: auto, 1: none)", 0);
-    precondition_given_ = opts.has("precondition");
-    o_.precondition =
-        opts.boolean("precondition",
-                     o_.precondition,
-                     "paths step with -a M grad_y g, cheap M (default: when the problem has M and the "
-                     "lower batch is full or has >= 128 rows)");
+    const std::optional<bool> precondition =
+        opts.boolean_or_auto("precondition",
+                             "paths step with -a M grad_y g, cheap M (auto: when the problem has M and the "
+                             "lower batch is full or has >= 128 rows)");
+    precondition_given_ = precondition.has_value();
+    if (precondition) o_.precondition = *precondition;
     o_.one_step_projection = opts.boolean(
         "one_step_projection",
         o_.one_step_projection,

@@ -114,13 +114,13 @@ class Qnbo : public Algorithm {
 
   void set_from_options(petsc::OptionsReader& opts) override {
     o_.kind = read_choice(opts, "kind", o_.kind, kKinds, "quasi-Newton update: qNBO(BFGS) or qNBO(SR1)");
-    warmup_given_ = opts.has("warmup_steps");
+    warmup_given_ = opts.given("warmup_steps");
     o_.warmup_steps = opts.integer("warmup_steps",
                                    o_.warmup_steps,
                                    "P gradient warm-up steps on y (on minibatches: 10 unless given)",
                                    0);
     o_.warmup_step = opts.real("warmup_step", o_.warmup_step, "warm-up step beta (0: 1/L)", 0.0);
-    qn_given_ = opts.has("qn_steps");
+    qn_given_ = opts.given("qn_steps");
     o_.qn_steps =
         opts.integer("qn_steps",
                      o_.qn_steps,

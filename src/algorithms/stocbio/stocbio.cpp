@@ -69,13 +69,13 @@ class Stocbio : public Algorithm {
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) full batch, 1/L minibatch)", 0.0);
     o_.batch_size = opts.integer(
         "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
-    precondition_given_ = opts.has("precondition");
-    o_.precondition =
-        opts.boolean("precondition",
-                     o_.precondition,
-                     "with a problem preconditioner M: the series of (M H)^-1 M and y by the "
-                     "problem's lower update (not in the paper; default: when the lower batch is "
-                     "full or has >= 128 rows)");
+    const std::optional<bool> precondition =
+        opts.boolean_or_auto("precondition",
+                             "with a problem preconditioner M: the series of (M H)^-1 M and y by the "
+                             "problem's lower update (not in the paper; auto: when the lower batch is "
+                             "full or has >= 128 rows)");
+    precondition_given_ = precondition.has_value();
+    if (precondition) o_.precondition = *precondition;
   }
 
   void setup(AlgorithmContext& ctx) override {
