@@ -164,8 +164,11 @@ PetscReal estimate_lower_lipschitz(BilevelProblem& problem, Vec x, Vec y, PetscR
   return lambda;
 }
 
-PetscReal estimate_preconditioned_lipschitz(
-    BilevelProblem& problem, Vec x, Vec y, PetscInt iterations, PreconditionerKind kind, const Batch& batch) {
+namespace {
+// λ_max(M H(x, y; batch)) by power steps with the problem's M as it is set up now (the caller built it at
+// (x, y)); see estimate_preconditioned_lipschitz. Collective.
+PetscReal preconditioned_power_steps(
+    BilevelProblem& problem, Vec x, Vec y, PetscInt iterations, const Batch& batch) {
   petsc::VecHandle v = petsc::duplicate(y), hv = petsc::duplicate(y);
   {
     PetscInt lo = 0, hi = 0;
@@ -173,7 +176,6 @@ PetscReal estimate_preconditioned_lipschitz(
     petsc::WriteView w(v);
     for (PetscInt i = lo; i < hi; ++i) w[i - lo] = std::cos(1.0 + static_cast<PetscReal>(i));
   }
-  problem.lower_preconditioner_setup(x, y, kind);
   PetscReal norm = 0, lambda = 0;
   BILEVEL_PETSC_CALL(VecNormalize(v, &norm));
   for (PetscInt k = 0; k < iterations; ++k) {
@@ -185,6 +187,13 @@ PetscReal estimate_preconditioned_lipschitz(
     throw Error("preconditioned lower Hessian M H has no positive dominant eigenvalue: estimate " +
                 std::to_string(lambda));
   return 1.1 * lambda;
+}
+}  // namespace
+
+PetscReal estimate_preconditioned_lipschitz(
+    BilevelProblem& problem, Vec x, Vec y, PetscInt iterations, PreconditionerKind kind, const Batch& batch) {
+  problem.lower_preconditioner_setup(x, y, kind);
+  return preconditioned_power_steps(problem, x, y, iterations, batch);
 }
 
 PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
@@ -200,10 +209,12 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
   PetscReal lipschitz =
       full || !minibatch_only ? estimate_preconditioned_lipschitz(problem, x, y, 20, kind) : 0;
   if (full) return lipschitz;
+  // one M at (x, y) for every sample (built above unless minibatch_only)
+  if (minibatch_only && samples > 0) problem.lower_preconditioner_setup(x, y, kind);
   BatchSampler sampler(seed, SamplerStream::Hessian);
   for (PetscInt s = 0; s < samples; ++s)
-    lipschitz = std::max(
-        lipschitz, estimate_preconditioned_lipschitz(problem, x, y, 20, kind, sampler.draw(n, batch_size)));
+    lipschitz =
+        std::max(lipschitz, preconditioned_power_steps(problem, x, y, 20, sampler.draw(n, batch_size)));
   return lipschitz;
 }
 

@@ -9,6 +9,7 @@
 #include "bilevel/bilevel.hpp"
 #include "bilevel/problems/logreg.hpp"
 #include "problems/synthetic.hpp"
+#include "support/forwarding_problem.hpp"
 #include "support/seed_harness.hpp"
 
 namespace {
@@ -152,6 +153,40 @@ TEST(Ttsa, ViewStatesTheVariantReferenceAndSchedules) {
   const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
   for (const char* s : {"BSA", "Ghadimi & Wang", "10 SGD steps", "(k+1)^0.5", "random (HIA)", "Q = 10"})
     EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
+}
+
+/// A problem counting how often its M is built.
+class CountingSetups : public testsupport::ForwardingProblem {
+ public:
+  using ForwardingProblem::ForwardingProblem;
+  int setups = 0;
+
+ protected:
+  void lower_preconditioner_setup_impl(Vec x, Vec y, bilevel::PreconditionerKind kind) override {
+    ++setups;
+    ForwardingProblem::lower_preconditioner_setup_impl(x, y, kind);
+  }
+};
+
+// M costs a pass over the whole training set. On full batches it follows (x_k, y_k) every iteration; on
+// minibatches it is built with the step sizes every 10 iterations (iterations 0, 10 and 20 of 30), plus once
+// for the step-size estimate at the start (whose three minibatch samples share it).
+TEST(Ttsa, OnMinibatchesMIsBuiltWithTheStepSizesEveryTenIterationsNotEveryIteration) {
+  auto count = [](const char* batch) {
+    auto p = std::make_shared<CountingSetups>(small_logreg(PETSC_COMM_WORLD));
+    Options o{{"-bilevel_type", "ttsa"},
+              {"-bilevel_max_it", "30"},
+              {"-bilevel_batch_size", batch},
+              {"-bilevel_upper_batch_size", batch},
+              {"-bilevel_tuned", "false"},
+              {"-bilevel_final_lower_solve", "false"}};
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    const bilevel::SolveReport r = seedtest::solve_from_initial_point(solver, p);
+    EXPECT_EQ(r.outer_iterations, 30);
+    return p->setups;
+  };
+  EXPECT_EQ(count("16"), 1 + 3);
+  EXPECT_EQ(count("96"), 1 + 30);  // the whole training set
 }
 
 TEST(Ttsa, BadOptionValuesAreInputErrors) {

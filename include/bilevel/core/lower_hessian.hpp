@@ -85,8 +85,8 @@ PetscReal estimate_preconditioned_lipschitz(BilevelProblem& problem,
 /// A minibatch Hessian can have a larger λ_max(M H_B) than the full one (a rare feature's rows, scaled by
 /// n/b, against M's full-batch diagonal), and steps 1/λ_max(M H) then diverge with minibatches. With
 /// batch_size 0 or >= n: the full-batch estimate; else, after the first call (`minibatch_only`), the
-/// minibatches alone (their λ_max exceeds the full batch's in expectation). Costs 20 HVPs per batch.
-/// Collective.
+/// minibatches alone (their λ_max exceeds the full batch's in expectation). Costs 20 HVPs per batch and one
+/// set-up of M at (x, y), which stays set up on return. Collective.
 PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
                                                       Vec x,
                                                       Vec y,
@@ -119,7 +119,8 @@ bool resolve_preconditioned_steps(BilevelProblem& problem, PetscInt batch_size, 
 /// The renewal of such a bound while x moves the lower curvature (steps 1/λ_max(M H_B) of stocbio, ttsa, itd
 /// and pzobo): at outer iteration k > 0 with k % period == 0, estimate_preconditioned_lipschitz_minibatch on
 /// three fresh minibatches (seed + k, the cheap M; the full batch when batch_size is 0), else nullopt. A
-/// restart at iteration k draws the same batches. Collective.
+/// restart at iteration k draws the same batches. When it renews, the problem's M is left set up at (x, y).
+/// Collective.
 std::optional<PetscReal> renewed_preconditioned_lipschitz(BilevelProblem& problem,
                                                           Vec x,
                                                           Vec y,

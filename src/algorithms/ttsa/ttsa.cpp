@@ -22,9 +22,11 @@
 /// (tests/algorithms/test_ttsa.cpp states the limit). Cost: T ∇_y g + p HVP (E p = (Q − 1)/2; Q expected) + 1
 /// JVP + 1 ∇f. In the problem's preconditioner (Capability::LowerPreconditioner, -bilevel_ttsa_precondition,
 /// default on; not in the papers): the SGD steps y <- y − β_k M ∇_y g and the series (HIA or expected) of (M
-/// H)⁻¹ M = H⁻¹, M built at (x_k, y_k) every iteration; β_0 = η = 1/λ_max(M H_B) (full batch and three
-/// minibatches, power steps), renewed every 10 iterations, Q = 10 (no μ of M H); docs/benchmarks.md,
-/// "Defaults on a second LIBSVM set", has the measurement.
+/// H)⁻¹ M = H⁻¹; β_0 = η = 1/λ_max(M H_B) (full batch and three minibatches, power steps), renewed every 10
+/// iterations, Q = 10 (no μ of M H); docs/benchmarks.md, "Defaults on a second LIBSVM set", has the
+/// measurement. M is built at (x_k, y_k) every iteration on full batches (one data pass against the
+/// iteration's several) and with β_0 and η every 10 iterations on minibatches (a data pass against a few
+/// batches' rows: rebuilt every iteration it took 45% of the time on ijcnn1's batches of 64).
 /// Options (-bilevel_ttsa_*): variant, inner_steps, inner_step, neumann_steps, neumann_eta, truncation,
 /// upper_decay, lower_decay, batch_size, precondition.
 #include <petscviewer.h>
@@ -154,6 +156,13 @@ class Ttsa : public Algorithm {
     fx_ = p.create_upper_vec();
     jv_ = p.create_upper_vec();
     neumann_.setup(ctx.y);
+    m_current_ = false;
+    m_x_.reset();
+    m_y_.reset();
+    if (pc_ && !full_lower_batch(p, batch_)) {
+      m_x_ = p.create_upper_vec();
+      m_y_ = p.create_lower_vec();
+    }
     s_ = StepSamplers(ctx.seed);
     truncations_ = BatchSampler(ctx.seed, SamplerStream::Coordinates);
   }
@@ -169,13 +178,16 @@ class Ttsa : public Algorithm {
     }
     // with M: λ_max(M H_B) renewed every 10 iterations, since x lowers e^x and raises the minibatch
     // curvature against M's diagonal (the user's inner_step and neumann_eta stay)
+    bool renewed = false;  // M set up at (x_k, y_k) by the renewal
     if (pc_)
-      if (const auto L = renewed_preconditioned_lipschitz(p, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration)) {
+      if (const auto L = renewed_preconditioned_lipschitz(
+              p, ctx.x, ctx.y, batch_, ctx.seed, ctx.iteration, kRenewPeriod)) {
         if (o_.inner_step == 0) beta0_ = 1.0 / *L;
         if (o_.neumann_eta == 0) eta_ = 1.0 / *L;
+        renewed = true;
       }
     StepResult r;
-    if (pc_) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);  // M at (x_k, y_k)
+    if (pc_) setup_preconditioner(ctx, renewed);
     // 1. y_{k+1}: T SGD steps of β_k (TTSA: one), in M with a preconditioner
     r.lower_residual = gd_.run(p, ctx.x, ctx.y, steps_, beta0_ * std::pow(k1, -ay_), &s_.lower, batch_, pc_);
     require_finite(r.lower_residual, ConvergedReason::DivergedInnerSolve, "the norm of the lower gradient");
@@ -228,6 +240,10 @@ class Ttsa : public Algorithm {
     state.add("ttsa.sampler_truncation", truncations_);
     state.add("ttsa.beta0", beta0_);
     state.add("ttsa.eta", eta_);
+    if (m_x_) {  // the point of M's last renewal on minibatches
+      state.add("ttsa.m_x", m_x_);
+      state.add("ttsa.m_y", m_y_);
+    }
   }
 
   void view(PetscViewer viewer) const override {
@@ -266,11 +282,34 @@ class Ttsa : public Algorithm {
   }
 
  private:
+  static constexpr std::int64_t kRenewPeriod = 10;  // iterations between renewals of L and, on minibatches, M
+
+  /// The problem's M for iteration k: at (x_k, y_k) on full batches; on minibatches at the point of the last
+  /// renewal (every kRenewPeriod iterations, kept in m_x_, m_y_), rebuilt there after a restart. `renewed`:
+  /// the step-size renewal has just set M up at (x_k, y_k). Collective.
+  void setup_preconditioner(AlgorithmContext& ctx, bool renewed) {
+    BilevelProblem& p = ctx.problem;
+    if (!m_x_) {
+      if (!renewed) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);
+      return;
+    }
+    if (ctx.iteration % kRenewPeriod == 0) {
+      if (!renewed) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);
+      BILEVEL_PETSC_CALL(VecCopy(ctx.x, m_x_));
+      BILEVEL_PETSC_CALL(VecCopy(ctx.y, m_y_));
+    } else if (!m_current_) {  // the first step after a restart: M as the uninterrupted run has it
+      p.lower_preconditioner_setup(m_x_, m_y_, PreconditionerKind::Cheap);
+    }
+    m_current_ = true;
+  }
+
   TtsaOptions o_;
   PetscReal beta0_ = 0, eta_ = 0, ax_ = 0, ay_ = 0;
   PetscInt q_ = 0, steps_ = 1, batch_ = 0, upper_batch_ = 0, last_depth_ = 0;
   bool follow_bound_ = false, random_ = false;
-  bool pc_ = false;  // steps and series in the problem's M
+  bool pc_ = false;             // steps and series in the problem's M
+  bool m_current_ = false;      // M set up at (m_x_, m_y_) in this process
+  petsc::VecHandle m_x_, m_y_;  // minibatches with M: the point of M's last renewal (checkpointed)
   GradientSteps gd_;
   NeumannSolver neumann_;
   StepSamplers s_;
