@@ -82,8 +82,7 @@ TEST(Soba, MinibatchesOfTheGivenSizeAndDecayingSteps) {
   bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
   seedtest::solve_from_initial_point(solver, small_logreg(PETSC_COMM_WORLD));
   const std::string text = seedtest::solver_view_text(PETSC_COMM_WORLD, solver);
-  for (const char* s : {"SOBA", "Dagreou", "NeurIPS 2022", "decay 0.5", "lower batch 16"})
-    EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
+  seedtest::expect_contains(text, {"SOBA", "Dagreou", "NeurIPS 2022", "decay 0.5", "lower batch 16"});
 }
 
 TEST(Soba, LowersTheValidationLossOfLogisticRegression) {
@@ -110,8 +109,8 @@ TEST(Soba, ViewOfTheMovingAverageVariantAndBadValues) {
   {
     Options o{{"-bilevel_soba_variant", "ma"}, {"-bilevel_soba_average", "0.25"}};
     const std::string text = seedtest::view_text(PETSC_COMM_WORLD, quad(10), "soba");
-    for (const char* s : {"MA-SOBA", "Chen, Xu & Zhang", "average theta 0.25", "decay 0", "(1/L)"})
-      EXPECT_NE(text.find(s), std::string::npos) << "missing '" << s << "' in:\n" << text;
+    seedtest::expect_contains(text,
+                              {"MA-SOBA", "Chen, Xu & Zhang", "average theta 0.25", "decay 0", "(1/L)"});
   }
   for (const auto& [key, value] :
        std::vector<std::pair<std::string, std::string>>{{"-bilevel_soba_variant", "saga"},

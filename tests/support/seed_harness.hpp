@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -309,6 +310,13 @@ inline std::string logreg_view_text(MPI_Comm comm, std::vector<std::pair<std::st
   bilevel::BilevelSolver solver(comm);
   solve_from_initial_point(solver, p);
   return solver_view_text(comm, solver);
+}
+
+/// Expects `text` to contain each of `parts`; a failure names the missing part and shows the text. Not
+/// collective.
+inline void expect_contains(const std::string& text, std::initializer_list<const char*> parts) {
+  for (const char* part : parts)
+    EXPECT_NE(text.find(part), std::string::npos) << "missing '" << part << "' in:\n" << text;
 }
 
 /// The -bilevel_view texts of `method` on that logreg with a full lower batch, with minibatches of 64 rows,
