@@ -164,6 +164,7 @@ void BilevelProblem::lower_jvp(Vec x, Vec y, const Batch& batch, Vec w, Vec out)
 void BilevelProblem::lower_preconditioner_setup(Vec x, Vec y, PreconditionerKind kind) {
   petsc::ScopedEvent ev(petsc::events().precondition);
   lower_preconditioner_setup_impl(x, y, kind);
+  ++preconditioner_setups_;
 }
 
 void BilevelProblem::lower_precondition(Vec r, Vec out) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bilevel/bilevel.hpp"
@@ -187,6 +188,56 @@ TEST(Ttsa, OnMinibatchesMIsBuiltWithTheStepSizesEveryTenIterationsNotEveryIterat
   };
   EXPECT_EQ(count("16"), 1 + 3);
   EXPECT_EQ(count("96"), 1 + 30);  // the whole training set
+}
+
+/// After every iteration builds the problem's M at a point of its own, as a monitor's accurate
+/// hypergradient does. Collective.
+class BuildsMElsewhere : public bilevel::Monitor {
+ public:
+  explicit BuildsMElsewhere(std::shared_ptr<bilevel::BilevelProblem> p)
+      : p_(std::move(p)), x_(p_->create_upper_vec()), y_(p_->create_lower_vec()) {
+    VecSet(x_, -3.0);
+    VecSet(y_, 0.5);
+  }
+  void on_iteration(const bilevel::IterationRecord&) override {
+    p_->lower_preconditioner_setup(x_, y_, bilevel::PreconditionerKind::Cheap);
+    ++calls;
+  }
+  int calls = 0;
+
+ private:
+  std::shared_ptr<bilevel::BilevelProblem> p_;
+  bilevel::petsc::VecHandle x_, y_;
+};
+
+// Kept between renewals, M is the one of the last renewal even when something else builds M in between:
+// the iterates with such a monitor are those without it, bit for bit.
+TEST(Ttsa, OnMinibatchesAnotherComponentBuildingMDoesNotChangeTheIterates) {
+  auto run = [](bool monitor) {
+    auto p = small_logreg(PETSC_COMM_WORLD);
+    Options o{{"-bilevel_type", "ttsa"},
+              {"-bilevel_max_it", "25"},
+              {"-bilevel_batch_size", "16"},
+              {"-bilevel_upper_batch_size", "16"},
+              {"-bilevel_tuned", "false"},
+              {"-bilevel_final_lower_solve", "false"}};
+    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+    auto m = std::make_unique<BuildsMElsewhere>(p);
+    const BuildsMElsewhere* watcher = m.get();
+    if (monitor) solver.add_monitor(std::move(m));
+    std::vector<PetscReal> x;
+    const bilevel::SolveReport r = seedtest::solve_from_initial_point(solver, p, &x);
+    EXPECT_EQ(r.outer_iterations, 25);
+    return std::make_tuple(x, p->lower_preconditioner_setups(), monitor ? watcher->calls : 0);
+  };
+  const auto [plain, plain_setups, none] = run(false);
+  const auto [watched, watched_setups, calls] = run(true);
+  EXPECT_EQ(plain, watched);
+  EXPECT_EQ(none, 0);
+  EXPECT_EQ(plain_setups, 1u + 3u);  // the start's estimate and iterations 0, 10, 20
+  EXPECT_GE(calls, 25);
+  // each monitor call, and ttsa's rebuild at the renewal point after it (iterations 1-24 but 10 and 20)
+  EXPECT_EQ(watched_setups, plain_setups + static_cast<std::uint64_t>(calls) + 22u);
 }
 
 TEST(Ttsa, BadOptionValuesAreInputErrors) {

@@ -244,6 +244,11 @@ class BilevelProblem {
 
   const OracleCounts& counts() const { return counts_; }
   void reset_counts() { counts_ = {}; }
+  /// How many times lower_preconditioner_setup has built M on this object. A method that keeps M across
+  /// iterations compares it with the value after its own set-up: a change means that another component (a
+  /// monitor's accurate hypergradient, a full-batch Krylov solve) has built M at another point since. Not
+  /// collective.
+  std::uint64_t lower_preconditioner_setups() const { return preconditioner_setups_; }
   /// Restores counters saved before an evaluation that must not count as oracle work. Not collective.
   void set_counts(const OracleCounts& c) { counts_ = c; }
   /// Number of samples a batch touches on the given level (the set size for a full batch).
@@ -270,6 +275,7 @@ class BilevelProblem {
 
  private:
   OracleCounts counts_;
+  std::uint64_t preconditioner_setups_ = 0;
 };
 
 }  // namespace bilevel

@@ -285,8 +285,9 @@ class Ttsa : public Algorithm {
   static constexpr std::int64_t kRenewPeriod = 10;  // iterations between renewals of L and, on minibatches, M
 
   /// The problem's M for iteration k: at (x_k, y_k) on full batches; on minibatches at the point of the last
-  /// renewal (every kRenewPeriod iterations, kept in m_x_, m_y_), rebuilt there after a restart. `renewed`:
-  /// the step-size renewal has just set M up at (x_k, y_k). Collective.
+  /// renewal (every kRenewPeriod iterations, kept in m_x_, m_y_), rebuilt there after a restart or when
+  /// something else built M since (a monitor's accurate hypergradient), so the iterates depend on neither.
+  /// `renewed`: the step-size renewal has just set M up at (x_k, y_k). Collective.
   void setup_preconditioner(AlgorithmContext& ctx, bool renewed) {
     BilevelProblem& p = ctx.problem;
     if (!m_x_) {
@@ -297,10 +298,12 @@ class Ttsa : public Algorithm {
       if (!renewed) p.lower_preconditioner_setup(ctx.x, ctx.y, PreconditionerKind::Cheap);
       BILEVEL_PETSC_CALL(VecCopy(ctx.x, m_x_));
       BILEVEL_PETSC_CALL(VecCopy(ctx.y, m_y_));
-    } else if (!m_current_) {  // the first step after a restart: M as the uninterrupted run has it
-      p.lower_preconditioner_setup(m_x_, m_y_, PreconditionerKind::Cheap);
+    } else if (!m_current_ || p.lower_preconditioner_setups() != m_setups_) {
+      p.lower_preconditioner_setup(
+          m_x_, m_y_, PreconditionerKind::Cheap);  // M as the uninterrupted run has it
     }
     m_current_ = true;
+    m_setups_ = p.lower_preconditioner_setups();
   }
 
   TtsaOptions o_;
@@ -309,6 +312,7 @@ class Ttsa : public Algorithm {
   bool follow_bound_ = false, random_ = false;
   bool pc_ = false;             // steps and series in the problem's M
   bool m_current_ = false;      // M set up at (m_x_, m_y_) in this process
+  std::uint64_t m_setups_ = 0;  // the problem's set-up count right after that
   petsc::VecHandle m_x_, m_y_;  // minibatches with M: the point of M's last renewal (checkpointed)
   GradientSteps gd_;
   NeumannSolver neumann_;
