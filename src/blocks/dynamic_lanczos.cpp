@@ -89,12 +89,13 @@ void DynamicLanczos::apply_m(Vec in, Vec out) {
 void DynamicLanczos::restart(BilevelProblem& problem, Vec x, Vec y, const Batch& batch, Vec v, Vec b) {
   BILEVEL_ASSERT(basis_);
   problem_ = &problem;
-  if (precondition_) problem.lower_preconditioner_setup(x, y);  // M at (x_k, y_{k+1}), fixed for the cycle
-  BILEVEL_PETSC_CALL(VecCopy(v, anchor_));                      // v̄ = v_k
-  problem.lower_hvp(x, y, batch, anchor_, w_);                  // w = H(x_k, y_{k+1}) v̄  (Alg. 4, restart)
-  BILEVEL_PETSC_CALL(VecCopy(b, b_bar_));                       // b̄ = b_k
-  BILEVEL_PETSC_CALL(VecWAXPY(m_, -1.0, w_, b));                // r̄ = b̄ − w
-  apply_m(m_, q_);                                              // M r̄
+  if (precondition_)
+    problem.lower_preconditioner_setup(x, y);     // M at (x_k, y_{k+1}) (header: within a cycle)
+  BILEVEL_PETSC_CALL(VecCopy(v, anchor_));        // v̄ = v_k
+  problem.lower_hvp(x, y, batch, anchor_, w_);    // w = H(x_k, y_{k+1}) v̄  (Alg. 4, restart)
+  BILEVEL_PETSC_CALL(VecCopy(b, b_bar_));         // b̄ = b_k
+  BILEVEL_PETSC_CALL(VecWAXPY(m_, -1.0, w_, b));  // r̄ = b̄ − w
+  apply_m(m_, q_);                                // M r̄
   PetscReal rho2 = 0;
   BILEVEL_PETSC_CALL(VecDot(m_, q_, &rho2));  // ρ² = r̄ᵀ M r̄
   alpha_.clear();

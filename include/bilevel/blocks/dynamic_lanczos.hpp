@@ -40,8 +40,11 @@ PetscInt solve_spd_tridiagonal(std::span<const PetscReal> alpha,
 /// the dual vectors m_j = M⁻¹ u_j: t = H u_j − β_{j−1} m_{j−1}, α_j = u_jᵀ t, t −= α_j m_j, z = M t,
 /// β_j = sqrt(tᵀ z), m_{j+1} = t/β_j, u_{j+1} = z/β_j; at a restart m_1 = r̄/ρ, u_1 = M r̄/ρ with
 /// ρ = sqrt(r̄ᵀ M r̄). The Galerkin condition Uᵀ(H v − b) = 0 gives the same formula
-/// v = v̄ + U_j T_j⁻¹ U_jᵀ(b − w), and Uᵀ r̄ = ρ e_1. M is rebuilt at each restart and fixed within a cycle.
-/// One M application per step (two per restart); M = I gives the unpreconditioned process exactly.
+/// v = v̄ + U_j T_j⁻¹ U_jᵀ(b − w), and Uᵀ r̄ = ρ e_1. M is rebuilt at each restart; within a cycle each step
+/// applies the problem's M as it is then, so whatever builds M between steps (lancbio's Newton-PCG lower
+/// update on full batches, a monitor's accurate hypergradient) moves it along, as the operator H(x_k,
+/// y_{k+1}) of the dynamic process moves. One M application per step (two per restart); M = I gives the
+/// unpreconditioned process exactly.
 ///
 /// Every method except the accessors is collective on the communicator of the layout Vec.
 class DynamicLanczos {
