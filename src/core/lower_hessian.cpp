@@ -228,8 +228,8 @@ bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_siz
   return full_lower_batch(problem, batch_size) || batch_size >= kMinPreconditionedBatch;
 }
 
-bool resolve_preconditioned_steps(BilevelProblem& problem, PetscInt batch_size, bool given, bool value) {
-  return (given ? value : preconditioned_steps_by_default(problem, batch_size)) &&
+bool resolve_preconditioned_steps(BilevelProblem& problem, PetscInt batch_size, std::optional<bool> given) {
+  return given.value_or(preconditioned_steps_by_default(problem, batch_size)) &&
          has(problem.capabilities(), Capability::LowerPreconditioner);
 }
 

@@ -114,33 +114,39 @@ TEST(TunedSettings, ABadLineIsAnInputErrorNamingFileAndLine) {
   }
 }
 
+/// Solves the small quadratic from its initial point with the options set for the call (on top of the tuned
+/// folder `dir`); returns the iterations and -bilevel_view's text. Collective.
+std::pair<std::int64_t, std::string> solve_small_quadratic(
+    const TempDir& dir, std::initializer_list<std::pair<std::string, std::string>> options) {
+  Options o{{"-bilevel_tuned_dir", dir.path()}};
+  for (const auto& [k, v] : options) o.set(k, v);
+  auto problem = small_quadratic();
+  bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
+  solver.set_problem(problem);
+  solver.set_from_options();
+  auto x = problem->create_upper_vec(), y = problem->create_lower_vec();
+  problem->initial_point(x, y);
+  const bilevel::SolveReport r = solver.solve(x, y);
+  return {r.outer_iterations, view_text(solver, dir)};
+}
+
 // The file of (problem, method) gives the defaults of the solver, the stepper and the method; -bilevel_view
 // names the file; the user's options win; -bilevel_tuned false turns the file off.
 TEST(TunedSettings, TheProblemsFileGivesDefaultsAndTheUsersOptionsWin) {
   TempDir dir(PETSC_COMM_WORLD);
   dir.write("quadratic/aidcg.opts", "-bilevel_max_it 3\n-bilevel_upper_step 0.25\n");
-  auto run = [&](std::initializer_list<std::pair<std::string, std::string>> extra) {
-    Options o{{"-bilevel_tuned_dir", dir.path()}, {"-bilevel_type", "aidcg"}};
-    for (const auto& [k, v] : extra) o.set(k, v);
-    auto problem = small_quadratic();
-    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
-    solver.set_problem(problem);
-    solver.set_from_options();
-    auto x = problem->create_upper_vec(), y = problem->create_lower_vec();
-    problem->initial_point(x, y);
-    const bilevel::SolveReport r = solver.solve(x, y);
-    return std::make_pair(r.outer_iterations, view_text(solver, dir));
-  };
-  const auto [tuned_its, tuned_view] = run({});
+  const auto [tuned_its, tuned_view] = solve_small_quadratic(dir, {{"-bilevel_type", "aidcg"}});
   EXPECT_EQ(tuned_its, 3);
   EXPECT_NE(tuned_view.find("step 0.25"), std::string::npos) << tuned_view;
   EXPECT_NE(tuned_view.find("quadratic/aidcg.opts): -bilevel_max_it 3 -bilevel_upper_step 0.25"),
             std::string::npos)
       << tuned_view;
-  const auto [user_its, user_view] = run({{"-bilevel_max_it", "2"}, {"-bilevel_upper_step", "0.125"}});
+  const auto [user_its, user_view] = solve_small_quadratic(
+      dir, {{"-bilevel_type", "aidcg"}, {"-bilevel_max_it", "2"}, {"-bilevel_upper_step", "0.125"}});
   EXPECT_EQ(user_its, 2);
   EXPECT_NE(user_view.find("step 0.125"), std::string::npos) << user_view;
-  const auto [off_its, off_view] = run({{"-bilevel_tuned", "false"}});
+  const auto [off_its, off_view] =
+      solve_small_quadratic(dir, {{"-bilevel_type", "aidcg"}, {"-bilevel_tuned", "false"}});
   EXPECT_EQ(off_its, 100);  // the solver's own default
   EXPECT_EQ(off_view.find("defaults tuned"), std::string::npos) << off_view;
 }
@@ -152,18 +158,9 @@ TEST(TunedSettings, ATunedValueReplacesARuleBasedDefaultAsAUsersValueWould) {
   TempDir dir(PETSC_COMM_WORLD);
   dir.write("quadratic/bome.opts", "-bilevel_bome_normalize true\n");
   auto view = [&](const char* tuned) {
-    Options o{{"-bilevel_tuned_dir", dir.path()},
-              {"-bilevel_type", "bome"},
-              {"-bilevel_max_it", "1"},
-              {"-bilevel_tuned", tuned}};
-    auto problem = small_quadratic();
-    bilevel::BilevelSolver solver(PETSC_COMM_WORLD);
-    solver.set_problem(problem);
-    solver.set_from_options();
-    auto x = problem->create_upper_vec(), y = problem->create_lower_vec();
-    problem->initial_point(x, y);
-    solver.solve(x, y);
-    return view_text(solver, dir);
+    return solve_small_quadratic(
+               dir, {{"-bilevel_type", "bome"}, {"-bilevel_max_it", "1"}, {"-bilevel_tuned", tuned}})
+        .second;
   };
   const std::string tuned = view("true"), rule = view("false");
   EXPECT_NE(tuned.find("/(1+lambda)"), std::string::npos) << tuned;

@@ -112,9 +112,9 @@ inline constexpr PetscInt kMinPreconditionedBatch = 128;
 /// data set) or holds at least kMinPreconditionedBatch rows. Not collective.
 bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_size);
 
-/// Whether such a method steps in M: the user's -bilevel_<method>_precondition when `given`, else
-/// preconditioned_steps_by_default; false whenever the problem has no M. Not collective.
-bool resolve_preconditioned_steps(BilevelProblem& problem, PetscInt batch_size, bool given, bool value);
+/// Whether such a method steps in M: the -bilevel_<method>_precondition given (user or tuned), else (nullopt,
+/// auto) preconditioned_steps_by_default; false whenever the problem has no M. Not collective.
+bool resolve_preconditioned_steps(BilevelProblem& problem, PetscInt batch_size, std::optional<bool> given);
 
 /// The renewal of such a bound while x moves the lower curvature (steps 1/λ_max(M H_B) of stocbio, ttsa, itd
 /// and pzobo): at outer iteration k > 0 with k % period == 0, estimate_preconditioned_lipschitz_minibatch on

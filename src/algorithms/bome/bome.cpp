@@ -82,9 +82,9 @@ struct BomeOptions {
   /// newton), [-bilevel_bome_inner_step] a of the gradient steps (0: 1/L); Newton's CG: KSP -bilevel_inner_
   LowerUpdateOptions lower;
   PetscReal lower_step = 0;  ///< [-bilevel_bome_lower_step] ξ_y, outer step on y; 0: a/2 (M: 0.1, H⁻¹: 0.5)
-  bool precondition = true;  ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
-  bool normalize = false;  ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ); not given: on in the metric H⁻¹
-  PetscReal eta = 0.5;     ///< [-bilevel_bome_eta] barrier coefficient η
+  bool precondition = true;       ///< [-bilevel_bome_precondition] y-part of the step in the metric M⁻¹
+  std::optional<bool> normalize;  ///< [-bilevel_bome_normalize] y step ξ_y/(1+λ); nullopt: in the metric H⁻¹
+  PetscReal eta = 0.5;            ///< [-bilevel_bome_eta] barrier coefficient η
   BomeBarrier barrier =
       BomeBarrier::GradNorm;     ///< [-bilevel_bome_barrier grad_norm|value] φ = η||∇q̂||² or η q̂
   bool inner_warm_start = true;  ///< [-bilevel_bome_inner_warm_start] ŷ from the previous ŷ (else y_k)
@@ -110,10 +110,8 @@ class Bome : public Algorithm {
         o_.precondition,
         "take the y-part of the step in a metric M ~ inverse lower Hessian: the problem's, else H^-1 by CG "
         "(KSP -bilevel_metric_) when y-hat takes Newton steps");
-    const std::optional<bool> normalize = opts.boolean_or_auto(
+    o_.normalize = opts.boolean_or_auto(
         "normalize", "divide the y step by 1 + lambda (auto: only in the metric H^-1 by CG)");
-    normalize_given_ = normalize.has_value();
-    if (normalize) o_.normalize = *normalize;
     o_.eta = opts.real("eta", o_.eta, "barrier coefficient eta", 0.0);
     o_.barrier = read_choice(opts,
                              "barrier",
@@ -153,7 +151,7 @@ class Bome : public Algorithm {
     }
     // In the metric H⁻¹ the y-step contracts y − y*(x) by 1 − ξ_y λ, unstable once λ > 2/ξ_y = 4: there the
     // step is divided by 1 + λ unless the user says otherwise (20 Newsgroups, docs/benchmarks.md).
-    normalize_ = normalize_given_ ? o_.normalize : metric_ != nullptr;
+    normalize_ = o_.normalize.value_or(metric_ != nullptr);
     if (o_.lower_step > 0) {
       xi_y_ = o_.lower_step;
     } else if (metric_) {
@@ -300,7 +298,7 @@ class Bome : public Algorithm {
   LowerSpectrum spectrum_;
   PetscInt metric_budget_ = 0;
   bool user_metric_budget_ = false;
-  bool normalize_given_ = false, normalize_ = false;  // -bilevel_bome_normalize given; the rule in force
+  bool normalize_ = false;  // -bilevel_bome_normalize or its rule, in force
   petsc::VecHandle y_hat_, qy_, fy_, mqy_, mfy_, qx_, gx_hat_, fx_;
   StepSamplers s_;
 };

@@ -61,7 +61,7 @@ struct ItdOptions {
   PetscReal memory_limit_mib = 2048;  ///< [-bilevel_itd_memory_limit] MiB per rank for the K iterates
   PetscInt max_auto_steps = 2000;     ///< the automatic K is at most this
   PetscInt fallback_steps = 10;       ///< K without μ
-  bool precondition = true;           ///< [-bilevel_itd_precondition] steps in the problem's M
+  std::optional<bool> precondition;   ///< [-bilevel_itd_precondition] steps in M (nullopt: auto)
 };
 
 class Itd : public Algorithm {
@@ -87,13 +87,11 @@ class Itd : public Algorithm {
         opts.real("truncation_tol", o_.truncation_tol, "epsilon of the automatic K", 1e-300, 1.0);
     o_.memory_limit_mib =
         opts.real("memory_limit", o_.memory_limit_mib, "MiB per rank for the K stored lower iterates", 0.0);
-    const std::optional<bool> precondition =
+    o_.precondition =
         opts.boolean_or_auto("precondition",
                              "with a problem preconditioner M: unroll y <- y - alpha M grad_y g, alpha "
                              "1/lambda_max(M H) (not in the papers; auto: when the lower batch is full or "
                              "has >= 128 rows)");
-    precondition_given_ = precondition.has_value();
-    if (precondition) o_.precondition = *precondition;
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -101,7 +99,7 @@ class Itd : public Algorithm {
     const ProblemHints h = p.hints();
     const DatasetSizes n = p.dataset_sizes();
     batch_ = n.lower > 0 ? ctx.batch_size : 0;
-    pc_ = resolve_preconditioned_steps(p, batch_, precondition_given_, o_.precondition);
+    pc_ = resolve_preconditioned_steps(p, batch_, o_.precondition);
     const std::optional<PetscReal> bound =
         o_.inner_step > 0 || pc_ ? std::nullopt : p.lower_lipschitz_bound(ctx.x);
     follow_bound_ = bound.has_value();
@@ -273,7 +271,6 @@ class Itd : public Algorithm {
   std::vector<petsc::VecHandle> iterates_;       // y_0 … y_{K−1}
   petsc::VecHandle a_, a2_, hv_, fx_, jv_, mu_;  // mu_: M ā (with a preconditioner)
   bool pc_ = false;                              // unrolled steps in the problem's M
-  bool precondition_given_ = false;              // -bilevel_itd_precondition given
   GradientSteps gd_;
   StepSamplers samplers_;
   BatchSampler replay_;

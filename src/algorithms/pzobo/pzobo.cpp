@@ -116,12 +116,10 @@ class Pzobo : public Algorithm {
         opts.integer("batch_size", o_.batch_size, "minibatch if -bilevel_batch_size unset (0: full)", 0);
     o_.path_groups =
         opts.integer("path_groups", o_.path_groups, "sub-communicators for the paths (0: auto, 1: none)", 0);
-    const std::optional<bool> precondition =
+    precondition_choice_ =
         opts.boolean_or_auto("precondition",
                              "paths step with -a M grad_y g, cheap M (auto: when the problem has M and the "
                              "lower batch is full or has >= 128 rows)");
-    precondition_given_ = precondition.has_value();
-    if (precondition) o_.precondition = *precondition;
     o_.one_step_projection = opts.boolean(
         "one_step_projection",
         o_.one_step_projection,
@@ -145,7 +143,7 @@ class Pzobo : public Algorithm {
     const DatasetSizes n = p.dataset_sizes();
     batch_ = stochastic ? (ctx.batch_size > 0 ? ctx.batch_size : o_.batch_size) : 0;
     if (batch_ >= n.lower) batch_ = 0;
-    if (!precondition_given_) o_.precondition = preconditioned_steps_by_default(p, batch_);
+    o_.precondition = precondition_choice_.value_or(preconditioned_steps_by_default(p, batch_));
     if (o_.precondition && !has(p.capabilities(), Capability::LowerPreconditioner))
       throw InputError(
           "option -bilevel_pzobo_precondition needs a problem with a lower-level preconditioner (" +
@@ -326,7 +324,7 @@ class Pzobo : public Algorithm {
   PetscReal a_ = 0, beta_ = -1, mu_ = 0;
   PetscInt n_ = 0, q_ = 0, batch_ = 0, upper_batch_ = 0;
   bool derived_ = false, projected_ = false, use_spectrum_ = false;
-  bool precondition_given_ = false;  // -bilevel_pzobo_precondition given
+  std::optional<bool> precondition_choice_;  // -bilevel_pzobo_precondition given (nullopt: auto)
   DirectionType type_ = DirectionType::Gaussian;
   LowerSpectrum spectrum_;
   StepSamplers s_;

@@ -49,7 +49,7 @@ struct StocbioOptions {
   PetscInt neumann_steps = 0;  ///< [-bilevel_stocbio_neumann_steps] Q; 0: from the spectrum (above)
   PetscReal neumann_eta = 0;   ///< [-bilevel_stocbio_neumann_eta] η; 0: 2/(L + μ) full batch, 1/L minibatch
   PetscInt batch_size = 256;   ///< [-bilevel_stocbio_batch_size] when -bilevel_batch_size is not given
-  bool precondition = true;    ///< [-bilevel_stocbio_precondition] series in the problem's M (file comment)
+  std::optional<bool> precondition;  ///< [-bilevel_stocbio_precondition] series in M (nullopt: auto)
 };
 
 class Stocbio : public Algorithm {
@@ -69,13 +69,11 @@ class Stocbio : public Algorithm {
         "neumann_eta", o_.neumann_eta, "Neumann scaling eta (0: 2/(L+mu) full batch, 1/L minibatch)", 0.0);
     o_.batch_size = opts.integer(
         "batch_size", o_.batch_size, "minibatch size used when -bilevel_batch_size is not set (0: full)", 0);
-    const std::optional<bool> precondition =
+    o_.precondition =
         opts.boolean_or_auto("precondition",
                              "with a problem preconditioner M: the series of (M H)^-1 M and y by the "
                              "problem's lower update (not in the paper; auto: when the lower batch is "
                              "full or has >= 128 rows)");
-    precondition_given_ = precondition.has_value();
-    if (precondition) o_.precondition = *precondition;
   }
 
   void setup(AlgorithmContext& ctx) override {
@@ -86,7 +84,7 @@ class Stocbio : public Algorithm {
     // one pass over the training samples per series (file comment); no cap with full batches
     max_terms_ = batch_ > 0 && n > batch_ ? std::min<PetscInt>(kMaxSeriesTerms, (n + batch_ - 1) / batch_)
                                           : kMaxSeriesTerms;
-    pc_ = resolve_preconditioned_steps(p, batch_, precondition_given_, o_.precondition);
+    pc_ = resolve_preconditioned_steps(p, batch_, o_.precondition);
     need_spectrum_ = !pc_ && (o_.inner_step == 0 || o_.neumann_eta == 0 || o_.neumann_steps == 0);
     // With a bound L(x) from the problem, the default steps 1/L follow x (see step()).
     follow_bound_ = need_spectrum_ && p.lower_lipschitz_bound(ctx.x).has_value();
@@ -189,9 +187,8 @@ class Stocbio : public Algorithm {
   // with minibatches the estimate's sampling error (tens of percent at batch 256) dominates a 1e-2 bias
   static constexpr PetscReal kSeriesAccuracyMinibatch = 1e-2;
   static constexpr PetscInt kPreconditionedTerms = 50;
-  bool pc_ = false;                  // the series in the problem's M
-  bool precondition_given_ = false;  // -bilevel_stocbio_precondition given
-  PetscReal pc_lipschitz_ = 0;       // λ_max(M H) at the start (power steps, padded 10%)
+  bool pc_ = false;             // the series in the problem's M
+  PetscReal pc_lipschitz_ = 0;  // λ_max(M H) at the start (power steps, padded 10%)
   LowerSpectrum spectrum_;
   bool need_spectrum_ = false;
   PetscInt q_ = 10;
