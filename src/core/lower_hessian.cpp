@@ -223,6 +223,12 @@ bool full_lower_batch(BilevelProblem& problem, PetscInt batch_size) {
          batch_size >= problem.dataset_sizes().lower;
 }
 
+bool draws_minibatches(BilevelProblem& problem, PetscInt lower_batch, PetscInt upper_batch) {
+  if (!has(problem.capabilities(), Capability::Stochastic)) return false;
+  const DatasetSizes n = problem.dataset_sizes();
+  return (lower_batch > 0 && lower_batch < n.lower) || (upper_batch > 0 && upper_batch < n.upper);
+}
+
 bool preconditioned_steps_by_default(BilevelProblem& problem, PetscInt batch_size) {
   if (!has(problem.capabilities(), Capability::LowerPreconditioner)) return false;
   return full_lower_batch(problem, batch_size) || batch_size >= kMinPreconditionedBatch;

@@ -12,6 +12,7 @@
 #include "bilevel/core/derivative_check.hpp"
 #include "bilevel/core/exact_metrics.hpp"
 #include "bilevel/core/interrupt.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/core/lower_solve.hpp"
 #include "bilevel/core/run_clock.hpp"
 #include "bilevel/core/tuned_settings.hpp"
@@ -204,11 +205,7 @@ SolveReport BilevelSolver::solve(Vec x, Vec y) {
   }
 
   // Hypergradients from minibatches (either level) are noisy: the upper step's default decay follows.
-  const DatasetSizes sizes = problem.dataset_sizes();
-  const bool minibatches = has(have, Capability::Stochastic) &&
-                           ((options_.batch_size > 0 && options_.batch_size < sizes.lower) ||
-                            (options_.upper_batch_size > 0 && options_.upper_batch_size < sizes.upper));
-  upper_->setup(x, minibatches);
+  upper_->setup(x, draws_minibatches(problem, options_.batch_size, options_.upper_batch_size));
   upper_->project(x);
   AlgorithmContext ctx{problem, comm_, x, y, *upper_, options_.seed};
   ctx.batch_size = options_.batch_size;

@@ -100,6 +100,11 @@ PetscReal estimate_preconditioned_lipschitz_minibatch(BilevelProblem& problem,
 /// lower set's size, or a problem without minibatches (no Capability::Stochastic). Not collective.
 bool full_lower_batch(BilevelProblem& problem, PetscInt batch_size);
 
+/// Whether a run with these lower and upper batch sizes draws minibatches at either level (the noise that
+/// the decaying-step defaults average): a problem with Capability::Stochastic and a batch, at either level,
+/// that is positive and smaller than that level's data set. Not collective.
+bool draws_minibatches(BilevelProblem& problem, PetscInt lower_batch, PetscInt upper_batch);
+
 /// Smallest minibatch on which constant-step SGD in the problem's M is a method's default. A step
 /// 1/λ_max(M H_B) estimated on a few batches is exceeded by the rare batch whose rows carry most of a
 /// feature's curvature (M is the full data's diagonal); with constant steps such batches recur and the

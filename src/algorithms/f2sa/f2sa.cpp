@@ -34,6 +34,7 @@
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
 #include "bilevel/core/converged_reason.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -84,7 +85,7 @@ class F2sa : public Algorithm {
     if (!has(p.capabilities(), Capability::Stochastic)) batch_ = 0;
     upper_batch_ = n.upper > 0 ? (ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_) : 0;
     if (!has(p.capabilities(), Capability::Stochastic)) upper_batch_ = 0;
-    const bool minibatches = (batch_ > 0 && batch_ < n.lower) || (upper_batch_ > 0 && upper_batch_ < n.upper);
+    const bool minibatches = draws_minibatches(p, batch_, upper_batch_);
     lambda_step_ = o_.lambda_step >= 0 ? o_.lambda_step : minibatches ? o_.lambda0 / 7 : 1.0;
     lambda_exponent_ = o_.lambda_exponent >= 0 ? o_.lambda_exponent : minibatches ? 6.0 / 7 : 1.0 / 7;
     y_ = p.create_lower_vec();

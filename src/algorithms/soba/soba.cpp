@@ -22,6 +22,7 @@
 #include "bilevel/blocks/single_loop.hpp"
 #include "bilevel/core/algorithm.hpp"
 #include "bilevel/core/checkpoint.hpp"
+#include "bilevel/core/lower_hessian.hpp"
 #include "bilevel/petsc/error.hpp"
 
 namespace bilevel {
@@ -69,9 +70,7 @@ class Soba : public Algorithm {
     s.batches.upper = !stochastic ? 0 : (ctx.upper_batch_size > 0 ? ctx.upper_batch_size : s.batches.lower);
     s.average = o_.variant == SobaVariant::MovingAverage;
     loop_.setup(p, ctx.seed, s);
-    const bool minibatches = (s.batches.lower > 0 && s.batches.lower < p.dataset_sizes().lower) ||
-                             (s.batches.upper > 0 && s.batches.upper < p.dataset_sizes().upper);
-    decay_ = o_.decay >= 0 ? o_.decay : (minibatches ? 0.5 : 0.0);
+    decay_ = o_.decay >= 0 ? o_.decay : (draws_minibatches(p, s.batches.lower, s.batches.upper) ? 0.5 : 0.0);
   }
 
   StepResult step(AlgorithmContext& ctx) override {

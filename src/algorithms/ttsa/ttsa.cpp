@@ -139,8 +139,7 @@ class Ttsa : public Algorithm {
                                                                   static_cast<double>(kMaxSeriesTerms)))
                          : 10;
     upper_batch_ = !stochastic ? 0 : (ctx.upper_batch_size > 0 ? ctx.upper_batch_size : batch_);
-    const DatasetSizes n = p.dataset_sizes();
-    const bool minibatches = (batch_ > 0 && batch_ < n.lower) || (upper_batch_ > 0 && upper_batch_ < n.upper);
+    const bool minibatches = draws_minibatches(p, batch_, upper_batch_);
     const bool ttsa = o_.variant == TtsaVariant::Ttsa;
     ax_ = o_.upper_decay >= 0 ? o_.upper_decay : (!minibatches ? 0.0 : ttsa ? 0.6 : 0.5);
     ay_ = o_.lower_decay >= 0 ? o_.lower_decay : (!minibatches ? 0.0 : ttsa ? 0.4 : 0.5);
